@@ -1,0 +1,386 @@
+"""Shared audio core: bounded decoding, channel mixing, resampling, level measures and FLAC/WAV encoding.
+
+Every array is float32 shaped ``[C, T]`` (channels first). Decoding never lets a bare exception escape for a bad
+file: it raises :class:`AudioError`, whose ``reason`` is one of :data:`REASONS` (machine-readable, stored in tables).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+REASONS = (
+    "empty",  # zero bytes
+    "too_large",  # more bytes than the read limit
+    "too_long",  # longer than the duration limit
+    "too_short",  # shorter than a caller's minimum (used by the build job)
+    "truncated",  # the container promises more audio than the bytes hold
+    "unsupported_format",  # no decoder recognises the bytes
+    "decode_error",  # recognised but failed while decoding
+    "non_finite",  # NaN or infinite samples
+    "missing",  # the path or URL does not exist
+    "fetch_error",  # network or filesystem error while reading
+)
+
+AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
+
+_BLOCK_FRAMES = 1 << 16
+
+
+class AudioError(Exception):
+    """A bad audio input. ``reason`` is machine-readable (one of :data:`REASONS`); ``str(err)`` is for people."""
+
+    def __init__(self, reason: str, message: str):
+        if reason not in REASONS:
+            raise ValueError(f"unknown audio error reason {reason!r}")
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __reduce__(self):  # keep reason across process boundaries (Beam workers pickle exceptions)
+        return (AudioError, (self.reason, self.message))
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Decoded audio: ``samples`` float32 ``[C, T]`` in [-1, 1] (not clipped), ``sample_rate`` in Hz."""
+
+    samples: np.ndarray
+    sample_rate: int
+    decoder: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[1] / float(self.sample_rate)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading bytes
+
+
+def read_bytes(source: str | os.PathLike | BinaryIO, max_bytes: int | None = None) -> bytes:
+    """Read a local path or file object, refusing more than ``max_bytes`` (reason ``too_large``)."""
+    try:
+        if hasattr(source, "read"):
+            data = source.read(-1 if max_bytes is None else max_bytes + 1)
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise AudioError("missing", f"no such file: {path}")
+            if max_bytes is not None and path.stat().st_size > max_bytes:
+                raise AudioError("too_large", f"{path} has {path.stat().st_size} bytes, limit {max_bytes}")
+            data = path.read_bytes()
+    except OSError as err:
+        raise AudioError("fetch_error", f"cannot read {source}: {err}") from err
+    if max_bytes is not None and len(data) > max_bytes:
+        raise AudioError("too_large", f"input exceeds {max_bytes} bytes")
+    return bytes(data)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Decoding
+
+
+def decode(
+    source: AudioSource,
+    *,
+    max_bytes: int | None = None,
+    max_seconds: float | None = None,
+    name: str = "",
+) -> Decoded:
+    """Decode audio from a path, bytes or a file object.
+
+    soundfile (libsndfile: wav, flac, ogg/vorbis/opus, mp3, aiff) is tried first; anything it does not recognise goes to
+    FFmpeg through PyAV (m4a/aac, webm, opus-in-mp4, ...), or the ``ffmpeg`` binary when PyAV is missing.
+
+    Returns float32 ``[C, T]``. Raises :class:`AudioError` for every bad input; ``max_seconds`` is checked against the
+    header before any sample is read, so a header claiming hours of audio costs nothing.
+    """
+    label = name or (str(source) if isinstance(source, str | os.PathLike) else "<bytes>")
+    data = source if isinstance(source, bytes | bytearray | memoryview) else read_bytes(source, max_bytes)
+    data = bytes(data)
+    if len(data) == 0:
+        raise AudioError("empty", f"{label}: zero bytes")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise AudioError("too_large", f"{label}: {len(data)} bytes, limit {max_bytes}")
+    try:
+        decoded = _decode_soundfile(data, max_seconds, label)
+    except _NotRecognised:
+        decoded = _decode_ffmpeg(data, max_seconds, label)
+    _check_finite(decoded.samples, label)
+    if decoded.samples.shape[1] == 0:
+        raise AudioError("empty", f"{label}: no audio frames")
+    return decoded
+
+
+class _NotRecognised(Exception):
+    pass
+
+
+def _decode_soundfile(data: bytes, max_seconds: float | None, label: str) -> Decoded:
+    try:
+        handle = sf.SoundFile(io.BytesIO(data))
+    except sf.LibsndfileError as err:
+        if err.code == _SF_ERR_UNRECOGNISED_FORMAT:
+            raise _NotRecognised(str(err)) from err
+        reason = "truncated" if _looks_truncated(data) else "decode_error"
+        raise AudioError(reason, f"{label}: {err.error_string}") from err
+    except Exception as err:  # noqa: BLE001 - libsndfile may raise RuntimeError/TypeError for odd headers
+        raise _NotRecognised(str(err)) from err
+    with handle:
+        sr = int(handle.samplerate)
+        claimed = handle.frames if handle.seekable() else -1
+        fmt = handle.format
+        if sr <= 0:
+            raise AudioError("decode_error", f"{label}: invalid sample rate {sr}")
+        if _looks_truncated(data):
+            raise AudioError("truncated", f"{label}: the {fmt} container ends before its declared end")
+        if max_seconds is not None and claimed > 0 and claimed / sr > max_seconds:
+            raise AudioError("too_long", f"{label}: {claimed / sr:.1f} s, limit {max_seconds:g} s")
+        limit = None if max_seconds is None else int(max_seconds * sr) + 1
+        blocks: list[np.ndarray] = []
+        total = 0
+        try:
+            while True:
+                block = handle.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                blocks.append(block)
+                total += block.shape[0]
+                if limit is not None and total > limit:
+                    raise AudioError("too_long", f"{label}: longer than the limit of {max_seconds:g} s")
+        except AudioError:
+            raise
+        except Exception as err:  # noqa: BLE001 - LibsndfileError or codec errors mid-stream
+            reason = "truncated" if claimed > total else "decode_error"
+            raise AudioError(reason, f"{label}: decoding stopped after {total} frames ({err})") from err
+        channels = handle.channels
+    samples = np.concatenate(blocks, axis=0).T if blocks else np.zeros((max(channels, 1), 0), np.float32)
+    if claimed > 0 and total < claimed and _is_truncation(fmt, claimed, total):
+        raise AudioError("truncated", f"{label}: header promises {claimed} frames, only {total} decoded")
+    return Decoded(np.ascontiguousarray(samples, dtype=np.float32), sr, f"soundfile:{fmt.lower()}")
+
+
+_SF_ERR_UNRECOGNISED_FORMAT = 1
+
+
+def _looks_truncated(data: bytes) -> bool:
+    """Container-level truncation checks that libsndfile papers over.
+
+    WAV: the ``data`` chunk declares more bytes than follow it (libsndfile silently clamps). Ogg (RFC 3533): the last page
+    lacks the end-of-stream flag (header_type bit 0x04) or its segment table promises more body bytes than remain.
+    """
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        pos = 12
+        while pos + 8 <= len(data):
+            chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+            if chunk == b"data":
+                return size != 0xFFFFFFFF and size > len(data) - pos - 8
+            pos += 8 + size + (size & 1)
+        return True  # no data chunk before the bytes ran out
+    if data[:4] == b"OggS":
+        last = data.rfind(b"OggS")
+        if last + 27 > len(data) or not data[last + 5] & 0x04:
+            return True
+        segments = data[last + 26]
+        lacing = data[last + 27 : last + 27 + segments]
+        return len(lacing) < segments or last + 27 + segments + sum(lacing) > len(data)
+    return False
+
+
+def _is_truncation(fmt: str, claimed: int, got: int) -> bool:
+    """MP3 headers estimate their frame count; allow a small shortfall there, none elsewhere."""
+    if fmt == "MP3":
+        return got < 0.98 * claimed
+    return True
+
+
+def _decode_ffmpeg(data: bytes, max_seconds: float | None, label: str) -> Decoded:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        if shutil.which("ffmpeg"):
+            return _decode_ffmpeg_binary(data, max_seconds, label)
+        raise AudioError("unsupported_format", f"{label}: not a format libsndfile reads and FFmpeg is unavailable") from None
+    return _decode_pyav(data, max_seconds, label)
+
+
+def _decode_pyav(data: bytes, max_seconds: float | None, label: str) -> Decoded:
+    import av
+
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except (av.FFmpegError, ValueError, OSError) as err:
+        raise AudioError("unsupported_format", f"{label}: unrecognised audio container ({err})") from err
+    with container:
+        streams = [s for s in container.streams if s.type == "audio"]
+        if not streams:
+            raise AudioError("unsupported_format", f"{label}: container has no audio stream")
+        stream = streams[0]
+        sr = int(stream.rate or stream.codec_context.sample_rate or 0)
+        if sr <= 0:
+            raise AudioError("decode_error", f"{label}: audio stream without a sample rate")
+        if max_seconds is not None and stream.duration and stream.time_base:
+            claimed_s = float(stream.duration * stream.time_base)
+            if claimed_s > max_seconds:
+                raise AudioError("too_long", f"{label}: {claimed_s:.1f} s, limit {max_seconds:g} s")
+        resampler = av.AudioResampler(format="fltp", layout=None, rate=sr)
+        chunks: list[np.ndarray] = []
+        total = 0
+        limit = None if max_seconds is None else int(max_seconds * sr) + 1
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    arr = out.to_ndarray()  # [C, n] (planar float)
+                    chunks.append(arr)
+                    total += arr.shape[1]
+                if limit is not None and total > limit:
+                    raise AudioError("too_long", f"{label}: longer than the limit of {max_seconds:g} s")
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+        except AudioError:
+            raise
+        except (av.FFmpegError, ValueError, OSError) as err:
+            if not chunks:
+                raise AudioError("decode_error", f"{label}: {err}") from err
+            raise AudioError("truncated", f"{label}: decoding stopped after {total / sr:.2f} s ({err})") from err
+    if not chunks:
+        raise AudioError("empty", f"{label}: audio stream holds no frames")
+    samples = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+    return Decoded(np.ascontiguousarray(samples), sr, f"pyav:{container.format.name}")
+
+
+def _decode_ffmpeg_binary(data: bytes, max_seconds: float | None, label: str) -> Decoded:
+    probe = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"],
+        input=data,
+        capture_output=True,
+        check=False,
+    )
+    if probe.returncode != 0 or not probe.stdout:
+        raise AudioError("unsupported_format", f"{label}: ffmpeg cannot decode ({probe.stderr.decode()[-200:].strip()})")
+    info = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=sample_rate,channels", "-of", "csv=p=0", "-i", "pipe:0"],
+        input=data,
+        capture_output=True,
+        check=False,
+        text=False,
+    )
+    try:
+        sr_text, ch_text = info.stdout.decode().strip().splitlines()[0].split(",")[:2]
+        sr, channels = int(sr_text), int(ch_text)
+    except (ValueError, IndexError) as err:
+        raise AudioError("decode_error", f"{label}: ffprobe gave no stream info") from err
+    flat = np.frombuffer(probe.stdout, dtype="<f4")
+    samples = flat[: len(flat) // channels * channels].reshape(-1, channels).T
+    if max_seconds is not None and samples.shape[1] / sr > max_seconds:
+        raise AudioError("too_long", f"{label}: {samples.shape[1] / sr:.1f} s, limit {max_seconds:g} s")
+    return Decoded(np.ascontiguousarray(samples, dtype=np.float32), sr, "ffmpeg")
+
+
+def _check_finite(samples: np.ndarray, label: str) -> None:
+    if not np.isfinite(samples).all():
+        bad = int((~np.isfinite(samples)).sum())
+        raise AudioError("non_finite", f"{label}: {bad} NaN or infinite samples")
+
+
+def info(source: AudioSource) -> tuple[int, int, float]:
+    """``(sample_rate, channels, duration_s)`` from the header alone (soundfile formats), without decoding."""
+    data = source if isinstance(source, bytes | bytearray | memoryview) else read_bytes(source)
+    try:
+        meta = sf.info(io.BytesIO(bytes(data)))
+    except Exception as err:  # noqa: BLE001
+        raise AudioError("unsupported_format", f"cannot read header: {err}") from err
+    return int(meta.samplerate), int(meta.channels), float(meta.duration)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Channels, rate, levels
+
+
+def to_channels(samples: np.ndarray, channels: int) -> np.ndarray:
+    """``[C, T]`` -> ``[channels, T]``: mean downmix to mono, mono duplicated up, first channels kept otherwise."""
+    if samples.ndim != 2:
+        raise ValueError(f"expected [C, T], got shape {samples.shape}")
+    c = samples.shape[0]
+    if c == channels:
+        return samples
+    if channels == 1:
+        return samples.mean(axis=0, keepdims=True, dtype=np.float32)
+    if c == 1:
+        return np.repeat(samples, channels, axis=0)
+    if c > channels:
+        return samples[:channels]
+    raise ValueError(f"cannot make {channels} channels from {c}")
+
+
+def downmix(samples: np.ndarray) -> np.ndarray:
+    """Mean of channels: ``[C, T]`` -> ``[1, T]``."""
+    return to_channels(samples, 1)
+
+
+def resample(samples: np.ndarray, sr_in: int, sr_out: int, quality: str = "HQ") -> np.ndarray:
+    """Resample ``[C, T]`` with soxr (HQ by default). Returns float32 ``[C, round(T * sr_out / sr_in)]``."""
+    if sr_in == sr_out:
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    out = soxr.resample(np.ascontiguousarray(samples.T), sr_in, sr_out, quality=quality)  # soxr wants [T, C]
+    return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+def rms_db(samples: np.ndarray, floor_db: float = -120.0) -> float:
+    """RMS level in dBFS over all channels and frames; ``floor_db`` for digital silence."""
+    if samples.size == 0:
+        return floor_db
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return max(floor_db, 20.0 * np.log10(rms)) if rms > 0 else floor_db
+
+
+def peak_db(samples: np.ndarray, floor_db: float = -120.0) -> float:
+    """Absolute peak in dBFS; ``floor_db`` for digital silence."""
+    if samples.size == 0:
+        return floor_db
+    peak = float(np.max(np.abs(samples)))
+    return max(floor_db, 20.0 * np.log10(peak)) if peak > 0 else floor_db
+
+
+def pcm_hash(samples: np.ndarray) -> str:
+    """SHA-1 of the samples quantised to 16-bit PCM: equal for the same audio in different lossless containers."""
+    import hashlib
+
+    pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2")  # libsndfile's int16 <-> float scale
+    return hashlib.sha1(pcm.tobytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode(samples: np.ndarray, sample_rate: int, fmt: str = "FLAC", subtype: str = "PCM_16") -> bytes:
+    """Encode ``[C, T]`` float audio to bytes (clipped to [-1, 1]). ``fmt``: FLAC, WAV, OGG or MP3 (libsndfile)."""
+    buffer = io.BytesIO()
+    clipped = np.clip(samples, -1.0, 1.0).T
+    kwargs = {} if fmt in ("OGG", "MP3") else {"subtype": subtype}
+    sf.write(buffer, clipped, sample_rate, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def encode_flac(samples: np.ndarray, sample_rate: int) -> bytes:
+    """FLAC PCM_16 bytes of ``[C, T]`` float audio (the shard format)."""
+    return encode(samples, sample_rate, "FLAC", "PCM_16")
+
+
+def write(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
+    """Write ``[C, T]`` audio to a file whose suffix picks the format (.wav, .flac, .ogg, .mp3)."""
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot write audio format of {path}")
+    Path(path).write_bytes(encode(samples, sample_rate, fmt, subtype))

@@ -1,0 +1,87 @@
+"""The single ``n2m`` entry point. Each job lives in its own module and is imported only when it runs.
+
+A job module defines ``add_arguments(parser)`` (which calls :func:`n2m.config.leaf` on every runnable parser) and the
+``run(args) -> int`` functions it registers there. Mistakes a user can fix print one line and exit non-zero; ``--verbose``
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from n2m.audio import AudioError
+from n2m.config import apply_config
+from n2m.errors import JobFailed, UserError
+
+# name -> (one-line help, module defining add_arguments). Add a job here only when it works.
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+_EPILOG = """\
+the chain: synth -> build -> vocab -> label -> train -> sample -> eval
+run 'n2m JOB --help' for a job's options; every job takes --config FILE.yaml (flags override it) and --verbose."""
+
+
+def build_parser(commands: dict[str, tuple[str, str]] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="n2m",
+        description="n2m: build Noise2Music-style text-to-music models, from raw audio to evaluated checkpoints.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"n2m {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="JOB", title="jobs")
+    for name, (help_line, module) in (commands or COMMANDS).items():
+        child = sub.add_parser(name, help=help_line, description=help_line[:1].upper() + help_line[1:] + ".")
+        importlib.import_module(module).add_arguments(child)
+    return parser
+
+
+def _selected(argv: list[str]) -> dict[str, tuple[str, str]]:
+    """Import only the job being run (fast ``n2m JOB``); all of them for top-level ``--help``."""
+    for token in argv:
+        if not token.startswith("-"):
+            return {token: COMMANDS[token]} if token in COMMANDS else COMMANDS
+    return COMMANDS
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("n2m")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser(_selected(argv))
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0 if not argv else 2
+    try:
+        args = apply_config(parser, args, argv)
+        code = args.func(args)
+        return int(code or 0)
+    except (UserError, JobFailed, AudioError) as err:
+        if verbose:
+            raise
+        print(f"n2m {args.command}: error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)
+    except KeyboardInterrupt:
+        print(f"n2m {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
