@@ -1,0 +1,255 @@
+"""CLAP joint audio-text embeddings (LAION CLAP, Wu et al. 2023, arXiv 2211.06687) in one deterministic code path.
+
+A model is a transformers ``ClapModel`` directory (``config.json`` + weights, ``preprocessor_config.json`` of a
+``ClapFeatureExtractor`` and a tokenizer): a local copy of ``laion/clap-htsat-unfused``, the output of
+``n2m clap convert`` (original LAION ``.pt`` checkpoints) or of ``n2m clap-train``. Labelling, evaluation and training
+all embed through :class:`ClapEmbedder`, so the rules below hold everywhere. They change scores, so they are part of
+the contract:
+
+Audio (one clip ``[C, T]`` or ``[T]`` float at any rate -> one ``[D]`` vector)
+  1. Channels are averaged to mono, then resampled with soxr HQ (:func:`n2m.audio.resample`) to the model's rate
+     (48 kHz for LAION CLAP).
+  2. The clip is cut into non-overlapping windows of ``window_s`` (10 s, the model's ``max_length_s``) from its start.
+     A trailing remainder of at least ``min_tail_s`` (default half a window) becomes one more window; a shorter one is
+     dropped. A clip shorter than one window is one window. Windows that are shorter than ``window_s`` are
+     repeat-padded as LAION CLAP trains them (``repeatpad``: the audio tiled ``floor(W / n)`` times, then zeros).
+     Every window handed to the feature extractor is exactly ``W`` samples, so its ``truncation`` never crops
+     (``rand_trunc`` on ``> W`` samples) and nothing random happens; for fusion models ``is_longer`` is forced to
+     ``False`` for every window (the extractor would otherwise flag one window at random).
+  3. Each window goes through the audio tower and the projection *without* the final normalisation; the clip's
+     embedding is the mean of these raw window embeddings, then L2-normalised (Noise2Music, arXiv 2302.03917,
+     section 3.3: "the average of the CLAP embeddings of its 10-second segments").
+
+Text
+  Tokenised with the model's tokenizer (padding to the longest, truncation at the model's limit), embedded by the
+  text tower + projection, L2-normalised. Embeddings are cached in memory per ``(model_id, sha1(text))`` (LRU).
+
+transformers 5 returns ``BaseModelOutputWithPooling`` objects from ``get_*_features`` (already normalised); this
+module calls the towers and projections directly to get the raw vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from n2m.audio import downmix, resample
+from n2m.errors import UserError
+from n2m.provenance import dir_hash
+
+DEFAULT_TEXT_CACHE = 65_536
+
+
+def window_starts(n_samples: int, window: int, min_tail: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` sample ranges of a clip's windows (see the module docstring, rule 2).
+
+    Non-overlapping windows of ``window`` samples from 0; a remainder of ``>= min_tail`` samples is one more (short)
+    window; a clip shorter than ``window`` is one short window. Empty clips give no windows.
+    """
+    if n_samples <= 0:
+        return []
+    full = n_samples // window
+    ranges = [(i * window, (i + 1) * window) for i in range(full)]
+    tail = n_samples - full * window
+    if tail and (full == 0 or tail >= min_tail):
+        ranges.append((full * window, n_samples))
+    return ranges
+
+
+def repeat_pad(x: np.ndarray, length: int) -> np.ndarray:
+    """LAION's ``repeatpad``: ``[n]`` -> ``[length]``, tiled ``floor(length / n)`` times then zero-padded."""
+    n = x.shape[0]
+    if n >= length:
+        return x[:length]
+    tiled = np.tile(x, length // n)
+    return np.pad(tiled, (0, length - tiled.shape[0]))
+
+
+def split_windows(mono: np.ndarray, window: int, min_tail: int) -> list[np.ndarray]:
+    """Mono ``[T]`` at the model rate -> list of ``[window]`` float32 windows (rule 2)."""
+    return [repeat_pad(mono[a:b], window).astype(np.float32, copy=False)
+            for a, b in window_starts(mono.shape[0], window, min_tail)]
+
+
+class ClapEmbedder:
+    """Audio and text embeddings of one CLAP model, L2-normalised ``[N, D]`` float32 (rules in the module docstring)."""
+
+    def __init__(self, model, feature_extractor, tokenizer, model_id: str, path: str, device: str = "cpu",
+                 min_tail_s: float | None = None, text_cache_size: int = DEFAULT_TEXT_CACHE):
+        self.model = model.to(device).eval()
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.path = path
+        self.device = torch.device(device)
+        self.sample_rate = int(feature_extractor.sampling_rate)
+        self.window_s = float(feature_extractor.max_length_s)
+        self.min_tail_s = self.window_s / 2 if min_tail_s is None else float(min_tail_s)
+        self.fusion = bool(model.config.audio_config.enable_fusion)
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_cache_size = text_cache_size
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Loading
+
+    @classmethod
+    def from_pretrained(cls, path: str, device: str = "cpu", **kwargs) -> ClapEmbedder:
+        """Load a ClapModel directory (local only). A missing or invalid directory is a one-line :class:`UserError`."""
+        from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+
+        root = Path(path)
+        if not (root / "config.json").is_file():
+            raise UserError(f"{path} is not a CLAP model directory (no config.json); "
+                            "use 'n2m clap convert' for LAION .pt checkpoints or 'n2m clap-train' to make one")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {device} requested but no CUDA device is available")
+        try:
+            model = ClapModel.from_pretrained(str(root), local_files_only=True)
+            feature_extractor = ClapFeatureExtractor.from_pretrained(str(root), local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"cannot load CLAP model from {path}: {first}") from err
+        return cls(model, feature_extractor, tokenizer, dir_hash(root), str(root), device=device, **kwargs)
+
+    @property
+    def embed_dim(self) -> int:
+        """``D``, the joint embedding size (the projection dimension)."""
+        return int(self.model.config.projection_dim)
+
+    @property
+    def text_hidden_size(self) -> int:
+        """``H`` of :meth:`text_token_states`."""
+        return int(self.model.config.text_config.hidden_size)
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate))
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Audio
+
+    def prepare(self, clip: np.ndarray, sample_rate: int) -> list[np.ndarray]:
+        """One clip ``[C, T]`` or ``[T]`` at ``sample_rate`` -> its ``[W]`` windows at the model rate (rules 1-2)."""
+        samples = np.asarray(clip, dtype=np.float32)
+        if samples.ndim == 1:
+            samples = samples[None, :]
+        if samples.ndim != 2:
+            raise ValueError(f"expected a clip [C, T] or [T], got shape {samples.shape}")
+        mono = resample(downmix(samples), int(sample_rate), self.sample_rate)[0]
+        return split_windows(mono, self.window_samples, int(round(self.min_tail_s * self.sample_rate)))
+
+    def features(self, windows: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """``[W]`` windows -> the model's inputs: ``input_features`` ``[B, 1|4, frames, mels]`` and ``is_longer``."""
+        out = self.feature_extractor(
+            windows,
+            sampling_rate=self.sample_rate,
+            truncation="fusion" if self.fusion else "rand_trunc",
+            padding="repeatpad",
+            max_length=self.window_samples,
+            return_tensors="pt",
+        )
+        inputs = {"input_features": out["input_features"].to(self.device, torch.float32)}
+        if self.fusion:
+            inputs["is_longer"] = torch.zeros((len(windows), 1), dtype=torch.bool, device=self.device)
+        return inputs
+
+    @torch.no_grad()
+    def raw_audio_embeddings(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Audio tower + projection without normalisation: model inputs -> ``[B, D]``."""
+        pooled = self.model.audio_model(**inputs).pooler_output
+        return self.model.audio_projection(pooled)
+
+    def embed_windows(self, windows: list[np.ndarray], batch_size: int = 8) -> np.ndarray:
+        """Raw (un-normalised) embeddings of ``[W]`` windows -> ``[N, D]`` float32, ``batch_size`` windows at a time."""
+        out = np.empty((len(windows), self.embed_dim), np.float32)
+        for start in range(0, len(windows), batch_size):
+            batch = windows[start:start + batch_size]
+            out[start:start + len(batch)] = self.raw_audio_embeddings(self.features(batch)).float().cpu().numpy()
+        return out
+
+    def embed_audio(self, clips: list[np.ndarray], sample_rate: int, batch_size: int = 8) -> np.ndarray:
+        """Clips ``[C, T]`` or ``[T]`` float32 at ``sample_rate`` -> ``[N, D]`` float32, L2-normalised (rule 3).
+
+        Windows of all clips are batched together; an empty clip raises ``ValueError``.
+        """
+        per_clip = [self.prepare(clip, sample_rate) for clip in clips]
+        for i, windows in enumerate(per_clip):
+            if not windows:
+                raise ValueError(f"clip {i} holds no audio")
+        flat = [w for windows in per_clip for w in windows]
+        raw = self.embed_windows(flat, batch_size) if flat else np.zeros((0, self.embed_dim), np.float32)
+        out = np.empty((len(clips), self.embed_dim), np.float32)
+        start = 0
+        for i, windows in enumerate(per_clip):
+            out[i] = raw[start:start + len(windows)].mean(axis=0)
+            start += len(windows)
+        return l2_normalise(out)
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Text
+
+    def _tokenize(self, texts: list[str], **kwargs) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer(list(texts), return_tensors="pt", truncation=True, **kwargs)
+        return {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+
+    @torch.no_grad()
+    def _embed_text_uncached(self, texts: list[str]) -> np.ndarray:
+        tokens = self._tokenize(texts, padding=True, max_length=self._text_max_length())
+        pooled = self.model.text_model(**tokens).pooler_output
+        return l2_normalise(self.model.text_projection(pooled).float().cpu().numpy())
+
+    def _text_max_length(self) -> int:
+        # RoBERTa-style position ids start after the padding index: keep room for it.
+        limit = int(self.model.config.text_config.max_position_embeddings) - 2
+        tok_limit = getattr(self.tokenizer, "model_max_length", limit) or limit
+        return int(min(limit, tok_limit))
+
+    def embed_text(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Texts -> ``[N, D]`` float32, L2-normalised; cached per ``(model_id, sha1(text))`` in an LRU."""
+        keys = [self.model_id + ":" + hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._text_cache))
+        if missing:
+            by_key = dict(zip(keys, texts))
+            todo = [by_key[k] for k in missing]
+            for start in range(0, len(todo), batch_size):
+                vectors = self._embed_text_uncached(todo[start:start + batch_size])
+                for key, vector in zip(missing[start:start + batch_size], vectors):
+                    self._remember(key, vector)
+        out = np.empty((len(texts), self.embed_dim), np.float32)
+        for i, key in enumerate(keys):
+            vector = self._text_cache.get(key)
+            if vector is None:  # evicted while filling a request larger than the cache
+                vector = self._embed_text_uncached([texts[i]])[0]
+            else:
+                self._text_cache.move_to_end(key)
+            out[i] = vector
+        return out
+
+    def _remember(self, key: str, vector: np.ndarray) -> None:
+        self._text_cache[key] = vector
+        self._text_cache.move_to_end(key)
+        while len(self._text_cache) > self._text_cache_size:
+            self._text_cache.popitem(last=False)
+
+    @torch.no_grad()
+    def text_token_states(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text tower last hidden states ``[B, L, H]`` and attention mask ``[B, L]`` (``L = max_length``).
+
+        Used as a frozen text encoder (no gradients). Sequences are padded or truncated to exactly ``max_length``.
+        """
+        max_length = min(int(max_length), self._text_max_length())
+        tokens = self._tokenize(texts, padding="max_length", max_length=max_length)
+        states = self.model.text_model(**tokens).last_hidden_state
+        return states, tokens["attention_mask"]
+
+
+def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``[N, D]`` scaled to unit L2 norm (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
+
