@@ -1,0 +1,72 @@
+"""Embedding cache keyed by content, never by path.
+
+An entry's key is SHA-1 over (the audio file's content hash, the model id including its weights hash, the embedding
+settings as canonical JSON). Renaming or moving a file keeps its entries; changing a single byte of it, the weights or
+a setting (framing, crop, sample rate) misses. Entries are ``.npy`` float32 ``[F, D]`` written atomically (tmp +
+rename), so a killed run never leaves a half-written entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def default_root() -> Path:
+    """``$N2M_CACHE/eval`` or ``$XDG_CACHE_HOME/n2m/eval`` (``~/.cache/n2m/eval``)."""
+    if os.environ.get("N2M_CACHE"):
+        return Path(os.environ["N2M_CACHE"]) / "eval"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "n2m" / "eval"
+
+
+def settings_key(model_id: str, settings: dict[str, Any]) -> str:
+    """SHA-1 of the model id and canonical JSON of the settings (the part of a key shared by a whole run)."""
+    text = json.dumps({"model": model_id, "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+class EmbeddingCache:
+    """``root/{settings_key[:16]}/{content_hash[:2]}/{content_hash}.npy``; ``root=None`` disables caching."""
+
+    def __init__(self, root: str | Path | None, model_id: str, settings: dict[str, Any]):
+        self.key = settings_key(model_id, settings)
+        self.dir = None if root is None else Path(root) / self.key[:16]
+        self.hits = 0
+        self.misses = 0
+        if self.dir is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            manifest = self.dir / "settings.json"
+            if not manifest.exists():
+                manifest.write_text(json.dumps({"model": model_id, "settings": settings, "key": self.key},
+                                               indent=2, sort_keys=True, default=str))
+
+    def _path(self, content_hash: str) -> Path:
+        assert self.dir is not None
+        return self.dir / content_hash[:2] / f"{content_hash}.npy"
+
+    def get(self, content_hash: str) -> np.ndarray | None:
+        if self.dir is None:
+            self.misses += 1
+            return None
+        path = self._path(content_hash)
+        try:
+            value = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
+
+    def put(self, content_hash: str, embeddings: np.ndarray) -> None:
+        if self.dir is None:
+            return
+        path = self._path(content_hash)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, np.asarray(embeddings, np.float32), allow_pickle=False)
+        os.replace(tmp, path)

@@ -1,0 +1,111 @@
+"""Registry of embedding models for FAD and the CLAP score: ``vggish:WEIGHTS`` and ``clap:DIR``.
+
+An :class:`Embedder` turns one mono waveform ``[T]`` at its ``sample_rate`` into frame embeddings ``[F, D]``. Its
+``model_id`` names the model and the hash of its weights, and ``settings`` every option that changes the numbers; both
+go into the cache key and the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from n2m.errors import UserError
+from n2m.provenance import dir_hash, file_hash
+
+
+class Embedder(Protocol):
+    name: str
+    model_id: str
+    sample_rate: int
+    min_seconds: float
+    settings: dict[str, Any]
+
+    def embed(self, wave: np.ndarray) -> np.ndarray:
+        """Mono float32 ``[T]`` at ``sample_rate`` -> float32 ``[F, D]``."""
+
+
+@dataclass(frozen=True)
+class EmbeddingOptions:
+    """Options of the embedding models (CLI flags); each model reads its own."""
+
+    device: str = "cpu"
+    vggish_framing: str = "torchvggish"
+    vggish_postprocess: str = "none"
+    vggish_pca: str | None = None
+    clap_window_s: float = 10.0
+    clap_min_s: float = 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# VGGish
+
+
+class _VGGish:
+    name = "vggish"
+
+    def __init__(self, path: str, options: EmbeddingOptions):
+        from eval.vggish import SAMPLE_RATE, VGGishEmbedder, VGGishSettings
+
+        settings = VGGishSettings(options.vggish_framing, options.vggish_postprocess)
+        self.module = VGGishEmbedder.from_files(path, settings, options.vggish_pca, options.device)
+        weights = file_hash(path)
+        pca = file_hash(options.vggish_pca) if options.vggish_pca and options.vggish_postprocess != "none" else None
+        self.model_id = f"vggish:{weights}" + (f"+pca:{pca}" if pca else "")
+        self.sample_rate = SAMPLE_RATE
+        self.min_seconds = self.module.min_seconds
+        self.settings = {"framing": settings.framing, "postprocess": settings.postprocess}
+
+    def embed(self, wave: np.ndarray) -> np.ndarray:
+        return self.module.embed(wave)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CLAP (n2m.clap.ClapEmbedder: the model the labelling backends load)
+
+
+class _Clap:
+    """CLAP audio embeddings of deterministic non-overlapping windows (``clap_window_s``, 10 s as CLAP was trained),
+    starting at 0; a trailing part shorter than a window is dropped unless the clip has no full window, in which case
+    the whole clip is one window. Each row is L2-normalised."""
+
+    name = "clap"
+
+    def __init__(self, path: str, options: EmbeddingOptions):
+        from n2m.clap import ClapEmbedder
+
+        self.model = ClapEmbedder.from_pretrained(path, options.device)
+        self.model_id = f"clap:{self.model.model_id}:{dir_hash(path)}"
+        self.sample_rate = int(self.model.sample_rate)
+        self.window = int(round(options.clap_window_s * self.sample_rate))
+        self.min_seconds = options.clap_min_s
+        self.settings = {"window_s": options.clap_window_s}
+
+    def windows(self, wave: np.ndarray) -> list[np.ndarray]:
+        count = wave.shape[-1] // self.window
+        if count == 0:
+            return [wave]
+        return [wave[i * self.window:(i + 1) * self.window] for i in range(count)]
+
+    def embed(self, wave: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.embed_audio(self.windows(wave), self.sample_rate), np.float32)
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """``[N, D]`` L2-normalised text embeddings."""
+        return np.asarray(self.model.embed_text(list(texts)), np.float32)
+
+
+EMBEDDINGS: dict[str, Callable[[str, EmbeddingOptions], Embedder]] = {"vggish": _VGGish, "clap": _Clap}
+
+
+def load(spec: str, options: EmbeddingOptions | None = None) -> Embedder:
+    """An embedder from ``NAME:PATH`` (``vggish:weights.pth``, ``clap:models/clap``)."""
+    name, sep, path = spec.partition(":")
+    if not sep or not path:
+        raise UserError(f"embedding {spec!r} must be NAME:PATH with NAME one of {sorted(EMBEDDINGS)}")
+    if name not in EMBEDDINGS:
+        raise UserError(f"unknown embedding {name!r}; choose from {sorted(EMBEDDINGS)}")
+    return EMBEDDINGS[name](path, options or EmbeddingOptions())
