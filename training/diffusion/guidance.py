@@ -10,31 +10,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import torch
 
-from training.diffusion.samplers import Clip, Cond, Denoiser
+from training.diffusion.samplers import Clip, Cond, Denoiser, map_cond
 
 
 def concat_cond(first: Cond, second: Cond) -> Cond:
-    """Join two conditionings along the batch: tensors are concatenated on dim 0, other values must be equal."""
-    if first is None or second is None:
-        if first is not second:
-            raise ValueError("cannot batch a conditioning with None")
-        return None
-    if set(first) != set(second):
-        raise ValueError(f"conditionings differ in keys: {sorted(first)} vs {sorted(second)}")
-    out: dict[str, Any] = {}
-    for key, value in first.items():
-        other = second[key]
-        if isinstance(value, torch.Tensor):
-            out[key] = torch.cat([value, other], dim=0)
-        elif value == other:
-            out[key] = value
-        else:
-            raise ValueError(f"conditioning {key!r} is not a tensor and differs between the halves")
-    return out
+    """Join two conditionings of the same structure along the batch (tensor fields concatenated on dim 0)."""
+    if (first is None) != (second is None):
+        raise ValueError("cannot batch a conditioning with None")
+    return map_cond(lambda name, a, b: torch.cat([a, b], dim=0), first, second)
 
 
 def classifier_free(denoise: Denoiser, scale: float, uncond: Cond) -> Denoiser:

@@ -20,6 +20,7 @@ The forward process is ``x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps`` (DDPM, Ho e
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,10 +28,31 @@ from typing import Any
 
 import torch
 
-Cond = Mapping[str, Any] | None
+Cond = Any  # a Mapping or a dataclass of batch-first tensors (e.g. training.diffusion.denoiser.Conditioning), or None
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond], torch.Tensor]
 Clip = Callable[[torch.Tensor], torch.Tensor]
 Callback = Callable[[dict], None]
+
+
+def map_cond(fn: Callable[..., Any], cond: Cond, *others: Cond) -> Cond:
+    """Apply ``fn(name, value, *other_values)`` to every tensor field of ``cond`` (a Mapping or a dataclass).
+
+    Non-tensor fields (``None``, flags) are kept from ``cond``; ``others`` must have the same fields. Guidance uses it
+    to batch two conditionings, windowing to slice the time-aligned ones.
+    """
+    if cond is None:
+        return None
+    if isinstance(cond, Mapping):
+        names, get = list(cond), (lambda c, k: c[k])
+    elif dataclasses.is_dataclass(cond):
+        names, get = [f.name for f in dataclasses.fields(cond)], getattr
+    else:
+        raise TypeError(f"conditioning must be a mapping or a dataclass, not {type(cond).__name__}")
+    out = {}
+    for name in names:
+        value = get(cond, name)
+        out[name] = fn(name, value, *(get(o, name) for o in others)) if isinstance(value, torch.Tensor) else value
+    return dict(out) if isinstance(cond, Mapping) else dataclasses.replace(cond, **out)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
