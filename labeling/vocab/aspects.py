@@ -1,0 +1,152 @@
+"""Short-form aspect vocabulary: the built-in curated list (``data/aspects.tsv``) plus the user's own lists.
+
+Noise2Music (arXiv 2302.03917, section 3.2) used 23,906 short aspect tags written by raters (Rater-SF, from MusicCaps).
+n2m ships a smaller curated list of descriptors, each with its aspect category, and reads extra lists with ``--extra``:
+
+- ``.txt`` / ``.tsv``: one descriptor per line, optionally ``text<TAB>aspect`` (a ``text aspect`` header is skipped);
+- ``.csv``: a ``text`` column (and optional ``aspect``), or MusicCaps' ``aspect_list`` column of Python-style lists;
+- ``.jsonl``: objects with ``text`` and optional ``aspect``.
+
+Entries without a category get ``extra`` (``musiccaps`` for ``aspect_list``). Duplicates are removed by the near-duplicate
+key of :func:`labeling.vocab.clean.near_key` (the first occurrence wins, built-in first).
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from labeling.vocab.clean import near_key
+from n2m.errors import UserError
+from n2m.provenance import file_hash, sha1_bytes
+from n2m.schema import text_id
+
+CATEGORIES = ("genre", "subgenre", "mood", "instrument", "vocal", "tempo", "rhythm", "era", "production", "harmony",
+              "performance", "usage")
+
+
+def _tsv_lines(text: str) -> list[tuple[str, str] | None]:
+    out: list[tuple[str, str] | None] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        cells = [c.strip() for c in line.split("\t")]
+        if [c.lower() for c in cells[:2]] == ["text", "aspect"]:
+            continue
+        if len(cells) > 2 or not cells[0]:
+            out.append(None)
+            continue
+        out.append((cells[0], cells[1] if len(cells) == 2 and cells[1] else "extra"))
+    return out
+
+
+def _builtin_text() -> str:
+    return resources.files("labeling.vocab.data").joinpath("aspects.tsv").read_text(encoding="utf-8")
+
+
+def builtin_aspects() -> list[tuple[str, str]]:
+    """The curated list as ``(text, aspect)`` pairs, in file order."""
+    return [entry for entry in _tsv_lines(_builtin_text()) if entry is not None]
+
+
+def _csv_entries(path: Path) -> list[tuple[str, str] | None]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or [])
+        if "aspect_list" in columns:
+            out: list[tuple[str, str] | None] = []
+            for row in reader:
+                try:
+                    items = ast.literal_eval(row["aspect_list"] or "[]")
+                except (ValueError, SyntaxError):
+                    out.append(None)
+                    continue
+                out.extend((str(i).strip(), "musiccaps") if str(i).strip() else None for i in items)
+            return out
+        if "text" not in columns:
+            raise UserError(f"--extra {path}: a CSV needs a 'text' or an 'aspect_list' column")
+        return [(row["text"].strip(), (row.get("aspect") or "extra").strip()) if (row["text"] or "").strip() else None
+                for row in reader]
+
+
+def _jsonl_entries(path: Path) -> list[tuple[str, str] | None]:
+    out: list[tuple[str, str] | None] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out.append((str(row["text"]).strip(), str(row.get("aspect") or "extra")) if str(row["text"]).strip() else None)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            out.append(None)
+    return out
+
+
+_EXTRA_READERS = {
+    ".txt": lambda p: _tsv_lines(p.read_text(encoding="utf-8")),
+    ".tsv": lambda p: _tsv_lines(p.read_text(encoding="utf-8")),
+    ".csv": _csv_entries,
+    ".jsonl": _jsonl_entries,
+}
+
+
+def read_extra(path: str) -> list[tuple[str, str] | None]:
+    """The entries of one ``--extra`` file (``None`` for an unreadable line)."""
+    source = Path(path)
+    if not source.is_file():
+        raise UserError(f"--extra {path}: no such file")
+    reader = _EXTRA_READERS.get(source.suffix.lower())
+    if reader is None:
+        raise UserError(f"--extra {path}: unknown list type {source.suffix!r} (use {', '.join(_EXTRA_READERS)})")
+    try:
+        return reader(source)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"--extra {path}: cannot read it: {err}") from err
+
+
+@dataclass
+class AspectSet:
+    """Deduplicated short-form rows (``VOCAB_SCHEMA`` order) and what was dropped, per source."""
+
+    rows: list[dict[str, str]] = field(default_factory=list)
+    sources: list[dict[str, object]] = field(default_factory=list)
+    duplicates: int = 0
+    _seen: set[str] = field(default_factory=set)
+
+    def add(self, entries: list[tuple[str, str] | None], backend: str, model: str, sha1: str) -> None:
+        stats = Counter({"read": len(entries), "kept": 0, "duplicate": 0, "bad_line": 0})
+        for entry in entries:
+            if entry is None:
+                stats["bad_line"] += 1
+                continue
+            text, aspect = " ".join(entry[0].split()), entry[1].strip().lower() or "extra"
+            key = near_key(text)
+            if not key:
+                stats["bad_line"] += 1
+                continue
+            if key in self._seen:
+                stats["duplicate"] += 1
+                self.duplicates += 1
+                continue
+            self._seen.add(key)
+            stats["kept"] += 1
+            self.rows.append({"id": text_id(text), "text": text, "kind": "short", "aspect": aspect, "track_id": "",
+                              "backend": backend, "model": model, "prompt_id": ""})
+        self.sources.append({"source": model, "sha1": sha1, **stats})
+
+
+def build_aspects(extra: list[str], *, builtin: bool = True) -> AspectSet:
+    """The built-in list (unless ``builtin=False``) followed by each ``--extra`` file, deduplicated."""
+    out = AspectSet()
+    if builtin:
+        out.add(list(builtin_aspects()), "builtin", "labeling/vocab/data/aspects.tsv", sha1_bytes(_builtin_text().encode()))
+    for path in extra:
+        out.add(read_extra(path), "file", str(path), file_hash(path))
+    if not out.rows:
+        raise UserError("the aspect vocabulary is empty (--no-builtin and no usable --extra entries)")
+    return out
