@@ -110,12 +110,14 @@ class Failure:
 
 @dataclass
 class EmbeddedSet:
-    """Embeddings of the usable files of a set (``ids[i]`` -> ``frames[i]`` ``[F_i, D]``) and the excluded ones."""
+    """Embeddings of the usable files of a set and the excluded ones: ``ids[i]`` -> FAD frames ``frames[i]``
+    ``[F_i, D]`` and the clip vector ``clips[i]`` ``[D]``."""
 
     ids: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     hashes: list[str] = field(default_factory=list)
     frames: list[np.ndarray] = field(default_factory=list)
+    clips: list[np.ndarray] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=lambda: Counter())
     cache_hits: int = 0
@@ -124,8 +126,8 @@ class EmbeddedSet:
         """``[sum F_i, D]`` in id order (the statistics do not depend on it)."""
         return np.concatenate(self.frames) if self.frames else np.zeros((0, 0), np.float32)
 
-    def by_id(self) -> dict[str, np.ndarray]:
-        return dict(zip(self.ids, self.frames))
+    def clips_by_id(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.ids, self.clips))
 
     def summary(self) -> dict[str, Any]:
         reasons = Counter(f.reason for f in self.failures)
@@ -178,5 +180,6 @@ def embed_files(files: list[Path], embedder: Embedder, preprocess: Preprocess, c
         out.ids.append(path.stem)
         out.paths.append(str(path))
         out.hashes.append(digest)
-        out.frames.append(np.asarray(frames, np.float32))
+        out.frames.append(np.asarray(embedder.fad_frames(frames), np.float32))
+        out.clips.append(np.asarray(embedder.clip_embedding(frames), np.float32))
     return out

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from n2m.audio import AudioError
 from n2m.errors import UserError
-from n2m.provenance import dir_hash, file_hash
+from n2m.provenance import file_hash
 
 
 class Embedder(Protocol):
@@ -25,7 +26,13 @@ class Embedder(Protocol):
     settings: dict[str, Any]
 
     def embed(self, wave: np.ndarray) -> np.ndarray:
-        """Mono float32 ``[T]`` at ``sample_rate`` -> float32 ``[F, D]``."""
+        """Mono float32 ``[T]`` at ``sample_rate`` -> float32 ``[F, D]`` (what the cache stores)."""
+
+    def fad_frames(self, raw: np.ndarray) -> np.ndarray:
+        """Cached ``[F, D]`` -> the frames whose Gaussian FAD compares ``[F, D]``."""
+
+    def clip_embedding(self, raw: np.ndarray) -> np.ndarray:
+        """Cached ``[F, D]`` -> one ``[D]`` vector for the whole clip (the CLAP score's audio side)."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,6 @@ class EmbeddingOptions:
     vggish_framing: str = "torchvggish"
     vggish_postprocess: str = "none"
     vggish_pca: str | None = None
-    clap_window_s: float = 10.0
     clap_min_s: float = 1.0
 
 
@@ -45,6 +51,8 @@ class EmbeddingOptions:
 
 
 class _VGGish:
+    """VGGish example embeddings; FAD uses every example, a clip's vector is their mean."""
+
     name = "vggish"
 
     def __init__(self, path: str, options: EmbeddingOptions):
@@ -62,15 +70,22 @@ class _VGGish:
     def embed(self, wave: np.ndarray) -> np.ndarray:
         return self.module.embed(wave)
 
+    def fad_frames(self, raw: np.ndarray) -> np.ndarray:
+        return raw
+
+    def clip_embedding(self, raw: np.ndarray) -> np.ndarray:
+        return raw.mean(axis=0)
+
 
 # ---------------------------------------------------------------------------------------------------------------------
-# CLAP (n2m.clap.ClapEmbedder: the model the labelling backends load)
+# CLAP (n2m.clap.ClapEmbedder: the model the labelling backends load, with its deterministic window rules)
 
 
 class _Clap:
-    """CLAP audio embeddings of deterministic non-overlapping windows (``clap_window_s``, 10 s as CLAP was trained),
-    starting at 0; a trailing part shorter than a window is dropped unless the clip has no full window, in which case
-    the whole clip is one window. Each row is L2-normalised."""
+    """The cache holds the raw (un-normalised) embeddings of the clip's windows ``[W, D]``, as cut by
+    :meth:`n2m.clap.ClapEmbedder.prepare` (non-overlapping 10 s windows from 0, tail kept when >= half a window,
+    repeat-padded). FAD compares the L2-normalised windows (the vectors LAION's API returns); a clip's vector is the
+    L2-normalised mean of its raw windows, exactly :meth:`ClapEmbedder.embed_audio`."""
 
     name = "clap"
 
@@ -78,20 +93,27 @@ class _Clap:
         from n2m.clap import ClapEmbedder
 
         self.model = ClapEmbedder.from_pretrained(path, options.device)
-        self.model_id = f"clap:{self.model.model_id}:{dir_hash(path)}"
+        self.model_id = f"clap:{self.model.model_id}"
         self.sample_rate = int(self.model.sample_rate)
-        self.window = int(round(options.clap_window_s * self.sample_rate))
         self.min_seconds = options.clap_min_s
-        self.settings = {"window_s": options.clap_window_s}
-
-    def windows(self, wave: np.ndarray) -> list[np.ndarray]:
-        count = wave.shape[-1] // self.window
-        if count == 0:
-            return [wave]
-        return [wave[i * self.window:(i + 1) * self.window] for i in range(count)]
+        self.settings = {"window_s": self.model.window_s, "min_tail_s": self.model.min_tail_s,
+                         "fusion": self.model.fusion}
 
     def embed(self, wave: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.embed_audio(self.windows(wave), self.sample_rate), np.float32)
+        windows = self.model.prepare(wave, self.sample_rate)
+        if not windows:
+            raise AudioError("too_short", "no CLAP window in the clip")
+        return self.model.embed_windows(windows)
+
+    def fad_frames(self, raw: np.ndarray) -> np.ndarray:
+        from n2m.clap import l2_normalise
+
+        return l2_normalise(raw)
+
+    def clip_embedding(self, raw: np.ndarray) -> np.ndarray:
+        from n2m.clap import l2_normalise
+
+        return l2_normalise(raw.mean(axis=0, keepdims=True))[0]
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """``[N, D]`` L2-normalised text embeddings."""

@@ -135,6 +135,28 @@ class VGGish(nn.Module):
         return self.embeddings(x)
 
 
+def random_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A torchvggish-layout state dict with random weights for tests and benchmarks (not a model to evaluate with).
+
+    He-normal weights and small positive biases keep activations alive through the 6 convolutions and 3 ReLU layers
+    (PyTorch's default init drives the 128-d output to ~0 on log-mel input); PCA parameters are a random rotation.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in VGGish().state_dict().items()}
+    state = {}
+    for key, shape in shapes.items():
+        if key.endswith("weight"):
+            fan_in = math.prod(shape[1:])
+            state[key] = torch.randn(shape, generator=generator) * math.sqrt(2.0 / fan_in)
+        else:
+            state[key] = torch.full(shape, 0.01)
+    state["pproc.pca_eigen_vectors"] = torch.linalg.qr(torch.randn(EMBEDDING_SIZE, EMBEDDING_SIZE,
+                                                                   generator=generator))[0]
+    state["pproc.pca_means"] = torch.randn(EMBEDDING_SIZE, 1, generator=generator) * 0.1
+    return state
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Postprocessing (AudioSet release: PCA with whitening, then 8-bit quantisation)
 

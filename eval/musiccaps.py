@@ -1,0 +1,167 @@
+"""The MusicCaps protocol of Noise2Music (arXiv 2302.03917, Section 5), for any caption CSV + reference directory.
+
+Prompts come from the CSV's captions (MusicCaps: ``ytid, start_s, end_s, aspect_list, caption, ..., is_audioset_eval``;
+``--subset audioset_eval`` keeps the 2,858 rows of the AudioSet eval split). Reference clips are files named by id
+(``{ytid}.wav``, any audio suffix) in a directory the user holds; ids without a reference are listed, never silently
+dropped. Generated audio (``{ytid}.wav``, usually 30 s) is scored on its middle 10 s through 16 kHz, as the paper did;
+the same preprocessing is applied to the references so both sides see the same band. Reported: FAD_VGG, FAD_CLAP, the
+CLAP score (with shuffled-prompt baseline, ground-truth audio score and the references' own score), counts, and what was
+missing or excluded.
+
+``--checkpoints`` generates the audio first through training's public sampling API (``training.sampling``,
+``n2m sample``), when it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import importlib.util
+from pathlib import Path
+
+from eval import report as reports
+from eval.audio_sets import Preprocess, by_id, embed_files, list_audio
+from eval.options import (
+    FAD_LABELS,
+    add_embedding_options,
+    add_fad_options,
+    add_output_options,
+    cache_root,
+    embedding_options,
+    fad_options,
+    finish,
+    model_info,
+    out_dir,
+    pair_items,
+)
+from n2m.config import leaf, resolved
+from n2m.errors import JobFailed, UserError
+
+SUBSETS = {
+    "all": lambda row: True,
+    "audioset_eval": lambda row: str(row.get("is_audioset_eval", "")).strip().lower() in ("true", "1", "yes"),
+}
+GENERATED_SECONDS = 30.0  # Noise2Music generates 30 s and scores the middle 10 s
+
+
+def read_captions(path: str | Path, id_column: str = "ytid", caption_column: str = "caption",
+                  subset: str = "all") -> tuple[dict[str, str], int]:
+    """``({id: caption}, rows in the file)`` of the chosen subset; missing columns and duplicate ids are errors."""
+    try:
+        handle = open(path, newline="", encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"cannot read captions {path}: {err.strerror}") from err
+    with handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        needed = [id_column, caption_column] + (["is_audioset_eval"] if subset == "audioset_eval" else [])
+        absent = [c for c in needed if c not in fields]
+        if absent:
+            raise UserError(f"{path} lacks column(s) {', '.join(absent)} (has: {', '.join(fields)})")
+        keep = SUBSETS[subset]
+        prompts: dict[str, str] = {}
+        rows = 0
+        for number, row in enumerate(reader, 2):
+            rows += 1
+            if not keep(row):
+                continue
+            pid, caption = (row[id_column] or "").strip(), (row[caption_column] or "").strip()
+            if not pid or not caption:
+                raise UserError(f"{path}:{number}: empty {id_column if not pid else caption_column}")
+            if pid in prompts:
+                raise UserError(f"{path}:{number}: duplicate id {pid!r}")
+            prompts[pid] = caption
+    if not prompts:
+        raise UserError(f"{path}: no captions in subset {subset!r}")
+    return prompts, rows
+
+
+def generate(checkpoints: list[str], prompts: dict[str, str], out: Path, seed: int, device: str) -> Path:
+    """Generate ``{id}.wav`` (+ JSON sidecars) for every prompt with training's public sampling API."""
+    if importlib.util.find_spec("training.sampling") is None:
+        raise UserError("generation needs n2m sample (training.sampling); pass --generated DIR with audio named by id")
+    sampling = importlib.import_module("training.sampling")
+    api = getattr(sampling, "sample_prompts", None)
+    if api is None:
+        raise UserError("generation needs n2m sample (training.sampling.sample_prompts); pass --generated DIR")
+    target = out / "generated"
+    api(checkpoints=list(checkpoints), prompts=dict(prompts), out_dir=str(target), seconds=GENERATED_SECONDS,
+        seed=seed, device=device)
+    return target
+
+
+def run(args: argparse.Namespace) -> int:
+    from eval import embeddings, scoring
+
+    if not args.vggish and not args.clap:
+        raise UserError("give --vggish WEIGHTS and/or --clap DIR")
+    prompts, rows = read_captions(args.captions, args.id_column, args.caption_column, args.subset)
+    out = out_dir(args, "musiccaps")
+    generated_dir = Path(args.generated) if args.generated else generate(args.checkpoints, prompts, out, args.seed,
+                                                                         args.device)
+    ref_by_id = by_id(list_audio(args.reference_audio))
+    gen_by_id = by_id(list_audio(str(generated_dir)))
+    reference = [ref_by_id[i] for i in prompts if i in ref_by_id]
+    generated = [gen_by_id[i] for i in prompts if i in gen_by_id]
+    missing = {
+        "captions without reference audio": [i for i in prompts if i not in ref_by_id],
+        "captions without generated audio": [i for i in prompts if i not in gen_by_id],
+        "generated files not in the captions": sorted(set(gen_by_id) - set(prompts)),
+    }
+    if not generated:
+        raise JobFailed(f"none of the {len(prompts)} caption ids has a generated file in {generated_dir}")
+    if not reference:
+        raise JobFailed(f"none of the {len(prompts)} caption ids has a reference file in {args.reference_audio}")
+
+    preprocess = Preprocess(args.crop_seconds, args.band_rate or None)
+    report = reports.base_report("musiccaps", out.name, resolved(args))
+    report.update(
+        preprocess=preprocess.as_dict(), fad={}, models={}, sets={}, warnings=[], missing=missing,
+        lineage=reports.lineage(generated),
+        counts={"caption_rows": rows, "subset": args.subset, "prompts": len(prompts), "reference_found": len(reference),
+                "generated_found": len(generated), **{k: len(v) for k, v in missing.items()}},
+    )
+    for what, ids in missing.items():
+        if ids:
+            report["warnings"].append(f"{len(ids)} {what}")
+    cache = cache_root(args)
+    for name, path in (("vggish", args.vggish), ("clap", args.clap)):
+        if not path:
+            continue
+        embedder = embeddings.load(f"{name}:{path}", embedding_options(args))
+        ref = embed_files(reference, embedder, preprocess, cache, desc=f"{name}: reference")
+        gen = embed_files(generated, embedder, preprocess, cache, desc=f"{name}: generated")
+        report["models"][name] = model_info(embedder)
+        report["sets"][f"reference ({name})"] = ref.summary()
+        report["sets"][f"generated ({name})"] = gen.summary()
+        rows_, section, warnings = scoring.fad(FAD_LABELS[name], model_info(embedder), ref, gen, fad_options(args))
+        report["metrics"].update(rows_)
+        report["fad"][name] = section
+        report["warnings"] += warnings
+        if name == "clap":
+            rows_, section, warnings = scoring.clap_scores(embedder, prompts, gen, ref, args.seed)
+            report["metrics"].update(rows_)
+            report["clap_score"] = section
+            report["warnings"] += [w for w in warnings if "prompts have no generated audio" not in w]
+    reports.attach_samples(report, pair_items(generated, reference, prompts), args.samples, args.seed)
+    return finish(report, out)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--captions", required=True, help="caption CSV (MusicCaps: musiccaps-public.csv)")
+    p.add_argument("--reference-audio", required=True, help="directory of reference clips named by id ({ytid}.wav)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--generated", help="directory of generated audio named by id ({ytid}.wav)")
+    source.add_argument("--checkpoints", nargs="+", help="generate first with n2m sample from these checkpoints")
+    p.add_argument("--subset", default="all", choices=sorted(SUBSETS),
+                   help="all rows, or the is_audioset_eval rows (2,858 in MusicCaps)")
+    p.add_argument("--id-column", default="ytid", help="CSV column naming the clip id (file stem)")
+    p.add_argument("--caption-column", default="caption", help="CSV column with the prompt text")
+    p.add_argument("--vggish", metavar="WEIGHTS", help="torchvggish state dict for FAD_VGG")
+    p.add_argument("--clap", metavar="DIR", help="CLAP model directory for FAD_CLAP and the CLAP score")
+    add_fad_options(p)
+    add_embedding_options(p)
+    add_output_options(p)
+    p.set_defaults(crop_seconds=10.0, band_rate=16000)
+    leaf(p, run)
