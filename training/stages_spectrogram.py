@@ -1,0 +1,195 @@
+"""The spectrogram path of Noise2Music (arXiv 2302.03917, sections 3.2 and 4, tables 7-8): two more training stages.
+
+- ``spec_generator``: text -> log-mel spectrogram of 30 s (80 mel channels, 100 frames/s, values in [-1, 1]; the
+  frontend is :mod:`training.mel`). ``sigma^2`` loss weighting (the paper found it crucial here), linear schedule,
+  96 text tokens. On the 1D U-Net the 80 mel channels are the input/output channels and time is the length axis.
+  Its "sample rate" is the frame rate, 100 Hz. Paper preset: base 256, strides [4, 3, 2, 2, 2], channels
+  256 x [1, 2, 2, 3, 4], 755M parameters with n2m's block counts (paper: 745M).
+- ``vocoder``: spectrogram -> 16 kHz waveform, no text. The spectrogram enters at the bottom of the U (strides
+  [2, 4, 4, 5] multiply to the mel hop, 160, so the bottom runs at the frame rate), with conditioning augmentation:
+  diffusion noise at ``t in [0, 1]`` and a 2D Gaussian blur (5 x 5 taps over mel x time, ``sigma`` 0.2-1.0).
+  Paper preset: base 128, channels 128 x [1, 1, 2, 4], 26.0M parameters (paper: 25.7M).
+
+Importing this module adds both to :data:`training.stages.STAGES`; their example makers are :data:`EXAMPLES` here,
+for the data module's registry (``training.data.EXAMPLES``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from n2m.audio import resample
+from training.diffusion.schedules import Schedule
+from training.mel import MelConfig, MelFrontend
+from training.networks.presets import Architecture
+from training.networks.unet1d import UNetConfig
+from training.stages import STAGES, StageSpec
+
+MEL = MelConfig()
+AUDIO_RATE = MEL.sample_rate  # the spectrogram describes 16 kHz audio
+FRAME_RATE = int(MEL.frames_per_second)  # 100
+
+_D, _T = False, True
+
+SPEC_GENERATOR = Architecture(
+    channel_mults=(1, 2, 2, 3, 4), strides=(4, 3, 2, 2, 2), num_res_blocks=(2, 4, 8, 16, 28),
+    self_attention=(_D, _D, _T, _T, _T), cross_attention=(_D, _D, _T, _T, _T), text=True,
+    in_channels=MEL.n_mels, out_channels=MEL.n_mels,
+)
+VOCODER = Architecture(
+    channel_mults=(1, 1, 2, 4), strides=(2, 4, 4, 5), num_res_blocks=(1, 1, 3, 4),
+    self_attention=(_D,) * 4, cross_attention=(_D,) * 4, text=False, aligned_channels=MEL.n_mels,
+)
+
+
+@dataclass(frozen=True)
+class SpectrogramStageSpec(StageSpec):
+    """A :class:`StageSpec` whose ``paper`` network may have its own base width (the vocoder's is 128, not 256) and
+    whose ``tiny`` network may have its own strides (the tiny vocoder keeps a total stride of 160, the mel hop)."""
+
+    paper_base_channels: int | None = None
+    tiny_strides: tuple[int, ...] | None = None
+
+    def network(self, preset: str, text_dim: int | None = None) -> UNetConfig:
+        cfg = super().network(preset, text_dim)
+        if preset == "paper" and self.paper_base_channels is not None:
+            cfg = dataclasses.replace(cfg, base_channels=self.paper_base_channels)
+        if preset == "tiny" and self.tiny_strides is not None:
+            cfg = dataclasses.replace(cfg, strides=list(self.tiny_strides))
+        return cfg
+
+
+SPECTROGRAM_STAGES: dict[str, SpectrogramStageSpec] = {
+    "spec_generator": SpectrogramStageSpec(
+        name="spec_generator",
+        description="text -> 80-channel log-mel spectrogram at 100 frames/s, full 30 s clips",
+        example="spectrogram",
+        sample_rate=FRAME_RATE,
+        cond_rate=None,
+        window_s=(30.0, 30.0),
+        text=True,
+        token_length=96,
+        schedule="linear",
+        weighting="sigma",
+        parametrisation="eps",
+        cfg_dropout=0.1,
+        aug_t_max=0.0,
+        aug_blur_sigma=None,
+        paper_steps=1_800_000,
+        architecture=SPEC_GENERATOR,
+    ),
+    "vocoder": SpectrogramStageSpec(
+        name="vocoder",
+        description="log-mel spectrogram (100 frames/s) -> 16 kHz waveform (no text), 4 s windows",
+        example="vocoder",
+        sample_rate=AUDIO_RATE,
+        cond_rate=FRAME_RATE,
+        window_s=(4.0, 4.0),  # fixed: the mel is cut with the audio, which collate does only for whole windows
+        text=False,
+        token_length=0,
+        schedule="linear",
+        weighting="simplified",
+        parametrisation="eps",
+        cfg_dropout=0.0,
+        aug_t_max=1.0,
+        aug_blur_sigma=(0.2, 1.0),
+        paper_steps=840_000,
+        architecture=VOCODER,
+        paper_base_channels=128,
+        tiny_strides=(10, 16),
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training examples (data-loader workers; mel computed on the fly on the CPU)
+
+_FRONTEND = MelFrontend(MEL)
+
+
+def _audio_window(mono: np.ndarray, sr: int, samples: int, offset_frac: float) -> np.ndarray:
+    """``[C, samples]`` of 16 kHz audio starting at ``offset_frac`` of the free range (zero-padded when short)."""
+    x = resample(mono, sr, AUDIO_RATE)
+    start = int(offset_frac * max(0, x.shape[1] - samples))
+    x = x[:, start : start + samples]
+    return np.pad(x, ((0, 0), (0, samples - x.shape[1]))) if x.shape[1] < samples else x
+
+
+def log_mel(audio: np.ndarray) -> np.ndarray:
+    """``[1, T]`` 16 kHz audio -> ``[n_mels, T // hop]`` float32 scaled log-mel."""
+    with torch.no_grad():
+        return _FRONTEND(torch.from_numpy(np.ascontiguousarray(audio[:1], dtype=np.float32)))[0].numpy()
+
+
+def spectrogram_example(mono: np.ndarray, sr: int, stage: StageSpec, window: int, offset_frac: float) -> dict:
+    """spec_generator: ``x0`` = the log-mel ``[80, window]`` of ``window`` frames of the clip."""
+    return {"x0": log_mel(_audio_window(mono, sr, window * MEL.hop, offset_frac))}
+
+
+def vocoder_example(mono: np.ndarray, sr: int, stage: StageSpec, window: int, offset_frac: float) -> dict:
+    """vocoder: ``x0`` = ``window`` samples of 16 kHz audio ``[1, window]``, ``aligned`` = its log-mel ``[80, window / 160]``."""
+    if window % MEL.hop:
+        raise ValueError(f"vocoder windows must be a multiple of {MEL.hop} samples, got {window}")
+    audio = _audio_window(mono, sr, window, offset_frac)
+    return {"x0": audio, "aligned": log_mel(audio)}
+
+
+EXAMPLES = {"spectrogram": spectrogram_example, "vocoder": vocoder_example}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The vocoder's conditioning augmentation: 2D blur + diffusion noise on the spectrogram
+
+BLUR_2D = 5  # taps per axis (Noise2Music: "2D blur with a 5x5 kernel")
+
+
+def blur_2d(mel: torch.Tensor, sigma: torch.Tensor, size: int = BLUR_2D) -> torch.Tensor:
+    """Blur each spectrogram ``[B, M, F]`` over (mel, time) with an isotropic ``size x size`` Gaussian of std
+    ``sigma`` ``[B]`` (in bins/frames); separable, reflect-padded, same shape."""
+    b, m, f = mel.shape
+    offsets = torch.arange(size, dtype=torch.float32, device=mel.device) - (size - 1) / 2
+    kernels = torch.exp(-0.5 * (offsets[None] / sigma.float()[:, None]) ** 2)
+    kernels = (kernels / kernels.sum(1, keepdim=True)).to(mel.dtype)  # [B, size]
+    pad = (size // 2, size // 2)
+    x = mel.reshape(1, b, m, f)
+    x = F.conv2d(F.pad(x, (*pad, 0, 0), mode="reflect"), kernels[:, None, None, :], groups=b)  # along time
+    x = F.conv2d(F.pad(x, (0, 0, *pad), mode="reflect"), kernels[:, None, :, None], groups=b)  # along mel
+    return x.reshape(b, m, f)
+
+
+class SpectrogramAugmentation:
+    """Random 2D blur then diffusion noise ``alpha z + sigma eps`` at ``t_aug ~ U[0, t_max]`` on a spectrogram
+    ``[B, M, F]`` (Noise2Music section 3.1; Ho et al. 2022 for noise augmentation). Same interface as
+    :class:`training.diffusion.augment.ConditioningAugmentation`."""
+
+    def __init__(self, schedule: Schedule, t_max: float, blur_sigma: tuple[float, float] | None = None):
+        self.schedule, self.t_max, self.blur_sigma = schedule, float(t_max), blur_sigma
+
+    def apply(self, z: torch.Tensor, t: torch.Tensor, sigma_blur: torch.Tensor | None = None,
+              noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Blur by ``sigma_blur`` ``[B]`` (optional), then diffuse to ``t`` ``[B]``."""
+        if sigma_blur is not None:
+            z = blur_2d(z, sigma_blur)
+        if noise is None:
+            device = generator.device if generator is not None else z.device
+            noise = torch.randn(z.shape, generator=generator, device=device).to(z.device, z.dtype)
+        alpha, sigma = self.schedule.alpha_sigma(t)
+        return alpha.to(z.dtype)[:, None, None] * z + sigma.to(z.dtype)[:, None, None] * noise
+
+    def __call__(self, z: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z_aug [B, M, F], t_aug [B])`` at random levels and blurs."""
+        device = generator.device if generator is not None else z.device
+        t = (torch.rand(z.shape[0], generator=generator, device=device) * self.t_max).to(z.device)
+        sigma_blur = None
+        if self.blur_sigma is not None:
+            lo, hi = self.blur_sigma
+            sigma_blur = (lo + (hi - lo) * torch.rand(z.shape[0], generator=generator, device=device)).to(z.device)
+        return self.apply(z, t, sigma_blur, generator=generator), t
+
+
+STAGES.update(SPECTROGRAM_STAGES)
