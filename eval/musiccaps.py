@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     missing = {
         "captions without reference audio": [i for i in prompts if i not in ref_by_id],
         "captions without generated audio": [i for i in prompts if i not in gen_by_id],
-        "generated files not in the captions": sorted(set(gen_by_id) - set(prompts)),
+        "generated files not in the selected captions": sorted(set(gen_by_id) - set(prompts)),
     }
     if not generated:
         raise JobFailed(f"none of the {len(prompts)} caption ids has a generated file in {generated_dir}")

@@ -65,13 +65,12 @@ def clap_dir(tmp_path_factory) -> str:
     return str(root)
 
 
-@pytest.fixture()
-def audio_sets(tmp_path) -> dict[str, Path]:
+def make_audio_sets(root: Path) -> dict[str, Path]:
     """``reference/`` and ``generated/`` dirs of short clips named by prompt id, a prompts JSONL, and sidecars."""
     from n2m import audio
 
     sr = 16000
-    ref, gen = tmp_path / "reference", tmp_path / "generated"
+    ref, gen = root / "reference", root / "generated"
     ref.mkdir()
     gen.mkdir()
     for i, pid in enumerate(PROMPTS):
@@ -79,6 +78,11 @@ def audio_sets(tmp_path) -> dict[str, Path]:
         audio.write(gen / f"{pid}.flac", tone(3.2, 24000, 230 * (i + 1), seed=100 + i, noise=0.1), 24000)
         (gen / f"{pid}.json").write_text(json.dumps({"id": pid, "checkpoints": ["runs/gen/last.ckpt"],
                                                      "label_set": "demo-labels", "build": "b1"}))
-    prompts = tmp_path / "prompts.jsonl"
+    prompts = root / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in PROMPTS.items()))
-    return {"reference": ref, "generated": gen, "prompts": prompts, "root": tmp_path}
+    return {"reference": ref, "generated": gen, "prompts": prompts, "root": root}
+
+
+@pytest.fixture(scope="module")
+def audio_sets(tmp_path_factory) -> dict[str, Path]:
+    return make_audio_sets(tmp_path_factory.mktemp("sets"))
