@@ -18,7 +18,9 @@ from n2m.config import apply_config
 from n2m.errors import JobFailed, UserError
 
 # name -> (one-line help, module defining add_arguments). Add a job here only when it works.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "vocab": ("caption vocabularies: LLM long-form sentences from track metadata, short-form aspects", "labeling.vocab.cli"),
+}
 
 _EPILOG = """\
 the chain: synth -> build -> vocab -> label -> train -> sample -> eval

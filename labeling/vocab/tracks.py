@@ -21,7 +21,7 @@ import pyarrow as pa
 from n2m.errors import UserError
 
 META_COLUMNS = ("title", "artist", "tags")
-ID_COLUMNS = ("source_id", "track_id", "id", "key", "path", "uri", "url")
+ID_COLUMNS = ("source_id", "track_id", "id", "path", "uri", "url")
 _TAG_SPLIT = re.compile(r"\s*[,;|]\s*")
 
 
