@@ -62,7 +62,10 @@ def stream_topk(
     buffers = _Buffers(dev)
     offset = 0
     for block in blocks:
-        entries = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).to(dev)  # [M_b, D]
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        if not block.flags.writeable:  # a read-only memory map: torch wants writable memory
+            block = block.copy()
+        entries = torch.from_numpy(block).to(dev)  # [M_b, D]
         m = entries.shape[0]
         kk = min(k, m)
         for start in range(0, n, query_block):

@@ -1,0 +1,139 @@
+"""Per-shard audio embeddings: read a build shard, decode each clip, embed it with :class:`n2m.clap.ClapEmbedder`.
+
+Results live in ``OUT/embeddings/{model}/{split}-NNNNNN.npz`` (``keys`` ``[n]``, ``embeddings`` float32 ``[n, D]``,
+the failed clips and the embedding rules), written atomically. They depend only on the audio and the model, so any
+number of label sets and vocabularies re-score them without touching audio again. A clip that does not decode is
+recorded with its :class:`n2m.audio.AudioError` reason and skipped; a damaged tar keeps the clips read before the damage.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import fsspec
+import numpy as np
+
+from labeling.io import exists, load_npz, save_npz
+from n2m.audio import AudioError, decode
+from n2m.clap import ClapEmbedder
+
+CLIPS_PER_CHUNK = 16  # clips decoded and held at once (their windows are batched by the embedder)
+
+
+@dataclass
+class ShardEmbeddings:
+    """``keys`` of the clips that embedded, their ``embeddings`` ``[n, D]``, and failures ``[{key, reason, message}]``."""
+
+    keys: list[str]
+    embeddings: np.ndarray
+    failed: list[dict] = field(default_factory=list)
+    cached: bool = False
+
+
+def rules_of(embedder: ClapEmbedder) -> dict:
+    """What makes two embedding files comparable: the model and the window rule."""
+    return {"model_id": embedder.model_id, "sample_rate": embedder.sample_rate, "window_s": embedder.window_s,
+            "min_tail_s": embedder.min_tail_s, "reduce": "mean_raw_then_l2"}
+
+
+def read_samples(tar_path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {ext: bytes})`` per sample of a WebDataset tar (members grouped by key; the key ends at the first dot).
+
+    A damaged archive raises :class:`AudioError` (``truncated``) after yielding the samples before the damage.
+    """
+    current: str | None = None
+    members: dict[str, bytes] = {}
+    try:
+        with fsspec.open(tar_path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = member.name.rsplit("/", 1)[-1]
+                key, _, ext = name.partition(".")
+                if key != current and current is not None:
+                    yield current, members
+                    members = {}
+                current = key
+                members[ext] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        if current is not None:
+            yield current, members
+        raise AudioError("truncated", f"{tar_path}: archive damaged after sample {current!r} ({err})") from err
+    if current is not None:
+        yield current, members
+
+
+def embed_shard(embedder: ClapEmbedder, tar_path: str, batch_size: int = 8) -> ShardEmbeddings:
+    """Embed every clip of one shard, in shard order. Bad clips are recorded, never fatal."""
+    keys: list[str] = []
+    vectors: list[np.ndarray] = []
+    failed: list[dict] = []
+    chunk: list[tuple[str, np.ndarray, int]] = []
+
+    def flush() -> None:
+        if chunk:
+            vectors.append(embedder.embed_audio([c[1] for c in chunk], chunk[0][2], batch_size=batch_size))
+            keys.extend(c[0] for c in chunk)
+            chunk.clear()
+
+    samples = read_samples(tar_path)
+    while True:
+        try:
+            item = next(samples)
+        except StopIteration:
+            break
+        except AudioError as err:
+            failed.append({"key": "*", "reason": err.reason, "message": err.message})
+            break
+        key, members = item
+        audio = members.get("flac")
+        if audio is None:
+            failed.append({"key": key, "reason": "missing", "message": f"{key}: sample has no .flac member"})
+            continue
+        try:
+            decoded = decode(audio, name=key)
+        except AudioError as err:
+            failed.append({"key": key, "reason": err.reason, "message": err.message})
+            continue
+        if chunk and chunk[0][2] != decoded.sample_rate:
+            flush()  # one rate per embedder call
+        chunk.append((key, decoded.samples, decoded.sample_rate))
+        if len(chunk) >= CLIPS_PER_CHUNK:
+            flush()
+    flush()
+    dim = embedder.embed_dim
+    embeddings = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
+    return ShardEmbeddings(keys, embeddings.astype(np.float32, copy=False), failed)
+
+
+def save_embeddings(path: str, result: ShardEmbeddings, rules: dict) -> None:
+    save_npz(path, keys=np.array(result.keys, dtype=str), embeddings=result.embeddings,
+             failed=np.array(json.dumps(result.failed)), rules=np.array(json.dumps(rules, sort_keys=True)))
+
+
+def load_embeddings(path: str, rules: dict) -> ShardEmbeddings | None:
+    """The stored embeddings of a shard if they exist and were made under the same ``rules``, else ``None``."""
+    if not exists(path):
+        return None
+    try:
+        data = load_npz(path)
+        if json.loads(str(data["rules"])) != json.loads(json.dumps(rules, sort_keys=True)):
+            return None
+        return ShardEmbeddings([str(k) for k in data["keys"]], data["embeddings"], json.loads(str(data["failed"])),
+                               cached=True)
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable cache: recompute
+
+
+def shard_embeddings(embedder: ClapEmbedder, tar_path: str, cache_path: str, batch_size: int = 8) -> ShardEmbeddings:
+    """Stored embeddings of a shard, computing and storing them first when missing."""
+    rules = rules_of(embedder)
+    cached = load_embeddings(cache_path, rules)
+    if cached is not None:
+        return cached
+    result = embed_shard(embedder, tar_path, batch_size)
+    save_embeddings(cache_path, result, rules)
+    return result

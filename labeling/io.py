@@ -1,0 +1,63 @@
+"""Small file helpers for the labelling job: atomic writes, NPZ round trips and globbing, local paths or fsspec URIs."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from pathlib import Path
+
+import fsspec
+import numpy as np
+
+
+def is_remote(path: str) -> bool:
+    return "://" in str(path)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` so that readers see the old file or the new one, never a partial one (tmp + fsync + rename)."""
+    if is_remote(path):
+        with fsspec.open(path, "wb") as handle:  # object stores publish an object only when its upload completes
+            handle.write(data)
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+
+
+def exists(path: str) -> bool:
+    if is_remote(path):
+        fs, _, (resolved,) = fsspec.get_fs_token_paths(path)
+        return fs.exists(resolved)
+    return Path(path).exists()
+
+
+def read_bytes(path: str) -> bytes:
+    with fsspec.open(path, "rb") as handle:
+        return handle.read()
+
+
+def save_npz(path: str, **arrays: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+def glob(pattern: str) -> list[str]:
+    """Sorted matches of a glob (URIs keep their scheme)."""
+    fs, _, paths = fsspec.get_fs_token_paths(pattern)
+    if is_remote(pattern):
+        protocol = pattern.split("://", 1)[0]
+        return sorted(f"{protocol}://{p}" for p in paths)
+    return sorted(paths)
