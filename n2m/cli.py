@@ -20,6 +20,7 @@ from n2m.errors import JobFailed, UserError
 # name -> (one-line help, module defining add_arguments). Add a job here only when it works.
 COMMANDS: dict[str, tuple[str, str]] = {
     "vocab": ("caption vocabularies: LLM long-form sentences from track metadata, short-form aspects", "labeling.vocab.cli"),
+    "label": ("pseudo-label every clip with CLAP: top-K per vocabulary, inverse-frequency captions (Beam)", "labeling.cli"),
 }
 
 _EPILOG = """\
