@@ -86,7 +86,7 @@ def split_sentences(text: str) -> list[str]:
         pieces = _SPLIT.split(line)
         merged: list[str] = []
         for piece in pieces:
-            if merged and merged[-1].lower().endswith(_ABBREVIATIONS):
+            if merged and merged[-1].split()[-1].lstrip("(\"'").lower() in _ABBREVIATIONS:
                 merged[-1] = f"{merged[-1]} {piece}"
             else:
                 merged.append(piece)

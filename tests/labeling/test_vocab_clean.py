@@ -30,6 +30,11 @@ def test_split_sentences_handles_lines_bullets_and_abbreviations():
         "Yes it does.",
         "Drums enter late",
     ]
+    # words that merely end like an abbreviation ("drums" / "ms.", "playlist" / "st.") still end a sentence
+    assert split_sentences("It is built from piano and drums. The pulse is slow. Fit for a playlist. Mrs. Jones likes "
+                           "it (e.g. at night).") == [
+        "It is built from piano and drums.", "The pulse is slow.", "Fit for a playlist.",
+        "Mrs. Jones likes it (e.g. at night)."]
 
 
 def test_normalise_whitespace_casing_markup_and_final_stop():
