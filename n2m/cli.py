@@ -21,6 +21,7 @@ from n2m.errors import JobFailed, UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "vocab": ("caption vocabularies: LLM long-form sentences from track metadata, short-form aspects", "labeling.vocab.cli"),
     "label": ("pseudo-label every clip with CLAP: top-K per vocabulary, inverse-frequency captions (Beam)", "labeling.cli"),
+    "clap": ("CLAP model utilities: convert original LAION checkpoints to the transformers layout", "labeling.clap_cli"),
 }
 
 _EPILOG = """\

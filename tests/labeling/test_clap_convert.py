@@ -123,3 +123,18 @@ def test_checkpoint_with_pickled_objects_is_refused(original, tmp_path):
     torch.save({"state_dict": original["laion"], "extra": _NotATensor()}, path)
     with pytest.raises(UserError, match="weights-only"):
         convert(str(path), str(original["root"] / "roberta"), str(tmp_path / "o"))
+
+
+def test_cli_convert(original, tmp_path, capsys):
+    from n2m.cli import main
+
+    ckpt = _save(tmp_path / "clap.pt", original["laion"])
+    out = tmp_path / "cli_out"
+    argv = ["clap", "convert", ckpt, "--text-model", str(original["root"] / "roberta"), "--out", str(out),
+            "--sample-rate", "16000", "--fmax", "8000", "--spec-size", "128"]
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert (out / "conversion.json").is_file() and (out / "model.safetensors").is_file()
+    assert main(argv) == 2  # refuses to overwrite without --force
+    assert "not empty" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
