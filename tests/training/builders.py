@@ -1,0 +1,103 @@
+"""Tiny inputs for the training tests, written by the data contracts (ARCHITECTURE.md section 2, ``n2m.schema``):
+a build (WebDataset shards of ``{key}.flac`` + ``{key}.json``, commit markers, index.parquet, build.json), a label set
+(LABELS_SCHEMA tables + manifest.json) and a random T5 encoder with a tokenizer trained on the captions."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import webdataset as wds
+
+from n2m.audio import encode_flac
+from n2m.provenance import write_json
+from n2m.schema import INDEX_SCHEMA, LABELS_SCHEMA, BuildLayout, clip_key, source_id
+
+SR = 24_000
+LONG = ["a calm piano piece with soft strings", "an energetic rock song with loud drums",
+        "a slow ambient pad drifting in space", "a jazzy tune with a walking bass line"]
+SHORT = ["piano", "rock", "ambient", "jazz", "happy", "sad", "fast", "slow"]
+
+
+def tone(seed: int, seconds: float, sr: int = SR) -> np.ndarray:
+    """A harmonic tone with a vibrato and an envelope: float32 ``[1, T]``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = rng.uniform(110, 440)
+    phase = 2 * np.pi * f0 * t + 0.3 * np.sin(2 * np.pi * rng.uniform(3, 6) * t)
+    x = sum(rng.uniform(0.1, 0.3) / k * np.sin(k * phase) for k in range(1, 5))
+    env = 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.3, 1.0) * t) ** 2
+    return (x * env).astype(np.float32)[None, :]
+
+
+def write_build(root: Path, shards: dict[str, list[int]], seconds: float = 2.0, labels: str = "tiny") -> dict:
+    """Write a build with ``shards[split] = [clips per shard, ...]`` and a label set named ``labels``.
+
+    Returns ``{"keys": {split: [keys]}, "captions": {key: {"long": [...], "short": [...]}}}``.
+    """
+    layout = BuildLayout(str(root))
+    rows, keys, captions = [], {}, {}
+    label_rows: dict[str, list[dict]] = {}
+    n = 0
+    for split, sizes in shards.items():
+        Path(layout.shard_dir(split)).mkdir(parents=True, exist_ok=True)
+        keys[split] = []
+        for index, count in enumerate(sizes):
+            shard = layout.shard(split, index)
+            with wds.TarWriter(shard) as sink:
+                for _ in range(count):
+                    src = source_id(f"file:///corpus/{split}/{n}.wav")
+                    key = clip_key(src, 0)
+                    audio = tone(n, seconds)
+                    meta = {"key": key, "source_id": src, "source_uri": f"file:///corpus/{split}/{n}.wav",
+                            "offset_s": 0.0, "duration_s": seconds, "sample_rate": SR, "channels": 1, "split": split,
+                            "rms_db": -20.0, "meta": {"title": f"track {n}"}, "text": [f"track {n} by the testers"]}
+                    sink.write({"__key__": key, "flac": encode_flac(audio, SR), "json": json.dumps(meta).encode()})
+                    rows.append({"key": key, "source_id": src, "source_uri": meta["source_uri"], "clip_index": 0,
+                                 "split": split, "shard": Path(shard).name, "offset_s": 0.0, "duration_s": seconds,
+                                 "padded": False, "sample_rate": SR, "channels": 1, "rms_db": -20.0})
+                    long = [LONG[n % len(LONG)]]
+                    short = [SHORT[n % len(SHORT)], SHORT[(n + 3) % len(SHORT)]]
+                    captions[key] = {"long": long, "short": short}
+                    label_rows.setdefault(split, []).extend([
+                        {"key": key, "vocab": "lf", "kind": "long", "topk_ids": ["a"], "topk_scores": [0.5],
+                         "captions": long},
+                        {"key": key, "vocab": "sf", "kind": "short", "topk_ids": ["b", "c"],
+                         "topk_scores": [0.4, 0.3], "captions": short},
+                    ])
+                    keys[split].append(key)
+                    n += 1
+            write_json(layout.shard_marker(split, index), {"samples": count})
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), buffer)
+    Path(layout.index).write_bytes(buffer.getvalue())
+    write_json(layout.build_json, {"build_id": "test-build-0001", "config": {"sample_rate": SR}, "counts": {"clips": n}})
+    Path(layout.label_dir(labels)).mkdir(parents=True, exist_ok=True)
+    for split, table_rows in label_rows.items():
+        pq.write_table(pa.Table.from_pylist(table_rows, schema=LABELS_SCHEMA), layout.label_table(labels, split, 0))
+    write_json(layout.label_manifest(labels), {"name": labels, "k": 1, "k_prime": 1, "seed": 0})
+    return {"keys": keys, "captions": captions}
+
+
+def write_tiny_t5(path: Path, texts: list[str], d_model: int = 32) -> Path:
+    """A random 1-layer T5 encoder and a word-level tokenizer trained on ``texts``, saved as a HF directory."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["<pad>", "</s>", "<unk>"]))
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                        model_max_length=512)
+    config = T5Config(vocab_size=tok.get_vocab_size(), d_model=d_model, d_ff=2 * d_model, d_kv=d_model // 2,
+                      num_layers=1, num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    torch.manual_seed(0)
+    T5EncoderModel(config).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path

@@ -1,0 +1,1 @@
+"""Diffusion machinery around a plain network: schedules, the denoiser (parametrisation + loss), augmentation."""

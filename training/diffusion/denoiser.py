@@ -1,0 +1,160 @@
+"""The denoiser: owns the parametrisation, the loss weighting and classifier-free-guidance dropout around a network.
+
+The network maps ``(x_t, t, conditioning)`` to one signal; what that signal means is the parametrisation's business
+(the k-diffusion split: Karras et al. 2022, EDM, section 5; Crowson's k-diffusion ``Denoiser``).
+
+- ``eps`` (Ho et al. 2020; Noise2Music section 3.1): the output is ``eps``; ``x_0 = (x_t - sigma_t eps) / alpha_t``.
+- ``v`` (Salimans & Ho 2022, section 4): the output is ``v = alpha_t eps - sigma_t x_0``; then
+  ``x_0 = alpha_t x_t - sigma_t v`` and ``eps = sigma_t x_t + alpha_t v``.
+
+Loss: ``w(t) * mean((out - target)^2)`` per example, with ``w = 1`` ("simplified", Ho et al. 2020) or ``w = sigma_t^2``
+(Noise2Music's "sigma" weighting, crucial for its spectrogram generator). Time is sampled uniformly in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from training.diffusion.schedules import Schedule
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What a network sees besides ``x_t`` and ``t`` (all optional; which ones a network needs is in its config).
+
+    ``text`` ``[B, L, D]`` token states with ``text_mask`` ``[B, L]`` (bool, True = token), ``lowfi`` ``[B, C, T]``,
+    ``aug_t`` ``[B]`` (conditioning-augmentation level), ``aligned`` ``[B, C_a, T_a]``.
+    """
+
+    text: torch.Tensor | None = None
+    text_mask: torch.Tensor | None = None
+    lowfi: torch.Tensor | None = None
+    aug_t: torch.Tensor | None = None
+    aligned: torch.Tensor | None = None
+
+    def kwargs(self) -> dict[str, torch.Tensor | None]:
+        return {"text": self.text, "text_mask": self.text_mask, "lowfi": self.lowfi, "aug_t": self.aug_t,
+                "aligned": self.aligned}
+
+    def without_text(self, drop: torch.Tensor) -> Conditioning:
+        """Zero the text of the examples where ``drop`` ``[B]`` is True (their mask becomes all False)."""
+        if self.text is None or self.text_mask is None:
+            return self
+        keep = ~drop
+        return replace(self, text=self.text * keep[:, None, None].to(self.text.dtype),
+                       text_mask=self.text_mask & keep[:, None])
+
+
+def cfg_dropout(cond: Conditioning, p: float, generator: torch.Generator | None = None) -> tuple[Conditioning, torch.Tensor]:
+    """Classifier-free-guidance dropout (Ho & Salimans 2022): drop the text of each example with probability ``p``.
+
+    Returns the conditioning and the ``[B]`` bool mask of dropped examples.
+    """
+    if cond.text is None or p <= 0.0:
+        batch = 0 if cond.text is None else cond.text.shape[0]
+        device = None if cond.text is None else cond.text.device
+        return cond, torch.zeros(batch, dtype=torch.bool, device=device)
+    device = generator.device if generator is not None else cond.text.device
+    drop = (torch.rand(cond.text.shape[0], generator=generator, device=device) < p).to(cond.text.device)
+    return cond.without_text(drop), drop
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parametrisations: the training target, and (eps, x0) from the network output
+
+
+@dataclass(frozen=True)
+class Parametrisation:
+    target: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x0, eps, a, s)
+    to_eps_x0: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _eps_to_eps_x0(out, x_t, a, s):
+    return out, (x_t - s * out) / a
+
+
+def _v_to_eps_x0(out, x_t, a, s):
+    return s * x_t + a * out, a * x_t - s * out
+
+
+PARAMETRISATIONS: dict[str, Parametrisation] = {
+    "eps": Parametrisation(target=lambda x0, eps, a, s: eps, to_eps_x0=_eps_to_eps_x0),
+    "v": Parametrisation(target=lambda x0, eps, a, s: a * eps - s * x0, to_eps_x0=_v_to_eps_x0),
+}
+
+WEIGHTINGS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "simplified": lambda alpha, sigma: torch.ones_like(sigma),
+    "sigma": lambda alpha, sigma: sigma**2,
+}
+
+
+def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``[B]`` -> ``[B, 1, ..., 1]`` broadcastable against ``like``."""
+    return v.reshape(v.shape[0], *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the denoiser predicts at ``(x_t, t)``: ``eps`` and ``x0`` (``[B, C, T]`` each) and the raw output."""
+
+    eps: torch.Tensor
+    x0: torch.Tensor
+    out: torch.Tensor
+
+
+class Denoiser:
+    """Wraps a network (any callable ``net(x_t, t, **cond) -> out``) with a schedule, parametrisation and weighting."""
+
+    def __init__(self, net: Callable[..., torch.Tensor], schedule: Schedule, parametrisation: str = "eps",
+                 weighting: str = "simplified"):
+        if parametrisation not in PARAMETRISATIONS:
+            raise KeyError(f"unknown parametrisation {parametrisation!r}; choose from {sorted(PARAMETRISATIONS)}")
+        if weighting not in WEIGHTINGS:
+            raise KeyError(f"unknown loss weighting {weighting!r}; choose from {sorted(WEIGHTINGS)}")
+        self.net = net
+        self.schedule = schedule
+        self.parametrisation = parametrisation
+        self.weighting = weighting
+
+    def diffuse(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``x_t = alpha_t x_0 + sigma_t eps`` for ``x0``, ``noise`` ``[B, C, T]`` and ``t`` ``[B]``."""
+        alpha, sigma = self.schedule.alpha_sigma(t)
+        return _expand(alpha, x0) * x0 + _expand(sigma, x0) * noise
+
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> Prediction:
+        """Run the network and convert its output to ``eps`` and ``x0``."""
+        alpha, sigma = self.schedule.alpha_sigma(t)
+        out = self.net(x_t, t, **cond.kwargs())
+        eps, x0 = PARAMETRISATIONS[self.parametrisation].to_eps_x0(
+            out.float(), x_t.float(), _expand(alpha, x_t).float(), _expand(sigma, x_t).float()
+        )
+        return Prediction(eps=eps, x0=x0, out=out)
+
+    def loss(
+        self,
+        x0: torch.Tensor,
+        cond: Conditioning,
+        *,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        cfg_p: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Per-example weighted loss ``[B]``. ``t`` defaults to U[0, 1], ``noise`` to N(0, I); ``cfg_p`` drops text."""
+        batch = x0.shape[0]
+        gen_device = generator.device if generator is not None else x0.device
+        if t is None:
+            t = torch.rand(batch, generator=generator, device=gen_device).to(x0.device)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
+        cond, _ = cfg_dropout(cond, cfg_p, generator)
+        alpha, sigma = self.schedule.alpha_sigma(t)
+        out = self.net(self.diffuse(x0, t, noise), t, **cond.kwargs()).float()
+        target = PARAMETRISATIONS[self.parametrisation].target(
+            x0.float(), noise.float(), _expand(alpha, x0).float(), _expand(sigma, x0).float()
+        )
+        mse = (out - target).pow(2).flatten(1).mean(1)  # [B]
+        return WEIGHTINGS[self.weighting](alpha, sigma).to(mse.device) * mse

@@ -1,0 +1,225 @@
+"""The 1D Efficient U-Net of Noise2Music (arXiv 2302.03917, section 3.1): Imagen's Efficient U-Net with 1D convolutions.
+
+Layout (Imagen, arXiv 2205.11487, appendix B, figures A.28-A.30), one entry per level ``i``:
+
+- DBlock ``i``: strided conv down (stride ``s_i``) -> ``n_i`` residual blocks -> optional self- / cross-attention.
+- UBlock ``i``: concatenate the DBlock's output (one skip per level) -> ``n_i`` residual blocks -> optional attention ->
+  transposed conv up (stride ``s_i``).
+
+Every residual block takes the conditioning embedding through a combine (scale-and-bias) layer. The embedding is the
+timestep embedding plus the pooled text embedding plus, for cascaders, the embedding of the conditioning-augmentation
+level. Cascaders concatenate the upsampled low-fi signal with ``x_t`` at the input; an aligned conditioning sequence
+(e.g. a vocoder's spectrogram) is projected and added at the bottom of the U. The network knows nothing of noise
+schedules: it maps ``(x_t, t, conditioning)`` to one output signal; the denoiser decides what that output means.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.networks.blocks import (
+    SKIP_SCALE,
+    CrossAttention,
+    ResBlock,
+    SelfAttention,
+    TimeEmbedding,
+    group_norm,
+)
+
+
+@dataclass
+class UNetConfig:
+    """Everything that defines a network (recorded in checkpoints and exports; rebuilt by :func:`UNet1D.from_config`).
+
+    Per-level lists (``channel_mults``, ``strides``, ``num_res_blocks``, ``self_attention``, ``cross_attention``) all
+    have one entry per level, shallowest first.
+    """
+
+    base_channels: int
+    channel_mults: list[int]
+    strides: list[int]
+    num_res_blocks: list[int]
+    self_attention: list[bool]
+    cross_attention: list[bool]
+    in_channels: int = 1  # channels of x_t
+    out_channels: int = 1
+    lowfi_channels: int = 0  # low-fi conditioning concatenated with x_t (cascaders)
+    aligned_channels: int = 0  # aligned conditioning added at the bottom of the U (vocoder)
+    aug_conditioning: bool = False  # condition on the conditioning-augmentation level
+    text_dim: int = 0  # width of the text encoder's token states; 0 = no text
+    cond_dim: int = 512  # width the text is projected to for cross-attention
+    num_heads: int = 8
+    emb_mult: int = 4  # conditioning embedding width = emb_mult * base_channels
+    kernel_size: int = 3
+    norm_groups: int = 32
+    dropout: float = 0.0
+    name: str = field(default="")
+
+    def __post_init__(self) -> None:
+        depth = len(self.channel_mults)
+        for key in ("strides", "num_res_blocks", "self_attention", "cross_attention"):
+            if len(getattr(self, key)) != depth:
+                raise ValueError(f"UNetConfig.{key} needs {depth} entries (one per level), got {getattr(self, key)}")
+        if any(self.cross_attention) and self.text_dim <= 0:
+            raise ValueError("cross-attention needs text_dim > 0")
+
+    @property
+    def total_stride(self) -> int:
+        """Input lengths are padded to a multiple of this (the product of the strides)."""
+        return math.prod(self.strides)
+
+    @property
+    def emb_dim(self) -> int:
+        return self.emb_mult * self.base_channels
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown network config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class Level(nn.Module):
+    """Residual blocks then optional self- and cross-attention, all at one resolution: ``[B, C_in, T]`` -> ``[B, C, T]``."""
+
+    def __init__(self, c_in: int, channels: int, blocks: int, cfg: UNetConfig, self_attn: bool, cross_attn: bool):
+        super().__init__()
+        self.res = nn.ModuleList(
+            ResBlock(c_in if i == 0 else channels, channels, cfg.emb_dim, cfg.kernel_size, cfg.norm_groups, cfg.dropout)
+            for i in range(blocks)
+        )
+        self.self_attn = SelfAttention(channels, cfg.num_heads, cfg.norm_groups) if self_attn else None
+        self.cross_attn = CrossAttention(channels, cfg.cond_dim, cfg.num_heads, cfg.norm_groups) if cross_attn else None
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, text: torch.Tensor | None, mask: torch.Tensor | None):
+        for block in self.res:
+            h = block(h, emb)
+        if self.self_attn is not None:
+            h = self.self_attn(h)
+        if self.cross_attn is not None:
+            h = self.cross_attn(h, text, mask)
+        return h
+
+
+class UNet1D(nn.Module):
+    """1D Efficient U-Net. ``forward(x_t [B, C_in, T], t [B], ...) -> [B, C_out, T]`` for any ``T`` (padded inside)."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        widths = [cfg.base_channels * m for m in cfg.channel_mults]
+        self.time_embedding = TimeEmbedding(cfg.base_channels, cfg.emb_dim)
+        self.aug_embedding = TimeEmbedding(cfg.base_channels, cfg.emb_dim) if cfg.aug_conditioning else None
+        if cfg.text_dim > 0:
+            self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, cfg.cond_dim), nn.LayerNorm(cfg.cond_dim))
+            self.text_pool = nn.Linear(cfg.cond_dim, cfg.emb_dim)
+        self.stem = nn.Conv1d(cfg.in_channels + cfg.lowfi_channels, cfg.base_channels, cfg.kernel_size,
+                              padding=cfg.kernel_size // 2)
+
+        self.downs = nn.ModuleList()
+        self.down_levels = nn.ModuleList()
+        previous = cfg.base_channels
+        for i, width in enumerate(widths):
+            self.downs.append(nn.Conv1d(previous, width, cfg.strides[i], stride=cfg.strides[i]))
+            self.down_levels.append(
+                Level(width, width, cfg.num_res_blocks[i], cfg, cfg.self_attention[i], cfg.cross_attention[i])
+            )
+            previous = width
+
+        self.aligned_proj = (
+            nn.Conv1d(cfg.aligned_channels, widths[-1], cfg.kernel_size, padding=cfg.kernel_size // 2)
+            if cfg.aligned_channels > 0 else None
+        )
+
+        self.up_levels = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        for i, width in enumerate(widths):
+            below = cfg.base_channels if i == 0 else widths[i - 1]
+            self.up_levels.append(
+                Level(2 * width, width, cfg.num_res_blocks[i], cfg, cfg.self_attention[i], cfg.cross_attention[i])
+            )
+            self.ups.append(nn.ConvTranspose1d(width, below, cfg.strides[i], stride=cfg.strides[i]))
+
+        self.head_norm = group_norm(cfg.base_channels, cfg.norm_groups)
+        self.head = nn.Conv1d(cfg.base_channels, cfg.out_channels, cfg.kernel_size, padding=cfg.kernel_size // 2)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_config(cls, cfg: UNetConfig | dict[str, Any]) -> UNet1D:
+        return cls(cfg if isinstance(cfg, UNetConfig) else UNetConfig.from_dict(cfg))
+
+    # -----------------------------------------------------------------------------------------------------------------
+
+    def _embedding(self, t, text, mask, aug_t) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Conditioning embedding ``[B, E]`` and the projected text ``[B, L, D_cond]`` (or None)."""
+        emb = self.time_embedding(t)
+        if self.aug_embedding is not None:
+            if aug_t is None:
+                raise ValueError("this network is conditioned on the augmentation level: pass aug_t [B]")
+            emb = emb + self.aug_embedding(aug_t)
+        if self.cfg.text_dim <= 0:
+            return emb, None
+        if text is None or mask is None:
+            raise ValueError("this network takes text: pass text [B, L, D] and text_mask [B, L]")
+        cond = self.text_proj(text)  # [B, L, D_cond]
+        weights = mask.to(cond.dtype)[..., None]  # [B, L, 1]
+        pooled = (cond * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # masked mean, 0 with no tokens
+        return emb + self.text_pool(pooled) * mask.any(1, keepdim=True).to(emb.dtype), cond
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        text: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+        lowfi: torch.Tensor | None = None,
+        aug_t: torch.Tensor | None = None,
+        aligned: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``x`` ``[B, C_in, T]``, ``t`` ``[B]`` in [0, 1]; ``text`` ``[B, L, text_dim]`` with ``text_mask`` ``[B, L]``
+        (bool, True = token); ``lowfi`` ``[B, lowfi_channels, T]``; ``aug_t`` ``[B]``; ``aligned``
+        ``[B, aligned_channels, T_a]`` (resampled linearly to the bottom length when it differs). Returns ``[B, C_out, T]``.
+        """
+        cfg = self.cfg
+        length = x.shape[-1]
+        pad = (-length) % cfg.total_stride
+        if cfg.lowfi_channels > 0:
+            if lowfi is None:
+                raise ValueError("this network is a cascader: pass lowfi [B, C, T]")
+            x = torch.cat([x, lowfi], dim=1)
+        if pad:
+            x = F.pad(x, (0, pad))
+        emb, cond = self._embedding(t, text, text_mask, aug_t)
+
+        h0 = self.stem(x)
+        h, skips = h0, []
+        for down, level in zip(self.downs, self.down_levels):
+            h = level(down(h), emb, cond, text_mask)
+            skips.append(h)
+
+        if self.aligned_proj is not None:
+            if aligned is None:
+                raise ValueError("this network takes an aligned conditioning input: pass aligned [B, C, T_a]")
+            if aligned.shape[-1] != h.shape[-1]:
+                aligned = F.interpolate(aligned, size=h.shape[-1], mode="linear", align_corners=False)
+            h = h + self.aligned_proj(aligned)
+
+        for i in reversed(range(len(self.up_levels))):
+            h = self.up_levels[i](torch.cat([h, skips[i]], dim=1), emb, cond, text_mask)
+            h = self.ups[i](h)
+        h = (h + h0) * SKIP_SCALE
+        out = self.head(F.silu(self.head_norm(h)))
+        return out[..., :length]
