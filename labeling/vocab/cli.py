@@ -15,10 +15,20 @@ import argparse
 import time
 
 from n2m.config import leaf
+from n2m.errors import UserError
+
+
+def require(args: argparse.Namespace, *names: str) -> None:
+    """Options required on the command line or in the --config YAML (argparse cannot see the YAML)."""
+    missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) in (None, "")]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)} (give it on the command line or in --config)")
 
 
 def run_generate(args: argparse.Namespace) -> int:
     from labeling.vocab.generate import run_generate as job
+
+    require(args, "from", "llm", "out")
 
     return job(args)
 
@@ -31,6 +41,7 @@ def run_aspects(args: argparse.Namespace) -> int:
     from n2m.provenance import now_iso, versions
 
     started = time.monotonic()
+    require(args, "out")
     out = check_out(args.out)
     aspects = build_aspects(args.extra or [], builtin=not args.no_builtin)
     summary = {
@@ -54,11 +65,11 @@ def run_show(args: argparse.Namespace) -> int:
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
     io = p.add_argument_group("input and output")
-    io.add_argument("--from", dest="from_", required=True, metavar="FILE",
-                    help="a build's sources.parquet (status ok rows; metadata from meta_json) or a manifest "
+    io.add_argument("--from", dest="from", metavar="FILE",
+                    help="(required) a build's sources.parquet (status ok rows; metadata from meta_json) or a manifest "
                          "(.csv/.tsv/.jsonl/.parquet) with title/artist/tags columns, e.g. n2m synth's manifest.jsonl")
-    io.add_argument("--out", required=True, metavar="vocab/NAME.parquet",
-                    help="the vocabulary table; NAME.json (summary) and NAME.rejected.jsonl are written next to it")
+    io.add_argument("--out", metavar="vocab/NAME.parquet",
+                    help="(required) the vocabulary table; NAME.json (summary) and NAME.rejected.jsonl are written next to it")
     io.add_argument("--max-tracks", type=int, default=None, metavar="N", help="use only the first N usable tracks")
     io.add_argument("--exclude-holdout", action="store_true",
                     help="skip tracks whose 'holdout' field is true (keeps held-out tracks out of the vocabulary)")
@@ -68,8 +79,8 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     io.add_argument("--dry-run", action="store_true", help="print the resolved config and the first prompt, then stop")
 
     llm = p.add_argument_group("LLM backend")
-    llm.add_argument("--llm", required=True, metavar="BACKEND",
-                     help="hf:DIR (local transformers causal LM), openai:http://host:port/v1 (OpenAI-compatible "
+    llm.add_argument("--llm", metavar="BACKEND",
+                     help="(required) hf:DIR (local transformers causal LM), openai:http://host:port/v1 (OpenAI-compatible "
                           "server, with --model), or template (scripted sentences from metadata fields; not an LLM)")
     llm.add_argument("--model", default=None, help="openai: the served model name; hf: the directory if not in --llm")
     llm.add_argument("--prompts", default=None, metavar="FILE",
@@ -112,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     aspects = sub.add_parser("aspects", help="the short-form aspect vocabulary (built-in list plus your own)",
                              description="Write the built-in curated short-form descriptors (genres, moods, "
                                          "instruments, ...) plus extra lists as a short-form vocabulary.")
-    aspects.add_argument("--out", required=True, metavar="vocab/NAME.parquet", help="the vocabulary table (+ NAME.json)")
+    aspects.add_argument("--out", metavar="vocab/NAME.parquet", help="(required) the vocabulary table (+ NAME.json)")
     aspects.add_argument("--extra", action="append", metavar="FILE",
                          help="extra descriptors: .txt/.tsv (text[<TAB>aspect] per line), .csv (text[,aspect] or "
                               "MusicCaps' aspect_list column), .jsonl ({text, aspect}); repeat for several files")

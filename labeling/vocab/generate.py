@@ -62,9 +62,10 @@ def run_generate(args: argparse.Namespace) -> int:
     _check(args)
     started = time.monotonic()
     out = check_out(args.out)
-    trackset = read_tracks(args.from_, exclude_holdout=args.exclude_holdout, max_tracks=args.max_tracks)
+    source = getattr(args, "from")  # dest "from" so a --config YAML can say `from: FILE`
+    trackset = read_tracks(source, exclude_holdout=args.exclude_holdout, max_tracks=args.max_tracks)
     if not trackset.tracks:
-        raise UserError(f"--from {args.from_}: no usable tracks (skipped: {dict(trackset.skipped) or 'none'})")
+        raise UserError(f"--from {source}: no usable tracks (skipped: {dict(trackset.skipped) or 'none'})")
     prompts = load_prompts(args.prompts)
     check_fields(prompts, trackset.tracks)
     requests = build_requests(trackset.tracks, prompts, args.per_track)
@@ -129,7 +130,7 @@ def run_generate(args: argparse.Namespace) -> int:
         "name": out.stem,
         "kind": "long",
         "created": now_iso(),
-        "input": {"path": str(Path(args.from_).resolve()), "format": trackset.format, "sha1": file_hash(args.from_),
+        "input": {"path": str(Path(source).resolve()), "format": trackset.format, "sha1": file_hash(source),
                   "tracks": len(trackset.tracks), "skipped": dict(trackset.skipped)},
         "llm": args.llm,
         "backend": backend.name,

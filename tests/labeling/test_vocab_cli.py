@@ -130,6 +130,25 @@ def test_inputs_sources_parquet_csv_parquet_and_bad_rows(tmp_path):
     assert [t.title for t in got.tracks] == [rows[0]["title"], rows[3]["title"]] and got.skipped == {"bad_row": 1}
 
 
+def test_config_yaml_runs_generate_on_a_build_sources_table(tmp_path, capsys):
+    rows = synth_rows(3)
+    table = pa.Table.from_pylist([
+        {"source_id": f"{i:016x}", "source_uri": f"file:///{r['path']}", "status": "ok", "reason": "", "message": "",
+         "duration_s": 40.0, "clips": 4, "split": "train", "pcm_sha1": "", "duplicate_of": "",
+         "meta_json": json.dumps(r)} for i, r in enumerate(rows)], schema=SOURCES_SCHEMA)
+    pq.write_table(table, tmp_path / "sources.parquet")
+    out = tmp_path / "vocab" / "lf.parquet"
+    config = tmp_path / "vocab.yaml"
+    config.write_text(f"from: {tmp_path / 'sources.parquet'}\nllm: template\nout: {out}\nper-track: 2\n")
+    assert main(["vocab", "generate", "--config", str(config), "--seed", "3"]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["requests"]["total"] == 6 and meta["params"]["seed"] == 3 and meta["input"]["format"] == "parquet"
+    assert {r["track_id"] for r in pq.read_table(out).to_pylist()} <= {f"{i:016x}" for i in range(3)}
+    config.write_text("form: x.jsonl\n")
+    assert main(["vocab", "generate", "--config", str(config), "--from", "a", "--llm", "template", "--out", "b"]) == 2
+    assert "unknown option 'form'" in capsys.readouterr().err
+
+
 def test_prompts_file_ids_become_provenance(manifest, tmp_path, capsys):
     prompts = tmp_path / "prompts.yaml"
     prompts.write_text("prompts:\n  - id: short\n    template: 'Describe {track} in {mood} words.'\n"
@@ -169,6 +188,7 @@ def test_dry_run_writes_nothing(manifest, tmp_path, capsys):
         (["vocab", "generate", "--from", "{tmp}/m.txt", "--llm", "template", "--out", "{tmp}/v.parquet"],
          "unknown input type"),
         (["vocab", "show", "{tmp}/none.parquet"], "no such vocabulary"),
+        (["vocab", "generate", "--from", "{manifest}", "--llm", "template"], "missing --out"),
         (["vocab", "aspects", "--out", "{tmp}/a.parquet", "--extra", "{tmp}/none.txt"], "no such file"),
     ],
 )
