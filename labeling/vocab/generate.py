@@ -9,6 +9,7 @@ by the next run; the job fails (exit 1) when more than ``--max-failures`` of the
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -27,6 +28,8 @@ from labeling.vocab.tracks import Track, read_tracks
 from n2m.config import resolved
 from n2m.errors import JobFailed, UserError
 from n2m.provenance import file_hash, now_iso, versions
+
+log = logging.getLogger(__name__)
 
 
 def build_requests(tracks: list[Track], prompts: list[PromptTemplate], per_track: int) -> list[Request]:
@@ -76,6 +79,9 @@ def run_generate(args: argparse.Namespace) -> int:
         return 0
 
     backend = make_backend(args.llm, options_from(args))
+    if args.per_track > 1 and args.temperature == 0 and backend.name != "template":
+        log.warning("--per-track %d with --temperature 0: greedy answers repeat, so extra samples add little",
+                    args.per_track)
     cache_path = None if args.no_cache else str(args.cache or out.parent / "llm_cache.sqlite")
     cache = ResponseCache(cache_path)
     read_s = time.monotonic() - started
