@@ -1,0 +1,296 @@
+"""``n2m build``: audio files, globs, manifests or URLs -> WebDataset shards + index/sources tables + build.json.
+
+Flags the job does not know are handed to Beam unchanged (``--runner``, ``--project``, ``--direct_num_workers``...),
+so the same command runs on the DirectRunner (multi-processing over all cores by default) or on Dataflow/Flink/Spark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+from n2m.config import leaf, resolved
+from n2m.errors import JobFailed, UserError
+from n2m.provenance import now_iso, read_json, versions, write_json
+from n2m.schema import BUILD_VERSION, BuildLayout
+
+_FLAC_RATIO = 0.6  # FLAC bytes / PCM_16 bytes of typical music, for turning --shard-size-mb into sources per shard
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    io = parser.add_argument_group("input and output")
+    io.add_argument("--input", required=True, metavar="SRC",
+                    help="a folder (searched recursively), a glob ('music/**/*.mp3'), one audio file, or a manifest "
+                         "(.csv/.tsv/.jsonl/.parquet) with a 'path' or 'url' column; other columns go to each clip's "
+                         "meta and a 'caption' column to its text. Paths and URLs may be local, http(s) or fsspec URIs")
+    io.add_argument("--output", required=True, metavar="OUT", help="build folder (local path or fsspec URI)")
+    io.add_argument("--extensions", default=",".join(_audio_extensions()),
+                    help="file name endings a folder listing picks up (comma-separated; default: common audio)")
+    audio = parser.add_argument_group("clips")
+    audio.add_argument("--sample-rate", type=int, default=24000, help="output sample rate in Hz (default 24000)")
+    audio.add_argument("--channels", type=int, default=1, help="output channels: 1 = mean downmix (default 1)")
+    audio.add_argument("--clip-seconds", type=float, default=30.0, help="clip length in seconds (default 30)")
+    audio.add_argument("--hop-seconds", type=float, default=None,
+                       help="seconds between clip starts (default: --clip-seconds, i.e. no overlap)")
+    audio.add_argument("--min-clip-seconds", type=float, default=None,
+                       help="shortest tail kept (zero-padded to a full clip); shorter tails are dropped and a source "
+                            "shorter than this is filtered as too_short (default: half of --clip-seconds)")
+    audio.add_argument("--silence-db", type=float, default=-60.0,
+                       help="clips whose RMS is below this many dBFS are dropped; a source with only such clips is "
+                            "filtered as silent (default -60)")
+    audio.add_argument("--max-source-seconds", type=float, default=3600.0,
+                       help="longer sources fail with reason too_long (default 3600)")
+    shards = parser.add_argument_group("shards and splits")
+    shards.add_argument("--split", default="train=0.98,valid=0.01,test=0.01",
+                        help="split fractions; each SOURCE goes to one split by a hash of its id (default %(default)s)")
+    shards.add_argument("--shard-size-mb", type=float, default=256.0,
+                        help="target shard size; sources are grouped into shards before decoding (so re-runs map "
+                             "them to the same shards) assuming --typical-source-seconds each (default 256)")
+    shards.add_argument("--typical-source-seconds", type=float, default=240.0,
+                        help="expected source duration used with --shard-size-mb (default 240)")
+    shards.add_argument("--sources-per-shard", type=int, default=None,
+                        help="sources per shard, overriding --shard-size-mb")
+    fetching = parser.add_argument_group("fetching")
+    fetching.add_argument("--max-source-mb", type=float, default=512.0,
+                          help="larger sources fail with reason too_large (default 512)")
+    fetching.add_argument("--fetch-timeout", type=float, default=30.0,
+                          help="http(s) connect and read timeout in seconds (default 30)")
+    fetching.add_argument("--fetch-retries", type=int, default=3,
+                          help="extra attempts after a timeout, a connection error, HTTP 429 or 5xx (default 3)")
+    fetching.add_argument("--fetch-backoff", type=float, default=1.0,
+                          help="seconds before the first retry, doubling after each (default 1)")
+    fetching.add_argument("--fetch-concurrency", type=int, default=4,
+                          help="reads in flight per worker (default 4)")
+    run = parser.add_argument_group("running")
+    run.add_argument("--runner", default="DirectRunner",
+                     help="Beam runner (default DirectRunner: Beam's FnApiRunner in multi-processing mode over all "
+                          "cores; never Prism). Other Beam options (--direct_num_workers, --project, --temp_location, "
+                          "...) pass through unchanged")
+    run.add_argument("--threads", type=int, default=1,
+                     help="sources decoded at once in each worker (codecs release the GIL; default 1)")
+    run.add_argument("--overwrite", action="store_true", help="delete an earlier build in OUT and start afresh")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="re-attempt only the sources recorded as failed; newly good ones go to new shards and "
+                          "committed shards are untouched")
+    run.add_argument("--max-failure-rate", type=float, default=1.0,
+                     help="exit non-zero (after writing the tables) when more than this fraction of sources failed "
+                          "(default 1.0: never)")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved config and the plan, then stop")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    leaf(parser, run_build)
+    _pass_unknown_flags_to_beam(parser)
+
+
+def _audio_extensions() -> tuple[str, ...]:
+    from pipelines.sources import AUDIO_EXTENSIONS
+
+    return tuple(e.lstrip(".") for e in AUDIO_EXTENSIONS)
+
+
+def _pass_unknown_flags_to_beam(parser: argparse.ArgumentParser) -> None:
+    """Let this subparser collect flags it does not define into ``args.beam_args`` instead of rejecting them.
+
+    They are checked against Beam's own options in :func:`run_build`, so a typo still fails with one line.
+    """
+    parse_known = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        namespace, extras = parse_known(args, namespace)
+        namespace.beam_args = list(getattr(namespace, "beam_args", None) or []) + list(extras)
+        return namespace, []
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    parser.set_defaults(beam_args=[])
+
+
+def _unknown_beam_flags(beam_args: list[str]) -> list[str]:
+    """The flags (as typed) that neither this job nor any Beam PipelineOptions class defines."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_logger.level
+    beam_logger.setLevel(logging.ERROR)
+    try:
+        options = PipelineOptions(beam_args)
+        unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
+    finally:
+        beam_logger.setLevel(level)
+    flags = [a.split("=", 1)[0] for a in beam_args if a.startswith("--")]
+    stray = [a for i, a in enumerate(beam_args)
+             if not a.startswith("-") and (i == 0 or not beam_args[i - 1].startswith("--") or "=" in beam_args[i - 1])]
+    return [f for f in flags if f.lstrip("-").replace("-", "_") in unknown] + stray
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace):
+    from pipelines.clips import ClipSettings
+    from pipelines.fetch import FetchSettings
+    from pipelines.shards import parse_splits
+
+    hop = args.hop_seconds if args.hop_seconds is not None else args.clip_seconds
+    minimum = args.min_clip_seconds if args.min_clip_seconds is not None else args.clip_seconds / 2
+    checks = [
+        (args.sample_rate > 0, "--sample-rate must be positive"),
+        (args.channels > 0, "--channels must be positive"),
+        (args.clip_seconds > 0 and hop > 0, "--clip-seconds and --hop-seconds must be positive"),
+        (0 < minimum <= args.clip_seconds, "--min-clip-seconds must be in (0, --clip-seconds]"),
+        (args.max_source_mb > 0 and args.max_source_seconds > 0, "source limits must be positive"),
+        (args.fetch_timeout > 0 and args.fetch_retries >= 0 and args.fetch_backoff >= 0, "bad fetch settings"),
+        (args.fetch_concurrency >= 1 and args.threads >= 1, "--fetch-concurrency and --threads must be >= 1"),
+        (args.shard_size_mb > 0 and args.typical_source_seconds > 0, "shard sizing must be positive"),
+        (args.sources_per_shard is None or args.sources_per_shard >= 1, "--sources-per-shard must be >= 1"),
+        (0 <= args.max_failure_rate <= 1, "--max-failure-rate must be in [0, 1]"),
+        (not (args.overwrite and args.retry_failed), "--overwrite and --retry-failed exclude each other"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    clip = ClipSettings(args.sample_rate, args.channels, args.clip_seconds, hop, minimum, args.silence_db,
+                        args.max_source_seconds)
+    fetch = FetchSettings(int(args.max_source_mb * (1 << 20)), args.fetch_timeout, args.fetch_retries,
+                          args.fetch_backoff)
+    per_shard = args.sources_per_shard or max(1, int(
+        args.shard_size_mb * 1e6 // (args.typical_source_seconds * args.sample_rate * args.channels * 2 * _FLAC_RATIO)))
+    return clip, fetch, parse_splits(args.split), per_shard
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Plan, run the Beam pipeline over pending shards, write the tables and build.json, print a summary."""
+    started, started_iso = time.time(), now_iso()
+    with _quiet_beam(args.verbose):  # importing Beam logs notes about absent GCP clients
+        from pipelines import job, plan, tables
+        from pipelines.sources import is_remote
+        from pipelines.storage import Store, join
+
+    clip, fetch, splits, per_shard = _settings(args)
+    beam_args = [*args.beam_args, f"--runner={args.runner}"]
+    with _quiet_beam(args.verbose):
+        unknown = _unknown_beam_flags(beam_args)
+        _, direct, workers = job.pipeline_options(beam_args, args.verbose)
+    if unknown:
+        raise UserError(f"unknown option(s) for n2m build or Beam: {', '.join(unknown)}")
+    out = args.output.rstrip("/") if is_remote(args.output) else os.path.abspath(args.output)
+    layout = BuildLayout(out)
+    if not args.dry_run:
+        if args.overwrite:
+            plan.clean_outputs(out)
+        plan.clean_stale(out)
+    previous = _previous_build(layout)
+    if args.retry_failed:
+        the_plan = plan.plan_retry(out, clip, splits, per_shard, previous.get("build_id", ""))
+    else:
+        extensions = tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip())
+        the_plan = plan.plan_build(args.input, out, clip, splits, per_shard, extensions, write=not args.dry_run)
+    config = {**resolved(args), "output": out, "beam_args": beam_args, "sources_per_shard": per_shard,
+              "hop_seconds": clip.hop_s, "min_clip_seconds": clip.min_clip_s}
+    if args.dry_run:
+        print(_dry_run_text(config, the_plan, workers))
+        return 0
+    digest = plan.settings_hash(clip, splits)
+    if the_plan.pending:
+        from pipelines.progress import ShardProgress, worker_output_to
+
+        settings = job.JobSettings(out, clip, fetch, digest, args.threads, args.fetch_concurrency)
+        log = None if args.verbose or not direct else _worker_log(out)
+        try:
+            with (
+                worker_output_to(log) as console,
+                ShardProgress(out, the_plan.pending, enabled=not args.no_progress, stream=console),
+                _quiet_beam(args.verbose),
+            ):
+                job.run_pipeline(settings, the_plan.pending, the_plan.committed, beam_args, args.verbose)
+        except Exception as err:
+            raise JobFailed(f"the pipeline stopped: {_last_line(err)} (Beam worker output: {log or 'above'}; "
+                            "re-running resumes from the committed shards)") from err
+        Store(out).rmtree(join(out, job.WORK_DIR))
+    totals = tables.write_tables(out, clip.clip_s)
+    wall = time.time() - started
+    sources_done, seconds_done = _processed(out, the_plan.pending)
+    run_info = {
+        "mode": "retry" if args.retry_failed else ("resume" if the_plan.committed else "build"),
+        "started": started_iso, "wall_s": round(wall, 3), "runner": args.runner, "direct": direct,
+        "workers": workers, "shards_processed": len(the_plan.pending),
+        "shards_already_committed": len(the_plan.committed), "sources_processed": sources_done,
+        "seconds_processed": round(seconds_done, 3),
+        "x_realtime_per_core": round(seconds_done / (wall * workers), 2) if workers and seconds_done else None,
+    }
+    listing = {"sources": the_plan.sources, "skipped_files": the_plan.listing.skipped_files,
+               "repeated_uris": the_plan.listing.repeated_uris}
+    build = {
+        "build_id": the_plan.build_id or previous.get("build_id", ""), "version": BUILD_VERSION, "config": config,
+        "settings_hash": digest, "versions": versions(), "input": args.input,
+        "listing": previous.get("listing", listing) if args.retry_failed else listing,
+        "counts": totals.to_json(), "run": run_info, "runs": [*previous.get("runs", []), run_info],
+    }
+    write_json(layout.build_json, build)
+    print(tables.format_summary(build))
+    failed = totals.by_status.get("failed", 0)
+    if totals.sources and failed / totals.sources > args.max_failure_rate:
+        raise JobFailed(f"{failed} of {totals.sources} sources failed ({failed / totals.sources:.1%} > "
+                        f"--max-failure-rate {args.max_failure_rate:g}); reasons in {layout.sources}")
+    return 0
+
+
+def _worker_log(out: str) -> str:
+    """Where Beam workers' console output goes on a local run: OUT/_work/workers.log (a temp file for remote OUT)."""
+    import tempfile
+
+    from pipelines.sources import is_remote
+
+    if is_remote(out):
+        return os.path.join(tempfile.gettempdir(), f"n2m-build-workers-{os.getpid()}.log")
+    os.makedirs(os.path.join(out, "_work"), exist_ok=True)
+    return os.path.join(out, "_work", "workers.log")
+
+
+def _last_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def _previous_build(layout: BuildLayout) -> dict[str, Any]:
+    try:
+        return read_json(layout.build_json)
+    except (OSError, ValueError):
+        return {}
+
+
+def _processed(out: str, names: list[str]) -> tuple[int, float]:
+    """(sources, decoded seconds) in the shards this run committed."""
+    from pipelines.job import final_paths
+    from pipelines.storage import Store
+
+    store, sources, seconds = Store(out), 0, 0.0
+    for name in names:
+        marker = store.read_json(final_paths(out, name)[1])
+        sources += len(marker["sources"])
+        seconds += sum(r["duration_s"] for r in marker["sources"])
+    return sources, seconds
+
+
+def _dry_run_text(config: dict[str, Any], the_plan, workers: int | None) -> str:
+    import json
+
+    lines = [json.dumps(config, indent=2, sort_keys=True, default=str),
+             f"plan: {the_plan.sources} sources in {len(the_plan.pending) + len(the_plan.committed)} shards "
+             f"({len(the_plan.committed)} committed, {len(the_plan.pending)} to build); "
+             f"{the_plan.listing.skipped_files} files skipped by extension; workers: {workers or 'runner-managed'}"]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _quiet_beam(verbose: bool):
+    """Beam logs its runner's chatter (and import-time notes on absent GCP clients) at INFO/WARNING on the root
+    logger; keep the console to our progress bar and summary unless --verbose."""
+    if not verbose:
+        logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)

@@ -1,0 +1,371 @@
+"""The Beam pipeline of ``n2m build``: shard specs -> staged shards -> global duplicate check -> committed shards.
+
+::
+
+    pending shard names ─ StageShard ──────────────┬─ (shard, n) ──────────────────┐
+      (fetch, decode, conform, hash, clip, FLAC;   └─ (pcm_sha1, (sid, shard)) ─┐   │
+       a staged tar + marker per shard in _work/)                              │   │
+    committed shard names ─ ReadCommittedHashes ─ (pcm_sha1, (sid, shard)) ───┤   │
+                                                   GroupByKey(pcm) ─ PickCanonical
+                                                          (shard, (sid, canonical))─┤
+                                                              CoGroupByKey(shard) ──┴─ CommitShard
+
+Every source is decoded once. Its clips go to a staged tar (written tmp -> fsync -> rename, with a stage marker
+after it), and only a tiny ``(pcm hash, source id)`` record travels through Beam, so memory stays flat whatever the
+corpus size. After the GroupByKey has seen every hash of the run (and of shards committed by earlier runs), a shard
+is committed: its staged tar is renamed to the final name (or, when it holds a duplicate, copied without the
+duplicate's members) and its marker is written last. The canonical copy of a group of equal hashes is the one already
+committed, else the smallest source id: a pure function of the inputs, so interrupted and uninterrupted runs agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+
+from n2m.audio import AudioError
+from n2m.schema import BuildLayout, clip_key
+from pipelines import clips
+from pipelines.fetch import FetchError, FetchSettings, fetch
+from pipelines.shards import ShardSpec, ShardWriter, copy_shard, parse_shard_name, sample_json
+from pipelines.sources import Source
+from pipelines.storage import Store, join
+
+LOG = logging.getLogger(__name__)
+NAMESPACE = "n2m_build"
+PCM_TAG = "pcm"
+WORK_DIR = "_work"
+FILTER_REASONS = frozenset({"too_short", "silent"})  # status "filtered"; "" is ok; "duplicate_pcm" is duplicate
+DUPLICATE_REASON = "duplicate_pcm"
+
+
+def status_of(reason: str) -> str:
+    """Source status from its reason: ok | filtered | duplicate | failed."""
+    if not reason:
+        return "ok"
+    if reason in FILTER_REASONS:
+        return "filtered"
+    return "duplicate" if reason == DUPLICATE_REASON else "failed"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What the Beam workers need (picklable). ``threads``: sources decoded at once per worker;
+    ``fetch_concurrency``: reads in flight per worker."""
+
+    out: str
+    clip: clips.ClipSettings
+    fetch: FetchSettings
+    settings_hash: str
+    threads: int = 1
+    fetch_concurrency: int = 4
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Work layout (OUT/_work): plan files the driver writes, staged shards the first stage writes
+
+
+def plan_path(out: str, name: str) -> str:
+    return join(out, WORK_DIR, "plan", f"{name}.json")
+
+
+def stage_tar(out: str, name: str) -> str:
+    return join(out, WORK_DIR, "stage", f"{name}.tar")
+
+
+def stage_marker(out: str, name: str) -> str:
+    return join(out, WORK_DIR, "stage", f"{name}.json")
+
+
+def final_paths(out: str, name: str) -> tuple[str, str]:
+    """(tar, marker) of a committed shard."""
+    split, index = parse_shard_name(name)
+    layout = BuildLayout(out)
+    return layout.shard(split, index), layout.shard_marker(split, index)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One source
+
+
+def ordered(pool: Executor, fn, items: Iterable[Any], depth: int) -> Iterator[Any]:
+    """``map(fn, items)`` on ``pool`` with at most ``depth`` calls in flight, results in input order."""
+    window: deque = deque()
+    for item in items:
+        window.append(pool.submit(fn, item))
+        if len(window) >= depth:
+            yield window.popleft().result()
+    while window:
+        yield window.popleft().result()
+
+
+def _fetch(source: Source, settings: FetchSettings) -> tuple[Source, bytes | Exception]:
+    if source.error:
+        return source, FetchError("bad_manifest_row", source.error)
+    try:
+        return source, fetch(source.uri, settings)
+    except (FetchError, AudioError) as err:
+        return source, err
+    except Exception as err:  # noqa: BLE001 - one bad source never stops the job
+        return source, FetchError("fetch_error", f"{source.uri}: {type(err).__name__}: {err}")
+
+
+def _process(item: tuple[Source, bytes | Exception], settings: clips.ClipSettings) -> tuple[Source, clips.Processed]:
+    source, data = item
+    if isinstance(data, Exception):
+        return source, clips.Processed(reason=getattr(data, "reason", "fetch_error"), message=str(data))
+    try:
+        return source, clips.process(data, settings, name=source.uri)
+    except AudioError as err:
+        return source, clips.Processed(reason=err.reason, message=err.message)
+    except Exception as err:  # noqa: BLE001 - a decoder bug on one file must not stop the job
+        LOG.warning("unexpected error on %s:\n%s", source.uri, traceback.format_exc())
+        return source, clips.Processed(reason="internal_error", message=f"{type(err).__name__}: {err}")
+
+
+def source_row(source: Source, split: str, processed: clips.Processed, settings: clips.ClipSettings,
+               shard: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, bytes]]]]:
+    """The sources.parquet row (plus ``text``, ``silent_clips``, ``clip_rows``) and the tar samples of one source."""
+    import json
+
+    sid = source.source_id
+    samples, clip_rows = [], []
+    for clip in processed.clips:
+        key = clip_key(sid, clip.index)
+        common = {"key": key, "source_id": sid, "source_uri": source.uri, "clip_index": clip.index, "split": split,
+                  "offset_s": clip.offset_s, "duration_s": clip.duration_s, "padded": clip.padded,
+                  "sample_rate": settings.sample_rate, "channels": settings.channels, "rms_db": clip.rms_db}
+        clip_rows.append({**common, "shard": f"{shard}.tar"})
+        doc = sample_json({**common, "meta": source.meta, "text": list(source.text)})
+        samples.append((key, {"flac": clip.flac, "json": doc}))
+    row = {
+        "source_id": sid, "source_uri": source.uri, "status": status_of(processed.reason),
+        "reason": processed.reason, "message": processed.message, "duration_s": processed.duration_s,
+        "clips": len(processed.clips), "split": split, "pcm_sha1": processed.pcm_sha1, "duplicate_of": "",
+        "meta_json": json.dumps(source.meta, sort_keys=True, ensure_ascii=False), "text": list(source.text),
+        "silent_clips": processed.silent_clips, "decoder": processed.decoder, "clip_rows": clip_rows,
+    }
+    return row, samples
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Beam transforms
+
+
+class StageShard(beam.DoFn):
+    """Shard name -> staged tar + stage marker (reused when a previous run staged the same spec).
+
+    Main output ``(shard, number of sources)``; tagged output ``pcm``: ``(pcm_sha1, (source_id, shard, False))``
+    for every ok source.
+    """
+
+    def __init__(self, job: JobSettings):
+        self.job = job
+
+    def setup(self) -> None:
+        self.store = Store(self.job.out)
+        self.counters = {s: Metrics.counter(NAMESPACE, f"sources_{s}") for s in ("ok", "failed", "filtered")}
+        self.clip_counter = Metrics.counter(NAMESPACE, "clips_staged")
+        self.seconds = Metrics.counter(NAMESPACE, "input_seconds")
+
+    def process(self, name: str) -> Iterator[Any]:
+        out = self.job.out
+        plan = self.store.read_json(plan_path(out, name))
+        rows = None
+        if self.store.exists(stage_marker(out, name)) and self.store.exists(stage_tar(out, name)):
+            staged = self.store.read_json(stage_marker(out, name))
+            if staged.get("spec_hash") == plan["spec_hash"]:
+                rows = staged["sources"]
+        if rows is None:
+            rows = self._stage(ShardSpec.from_json(plan), plan["spec_hash"])
+        for row in rows:
+            self.counters[row["status"]].inc()
+            self.clip_counter.inc(row["clips"])
+            self.seconds.inc(int(round(row["duration_s"])))
+            if row["status"] == "ok":
+                yield pvalue.TaggedOutput(PCM_TAG, (row["pcm_sha1"], (row["source_id"], name, False)))
+        yield name, len(rows)
+
+    def _stage(self, spec: ShardSpec, spec_hash: str) -> list[dict[str, Any]]:
+        job, rows = self.job, []
+        with (
+            ThreadPoolExecutor(job.fetch_concurrency, thread_name_prefix="fetch") as fetch_pool,
+            ThreadPoolExecutor(job.threads, thread_name_prefix="decode") as work_pool,
+            self.store.atomic_writer(stage_tar(job.out, spec.name)) as handle,
+        ):
+            fetched = ordered(fetch_pool, lambda s: _fetch(s, job.fetch), spec.sources, job.fetch_concurrency)
+            writer = ShardWriter(handle)
+            for source, processed in ordered(work_pool, lambda i: _process(i, job.clip), fetched, job.threads):
+                row, samples = source_row(source, spec.split, processed, job.clip, spec.name)
+                for key, members in samples:
+                    writer.add(key, members)
+                rows.append(row)
+            tar = writer.close()
+        self.store.write_json(stage_marker(job.out, spec.name), {"spec_hash": spec_hash, "tar": tar, "sources": rows})
+        return rows
+
+
+def committed_hashes(name: str, out: str) -> Iterator[tuple[str, tuple[str, str, bool]]]:
+    """``(pcm_sha1, (source_id, shard, True))`` of the ok sources of a shard committed earlier."""
+    marker = Store(out).read_json(final_paths(out, name)[1])
+    for row in marker["sources"]:
+        if row["status"] == "ok":
+            yield row["pcm_sha1"], (row["source_id"], name, True)
+
+
+def pick_duplicates(element: tuple[str, Iterable[tuple[str, str, bool]]]) -> Iterator[tuple[str, tuple[str, str]]]:
+    """One PCM hash group -> ``(shard, (duplicate source id, canonical source id))`` for each non-canonical member.
+
+    Canonical: a member already committed (its clips exist), else the smallest source id. Committed members are
+    never reported (their shards are final).
+    """
+    _, members = element
+    ranked = sorted(set(members), key=lambda m: (not m[2], m[0]))
+    canonical = ranked[0][0]
+    for sid, shard, committed in ranked[1:]:
+        if not committed and sid != canonical:
+            yield shard, (sid, canonical)
+
+
+class CommitShard(beam.DoFn):
+    """``(shard, {"staged": [...], "dups": [(sid, canonical)]})`` -> final tar + marker (written last)."""
+
+    def __init__(self, job: JobSettings):
+        self.job = job
+
+    def setup(self) -> None:
+        self.store = Store(self.job.out)
+        self.clips = Metrics.counter(NAMESPACE, "clips_committed")
+        self.duplicates = Metrics.counter(NAMESPACE, "sources_duplicate")
+        self.shards = Metrics.counter(NAMESPACE, "shards_committed")
+
+    def process(self, element: tuple[str, dict[str, list]]) -> Iterator[str]:
+        name, grouped = element
+        out, store = self.job.out, self.store
+        tar_path, marker_path = final_paths(out, name)
+        if store.exists(marker_path):
+            return
+        duplicates = dict(grouped["dups"])
+        staged = store.read_json(stage_marker(out, name))
+        plan = store.read_json(plan_path(out, name))
+        dropped: set[str] = set()
+        for row in staged["sources"]:
+            if row["source_id"] in duplicates:
+                canonical = duplicates[row["source_id"]]
+                dropped.update(c["key"] for c in row["clip_rows"])
+                row.update(status="duplicate", reason=DUPLICATE_REASON, duplicate_of=canonical, clips=0,
+                           clip_rows=[], message=f"same audio as source {canonical}")
+                self.duplicates.inc()
+        if dropped:
+            with store.open_read(stage_tar(out, name)) as src, store.atomic_writer(tar_path) as dst:
+                tar = copy_shard(src, dst, lambda member: member.split(".", 1)[0] not in dropped)
+        else:
+            store.rename(stage_tar(out, name), tar_path)
+            tar = staged["tar"]
+        sources = [{k: v for k, v in row.items() if k != "clip_rows"} for row in staged["sources"]]
+        index = [c for row in staged["sources"] for c in row["clip_rows"]]
+        split, number = parse_shard_name(name)
+        store.write_json(marker_path, {
+            "shard": f"{name}.tar", "split": split, "index": number, "spec_hash": plan["spec_hash"],
+            "settings_hash": self.job.settings_hash, "retry": bool(plan.get("retry")), "tar": tar,
+            "sources": sources, "clips": index,
+        })
+        store.remove(stage_marker(out, name))
+        store.remove(stage_tar(out, name))
+        self.clips.inc(len(index))
+        self.shards.inc()
+        yield name
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def build_pipeline(p: beam.Pipeline, job: JobSettings, pending: list[str], committed: list[str]) -> None:
+    """Add the build's transforms to ``p`` (see the module docstring for the graph)."""
+    staged = (
+        p
+        | "PendingShards" >> beam.Create(pending)
+        | "DecodeAndStage" >> beam.ParDo(StageShard(job)).with_outputs(PCM_TAG, main="shards")
+    )
+    hashes = [staged[PCM_TAG]]
+    if committed:
+        hashes.append(
+            p
+            | "CommittedShards" >> beam.Create(committed)
+            | "ReadCommittedHashes" >> beam.FlatMap(committed_hashes, job.out)
+        )
+    duplicates = (
+        hashes
+        | "AllHashes" >> beam.Flatten()
+        | "GroupByPcm" >> beam.GroupByKey()
+        | "PickCanonical" >> beam.FlatMap(pick_duplicates)
+    )
+    _ = (
+        {"staged": staged["shards"], "dups": duplicates}
+        | "JoinByShard" >> beam.CoGroupByKey()
+        | "CommitShards" >> beam.ParDo(CommitShard(job))
+    )
+
+
+DIRECT_RUNNERS = frozenset({"directrunner", "direct", "fnapirunner"})
+
+
+def _given(beam_args: list[str], flag: str) -> bool:
+    return any(a == f"--{flag}" or a.startswith(f"--{flag}=") for a in beam_args)
+
+
+def pipeline_options(beam_args: list[str], verbose: bool = False) -> tuple[Any, bool, int | None]:
+    """PipelineOptions from pass-through flags, with the DirectRunner defaults of this job.
+
+    Returns ``(options, is_direct, workers)``. For the DirectRunner: multi-processing over all cores unless
+    ``--direct_running_mode`` / ``--direct_num_workers`` say otherwise, and quiet SDK workers unless ``verbose``.
+    """
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    args = list(beam_args)
+    runner = PipelineOptions(args).view_as(StandardOptions).runner or "DirectRunner"
+    direct = runner.lower() in DIRECT_RUNNERS
+    if direct:
+        if not _given(args, "direct_running_mode"):
+            args.append("--direct_running_mode=multi_processing")
+        if not _given(args, "direct_num_workers"):
+            args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    if not verbose and not _given(args, "default_sdk_harness_log_level"):
+        args.append("--default_sdk_harness_log_level=WARNING")
+    options = PipelineOptions(args)
+    workers = None
+    if direct:
+        view = options.view_as(DirectOptions)
+        workers = 1 if view.direct_running_mode == "in_memory" else (view.direct_num_workers or os.cpu_count() or 1)
+    return options, direct, workers
+
+
+def run_pipeline(job: JobSettings, pending: list[str], committed: list[str], beam_args: list[str],
+                 verbose: bool = False) -> None:
+    """Build and run the pipeline to completion. The DirectRunner runs as Beam's FnApiRunner (never Prism, which
+    downloads a binary); any other ``--runner`` is used as given."""
+    options, direct, _ = pipeline_options(beam_args, verbose)
+    runner = None
+    if direct:  # what SwitchingDirectRunner does once it has given up on Prism
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options(drop_default=True))
+        provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+        runner = fn_runner.FnApiRunner(provision_info=provision)
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    build_pipeline(pipeline, job, pending, committed)
+    result = pipeline.run()
+    result.wait_until_finish()

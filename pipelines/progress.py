@@ -1,0 +1,85 @@
+"""Progress of a running build, polled from the driver: a tqdm bar over staged and committed shards.
+
+Beam runs the pipeline synchronously in the driver (DirectRunner) or remotely, so the driver cannot count elements
+itself; it watches the files the workers commit (stage markers, then final markers) under OUT instead, which works
+the same for a local folder and an fsspec URI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from typing import IO
+
+from tqdm.auto import tqdm
+
+from n2m.schema import BuildLayout
+from pipelines.shards import parse_shard_name
+from pipelines.storage import Store, join
+
+
+class ShardProgress:
+    """Context manager: a bar of shards decoded (``n``) with the number committed as postfix."""
+
+    def __init__(self, out: str, pending: list[str], interval_s: float = 1.0, enabled: bool = True,
+                 stream: IO[str] | None = None):
+        self.store, self.layout = Store(out), BuildLayout(out)
+        self.stage_dir = join(out, "_work", "stage")
+        self.pending = set(pending)
+        self.splits = sorted({parse_shard_name(n)[0] for n in pending})
+        self.interval_s = interval_s
+        self.stop = threading.Event()
+        self.bar = tqdm(total=len(pending), unit="shard", desc="build", disable=not enabled, dynamic_ncols=True,
+                        file=stream)
+        self.thread = threading.Thread(target=self._run, name="n2m-progress", daemon=True)
+
+    def _poll(self) -> None:
+        committed = {
+            f[:-5] for split in self.splits for f in self.store.listdir(self.layout.shard_dir(split)) if f.endswith(".json")
+        } & self.pending
+        staged = {f[:-5] for f in self.store.listdir(self.stage_dir) if f.endswith(".json")} & self.pending
+        self.bar.n = len(staged | committed)
+        self.bar.set_postfix(committed=len(committed), refresh=False)
+        self.bar.refresh()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            try:
+                self._poll()
+            except OSError:  # a file vanished between listing and reading: try again next time
+                continue
+
+    def __enter__(self) -> ShardProgress:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        if exc[0] is None:
+            self._poll()
+        self.bar.close()
+
+
+@contextlib.contextmanager
+def worker_output_to(log_path: str | None) -> Iterator[IO[str]]:
+    """Send what Beam's worker processes print (they inherit file descriptor 2) to ``log_path``.
+
+    Yields a stream on the real stderr for the progress bar. ``None`` leaves stderr alone (``--verbose``).
+    """
+    if log_path is None:
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log_path, "ab") as log, os.fdopen(os.dup(saved), "w") as console:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield console
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -1,0 +1,195 @@
+"""The pieces of ``n2m build`` without Beam: segmentation, splits, listing, fetching, duplicates, shard files, CLI errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from build_helpers import music
+
+from n2m import audio
+from n2m.cli import main
+from n2m.errors import UserError
+from n2m.schema import source_id
+from pipelines.clips import ClipSettings, make_clips, segment_bounds
+from pipelines.fetch import FetchError, FetchSettings, fetch
+from pipelines.job import pick_duplicates
+from pipelines.shards import ShardWriter, assign_split, copy_shard, parse_splits, plan_shards
+from pipelines.sources import ListingStats, Source, canonical_uri, iter_sources
+from pipelines.storage import Store
+
+
+@pytest.mark.parametrize(
+    ("total", "clip", "hop", "minimum", "expected"),
+    [
+        (100, 10, 10, 5, [(k, 10 * k, 10 * k + 10) for k in range(10)]),  # exact fit: no tail
+        (105, 10, 10, 5, [*[(k, 10 * k, 10 * k + 10) for k in range(10)], (10, 100, 105)]),  # tail of 5 kept
+        (104, 10, 10, 5, [(k, 10 * k, 10 * k + 10) for k in range(10)]),  # tail of 4 dropped
+        (25, 10, 5, 5, [(0, 0, 10), (1, 5, 15), (2, 10, 20), (3, 15, 25)]),  # overlap, ends exactly
+        (27, 10, 5, 5, [(0, 0, 10), (1, 5, 15), (2, 10, 20), (3, 15, 25), (4, 20, 27)]),  # first partial window only
+        (7, 10, 10, 5, [(0, 0, 7)]),  # shorter than a clip, longer than the minimum: one padded clip
+        (30, 10, 15, 5, [(0, 0, 10), (1, 15, 25)]),  # gaps between clips; tail [30, 30) is empty
+    ],
+)
+def test_segment_bounds(total, clip, hop, minimum, expected):
+    settings = ClipSettings(sample_rate=1, clip_s=clip, hop_s=hop, min_clip_s=minimum)
+    assert segment_bounds(total, settings) == expected
+
+
+def test_clips_padding_and_silence_filter():
+    sr = 8000
+    loud = 0.5 * np.sin(2 * np.pi * 440 * np.arange(int(2.5 * sr)) / sr)
+    x = np.concatenate([loud[: 2 * sr], np.zeros(2 * sr), loud[: sr // 2 + sr]])[None].astype(np.float32)  # 5.5 s
+    settings = ClipSettings(sample_rate=sr, clip_s=2.0, hop_s=2.0, min_clip_s=1.0, silence_db=-60.0)
+    clips, silent = make_clips(x, settings)
+    assert silent == 1 and [c.index for c in clips] == [0, 2]  # the silent clip 1 is dropped, indices stay positional
+    tail = clips[1]
+    assert tail.padded and tail.offset_s == 4.0 and tail.duration_s == 1.5
+    pcm = audio.decode(tail.flac).samples
+    assert pcm.shape == (1, 2 * sr) and not np.any(pcm[:, int(1.5 * sr):])
+    assert abs(tail.rms_db - 20 * np.log10(0.5 / np.sqrt(2))) < 0.05
+
+
+def test_splits_parse_and_assign_by_hash():
+    splits = parse_splits("train=0.8,valid=0.1,test=0.1")
+    ids = [source_id(f"/music/{i}.wav") for i in range(20000)]
+    counts = {name: sum(assign_split(i, splits) == name for i in ids) for name, _ in splits}
+    for name, fraction in splits:  # within 5 binomial standard deviations
+        assert abs(counts[name] - fraction * len(ids)) < 5 * np.sqrt(len(ids) * fraction * (1 - fraction))
+    assert [assign_split(i, splits) for i in ids[:50]] == [assign_split(i, splits) for i in ids[:50]]
+    for bad in ("train=0.5,valid=0.4", "train=0.5,train=0.5", "train", "train=x", "a-b=1"):
+        with pytest.raises(UserError):
+            parse_splits(bad)
+
+
+def test_plan_groups_sources_per_split_in_order():
+    splits = parse_splits("train=0.5,test=0.5")
+    sources = [Source(f"/m/{i}.wav") for i in range(11)]
+    specs = list(plan_shards(sources, splits, per_shard=2))
+    assert sum(len(s.sources) for s in specs) == 11
+    for split, _ in splits:
+        mine = [s for s in specs if s.split == split]
+        assert [s.index for s in mine] == list(range(len(mine)))
+        listed = [src for s in mine for src in s.sources]
+        assert listed == [src for src in sources if assign_split(src.source_id, splits) == split]
+    assert [s.spec_hash("x") for s in specs] == [s.spec_hash("x") for s in plan_shards(sources, splits, 2)]
+    assert specs[0].spec_hash("x") != specs[0].spec_hash("y")
+
+
+def test_canonical_uris(tmp_path):
+    assert canonical_uri("HTTPS://Example.COM:443/a/b.mp3#frag") == "https://example.com/a/b.mp3"
+    assert canonical_uri("http://example.com:8080") == "http://example.com:8080/"
+    assert canonical_uri("a/../b.wav", str(tmp_path)) == str(tmp_path / "b.wav")
+    assert canonical_uri(f"file://{tmp_path}/x.wav") == str(tmp_path / "x.wav")
+    assert canonical_uri("S3://bucket/Key.wav") == "s3://bucket/Key.wav"
+    assert canonical_uri("c.wav", "gs://bucket/dir") == "gs://bucket/dir/c.wav"
+
+
+def test_directory_listing_is_sorted_filtered_and_skips_output(tmp_path):
+    for name in ("b/2.wav", "b/1.FLAC", "a.mp3", ".hidden/x.wav", "cover.jpg", "out/shard.wav"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    stats = ListingStats()
+    listed = [s.uri for s in iter_sources(str(tmp_path), exclude=(str(tmp_path / "out"),), stats=stats)]
+    assert listed == [str(tmp_path / n) for n in ("a.mp3", "b/1.FLAC", "b/2.wav")]
+    assert stats.skipped_files == 1
+    assert [s.uri for s in iter_sources(str(tmp_path / "b" / "*.wav"))] == [str(tmp_path / "b/2.wav")]
+
+
+def test_manifests_carry_metadata_and_captions(tmp_path):
+    (tmp_path / "csv.csv").write_text("path,title,caption\nx.wav,X,calm piano\nx.wav,again,\n,no path,\n")
+    stats = ListingStats()
+    rows = list(iter_sources(str(tmp_path / "csv.csv"), stats=stats))
+    assert stats.repeated_uris == 1 and len(rows) == 2
+    assert rows[0].uri == str(tmp_path / "x.wav") and rows[0].text == ("calm piano",)
+    assert rows[0].meta == {"title": "X", "caption": "calm piano"}
+    assert rows[1].error and rows[1].uri.endswith("csv.csv#line=4")
+    table = pa.table({"url": ["http://h/a.mp3", "/abs/b.wav"], "tags": [["rock", "live"], []], "year": [1999, None]})
+    pq.write_table(table, tmp_path / "m.parquet")
+    parquet = list(iter_sources(str(tmp_path / "m.parquet")))
+    assert [s.uri for s in parquet] == ["http://h/a.mp3", "/abs/b.wav"]
+    assert parquet[0].meta == {"tags": ["rock", "live"], "year": 1999} and parquet[0].text == ()
+    (tmp_path / "bad.jsonl").write_text('{"title": "no path column"}\n')
+    assert list(iter_sources(str(tmp_path / "bad.jsonl")))[0].error
+    (tmp_path / "nopath.csv").write_text("title\nX\n")
+    with pytest.raises(UserError, match="path or url"):
+        list(iter_sources(str(tmp_path / "nopath.csv")))
+
+
+def test_http_fetch_reasons(http_server):
+    base_url, handler = http_server
+    handler.files["/unit.wav"] = b"RIFF-data"
+    handler.flaky_ok.clear()
+    settings = FetchSettings(max_bytes=1 << 20, timeout_s=0.3, retries=1, backoff_s=0.01)
+    assert fetch(f"{base_url}/unit.wav", settings) == b"RIFF-data"
+    for path, reason in (("/nope.wav", "missing"), ("/slow.wav", "timeout"), ("/big.wav", "too_large"),
+                         ("/flaky.wav", "fetch_error")):
+        with pytest.raises(FetchError) as err:
+            fetch(base_url + path, settings)
+        assert err.value.reason == reason, path
+    with pytest.raises(FetchError) as err:
+        fetch("nosuchscheme://host/x.wav", settings)
+    assert err.value.reason == "unsupported_scheme"
+
+
+def test_duplicates_prefer_committed_then_smallest_id():
+    group = ("h", [("b", "train-000001", False), ("a", "valid-000000", False), ("c", "test-000000", False)])
+    assert sorted(pick_duplicates(group)) == [("test-000000", ("c", "a")), ("train-000001", ("b", "a"))]
+    committed = ("h", [("b", "train-000000", True), ("a", "train-000009", False)])
+    assert list(pick_duplicates(committed)) == [("train-000009", ("a", "b"))]
+    assert list(pick_duplicates(("h", [("a", "train-000000", False)]))) == []
+
+
+def test_shard_writer_is_deterministic_and_copy_filters(tmp_path):
+    def write() -> bytes:
+        handle = io.BytesIO()
+        writer = ShardWriter(handle)
+        for key in ("0123456789abcdef_0000", "fedcba9876543210_0000"):
+            writer.add(key, {"json": b'{"k": 1}', "flac": audio.encode_flac(music(0.2, 8000, 1, 1), 8000)})
+        stats = writer.close()
+        assert stats["bytes"] == len(handle.getvalue())
+        return handle.getvalue()
+
+    first = write()
+    assert first == write()
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        assert [m.name for m in tar] == ["0123456789abcdef_0000.flac", "0123456789abcdef_0000.json",
+                                          "fedcba9876543210_0000.flac", "fedcba9876543210_0000.json"]
+        assert {(m.mtime, m.uid, m.uname) for m in tar} == {(946684800, 0, "")}
+    kept = io.BytesIO()
+    copy_shard(io.BytesIO(first), kept, lambda name: True)
+    assert kept.getvalue() == first
+    dropped = io.BytesIO()
+    copy_shard(io.BytesIO(first), dropped, lambda name: name.startswith("0123"))
+    with tarfile.open(fileobj=io.BytesIO(dropped.getvalue())) as tar:
+        assert [m.name for m in tar] == ["0123456789abcdef_0000.flac", "0123456789abcdef_0000.json"]
+
+
+def test_atomic_writer_leaves_nothing_on_error(tmp_path):
+    store = Store(str(tmp_path))
+    with pytest.raises(RuntimeError), store.atomic_writer(str(tmp_path / "x.tar")) as handle:
+        handle.write(b"partial")
+        raise RuntimeError("killed")
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_user_errors_and_dry_run(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    audio.write(src / "a.wav", music(1.0, 8000, 1, 0), 8000)
+    out = tmp_path / "out"
+    assert main(["build", "--input", str(src), "--output", str(out), "--clip-secs", "2"]) == 2
+    assert "--clip-secs" in capsys.readouterr().err
+    assert main(["build", "--input", str(src), "--output", str(out), "--split", "train=2"]) == 2
+    assert main(["build", "--input", str(tmp_path / "nothing"), "--output", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["build", "--input", str(src), "--output", str(out), "--dry-run", "--sources-per-shard", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "plan: 1 sources in 1 shards" in printed and json.loads(printed[: printed.rindex("}") + 1])["dry_run"]
+    assert not out.exists()
