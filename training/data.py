@@ -1,0 +1,340 @@
+"""The training data: WebDataset shards of a build + a label set -> batches of training examples for one stage.
+
+Train stream (infinite): every epoch of the shard list is a fresh permutation (same on every rank), split first over
+ranks and then over data-loader workers, so no two readers see the same clip within an epoch (when there are fewer
+shards than readers, every reader walks all shards and keeps every ``readers``-th sample instead). Samples pass a
+shuffle buffer, are decoded (FLAC), resampled to the stage's rates, cut into random windows and get one caption drawn
+per step (Noise2Music section 3.3). Consecutive examples are batched in the workers; a batch of a variable-window
+stage shares one random length (a multiple of the network's total stride).
+
+Validation: a fixed set (``val_samples`` clips of the valid split, split evenly over ranks) with fixed windows and
+captions, made once, so the validation loss is comparable across runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import lightning as L
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader
+
+from n2m.audio import AudioError, decode, downmix, resample
+from n2m.errors import UserError
+from n2m.schema import BuildLayout, read_label_captions
+from training.lowfi import make_lowfi
+from training.stages import StageSpec
+
+log = logging.getLogger(__name__)
+
+LOWFI_MARGIN_S = 0.25  # context kept on both sides of a window while making its low-fi version (edge effects)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shards and the disjoint stream
+
+
+def committed_shards(build: str, split: str) -> list[str]:
+    """Shard paths of a split that have their commit marker (ARCHITECTURE.md section 2), sorted."""
+    layout = BuildLayout(build)
+    fs, _, tars = fsspec.get_fs_token_paths(layout.shard_dir(split).rstrip("/") + "/*.tar")
+    markers = set(fs.glob(layout.shard_dir(split).rstrip("/") + "/*.json"))
+    protocol = "" if "://" not in build else build.split("://", 1)[0] + "://"
+    return [protocol + t if protocol and "://" not in t else t for t in sorted(tars)
+            if t[: -len(".tar")] + ".json" in markers]
+
+
+def _read_shards(urls: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """WebDataset samples of the given shards, opened with fsspec (local paths and remote URIs alike)."""
+
+    def streams():
+        for url in urls:
+            try:
+                with fsspec.open(url, "rb") as handle:
+                    yield {"url": url, "stream": handle}
+            except OSError as err:
+                log.warning("skipping shard %s: %s", url, err)
+
+    files = wds.tariterators.tar_file_expander(streams(), handler=wds.warn_and_continue)
+    yield from wds.tariterators.group_by_keys(files, handler=wds.warn_and_continue)
+
+
+def disjoint_stream(urls: list[str], seed: int, epochs: int | None = None) -> Iterator[dict[str, Any]]:
+    """Raw samples for this rank and worker; ``epochs=None`` streams forever (see the module docstring)."""
+    rank, world, worker, workers = wds.utils.pytorch_worker_info()
+    slot, slots = rank * workers + worker, world * workers
+    epoch = 0
+    while epochs is None or epoch < epochs:
+        order = list(urls)
+        random.Random(f"{seed}:{epoch}").shuffle(order)
+        if len(order) >= slots:
+            yield from _read_shards(order[slot::slots])
+        else:
+            for i, sample in enumerate(_read_shards(order)):
+                if i % slots == slot:
+                    yield sample
+        epoch += 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Captions (Noise2Music 3.3: one text item per clip per step; short-form captions concatenated into one item)
+
+
+def caption_items(key: str, captions: dict[str, dict[str, list[str]]], meta_text: list[str],
+                  rng: random.Random) -> list[str]:
+    """The text items of a clip: each long-form caption, the short-form captions joined (in a random order, so
+    truncation to the token length drops different ones each step), and the clip's metadata text."""
+    entry = captions.get(key, {})
+    items = [t for t in entry.get("long", []) if t.strip()]
+    short = [t for t in entry.get("short", []) if t.strip()]
+    if short:
+        items.append(", ".join(rng.sample(short, len(short))))
+    return items + [t for t in meta_text if isinstance(t, str) and t.strip()]
+
+
+def sample_caption(items: list[str], rng: random.Random) -> str:
+    """One item uniformly at random; "" (unconditional) for a clip with no text."""
+    return rng.choice(items) if items else ""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Examples: a decoded clip -> the arrays one stage trains on (registry; the spectrogram stages add theirs)
+
+
+def _fit(x: np.ndarray, length: int) -> np.ndarray:
+    """Zero-pad or cut ``[C, T]`` to ``[C, length]``."""
+    if x.shape[1] >= length:
+        return x[:, :length]
+    return np.pad(x, ((0, 0), (0, length - x.shape[1])))
+
+
+def waveform_example(mono: np.ndarray, sr: int, stage: StageSpec, window: int, offset_frac: float) -> dict:
+    """Generator: the clip at the stage rate, a window of ``window`` samples at ``offset_frac`` of the free range."""
+    x = resample(mono, sr, stage.sample_rate)
+    start = int(offset_frac * max(0, x.shape[1] - window))
+    return {"x0": _fit(x[:, start:], window)}
+
+
+def cascade_example(mono: np.ndarray, sr: int, stage: StageSpec, window: int, offset_frac: float) -> dict:
+    """Cascader: the target window at the stage rate and its low-fi version (made with some context around it)."""
+    x = resample(mono, sr, stage.sample_rate)
+    start = int(offset_frac * max(0, x.shape[1] - window))
+    margin = int(LOWFI_MARGIN_S * stage.sample_rate)
+    lo, hi = max(0, start - margin), min(x.shape[1], start + window + margin)
+    lowfi = make_lowfi(x[:, lo:hi], stage.sample_rate, stage.cond_rate)
+    return {"x0": _fit(x[:, start:], window), "lowfi": _fit(lowfi[:, start - lo:], window)}
+
+
+EXAMPLES: dict[str, Callable[[np.ndarray, int, StageSpec, int, float], dict]] = {
+    "waveform": waveform_example,
+    "cascade": cascade_example,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The data module
+
+
+@dataclass
+class DataConfig:
+    build: str
+    labels: str | None = None
+    batch_size: int = 8
+    num_workers: int = 2
+    shuffle_buffer: int = 256
+    window_s: tuple[float, float] | None = None  # None: the stage's own
+    meta_text: bool = True  # add the clip json's text[] to the caption items
+    val_samples: int = 64
+    seed: int = 0
+
+
+class ExampleMaker:
+    """Picklable per-sample transform: raw WebDataset sample -> example dict, or None for a bad clip."""
+
+    def __init__(self, stage: StageSpec, window: int, captions: dict, meta_text: bool):
+        self.stage, self.window, self.captions, self.meta_text = stage, window, captions, meta_text
+
+    def __call__(self, sample: dict[str, Any], rng: random.Random, offset_frac: float) -> dict | None:
+        key = sample.get("__key__", "?")
+        try:
+            meta = json.loads(sample["json"]) if "json" in sample else {}
+            decoded = decode(sample["flac"], name=key)
+        except (AudioError, KeyError, ValueError) as err:
+            log.warning("skipping clip %s: %s", key, err)
+            return None
+        example = EXAMPLES[self.stage.example](downmix(decoded.samples), decoded.sample_rate, self.stage, self.window,
+                                               offset_frac)
+        meta_text = list(meta.get("text") or []) if self.meta_text else []
+        items = caption_items(key, self.captions, meta_text, rng) if self.stage.text else []
+        example["text"] = sample_caption(items, rng)
+        example["key"] = key
+        return example
+
+
+def collate(examples: list[dict], length: int, rng: random.Random | None) -> dict[str, Any]:
+    """Stack examples cut to ``length`` samples of ``x0`` (random offsets with ``rng``, else centred).
+
+    Other arrays (``[C, T_k]``) are cut at the same place in their own time base (``T_k / T_x0`` per sample), so an
+    array at another rate (e.g. a spectrogram aligned with the audio) stays aligned.
+    """
+    batch: dict[str, Any] = {"key": [e["key"] for e in examples], "text": [e["text"] for e in examples]}
+    arrays = [k for k in examples[0] if k not in ("key", "text")]
+    cut = []
+    for e in examples:
+        total = e["x0"].shape[1]
+        free = total - length
+        start = rng.randint(0, free) if rng is not None else free // 2
+        cut.append({k: _cut(e[k], start, length, e[k].shape[1] / total) for k in arrays})
+    for k in arrays:
+        batch[k] = torch.from_numpy(np.stack([c[k] for c in cut]).astype(np.float32))
+    return batch
+
+
+def _cut(x: np.ndarray, start: int, length: int, scale: float) -> np.ndarray:
+    """``x[:, start:start+length]`` in a time base ``scale`` times that of ``x0``."""
+    a = int(round(start * scale))
+    return x[:, a:a + int(round(length * scale))]
+
+
+class TrainStream:
+    """The infinite training stream of one rank and worker: disjoint samples -> shuffle -> examples -> batches."""
+
+    def __init__(self, urls: list[str], maker: ExampleMaker, cfg: DataConfig, lengths: tuple[int, int],
+                 multiple: int, seed: int, epochs: int | None = None):
+        self.urls, self.maker, self.cfg, self.lengths, self.multiple = urls, maker, cfg, lengths, multiple
+        self.seed, self.epochs = seed, epochs
+
+    def batch_length(self, rng: random.Random) -> int:
+        lo, hi = self.lengths
+        if lo == hi:
+            return hi
+        return max(self.multiple, rng.randint(lo, hi) // self.multiple * self.multiple)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rank, _, worker, _ = wds.utils.pytorch_worker_info()
+        rng = random.Random(f"{self.seed}:{rank}:{worker}")
+        samples = disjoint_stream(self.urls, self.seed, self.epochs)
+        shuffle = wds.shuffle(self.cfg.shuffle_buffer, min(64, self.cfg.shuffle_buffer), rng=random.Random(rng.random()))
+        shuffled = shuffle(samples)
+        pending: list[dict] = []
+        for sample in shuffled:
+            example = self.maker(sample, rng, rng.random())
+            if example is None:
+                continue
+            pending.append(example)
+            if len(pending) == self.cfg.batch_size:
+                yield collate(pending, self.batch_length(rng), rng)
+                pending = []
+
+
+class _Iterable(torch.utils.data.IterableDataset):
+    def __init__(self, stream: TrainStream):
+        self.stream = stream
+
+    def __iter__(self):
+        return iter(self.stream)
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Batches for one stage from ``BUILD/shards/{split}`` and ``BUILD/labels/NAME``.
+
+    A batch: ``key`` [B] str, ``text`` [B] str, ``x0`` ``[B, 1, T]`` float32 and, for cascaders, ``lowfi`` ``[B, 1, T]``.
+    ``length_multiple``: the network's total stride (variable batch lengths are multiples of it).
+    """
+
+    def __init__(self, stage: StageSpec, cfg: DataConfig, length_multiple: int = 1):
+        super().__init__()
+        self.stage, self.cfg, self.multiple = stage, cfg, length_multiple
+        window_s = tuple(cfg.window_s or stage.window_s)
+        if len(window_s) != 2 or not 0 < window_s[0] <= window_s[1]:
+            raise UserError(f"window must be 0 < min <= max seconds, got {window_s}")
+        self.lengths = (round(window_s[0] * stage.sample_rate), round(window_s[1] * stage.sample_rate))
+        self.captions: dict[str, dict[str, list[str]]] = {}
+        self.val_examples: list[dict] = []
+        self.train_urls: list[str] = []
+
+    def _captions(self, split: str | None) -> dict:
+        if not (self.stage.text and self.cfg.labels):
+            return {}
+        label_dir = BuildLayout(self.cfg.build).label_dir(self.cfg.labels)
+        return read_label_captions(label_dir, split)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_urls = committed_shards(self.cfg.build, "train")
+        if not self.train_urls:
+            raise UserError(f"{BuildLayout(self.cfg.build).shard_dir('train')} has no committed shards")
+        self.captions = self._captions(None)
+        self.val_examples = self._validation_set()
+
+    def maker(self) -> ExampleMaker:
+        return ExampleMaker(self.stage, self.lengths[1], self.captions, self.cfg.meta_text)
+
+    def train_stream(self, start_step: int = 0, epochs: int | None = None) -> TrainStream:
+        """This process's stream; ``start_step`` reseeds it so a resumed run does not replay the same batches."""
+        return TrainStream(self.train_urls, self.maker(), self.cfg, self.lengths, self.multiple,
+                           seed=self.cfg.seed * 1_000_003 + start_step, epochs=epochs)
+
+    def train_dataloader(self) -> DataLoader:
+        start = self.trainer.global_step if self.trainer is not None else 0
+        return DataLoader(_Iterable(self.train_stream(start)), batch_size=None, num_workers=self.cfg.num_workers,
+                          persistent_workers=self.cfg.num_workers > 0, pin_memory=torch.cuda.is_available())
+
+    def _validation_set(self) -> list[dict]:
+        """This rank's share of the first ``val_samples`` valid clips, as fixed examples (equal count on every rank)."""
+        urls = committed_shards(self.cfg.build, "valid")
+        if not urls or self.cfg.val_samples <= 0:
+            return []
+        rank, world, _, _ = wds.utils.pytorch_worker_info()
+        per_rank = min(self.cfg.val_samples, _count_clips(self.cfg.build, "valid")) // world
+        maker = self.maker()
+        length = self._val_length()
+        out: list[dict] = []
+        for i, sample in enumerate(_read_shards(urls)):
+            if len(out) >= per_rank:
+                break
+            if i % world != rank:
+                continue
+            rng = random.Random(sample["__key__"])
+            example = maker(sample, rng, 0.5)
+            if example is not None:
+                out.append(collate([example], length, None))
+        return out
+
+    def _val_length(self) -> int:
+        lo = self.lengths[0]
+        return lo if lo == self.lengths[1] else max(self.multiple, lo // self.multiple * self.multiple)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.val_examples:
+            return []
+        return DataLoader(self.val_examples, batch_size=self.cfg.batch_size, collate_fn=_concat, shuffle=False)
+
+
+def _concat(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge single-example batches."""
+    out: dict[str, Any] = {}
+    for key in batches[0]:
+        values = [b[key] for b in batches]
+        out[key] = torch.cat(values) if isinstance(values[0], torch.Tensor) else [v for vs in values for v in vs]
+    return out
+
+
+def _count_clips(build: str, split: str) -> int:
+    """Clips of a split from ``index.parquet``."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        with fsspec.open(BuildLayout(build).index, "rb") as handle:
+            table = pq.read_table(handle, columns=["split"])
+    except FileNotFoundError as err:
+        raise UserError(f"{BuildLayout(build).index} is missing: is {build} a finished n2m build?") from err
+    return int(pc.sum(pc.equal(table["split"], split)).as_py() or 0)

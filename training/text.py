@@ -1,0 +1,177 @@
+"""Frozen text encoders for cross-attention: a registry ``kind -> loader``, chosen by a spec ``KIND:DIR``.
+
+- ``t5:DIR``: a transformers ``T5EncoderModel`` + tokenizer directory (Noise2Music conditions on T5 token states,
+  arXiv 2302.03917 section 3.1; the paper does not name the T5 size).
+- ``clap:DIR``: the token states of a CLAP model's text tower (:meth:`n2m.clap.ClapEmbedder.text_token_states`), for
+  set-ups with no T5 weights (e.g. a model made by ``n2m clap-train``).
+
+Every encoder maps captions to ``(states [B, L, D] float32, mask [B, L] bool)`` with ``L`` = the token length (padded
+or truncated); an empty caption has an all-False mask (the network treats it as unconditional). Weights never train
+and are not part of n2m checkpoints: the spec and the directory's content hash are recorded instead.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from n2m.errors import UserError
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"KIND:DIR"`` -> ``(kind, dir)`` with a one-line error for anything else."""
+    kind, sep, path = spec.partition(":")
+    if not sep or kind not in TEXT_ENCODERS or not path:
+        raise UserError(f"--text-encoder must be KIND:DIR with KIND one of {sorted(TEXT_ENCODERS)}, got {spec!r}")
+    if not (Path(path) / "config.json").is_file():
+        raise UserError(f"text encoder directory {path} has no config.json")
+    return kind, path
+
+
+class TextEncoder:
+    """Base of the frozen encoders: ``encode(texts) -> (states [B, L, D], mask [B, L])`` on ``self.device``."""
+
+    dim: int
+    max_length: int
+    device: torch.device
+
+    def to(self, device: str | torch.device) -> TextEncoder:
+        raise NotImplementedError
+
+    def _states(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        states, mask = self._states(list(texts))
+        mask = mask.to(self.device).bool()
+        empty = torch.tensor([not t.strip() for t in texts], dtype=torch.bool, device=self.device)
+        mask = mask & ~empty[:, None]
+        pad = self.max_length - states.shape[1]
+        if pad > 0:  # an encoder whose own limit is shorter than the stage's token length
+            states, mask = F.pad(states, (0, 0, 0, pad)), F.pad(mask, (0, pad))
+        states = states[:, : self.max_length].float() * mask[:, : self.max_length, None]
+        return states, mask[:, : self.max_length]
+
+
+class T5TextEncoder(TextEncoder):
+    """A frozen ``T5EncoderModel`` and its tokenizer from a local directory."""
+
+    def __init__(self, path: str, max_length: int):
+        from transformers import AutoTokenizer, T5EncoderModel
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.model = T5EncoderModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UserError(f"cannot load T5 encoder from {path}: {str(err).strip().splitlines()[0]}") from err
+        self.dim = int(self.model.config.d_model)
+        self.max_length = max_length
+        self.device = torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> T5TextEncoder:
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    def _states(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_length,
+                                return_tensors="pt")
+        ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask
+
+
+class ClapTextEncoder(TextEncoder):
+    """The text tower of a CLAP directory, through :class:`n2m.clap.ClapEmbedder` (one code path for CLAP)."""
+
+    def __init__(self, path: str, max_length: int):
+        from n2m.clap import ClapEmbedder
+
+        self.embedder = ClapEmbedder.from_pretrained(path)
+        self.embedder.model.requires_grad_(False)
+        self.dim = int(self.embedder.text_hidden_size)
+        self.max_length = max_length
+        self.device = torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> ClapTextEncoder:
+        self.device = torch.device(device)
+        self.embedder.model.to(self.device)
+        self.embedder.device = self.device
+        return self
+
+    def _states(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embedder.text_token_states(texts, self.max_length)
+
+
+def _t5_width(path: str) -> int:
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(path, local_files_only=True).d_model)
+
+
+def _clap_width(path: str) -> int:
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(path, local_files_only=True).text_config.hidden_size)
+
+
+@dataclass(frozen=True)
+class EncoderKind:
+    load: Callable[[str, int], TextEncoder]
+    width: Callable[[str], int]  # token-state width from the config alone (for --dry-run, no weights loaded)
+
+
+TEXT_ENCODERS: dict[str, EncoderKind] = {
+    "t5": EncoderKind(load=T5TextEncoder, width=_t5_width),
+    "clap": EncoderKind(load=ClapTextEncoder, width=_clap_width),
+}
+
+
+def text_width(spec: str) -> int:
+    """Width ``D`` of the token states of the encoder ``spec`` (reads only its config)."""
+    kind, path = parse_spec(spec)
+    return TEXT_ENCODERS[kind].width(path)
+
+
+class CachedTextEncoder(TextEncoder):
+    """An LRU of encoded captions (CPU, trimmed to their tokens) in front of an encoder: ``max_items`` entries."""
+
+    def __init__(self, inner: TextEncoder, max_items: int):
+        self.inner = inner
+        self.dim, self.max_length, self.device = inner.dim, inner.max_length, inner.device
+        self.max_items = max_items
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def to(self, device: str | torch.device) -> CachedTextEncoder:
+        self.inner.to(device)
+        self.device = self.inner.device
+        return self
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            states, mask = self.inner.encode(missing)
+            for text, s, m in zip(missing, states.cpu(), mask.cpu()):
+                self._cache[text] = s[m]  # [n_tokens, D]
+        out = torch.zeros(len(texts), self.max_length, self.dim)
+        mask = torch.zeros(len(texts), self.max_length, dtype=torch.bool)
+        for i, text in enumerate(texts):
+            tokens = self._cache[text]
+            self._cache.move_to_end(text)
+            out[i, : tokens.shape[0]], mask[i, : tokens.shape[0]] = tokens, True
+        while len(self._cache) > self.max_items:
+            self._cache.popitem(last=False)
+        return out.to(self.device), mask.to(self.device)
+
+
+def load_text_encoder(spec: str, max_length: int, cache_items: int = 0) -> TextEncoder:
+    """Load the encoder of ``spec`` (``t5:DIR`` | ``clap:DIR``) on CPU; ``cache_items > 0`` adds an LRU cache."""
+    kind, path = parse_spec(spec)
+    encoder = TEXT_ENCODERS[kind].load(path, max_length)
+    return CachedTextEncoder(encoder, cache_items) if cache_items > 0 else encoder
