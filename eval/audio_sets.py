@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import glob
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,50 +138,113 @@ class EmbeddedSet:
                 "cache_hits": self.cache_hits, "excluded_files": [f.as_dict() for f in self.failures]}
 
 
+@dataclass
+class _Prepared:
+    """One file after the work that needs no model: its hash, cached frames or the model-ready waveform, or a failure."""
+
+    path: Path
+    digest: str = ""
+    cached: np.ndarray | None = None
+    wave: np.ndarray | None = None
+    failure: Failure | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _prepare(path: Path, embedder: Embedder, preprocess: Preprocess, cache: EmbeddingCache) -> _Prepared:
+    """Read + hash, look up the cache, and on a miss decode and preprocess (runs in a worker thread: libsndfile,
+    soxr and hashlib release the GIL)."""
+    item = _Prepared(path)
+    clock = time.perf_counter
+    try:
+        t0 = clock()
+        data = audio.read_bytes(path)
+        item.digest = sha1_bytes(data)
+        t1 = clock()
+        item.cached = cache.get(item.digest)
+        t2 = clock()
+        item.timings = {"read_hash": t1 - t0, "cache": t2 - t1}
+        if item.cached is not None:
+            return item
+        decoded = audio.decode(data, name=str(path))
+        t3 = clock()
+        item.wave = preprocess.apply(decoded, embedder.sample_rate)
+        item.timings.update(decode=t3 - t2, resample=clock() - t3)
+        if item.wave.shape[0] < embedder.min_seconds * embedder.sample_rate:
+            raise AudioError("too_short", f"{path}: {item.wave.shape[0] / embedder.sample_rate:.3f} s after "
+                             f"preprocessing, the model needs {embedder.min_seconds:.3f} s")
+    except AudioError as err:
+        item.failure = Failure(str(path), err.reason, err.message)
+    return item
+
+
+def _prepared(files: list[Path], embedder: Embedder, preprocess: Preprocess, cache: EmbeddingCache,
+              workers: int) -> Iterator[_Prepared]:
+    """Prepared files in input order, at most ``2 * workers`` ahead of the consumer (bounded memory)."""
+    if workers <= 0:
+        for path in files:
+            yield _prepare(path, embedder, preprocess, cache)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="n2m-eval-io") as pool:
+        pending: deque[Future] = deque()
+        queue = iter(files)
+        for path in queue:
+            pending.append(pool.submit(_prepare, path, embedder, preprocess, cache))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            item = pending.popleft().result()
+            next_path = next(queue, None)
+            if next_path is not None:
+                pending.append(pool.submit(_prepare, next_path, embedder, preprocess, cache))
+            yield item
+
+
 def embed_files(files: list[Path], embedder: Embedder, preprocess: Preprocess, cache_root: str | Path | None,
-                desc: str = "embedding", progress: bool = True) -> EmbeddedSet:
+                desc: str = "embedding", progress: bool = True, workers: int = 2) -> EmbeddedSet:
     """Embed every file; a file that cannot be read, decoded or is shorter than the model's minimum is recorded in
-    ``failures`` with its reason and excluded. ``timings`` splits the wall time into read/hash, decode, resample,
-    forward and cache."""
+    ``failures`` with its reason and excluded. Reading, hashing, decoding and resampling run in ``workers`` threads
+    ahead of the model (0: inline). ``timings``: per-stage seconds summed over files (``read_hash``, ``cache``,
+    ``decode``, ``resample`` in the workers), ``forward`` and ``wait`` (the model thread idle, waiting for input)."""
     settings = {**embedder.settings, **preprocess.as_dict()}
     cache = EmbeddingCache(cache_root, embedder.model_id, settings)
     out = EmbeddedSet()
     clock = time.perf_counter
-    for path in tqdm(files, desc=desc, unit="file", disable=not progress, leave=False):
-        try:
-            t0 = clock()
-            data = audio.read_bytes(path)
-            digest = sha1_bytes(data)
-            t1 = clock()
-            out.timings["read_hash"] += t1 - t0
-            frames = cache.get(digest)
-            t2 = clock()
-            out.timings["cache"] += t2 - t1
-            if frames is None:
-                decoded = audio.decode(data, name=str(path))
-                t3 = clock()
-                wave = preprocess.apply(decoded, embedder.sample_rate)
-                t4 = clock()
-                if wave.shape[0] < embedder.min_seconds * embedder.sample_rate:
-                    raise AudioError("too_short", f"{path}: {wave.shape[0] / embedder.sample_rate:.3f} s after "
-                                     f"preprocessing, the model needs {embedder.min_seconds:.3f} s")
-                frames = embedder.embed(wave)
-                t5 = clock()
-                if frames.ndim != 2 or frames.shape[0] == 0 or not np.isfinite(frames).all():
-                    raise AudioError("decode_error", f"{path}: the model gave unusable embeddings {frames.shape}")
-                cache.put(digest, frames)
-                out.timings["decode"] += t3 - t2
-                out.timings["resample"] += t4 - t3
-                out.timings["forward"] += t5 - t4
-                out.timings["cache"] += clock() - t5
-            else:
-                out.cache_hits += 1
-        except AudioError as err:
-            out.failures.append(Failure(str(path), err.reason, err.message))
+    stream = _prepared(files, embedder, preprocess, cache, workers)
+    bar = tqdm(total=len(files), desc=desc, unit="file", disable=not progress, leave=False)
+    while True:
+        t0 = clock()
+        item = next(stream, None)
+        out.timings["wait"] += clock() - t0
+        if item is None:
+            break
+        bar.update()
+        for key, value in item.timings.items():
+            out.timings[key] += value
+        if item.failure is not None:
+            out.failures.append(item.failure)
             continue
-        out.ids.append(path.stem)
-        out.paths.append(str(path))
-        out.hashes.append(digest)
+        frames = item.cached
+        if frames is None:
+            t1 = clock()
+            try:
+                frames = embedder.embed(item.wave)
+            except AudioError as err:
+                out.failures.append(Failure(str(item.path), err.reason, err.message))
+                continue
+            t2 = clock()
+            out.timings["forward"] += t2 - t1
+            if frames.ndim != 2 or frames.shape[0] == 0 or not np.isfinite(frames).all():
+                out.failures.append(Failure(str(item.path), "decode_error",
+                                            f"{item.path}: the model gave unusable embeddings {frames.shape}"))
+                continue
+            cache.put(item.digest, frames)
+            out.timings["cache"] += clock() - t2
+        else:
+            out.cache_hits += 1
+        out.ids.append(item.path.stem)
+        out.paths.append(str(item.path))
+        out.hashes.append(item.digest)
         out.frames.append(np.asarray(embedder.fad_frames(frames), np.float32))
         out.clips.append(np.asarray(embedder.clip_embedding(frames), np.float32))
+    bar.close()
     return out

@@ -31,13 +31,14 @@ def settings_key(model_id: str, settings: dict[str, Any]) -> str:
 
 
 class EmbeddingCache:
-    """``root/{settings_key[:16]}/{content_hash[:2]}/{content_hash}.npy``; ``root=None`` disables caching."""
+    """``root/{settings_key[:16]}/{content_hash[:2]}/{content_hash}.npy``; ``root=None`` disables caching.
+
+    Safe to use from several threads (each entry is one atomic file).
+    """
 
     def __init__(self, root: str | Path | None, model_id: str, settings: dict[str, Any]):
         self.key = settings_key(model_id, settings)
         self.dir = None if root is None else Path(root) / self.key[:16]
-        self.hits = 0
-        self.misses = 0
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             manifest = self.dir / "settings.json"
@@ -51,16 +52,11 @@ class EmbeddingCache:
 
     def get(self, content_hash: str) -> np.ndarray | None:
         if self.dir is None:
-            self.misses += 1
             return None
-        path = self._path(content_hash)
         try:
-            value = np.load(path, allow_pickle=False)
+            return np.load(self._path(content_hash), allow_pickle=False)
         except (OSError, ValueError):
-            self.misses += 1
             return None
-        self.hits += 1
-        return value
 
     def put(self, content_hash: str, embeddings: np.ndarray) -> None:
         if self.dir is None:

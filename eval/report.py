@@ -219,6 +219,9 @@ def render_html(report: dict[str, Any]) -> str:
     if warnings:
         parts.append("<ul>" + "".join(f"<li class=warn>{escape(w)}</li>" for w in warnings) + "</ul>")
     parts.append(_plots(report))
+    counts = report.get("counts")
+    if counts:
+        parts.append("<h2>Counts</h2>" + html_table(["what", "count"], [[k, v] for k, v in counts.items()], (1,)))
     sets = report.get("sets", {})
     if sets:
         rows = [[name, s.get("files"), s.get("used"), s.get("excluded"),

@@ -10,6 +10,7 @@ import numpy as np
 
 WIDTH, HEIGHT = 560, 300
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 48
+LEGEND_ROW = 16
 COLOURS = ("#2a6fdb", "#e0573a", "#2f9e59", "#8a56d8", "#c9932b")
 
 
@@ -63,10 +64,11 @@ class _Frame:
         return parts
 
 
-def _svg(parts: list[str], label: str) -> str:
+def _svg(parts: list[str], label: str, extra_height: int = 0) -> str:
     body = "".join(parts)
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-            f'height="{HEIGHT}" role="img" aria-label="{escape(label)}">{body}</svg>')
+    height = HEIGHT + extra_height
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" '
+            f'height="{height}" role="img" aria-label="{escape(label)}">{body}</svg>')
 
 
 def scatter_fit(points: Sequence[tuple[float, float]], intercept: float, slope: float, title: str, x_label: str,
@@ -114,7 +116,7 @@ def histogram(series: dict[str, Sequence[float]], title: str, x_label: str, bins
         mean = float(finite[name].mean())
         parts.append(f'<line x1="{frame.x(mean):.1f}" x2="{frame.x(mean):.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" '
                      f'stroke="{colour}" stroke-width="2" stroke-dasharray="5 3"/>')
-        parts.append(f'<rect x="{WIDTH - RIGHT - 190}" y="{TOP + 8 + 16 * i}" width="10" height="10" fill="{colour}"/>')
-        parts.append(f'<text x="{WIDTH - RIGHT - 175}" y="{TOP + 17 + 16 * i}">{escape(name)} '
-                     f'(n={finite[name].size}, mean {_fmt(mean)})</text>')
-    return _svg(parts, title)
+        parts.append(f'<rect x="{LEFT}" y="{HEIGHT + 2 + LEGEND_ROW * i}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{LEFT + 15}" y="{HEIGHT + 11 + LEGEND_ROW * i}">{escape(name)} '
+                     f'(n={finite[name].size}, mean {_fmt(mean)}, dashed line)</text>')
+    return _svg(parts, title, LEGEND_ROW * len(counts) + 4)

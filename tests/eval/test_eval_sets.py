@@ -67,6 +67,19 @@ def test_bad_files_are_excluded_with_a_count_and_reason(tmp_path, clap):
     assert all(np.isfinite(f).all() for f in out.frames)
 
 
+def test_prefetch_threads_keep_order_and_results(tmp_path, clap):
+    for i in range(7):
+        audio.write(tmp_path / f"f{i}.wav", tone(1.2 + 0.1 * i, 16000, 300 + 40 * i, seed=i), 16000)
+    (tmp_path / "bad.wav").write_bytes(b"junk")
+    files = list_audio(tmp_path)
+    inline = embed_files(files, clap, Preprocess(), None, progress=False, workers=0)
+    threaded = embed_files(files, clap, Preprocess(), None, progress=False, workers=3)
+    assert inline.ids == threaded.ids == [f"f{i}" for i in range(7)]
+    assert [f.path for f in inline.failures] == [f.path for f in threaded.failures] == [str(tmp_path / "bad.wav")]
+    for a, b in zip(inline.frames, threaded.frames):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_vggish_too_short_is_excluded(tmp_path, vggish_weights):
     vgg = embeddings.load(f"vggish:{vggish_weights}")
     audio.write(tmp_path / "short.wav", tone(0.9, 16000, 440, seed=0), 16000)  # < 0.975 s: no full example
