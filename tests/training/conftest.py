@@ -28,3 +28,14 @@ def tiny_t5(tmp_path_factory) -> str:
     """A random 1-layer T5 encoder (d_model 32) + word-level tokenizer, as a local HF directory."""
     texts = LONG + SHORT + [f"track {i} by the testers" for i in range(32)]
     return str(write_tiny_t5(tmp_path_factory.mktemp("t5"), texts))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks run fastest on one intra-op thread (and do not stall when the cores are shared)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

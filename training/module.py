@@ -1,0 +1,172 @@
+"""One LightningModule for every diffusion stage: network + EMA, denoiser loss, optimiser, fixed-level validation.
+
+Noise2Music (arXiv 2302.03917, section 4): Adam (0.9, 0.999), peak learning rate 1e-4 with 10k warm-up steps then a
+cosine decay, EMA of the weights with decay 0.9999 (used for validation and export). The EMA decay is warmed up as
+``min(decay, (1 + n) / (10 + n))`` (the usual form, e.g. ``timm.ModelEmaV2`` / the DDPM reference code) so short runs
+have a usable average. Validation computes the loss of the EMA network at :data:`VAL_LEVELS` with noise seeded per clip,
+so curves are comparable across runs and machines.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+
+from n2m.errors import UserError
+from n2m.provenance import now_iso, versions
+from training.diffusion.augment import ConditioningAugmentation
+from training.diffusion.denoiser import Conditioning, Denoiser
+from training.diffusion.schedules import Schedule, get_schedule
+from training.networks.presets import build_network
+from training.networks.unet1d import UNetConfig
+from training.text import TextEncoder
+
+VAL_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def _waveform_augmentation(schedule: Schedule, diffusion: dict[str, Any]) -> ConditioningAugmentation:
+    blur = diffusion.get("aug_blur_sigma")
+    return ConditioningAugmentation(schedule, diffusion["aug_t_max"], tuple(blur) if blur else None)
+
+
+# conditioning field of the batch -> factory(schedule, diffusion config) of its augmentation, a callable
+# ``z [B, C, T] -> (z_aug, t_aug [B])``. A stage whose conditioning is another kind of signal registers its own.
+AUGMENTATIONS: dict[str, Callable[[Schedule, dict[str, Any]], Callable]] = {"lowfi": _waveform_augmentation}
+
+
+def conditioning_field(cfg: UNetConfig) -> str | None:
+    """The batch field holding the network's conditioning signal: ``lowfi`` (cascaders), ``aligned`` or None."""
+    if cfg.lowfi_channels > 0:
+        return "lowfi"
+    if cfg.aligned_channels > 0:
+        return "aligned"
+    return None
+
+
+def warmup_cosine(step: int, warmup: int, decay_steps: int, min_ratio: float) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine from 1 to ``min_ratio`` at
+    ``decay_steps`` (Loshchilov & Hutter 2017), constant after."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, decay_steps - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def key_seed(key: str, salt: int = 0) -> int:
+    """A stable 63-bit seed from a clip key (fixed validation noise)."""
+    return int(hashlib.sha1(f"{key}:{salt}".encode()).hexdigest()[:15], 16)
+
+
+class DiffusionModule(L.LightningModule):
+    """Trains ``config["net"]`` as the denoiser of ``config["stage"]``. ``config`` is the resolved training config
+    (sections ``net``, ``diffusion``, ``optim``; see :mod:`training.train_cli`) and travels inside every checkpoint."""
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.config = config
+        diffusion, optim = config["diffusion"], config["optim"]
+        self.net = build_network(config["net"])
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        schedule = get_schedule(diffusion["schedule"])
+        self.denoiser = Denoiser(self.net, schedule, diffusion["parametrisation"], diffusion["weighting"])
+        self.ema_denoiser = Denoiser(self.ema, schedule, diffusion["parametrisation"], diffusion["weighting"])
+        self.cond_field = conditioning_field(self.net.cfg)
+        self.augment = AUGMENTATIONS[self.cond_field](schedule, diffusion) if self.cond_field else None
+        self.ema_decay = float(optim["ema_decay"])
+        self._text: TextEncoder | None = None
+        if optim.get("compile"):
+            self.net.compile()
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Text
+
+    def attach_text_encoder(self, encoder: TextEncoder | None) -> None:
+        """The frozen text encoder (kept out of the state dict; moved to the module's device when training starts)."""
+        width = self.net.cfg.text_dim
+        if width > 0 and encoder is None:
+            raise UserError(f"stage {self.config['stage']} needs a text encoder (--text-encoder KIND:DIR)")
+        if encoder is not None and width > 0 and encoder.dim != width:
+            raise UserError(f"text encoder width {encoder.dim} does not match the network's text_dim {width}")
+        self._text = encoder if width > 0 else None
+
+    def _place_text_encoder(self) -> None:
+        if self._text is not None and self._text.device != self.device:
+            self._text.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self._place_text_encoder()
+
+    def on_validation_start(self) -> None:
+        self._place_text_encoder()
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Steps
+
+    def conditioning(self, batch: dict[str, Any], augment: bool) -> Conditioning:
+        """The network inputs besides ``x_t``: text states + mask, and (cascaders) the augmented low-fi signal."""
+        fields: dict[str, Any] = {}
+        if self._text is not None:
+            fields["text"], fields["text_mask"] = self._text.encode(batch["text"])
+        if self.cond_field:
+            signal = batch[self.cond_field]
+            if augment:
+                signal, aug_t = self.augment(signal)
+            else:
+                aug_t = torch.zeros(signal.shape[0], device=signal.device)
+            fields[self.cond_field], fields["aug_t"] = signal, aug_t
+        return Conditioning(**fields)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        cond = self.conditioning(batch, augment=True)
+        loss = self.denoiser.loss(batch["x0"], cond, cfg_p=float(self.config["diffusion"]["cfg_dropout"])).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["x0"].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = self.global_step
+        decay = min(self.ema_decay, (1.0 + step) / (10.0 + step))
+        with torch.no_grad():
+            ema, live = list(self.ema.parameters()), list(self.net.parameters())
+            torch._foreach_lerp_(ema, live, 1.0 - decay)
+            for b_ema, b_live in zip(self.ema.buffers(), self.net.buffers()):
+                b_ema.copy_(b_live)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        x0 = batch["x0"]
+        cond = self.conditioning(batch, augment=False)
+        losses = []
+        for j, level in enumerate(VAL_LEVELS):
+            noise = torch.stack([
+                torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(key_seed(k, j))) for k in batch["key"]
+            ]).to(x0)
+            t = torch.full((x0.shape[0],), level, device=x0.device)
+            loss = self.ema_denoiser.loss(x0, cond, t=t, noise=noise).mean()
+            self.log(f"val/loss_t{level:.1f}", loss, sync_dist=True, batch_size=x0.shape[0])
+            losses.append(loss)
+        self.log("val/loss", torch.stack(losses).mean(), prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Optimisation and checkpoints
+
+    def configure_optimizers(self):
+        optim = self.config["optim"]
+        if optim["optimizer"] not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {optim['optimizer']!r}; choose from {sorted(OPTIMIZERS)}")
+        opt = OPTIMIZERS[optim["optimizer"]](self.net.parameters(), lr=optim["lr"], betas=tuple(optim["betas"]),
+                                             weight_decay=optim["weight_decay"])
+        warmup, decay_steps, floor = int(optim["warmup_steps"]), int(optim["decay_steps"]), float(optim["min_lr_ratio"])
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, decay_steps, floor))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["n2m"] = {"config": self.config, "versions": versions(), "saved_at": now_iso(),
+                             "global_step": int(self.global_step)}

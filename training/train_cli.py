@@ -1,0 +1,314 @@
+"""``n2m train``: train one stage of the Noise2Music cascade from a build's shards and a label set.
+
+The resolved config (sections ``net``, ``diffusion``, ``optim``, ``data``, ``trainer``, ``lineage``) is printed by
+``--dry-run``, written to ``RUNDIR/config.json`` and stored in every checkpoint. ``RUNDIR`` gets ``checkpoints/last.ckpt``
+(every ``--checkpoint-every`` steps and at the end) and ``checkpoints/best.ckpt`` (lowest validation loss), CSV logs
+under ``csv/`` and TensorBoard logs under ``tb/``. Multi-GPU and multi-node runs use Lightning's own flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from n2m.config import leaf
+from n2m.errors import UserError
+from n2m.provenance import dir_hash, file_hash, read_json, versions, write_json
+from n2m.schema import BuildLayout
+from training.stages import STAGES, get_stage
+
+_TRAINER_KEYS = ("max_steps", "accelerator", "devices", "num_nodes", "strategy", "precision", "val_every",
+                 "checkpoint_every", "log_every")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    req = parser.add_argument_group("what to train")
+    req.add_argument("--stage", required=True, choices=sorted(STAGES),
+                     help="; ".join(f"{s.name}: {s.description}" for s in STAGES.values()))
+    req.add_argument("--build", required=True, metavar="OUT", help="build output directory (n2m build --out)")
+    req.add_argument("--labels", metavar="NAME", help="label set under OUT/labels/ whose captions condition the model")
+    req.add_argument("--preset", required=True, choices=["tiny", "paper"],
+                     help="network size: paper (Noise2Music tables 7-8) or tiny (CPU tests and demos)")
+    req.add_argument("--text-encoder", metavar="KIND:DIR",
+                     help="frozen text encoder for text stages: t5:DIR (T5EncoderModel directory) or clap:DIR "
+                          "(a CLAP model directory's text tower)")
+    req.add_argument("--out", required=True, metavar="RUNDIR", help="run directory (checkpoints, logs, config)")
+    req.add_argument("--net", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a network config field, e.g. --net base_channels=128 --net 'num_res_blocks=[1,2]'")
+
+    opt = parser.add_argument_group("optimisation (Noise2Music section 4 defaults)")
+    opt.add_argument("--max-steps", type=int, help="training steps (default: the paper's for the stage)")
+    opt.add_argument("--batch-size", type=int, default=8, help="examples per step per device")
+    opt.add_argument("--optimizer", default="adam", choices=["adam", "adamw"], help="betas (0.9, 0.999)")
+    opt.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    opt.add_argument("--weight-decay", type=float, default=0.0, help="weight decay")
+    opt.add_argument("--warmup-steps", type=int, default=10_000, help="linear warm-up steps")
+    opt.add_argument("--decay-steps", type=int, default=2_500_000, help="cosine decay reaches --min-lr-ratio here")
+    opt.add_argument("--min-lr-ratio", type=float, default=0.0, help="final learning rate / peak")
+    opt.add_argument("--ema-decay", type=float, default=0.9999, help="EMA decay of the weights used to validate/export")
+    opt.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clipping (0 = off)")
+    opt.add_argument("--compile", action="store_true", help="torch.compile the network")
+
+    dif = parser.add_argument_group("diffusion (default: the stage's)")
+    dif.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule")
+    dif.add_argument("--parametrisation", choices=["eps", "v"], help="what the network predicts")
+    dif.add_argument("--weighting", choices=["simplified", "sigma"], help="loss weight: 1 or sigma_t^2")
+    dif.add_argument("--cfg-dropout", type=float, help="probability of dropping an example's text")
+    dif.add_argument("--aug-t-max", type=float, help="conditioning augmentation: max diffusion time of the low-fi input")
+
+    dat = parser.add_argument_group("data")
+    dat.add_argument("--window", metavar="MIN[,MAX]", help="training window in seconds (default: the stage's)")
+    dat.add_argument("--num-workers", type=int, default=2, help="data-loader worker processes per device")
+    dat.add_argument("--shuffle-buffer", type=int, default=256, help="samples in the shuffle buffer")
+    dat.add_argument("--no-meta-text", action="store_true", help="do not use the clips' metadata text as captions")
+    dat.add_argument("--text-cache", type=int, default=0, metavar="N", help="cache N encoded captions (0 = off)")
+    dat.add_argument("--val-samples", type=int, default=64, help="valid-split clips in the fixed validation set")
+    dat.add_argument("--seed", type=int, default=0, help="seed of weights, data order and noise")
+
+    run = parser.add_argument_group("trainer (Lightning)")
+    run.add_argument("--accelerator", default="auto", help="cpu, gpu, auto, ...")
+    run.add_argument("--devices", default="auto", help="devices per node: N, a list, or auto")
+    run.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node DDP")
+    run.add_argument("--strategy", default="auto", help="auto, ddp, ddp_find_unused_parameters_true, fsdp, ...")
+    run.add_argument("--precision", help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
+    run.add_argument("--val-every", type=int, default=1000, help="validate every N steps")
+    run.add_argument("--checkpoint-every", type=int, default=1000, help="write last.ckpt every N steps")
+    run.add_argument("--log-every", type=int, default=50, help="log every N steps")
+    run.add_argument("--resume", nargs="?", const="last", metavar="CKPT",
+                     help="resume exactly (weights, optimizer, step) from CKPT, or RUNDIR/checkpoints/last.ckpt")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count, then exit")
+    leaf(parser, run_train)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Resolving the config
+
+
+def _window(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        parts = [float(p) for p in str(text).split(",")]
+    except ValueError as err:
+        raise UserError(f"--window takes MIN[,MAX] seconds, got {text!r}") from err
+    if len(parts) not in (1, 2):
+        raise UserError(f"--window takes MIN[,MAX] seconds, got {text!r}")
+    return [parts[0], parts[-1]]
+
+
+def _net_overrides(net: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    from training.networks.unet1d import UNetConfig
+
+    out = dict(net)
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in out:
+            raise UserError(f"--net takes KEY=VALUE with KEY one of {sorted(out)}, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    try:
+        return UNetConfig.from_dict(out).to_dict()
+    except (TypeError, ValueError) as err:
+        raise UserError(f"bad --net override: {err}") from err
+
+
+def _lineage(args: argparse.Namespace, strict: bool) -> dict[str, Any]:
+    """Build id, label set and text encoder identity (content hashes) recorded with the run."""
+    layout = BuildLayout(args.build)
+    out: dict[str, Any] = {"build": str(args.build), "labels": args.labels, "text_encoder": args.text_encoder}
+    try:
+        build = read_json(layout.build_json)
+        out["build_id"] = build.get("build_id") or file_hash(layout.build_json)
+    except (OSError, ValueError) as err:
+        if strict:
+            raise UserError(f"{layout.build_json} is missing or unreadable: is {args.build} an n2m build?") from err
+        out["build_id"] = None
+    if args.labels:
+        manifest = layout.label_manifest(args.labels)
+        if Path(manifest).is_file():
+            out["label_manifest_sha1"] = file_hash(manifest)
+        elif strict:
+            raise UserError(f"label set {args.labels!r} not found ({manifest} is missing)")
+    if args.text_encoder and strict:
+        out["text_encoder_sha1"] = dir_hash(args.text_encoder.partition(":")[2])
+    return out
+
+
+def resolve_config(args: argparse.Namespace, strict: bool = True) -> dict[str, Any]:
+    """The full training config from the command line (see the module docstring)."""
+    from training.text import text_width
+
+    stage = get_stage(args.stage)
+    if stage.text and not args.text_encoder:
+        raise UserError(f"stage {stage.name} is text-conditioned: pass --text-encoder t5:DIR or clap:DIR")
+    if stage.text and not args.labels and args.no_meta_text:
+        raise UserError(f"stage {stage.name} needs captions: pass --labels NAME or allow the clips' metadata text")
+    width = text_width(args.text_encoder) if stage.text else 0
+    net = _net_overrides(stage.network(args.preset, width).to_dict(), args.net)
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    precision = args.precision or ("bf16-mixed" if _gpu_requested(args.accelerator) else "32-true")
+    return {
+        "stage": stage.name,
+        "preset": args.preset,
+        "spec": stage.to_dict(),
+        "net": net,
+        "text_encoder": args.text_encoder if stage.text else None,
+        "diffusion": {
+            "schedule": pick(args.schedule, stage.schedule),
+            "parametrisation": pick(args.parametrisation, stage.parametrisation),
+            "weighting": pick(args.weighting, stage.weighting),
+            "cfg_dropout": pick(args.cfg_dropout, stage.cfg_dropout),
+            "aug_t_max": pick(args.aug_t_max, stage.aug_t_max),
+            "aug_blur_sigma": list(stage.aug_blur_sigma) if stage.aug_blur_sigma else None,
+            "token_length": stage.token_length,
+        },
+        "optim": {
+            "optimizer": args.optimizer, "lr": args.lr, "betas": [0.9, 0.999], "weight_decay": args.weight_decay,
+            "warmup_steps": args.warmup_steps, "decay_steps": args.decay_steps, "min_lr_ratio": args.min_lr_ratio,
+            "ema_decay": args.ema_decay, "grad_clip": args.grad_clip, "compile": bool(args.compile),
+        },
+        "data": {
+            "build": str(args.build), "labels": args.labels, "batch_size": args.batch_size,
+            "num_workers": args.num_workers, "shuffle_buffer": args.shuffle_buffer,
+            "window_s": _window(args.window) or list(stage.window_s), "meta_text": not args.no_meta_text,
+            "val_samples": args.val_samples, "seed": args.seed, "text_cache": args.text_cache,
+        },
+        "trainer": {
+            "max_steps": pick(args.max_steps, stage.paper_steps), "accelerator": args.accelerator,
+            "devices": args.devices, "num_nodes": args.num_nodes, "strategy": args.strategy, "precision": precision,
+            "val_every": args.val_every, "checkpoint_every": args.checkpoint_every, "log_every": args.log_every,
+        },
+        "lineage": _lineage(args, strict),
+        "versions": versions(),
+    }
+
+
+def _gpu_requested(accelerator: str) -> bool:
+    import torch
+
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def _resume_path(args: argparse.Namespace) -> Path | None:
+    if not args.resume:
+        return None
+    path = Path(args.out) / "checkpoints" / "last.ckpt" if args.resume == "last" else Path(args.resume)
+    if not path.is_file():
+        raise UserError(f"cannot resume: {path} does not exist")
+    return path
+
+
+def checkpoint_config(path: Path) -> dict[str, Any]:
+    """The n2m config stored in a checkpoint (loaded with ``weights_only=True``)."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"cannot read checkpoint {path}: {err}") from err
+    if "n2m" not in ckpt:
+        raise UserError(f"{path} is not an n2m training checkpoint")
+    return ckpt["n2m"]["config"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Running
+
+
+def run_train(args: argparse.Namespace, extra_callbacks: tuple = ()) -> int:
+    from training.networks.presets import count_parameters
+
+    resume = _resume_path(args)
+    config = resolve_config(args, strict=not args.dry_run)
+    if resume is not None:
+        saved = checkpoint_config(resume)
+        if saved["stage"] != config["stage"]:
+            raise UserError(f"{resume} trains stage {saved['stage']}, not {config['stage']}")
+        saved["trainer"] = config["trainer"]  # how long and where to run may change; what is trained may not
+        saved["data"]["num_workers"] = config["data"]["num_workers"]
+        config = saved
+    params = count_parameters(config["net"])
+    if args.dry_run:
+        sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
+        print(f"parameters: {params}")
+        return 0
+    return fit(config, Path(args.out), resume, params, extra_callbacks)
+
+
+def fit(config: dict[str, Any], out: Path, resume: Path | None = None, params: int | None = None,
+        extra_callbacks: tuple = ()) -> int:
+    """Train with Lightning from a resolved config; prints a one-line summary. ``extra_callbacks``: more Lightning
+    callbacks (for programmatic use)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from training.callbacks import LastCheckpoint
+    from training.data import DataConfig, ShardDataModule
+    from training.module import DiffusionModule
+    from training.text import load_text_encoder
+
+    stage = get_stage(config["stage"])
+    trainer_cfg, data_cfg = config["trainer"], dict(config["data"])
+    L.seed_everything(data_cfg["seed"], workers=True, verbose=False)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(str(out / "config.json"), config)
+
+    module = DiffusionModule(config)
+    if config["text_encoder"]:
+        encoder = load_text_encoder(config["text_encoder"], config["diffusion"]["token_length"],
+                                    data_cfg.get("text_cache", 0))
+        module.attach_text_encoder(encoder)
+    else:
+        module.attach_text_encoder(None)
+    data_cfg.pop("text_cache", None)
+    data_cfg["window_s"] = tuple(data_cfg["window_s"])
+    datamodule = ShardDataModule(stage, DataConfig(**data_cfg), length_multiple=module.net.cfg.total_stride)
+
+    has_valid = data_cfg["val_samples"] > 0 and _has_valid_split(data_cfg["build"])
+    monitor = "val/loss" if has_valid else "train/loss"
+    ckpt_dir = out / "checkpoints"
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
+                        enable_version_counter=False,
+                        every_n_train_steps=None if has_valid else trainer_cfg["checkpoint_every"]),
+        LastCheckpoint(ckpt_dir / "last.ckpt", trainer_cfg["checkpoint_every"]),
+        LearningRateMonitor(logging_interval="step"),
+        *extra_callbacks,
+    ]
+    trainer = L.Trainer(
+        max_steps=trainer_cfg["max_steps"],
+        accelerator=trainer_cfg["accelerator"],
+        devices=trainer_cfg["devices"],
+        num_nodes=trainer_cfg["num_nodes"],
+        strategy=trainer_cfg["strategy"],
+        precision=trainer_cfg["precision"],
+        gradient_clip_val=config["optim"]["grad_clip"] or None,
+        val_check_interval=trainer_cfg["val_every"] if has_valid else None,
+        check_val_every_n_epoch=None,
+        limit_val_batches=None if has_valid else 0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=trainer_cfg["log_every"],
+        logger=[CSVLogger(str(out), name="csv", version=""), TensorBoardLogger(str(out), name="tb", version="")],
+        callbacks=callbacks,
+        default_root_dir=str(out),
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
+    if trainer.is_global_zero:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train/loss", "val/loss")}
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+        params = params if params is not None else sum(p.numel() for p in module.net.parameters())
+        print(f"n2m train: {config['stage']} ({params:,} parameters) reached step {trainer.global_step}; {shown}; "
+              f"checkpoints in {ckpt_dir}")
+    return 0
+
+
+def _has_valid_split(build: str) -> bool:
+    from training.data import committed_shards
+
+    return bool(committed_shards(build, "valid"))
