@@ -27,17 +27,17 @@ _TRAINER_KEYS = ("max_steps", "accelerator", "devices", "num_nodes", "strategy",
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    req = parser.add_argument_group("what to train")
-    req.add_argument("--stage", required=True, choices=sorted(STAGES),
+    req = parser.add_argument_group("what to train (required, on the command line or in --config)")
+    req.add_argument("--stage", choices=sorted(STAGES),
                      help="; ".join(f"{s.name}: {s.description}" for s in STAGES.values()))
-    req.add_argument("--build", required=True, metavar="OUT", help="build output directory (n2m build --out)")
+    req.add_argument("--build", metavar="OUT", help="build output directory (n2m build --out)")
     req.add_argument("--labels", metavar="NAME", help="label set under OUT/labels/ whose captions condition the model")
-    req.add_argument("--preset", required=True, choices=["tiny", "paper"],
+    req.add_argument("--preset", choices=["tiny", "paper"],
                      help="network size: paper (Noise2Music tables 7-8) or tiny (CPU tests and demos)")
     req.add_argument("--text-encoder", metavar="KIND:DIR",
                      help="frozen text encoder for text stages: t5:DIR (T5EncoderModel directory) or clap:DIR "
                           "(a CLAP model directory's text tower)")
-    req.add_argument("--out", required=True, metavar="RUNDIR", help="run directory (checkpoints, logs, config)")
+    req.add_argument("--out", metavar="RUNDIR", help="run directory (checkpoints, logs, config)")
     req.add_argument("--net", action="append", default=[], metavar="KEY=VALUE",
                      help="override a network config field, e.g. --net base_channels=128 --net 'num_res_blocks=[1,2]'")
 
@@ -222,6 +222,9 @@ def checkpoint_config(path: Path) -> dict[str, Any]:
 def run_train(args: argparse.Namespace, extra_callbacks: tuple = ()) -> int:
     from training.networks.presets import count_parameters
 
+    missing = [f"--{k}" for k in ("stage", "build", "preset", "out") if getattr(args, k) in (None, "")]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)} (give them as flags or in --config)")
     resume = _resume_path(args)
     config = resolve_config(args, strict=not args.dry_run)
     if resume is not None:
@@ -288,7 +291,7 @@ def fit(config: dict[str, Any], out: Path, resume: Path | None = None, params: i
         strategy=trainer_cfg["strategy"],
         precision=trainer_cfg["precision"],
         gradient_clip_val=config["optim"]["grad_clip"] or None,
-        val_check_interval=trainer_cfg["val_every"] if has_valid else None,
+        val_check_interval=min(trainer_cfg["val_every"], trainer_cfg["max_steps"]) if has_valid else None,
         check_val_every_n_epoch=None,
         limit_val_batches=None if has_valid else 0,
         num_sanity_val_steps=0,
