@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vocab": ("caption vocabularies: LLM long-form sentences from track metadata, short-form aspects", "labeling.vocab.cli"),
     "label": ("pseudo-label every clip with CLAP: top-K per vocabulary, inverse-frequency captions (Beam)", "labeling.cli"),
     "clap": ("CLAP model utilities: convert original LAION checkpoints to the transformers layout", "labeling.clap_cli"),
+    "train": ("train one stage of the cascade (Lightning; 1D Efficient U-Net diffusion) from shards + a label set", "training.train_cli"),
+    "export": ("a training checkpoint's EMA weights -> safetensors + config.json for inference", "training.export_cli"),
 }
 
 _EPILOG = """\
