@@ -10,8 +10,9 @@
   diffusion noise at ``t in [0, 1]`` and a 2D Gaussian blur (5 x 5 taps over mel x time, ``sigma`` 0.2-1.0).
   Paper preset: base 128, channels 128 x [1, 1, 2, 4], 26.0M parameters (paper: 25.7M).
 
-Importing this module adds both to :data:`training.stages.STAGES`; their example makers are :data:`EXAMPLES` here,
-for the data module's registry (``training.data.EXAMPLES``).
+Importing this module adds both to :data:`training.stages.STAGES`. For training, the data module's example registry
+takes :data:`EXAMPLES` (mel computed on the fly in the loader workers) and the training module's augmentation registry
+takes :func:`spectrogram_augmentation` for the ``aligned`` conditioning field.
 """
 
 from __future__ import annotations
@@ -85,11 +86,11 @@ SPECTROGRAM_STAGES: dict[str, SpectrogramStageSpec] = {
     ),
     "vocoder": SpectrogramStageSpec(
         name="vocoder",
-        description="log-mel spectrogram (100 frames/s) -> 16 kHz waveform (no text), 4 s windows",
+        description="log-mel spectrogram (100 frames/s) -> 16 kHz waveform (no text), random 3-4 s windows",
         example="vocoder",
         sample_rate=AUDIO_RATE,
         cond_rate=FRAME_RATE,
-        window_s=(4.0, 4.0),  # fixed: the mel is cut with the audio, which collate does only for whole windows
+        window_s=(3.0, 4.0),
         text=False,
         token_length=0,
         schedule="linear",
@@ -132,13 +133,13 @@ def spectrogram_example(mono: np.ndarray, sr: int, stage: StageSpec, window: int
 
 
 def vocoder_example(mono: np.ndarray, sr: int, stage: StageSpec, window: int, offset_frac: float) -> dict:
-    """vocoder: ``x0`` = ``window`` samples of 16 kHz audio ``[1, window]``, ``aligned`` = its log-mel ``[80, window / 160]``."""
-    if window % MEL.hop:
-        raise ValueError(f"vocoder windows must be a multiple of {MEL.hop} samples, got {window}")
+    """vocoder: ``x0`` = ``window`` samples of 16 kHz audio ``[1, window]``, ``aligned`` = its log-mel
+    ``[80, window // 160]`` (the data module cuts both at the same time in their own time bases)."""
     audio = _audio_window(mono, sr, window, offset_frac)
     return {"x0": audio, "aligned": log_mel(audio)}
 
 
+# example name -> maker, for the data module's registry (training.data.EXAMPLES)
 EXAMPLES = {"spectrogram": spectrogram_example, "vocoder": vocoder_example}
 
 
@@ -190,6 +191,12 @@ class SpectrogramAugmentation:
             lo, hi = self.blur_sigma
             sigma_blur = (lo + (hi - lo) * torch.rand(z.shape[0], generator=generator, device=device)).to(z.device)
         return self.apply(z, t, sigma_blur, generator=generator), t
+
+
+def spectrogram_augmentation(schedule: Schedule, diffusion: dict) -> SpectrogramAugmentation:
+    """Factory for the training module's augmentation registry (``training.module.AUGMENTATIONS["aligned"]``)."""
+    blur = diffusion.get("aug_blur_sigma")
+    return SpectrogramAugmentation(schedule, diffusion["aug_t_max"], tuple(blur) if blur else None)
 
 
 STAGES.update(SPECTROGRAM_STAGES)

@@ -84,9 +84,9 @@ def windowed(
 
     ``aligned`` names the conditioning fields that run along time (``[B, C, T_k]``, with ``T_k / T`` a fixed ratio,
     e.g. ``lowfi`` at 1 or a spectrogram at 1/160): they are cut with the window. Other fields (text, levels) are
-    repeated for each window. Window starts are multiples of ``multiple``: pass the least common multiple of the
-    network's total stride and the aligned conditioning's frame size (e.g. the mel hop), so that every cut is exact. ``windows_per_call`` windows go through the network as one
-    batch ``[n * B, C, window]``.
+    repeated for each window. Window starts are multiples of ``multiple``, the aligned conditioning's frame size (160
+    for a spectrogram), so every cut is exact; ``window`` must be a multiple of it and of the network's total stride.
+    ``windows_per_call`` windows go through the network as one batch ``[n * B, C, window]``.
     """
     overlap = min(overlap, window - multiple)
     ramp = overlap

@@ -234,3 +234,14 @@ def test_clipped_sampling_stays_in_range():
     for name, (fn, opts) in SAMPLERS.items():
         out = fn(wild, x_t, make_steps(alpha_bar, 5), clip=make_clip("dynamic", 0.99), generator=torch.Generator(), **opts)
         assert float(out.abs().max()) <= 1.0 + 1e-9, name
+
+
+def test_per_example_generators_make_samples_independent_of_the_batch():
+    steps = make_steps(alpha_bar, 5)
+    x_t = torch.randn(3, 1, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (10, 11, 12)]  # noqa: E731
+    batch = sample_ancestral(exact_eps, x_t, steps, gamma=1.0, generator=gens())
+    alone = sample_ancestral(exact_eps, x_t[1:2], steps, gamma=1.0, generator=gens()[1:2])
+    torch.testing.assert_close(batch[1:2], alone, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError):
+        sample_ancestral(exact_eps, x_t, steps, generator=gens()[:2])

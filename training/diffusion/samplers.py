@@ -12,8 +12,8 @@ Every sampler is a pure function with one signature (the k-diffusion convention,
 - ``steps``: a :class:`Steps`, the discretisation: times ``t_0 = t_max > ... > t_N = 0`` with their ``alpha_bar``.
 - ``clip``: a transform of the predicted ``x_0`` (Imagen's dynamic clipping); the ``eps`` used by the update is
   recomputed from the clipped ``x_0`` so that the two stay consistent (Saharia et al. 2022, section 2.3).
-- ``generator``: the ``torch.Generator`` for the noise a stochastic sampler adds; ``callback(info)`` is called after
-  every step with ``{"i", "t", "x", "x0"}``.
+- ``generator``: a ``torch.Generator``, or one per example (see :func:`noise_like`), for the noise a stochastic
+  sampler adds; ``callback(info)`` is called after every step with ``{"i", "t", "x", "x0"}``.
 
 The forward process is ``x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps`` (DDPM, Ho et al. 2020), ``ab = alpha_bar``.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ Cond = Any  # a Mapping or a dataclass of batch-first tensors (e.g. training.dif
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond], torch.Tensor]
 Clip = Callable[[torch.Tensor], torch.Tensor]
 Callback = Callable[[dict], None]
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
 def map_cond(fn: Callable[..., Any], cond: Cond, *others: Cond) -> Cond:
@@ -174,8 +175,16 @@ def predict(
     return x0, eps
 
 
-def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+def noise_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """Standard normal noise shaped like ``x`` ``[B, ...]``; one generator per example makes each example's noise
+    independent of what else is in the batch (a sample depends on its own seed only)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if len(generator) != x.shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}")
+    return torch.stack([torch.randn(x.shape[1:], generator=g, device=g.device, dtype=x.dtype) for g in generator]).to(
+        x.device
+    )
 
 
 def _report(callback: Callback | None, i: int, t: float, x: torch.Tensor, x0: torch.Tensor) -> None:
@@ -201,7 +210,7 @@ def sample_ancestral(
     *,
     gamma: float = 0.0,
     clip: Clip | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Ancestral DDPM sampling (Ho et al. 2020) on the steps' sub-sequence, as Noise2Music samples (section 3.5).
@@ -222,7 +231,7 @@ def sample_ancestral(
         if ab_u < 1.0:
             beta_tilde = beta * (1.0 - ab_u) / (1.0 - ab_s)
             std = math.exp(0.5 * (gamma * math.log(beta) + (1.0 - gamma) * math.log(beta_tilde)))
-            x = mean + std * _noise(x, generator)
+            x = mean + std * noise_like(x, generator)
         _report(callback, i, t, x, x0)
     return x
 
@@ -236,7 +245,7 @@ def sample_ddim(
     *,
     eta: float = 0.0,
     clip: Clip | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """DDIM (Song, Meng & Ermon 2021, eq. 12): ``x_u = sqrt(ab_u) x0 + sqrt(1 - ab_u - sigma^2) eps + sigma z``.
@@ -249,7 +258,7 @@ def sample_ddim(
         sigma = eta * math.sqrt((1.0 - ab_u) / (1.0 - ab_s) * (1.0 - ab_s / ab_u))
         x = math.sqrt(ab_u) * x0 + math.sqrt(max(1.0 - ab_u - sigma**2, 0.0)) * eps
         if sigma > 0.0:
-            x = x + sigma * _noise(x, generator)
+            x = x + sigma * noise_like(x, generator)
         _report(callback, i, t, x, x0)
     return x
 
@@ -262,7 +271,7 @@ def sample_dpmpp_2m(
     cond: Cond = None,
     *,
     clip: Clip | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M), the multistep second-order data-prediction solver (Lu et al. 2022, arXiv 2211.01095, Alg. 2).

@@ -1,0 +1,152 @@
+"""End to end: tiny stage models (saved as n2m training checkpoints, exported by the real export code) through both
+cascades to 30 s of 24 kHz audio, via the Python API and the ``n2m sample`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import training.sampling as sampling  # registers the spectrogram stages before the train CLI reads STAGES
+from n2m.errors import UserError
+from training.cascade import load_stage
+from training.sampling import Prompt, generate, load_cascade
+
+STAGES = ("generator", "cascader", "sr_cascader", "spec_generator", "vocoder")
+
+
+def _tiny_checkpoint(stage: str, root: Path, t5: str) -> Path:
+    """An ``n2m train`` checkpoint of an untrained tiny model: the training CLI's own resolved config, the network
+    factory, and the checkpoint layout the training module writes (``net.*`` / ``ema.*`` weights, ``n2m`` section)."""
+    import argparse
+
+    from n2m.provenance import now_iso, versions
+    from training.networks.presets import build_network
+    from training.train_cli import add_arguments, resolve_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    # the tiny waveform generator attends over 1/4 of 3.2 kHz; coarser strides keep 30 s of attention cheap on CPU
+    net = ["--net", "strides=[16, 16]"] if stage == "generator" else []
+    args = parser.parse_args(["--stage", stage, "--build", str(root / "no-build"), "--preset", "tiny",
+                              "--out", str(root / stage), "--text-encoder", f"t5:{t5}", "--labels", "tiny", *net])
+    config = resolve_config(args, strict=False)
+    torch.manual_seed(STAGES.index(stage))
+    net = build_network(config["net"])
+    torch.nn.init.normal_(net.head.weight, std=0.05)  # the output layer starts at zero; give the model a voice
+    weights = net.state_dict()
+    state = {**{f"net.{k}": v for k, v in weights.items()}, **{f"ema.{k}": v.clone() for k, v in weights.items()}}
+    ckpt = {"state_dict": state, "global_step": 3,
+            "n2m": {"config": config, "versions": versions(), "saved_at": now_iso(), "global_step": 3}}
+    path = root / f"{stage}.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory, tiny_t5) -> Path:
+    """Generators and the spectrogram models exported (n2m export format), cascaders left as .ckpt files."""
+    from training.export import export_checkpoint
+
+    root = tmp_path_factory.mktemp("models")
+    work = tmp_path_factory.mktemp("ckpts")
+    for stage in STAGES:
+        ckpt = _tiny_checkpoint(stage, work, tiny_t5)
+        if stage in ("generator", "spec_generator", "vocoder"):
+            export_checkpoint(ckpt, root / stage)
+        else:
+            (root / f"{stage}.ckpt").write_bytes(ckpt.read_bytes())
+    return root
+
+
+def test_waveform_cascade_cli_writes_30_s_at_24_khz(models_dir, tmp_path):
+    from n2m.cli import main
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "calm-01", "text": "a calm piano piece"}\n{"id": "rock", "text": "loud rock drums"}\n')
+    out = tmp_path / "out"
+    argv = ["sample", "--prompts-file", str(prompts), "--cascade", "waveform", "--checkpoints", str(models_dir),
+            "--out", str(out), "--steps", "2", "--sampler", "generator=ancestral,cascader=ddim,sr_cascader=dpmpp",
+            "--keep-stages", "--batch-size", "2", "--quiet", "--seed", "7"]
+    assert main(argv) == 0
+    info = sf.info(str(out / "calm-01.wav"))
+    assert (info.samplerate, info.frames, info.channels) == (24000, 720000, 1)
+    assert sf.info(str(out / "calm-01.3k2.wav")).frames == 96000
+    assert sf.info(str(out / "rock.16k.wav")).frames == 480000
+    meta = json.loads((out / "rock.json").read_text())
+    assert meta["id"] == meta["prompt_id"] == "rock" and meta["prompt"] == "loud rock drums"
+    assert meta["run_seed"] == 7 and meta["seed"] == sampling.sample_seed(7, "rock", 0)
+    assert meta["stages"]["cascader"]["sha1"] and meta["stages"]["generator"]["kind"] == "export"
+    assert meta["sampler_settings"]["cascader"]["sampler"] == "ddim"
+    assert meta["sampler_settings"]["cascader"]["guidance"] == 5.0  # the paper's cascader scale
+    assert meta["stages"]["generator"]["labels"] == "tiny" and meta["lineage"]["label_sets"] == ["tiny"]
+    audio, _ = sf.read(str(out / "calm-01.wav"))
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+
+    mtime = (out / "rock.wav").stat().st_mtime_ns
+    assert main(argv) == 0  # done already: nothing is regenerated
+    assert (out / "rock.wav").stat().st_mtime_ns == mtime
+
+
+def test_spectrogram_cascade_api_makes_30_s_and_keeps_the_mel(models_dir):
+    results = generate([Prompt("a", "slow ambient pad")], "spectrogram", models_dir, seconds=30.0, steps=2,
+                       sampler="dpmpp", keep_stages=True, progress=False,
+                       window_s={"vocoder": 4.0, "sr_cascader": 0.0})  # the vocoder in windows cut at mel frames
+    (result,) = results
+    assert result.sample_rate == 24000 and result.audio.shape == (720000,) and result.audio.dtype == np.float32
+    mel, rate = result.stages["spec_generator"]
+    assert mel.shape == (80, 3000) and rate == 100
+    assert result.stages["vocoder"][0].shape == (480000,)
+    assert np.abs(mel).max() <= 1.0 + 1e-6  # dynamic clipping keeps the x0 prediction in range
+
+
+def test_samples_depend_only_on_their_seed(models_dir):
+    models = load_cascade("waveform", models_dir)
+    run = lambda prompts, **kw: generate(prompts, "waveform", models, seconds=1.0, steps=3, progress=False, **kw)  # noqa: E731
+    prompts = [Prompt("x", "jazz"), Prompt("y", "rock")]
+    a = run(prompts, seed=1, batch_size=2)
+    b = run(prompts[1:], seed=1, batch_size=1)
+    c = run(prompts, seed=2, batch_size=2)
+    np.testing.assert_allclose(a[1].audio, b[0].audio, atol=1e-5)
+    assert not np.allclose(a[1].audio, c[1].audio, atol=1e-3)
+    assert a[0].seed != a[1].seed
+
+
+def test_models_in_the_wrong_place_are_refused(models_dir):
+    with pytest.raises(UserError, match="spec_generator model, but the waveform cascade needs a generator"):
+        load_cascade("waveform", {"generator": models_dir / "spec_generator", "cascader": models_dir / "cascader.ckpt",
+                                  "sr_cascader": models_dir / "sr_cascader.ckpt"})
+    models = load_cascade("waveform", models_dir)
+    gen = models["generator"]
+    gen.model.config = {**gen.config, "spec": {**gen.config["spec"], "sample_rate": 4000}}
+    with pytest.raises(UserError, match="conditioned on 3200 Hz"):
+        generate(["x"], "waveform", models, seconds=1.0, steps=1, progress=False)
+    with pytest.raises(UserError, match="no spec_generator model in"):
+        sampling.resolve_checkpoints("spectrogram", models_dir / "generator")
+    with pytest.raises(UserError, match="needs a vocoder checkpoint"):
+        sampling.resolve_checkpoints("spectrogram", {"spec_generator": "a", "sr_cascader": "b"})
+    with pytest.raises(UserError, match="does not exist"):
+        load_stage(models_dir / "nothing.ckpt")
+
+
+def test_prompt_files_and_stage_values_parse(tmp_path):
+    from training.sample_cli import per_stage, rate_label, read_prompts
+
+    lines = tmp_path / "p.txt"
+    lines.write_text("first prompt\n\nsecond prompt\n")
+    assert [(p.id, p.text) for p in read_prompts(str(lines))] == [("0000", "first prompt"), ("0001", "second prompt")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "ok"}\n{"text": "no id"}\n')
+    with pytest.raises(UserError, match="bad.jsonl:2"):
+        read_prompts(str(bad))
+    assert per_stage("generator=10,cascader=5", float, "guidance") == {"generator": 10.0, "cascader": 5.0}
+    assert per_stage("3", int, "steps") == 3
+    with pytest.raises(UserError):
+        per_stage("generator=x", float, "guidance")
+    assert (rate_label(3200), rate_label(16000), rate_label(24000)) == ("3k2", "16k", "24k")
+    with pytest.raises(UserError, match="unique"):
+        generate([Prompt("a", "x"), Prompt("a", "y")], "waveform", {}, progress=False)

@@ -1,0 +1,246 @@
+"""The two Noise2Music cascades, their stage models and what each stage is conditioned on at sampling time.
+
+- ``waveform``: generator (text -> 3.2 kHz) -> cascader (text + low-fi -> 16 kHz) -> sr_cascader (16 -> 24 kHz).
+- ``spectrogram``: spec_generator (text -> log-mel, 100 frames/s) -> vocoder (mel -> 16 kHz) -> sr_cascader.
+
+A stage model comes from an export directory (``n2m export``: safetensors + config.json) or a Lightning checkpoint
+(``n2m train``: its EMA weights); both carry the stage's config, so :func:`check_cascade` can refuse a model in the
+wrong place (wrong stage, rates that do not chain, a spectrogram of the wrong size) with one clear line.
+
+Per-stage sampling defaults are the paper's (arXiv 2302.03917, table 7): steps, the ancestral sampler's gamma and the
+guidance scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from n2m.errors import UserError
+from n2m.provenance import dir_hash, file_hash
+from training.diffusion.augment import ConditioningAugmentation
+from training.diffusion.denoiser import Conditioning, Denoiser
+from training.diffusion.schedules import get_schedule
+from training.export import Exported, load_exported
+from training.lowfi import fft_upsample
+from training.mel import HOP
+from training.networks.presets import build_network
+from training.stages_spectrogram import SpectrogramAugmentation
+
+OUTPUT_RATE = 24_000
+
+CASCADES: dict[str, tuple[str, str, str]] = {
+    "waveform": ("generator", "cascader", "sr_cascader"),
+    "spectrogram": ("spec_generator", "vocoder", "sr_cascader"),
+}
+
+
+@dataclass(frozen=True)
+class StageDefaults:
+    """Paper sampling settings of a stage: steps, ancestral gamma, classifier-free guidance scale."""
+
+    steps: int
+    gamma: float
+    guidance: float
+
+
+PAPER_DEFAULTS: dict[str, StageDefaults] = {
+    "generator": StageDefaults(steps=1000, gamma=0.0, guidance=10.0),
+    "cascader": StageDefaults(steps=800, gamma=1.0, guidance=5.0),
+    "sr_cascader": StageDefaults(steps=800, gamma=0.0, guidance=1.0),
+    "spec_generator": StageDefaults(steps=1000, gamma=0.0, guidance=5.0),
+    "vocoder": StageDefaults(steps=100, gamma=0.0, guidance=1.0),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stage models
+
+
+@dataclass
+class StageModel:
+    """A loaded stage: the EMA network's denoiser, its config, and where it came from (path + SHA-1)."""
+
+    model: Exported
+    path: str
+    sha1: str
+    kind: str  # "export" | "checkpoint"
+
+    @property
+    def stage(self) -> str:
+        return self.model.stage
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.model.config
+
+    @property
+    def denoiser(self) -> Denoiser:
+        return self.model.denoiser
+
+    @property
+    def rate(self) -> int:
+        return int(self.config["spec"]["sample_rate"])
+
+    @property
+    def cond_rate(self) -> int | None:
+        rate = self.config["spec"].get("cond_rate")
+        return None if rate is None else int(rate)
+
+    def provenance(self) -> dict[str, Any]:
+        lineage = self.config.get("lineage") or {}
+        return {"stage": self.stage, "path": self.path, "sha1": self.sha1, "kind": self.kind,
+                "preset": self.config.get("preset"), "build_id": lineage.get("build_id"),
+                "labels": lineage.get("labels"), "text_encoder": self.config.get("text_encoder"),
+                "global_step": (self.config.get("source") or {}).get("global_step")}
+
+
+def _load_lightning(path: Path, device: str | torch.device) -> Exported:
+    """The EMA network of an ``n2m train`` checkpoint (``weights_only=True``: no pickled code runs)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - an unreadable checkpoint is the user's to fix
+        raise UserError(f"cannot read checkpoint {path}: {err}") from err
+    if "n2m" not in data or "state_dict" not in data:
+        raise UserError(f"{path} is not an n2m training checkpoint")
+    config = dict(data["n2m"]["config"])
+    config["source"] = {"checkpoint": str(path), "global_step": int(data.get("global_step", 0))}
+    weights = {k[len("ema."):]: v for k, v in data["state_dict"].items() if k.startswith("ema.")}
+    net = build_network(config["net"])
+    net.load_state_dict(weights, strict=True)
+    net = net.to(device).eval().requires_grad_(False)
+    diffusion = config["diffusion"]
+    denoiser = Denoiser(net, get_schedule(diffusion["schedule"]), diffusion["parametrisation"], diffusion["weighting"])
+    return Exported(net=net, denoiser=denoiser, config=config)
+
+
+def load_stage(path: str | Path, device: str | torch.device = "cpu") -> StageModel:
+    """A stage model from an export directory or a ``.ckpt`` file."""
+    path = Path(path)
+    if path.is_dir():
+        return StageModel(load_exported(path, device), str(path), dir_hash(path), "export")
+    if path.is_file():
+        return StageModel(_load_lightning(path, device), str(path), file_hash(path), "checkpoint")
+    raise UserError(f"checkpoint {path} does not exist")
+
+
+def _in_dir(root: Path, stage: str) -> Path:
+    """Where a stage's model sits in a checkpoint directory: ``ROOT/STAGE`` (export), ``ROOT/STAGE.ckpt``, or
+    ``ROOT/STAGE/checkpoints/{best,last}.ckpt`` (an ``n2m train`` run directory)."""
+    candidates = [root / stage / "config.json", root / f"{stage}.ckpt", root / stage / "checkpoints" / "best.ckpt",
+                  root / stage / "checkpoints" / "last.ckpt"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.parent if candidate.name == "config.json" else candidate
+    raise UserError(f"no {stage} model in {root}: expected {stage}/ (n2m export), {stage}.ckpt or {stage}/checkpoints/")
+
+
+def resolve_checkpoints(cascade: str, checkpoints: str | Path | dict[str, str | Path]) -> dict[str, Path]:
+    """Stage -> model path for a cascade, from a directory or a ``{stage: path}`` mapping (every stage needed)."""
+    stages = cascade_stages(cascade)
+    if isinstance(checkpoints, dict):
+        unknown = set(checkpoints) - set(stages)
+        if unknown:
+            raise UserError(f"the {cascade} cascade has no stage {sorted(unknown)[0]!r}; its stages: {', '.join(stages)}")
+        missing = [s for s in stages if s not in checkpoints]
+        if missing:
+            raise UserError(f"the {cascade} cascade needs a {missing[0]} checkpoint")
+        return {s: Path(checkpoints[s]) for s in stages}
+    root = Path(checkpoints)
+    if not root.is_dir():
+        raise UserError(f"checkpoint directory {root} does not exist")
+    return {s: _in_dir(root, s) for s in stages}
+
+
+def cascade_stages(cascade: str) -> tuple[str, ...]:
+    if cascade not in CASCADES:
+        raise UserError(f"unknown cascade {cascade!r}; choose from {', '.join(CASCADES)}")
+    return CASCADES[cascade]
+
+
+def check_cascade(cascade: str, models: dict[str, StageModel]) -> None:
+    """Refuse models in the wrong place: each must be its slot's stage, and each stage's output rate (and, for the
+    spectrogram, its channel count) must be what the next stage is conditioned on; the last must make 24 kHz."""
+    stages = cascade_stages(cascade)
+    for slot in stages:
+        got = models[slot]
+        if got.stage != slot:
+            raise UserError(f"{got.path} is a {got.stage} model, but the {cascade} cascade needs a {slot} here")
+    for first, second in zip(stages, stages[1:]):
+        a, b = models[first], models[second]
+        if b.cond_rate != a.rate:
+            raise UserError(f"{b.path} ({second}) is conditioned on {b.cond_rate} Hz but {a.path} ({first}) "
+                            f"makes {a.rate} Hz")
+        made, wanted = a.model.net.cfg.out_channels, b.model.net.cfg
+        needed = wanted.aligned_channels or wanted.lowfi_channels
+        if made != needed:
+            raise UserError(f"{b.path} ({second}) takes {needed} conditioning channels but {a.path} ({first}) makes {made}")
+    last = models[stages[-1]]
+    if last.rate != OUTPUT_RATE:
+        raise UserError(f"{last.path} ({last.stage}) makes {last.rate} Hz audio; the cascade must end at {OUTPUT_RATE} Hz")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What each stage is conditioned on at sampling time
+
+
+@dataclass
+class StageInput:
+    """The signal shape ``[B, C, L]`` a stage generates, its conditioning (text added later), and for windowing the
+    conditioning fields that run along time and the granularity (samples) at which they may be cut."""
+
+    shape: tuple[int, int, int]
+    cond: Conditioning
+    aligned: tuple[str, ...] = ()
+    frame: int = 1
+
+
+Noise = Callable[[torch.Tensor], torch.Tensor]  # per-example seeded noise shaped like its argument
+Inputs = Callable[[StageModel, torch.Tensor | None, int, float, float, Noise], StageInput]
+
+
+def _first_stage(model: StageModel, prev: torch.Tensor | None, batch: int, seconds: float, aug_t: float,
+                 noise: Noise) -> StageInput:
+    """Generators: ``seconds`` of the stage's rate (frames for the spectrogram generator), text only."""
+    return StageInput((batch, model.model.net.cfg.in_channels, round(seconds * model.rate)), Conditioning())
+
+
+def _upsampler(model: StageModel, prev: torch.Tensor, batch: int, seconds: float, aug_t: float,
+               noise: Noise) -> StageInput:
+    """Cascaders: the previous stage's audio, FFT-upsampled to this stage's rate (as in training, training.lowfi),
+    then diffused to the augmentation level ``aug_t`` (Ho et al. 2022, section 3: condition on a noised input)."""
+    length = round(prev.shape[-1] * model.rate / model.cond_rate)
+    lowfi = fft_upsample(prev.float(), length)
+    aug = ConditioningAugmentation(model.denoiser.schedule, model.config["diffusion"]["aug_t_max"])
+    lowfi, level = _augment(aug, lowfi, aug_t, noise)
+    return StageInput((batch, model.model.net.cfg.in_channels, length), Conditioning(lowfi=lowfi, aug_t=level),
+                      aligned=("lowfi",))
+
+
+def _vocoder(model: StageModel, prev: torch.Tensor, batch: int, seconds: float, aug_t: float,
+             noise: Noise) -> StageInput:
+    """Vocoder: the generated spectrogram ``[B, 80, F]`` enters at the bottom of the U; the audio has ``F * hop``
+    samples."""
+    aug = SpectrogramAugmentation(model.denoiser.schedule, model.config["diffusion"]["aug_t_max"])
+    mel, level = _augment(aug, prev.float(), aug_t, noise)
+    return StageInput((batch, model.model.net.cfg.in_channels, prev.shape[-1] * HOP),
+                      Conditioning(aligned=mel, aug_t=level), aligned=("aligned",), frame=HOP)
+
+
+def _augment(aug, z: torch.Tensor, aug_t: float, noise: Noise) -> tuple[torch.Tensor, torch.Tensor]:
+    """The conditioning at the fixed augmentation level ``aug_t`` (no blur), with per-example noise."""
+    t = torch.full((z.shape[0],), float(aug_t), device=z.device)
+    return aug.apply(z, t, noise=noise(z)), t
+
+
+STAGE_INPUTS: dict[str, Inputs] = {
+    "generator": _first_stage,
+    "spec_generator": _first_stage,
+    "cascader": _upsampler,
+    "sr_cascader": _upsampler,
+    "vocoder": _vocoder,
+}

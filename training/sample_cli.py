@@ -1,0 +1,235 @@
+"""``n2m sample``: text prompts -> 24 kHz wav files through a Noise2Music cascade, with a JSON sidecar per file.
+
+Output, per prompt id (per sample ``K`` with ``--num-samples`` > 1: ``ID_K``): ``OUT/ID.wav`` (24 kHz, 16-bit) and
+``OUT/ID.json`` (prompt, id, seeds, the stage models with their SHA-1, sampler settings, lineage: build ids and label
+sets of the models, versions). ``--keep-stages`` adds the intermediate outputs: ``ID.3k2.wav`` (waveform generator),
+``ID.mel.npy`` (spectrogram generator, ``[80, frames]``) and ``ID.16k.wav`` (cascader or vocoder). Files that already
+exist are skipped unless ``--overwrite``: every sample has its own seed, so an interrupted run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from n2m.config import leaf, resolved
+from n2m.errors import UserError
+
+_CASCADE_HELP = "waveform: generator -> cascader -> sr_cascader; spectrogram: spec_generator -> vocoder -> sr_cascader"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    what = parser.add_argument_group("what to generate")
+    src = what.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompts", nargs="+", metavar="TEXT", help="prompts (ids 0000, 0001, ... in order)")
+    src.add_argument("--prompts-file", metavar="FILE",
+                     help="one prompt per line, or JSON lines with 'id' and 'text' (the id names the output files)")
+    what.add_argument("--cascade", required=True, choices=["waveform", "spectrogram"], help=_CASCADE_HELP)
+    what.add_argument("--checkpoints", required=True, metavar="DIR|STAGE=PATH,...",
+                      help="a directory holding STAGE/ (n2m export), STAGE.ckpt or STAGE/checkpoints/ for each stage, "
+                           "or stage=path pairs separated by commas")
+    what.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    what.add_argument("--seconds", type=float, default=30.0, help="length of each clip")
+    what.add_argument("--num-samples", type=int, default=1, help="clips per prompt")
+    what.add_argument("--seed", type=int, default=0, help="run seed; each clip's seed derives from it and its id")
+    what.add_argument("--keep-stages", action="store_true", help="also write the intermediate stages' outputs")
+    what.add_argument("--overwrite", action="store_true", help="regenerate clips whose files exist")
+    what.add_argument("--text-encoder", metavar="KIND:DIR", help="text encoder to use instead of the checkpoints' own")
+
+    how = parser.add_argument_group("sampling (one value for every stage, or stage=value,... ; default: the paper's)")
+    how.add_argument("--sampler", default="ancestral", metavar="NAME|STAGE=NAME,...",
+                     help="ancestral (Noise2Music, with the stage's gamma), ddim or dpmpp (DPM-Solver++(2M))")
+    how.add_argument("--steps", metavar="N|STAGE=N,...",
+                     help="sampling steps (paper: generator 1000, cascader 800, sr_cascader 800, spec_generator 1000, "
+                          "vocoder 100)")
+    how.add_argument("--guidance", metavar="G|STAGE=G,...",
+                     help="classifier-free guidance scale; one value applies to the text stages (paper: generator 10, "
+                          "cascader 5, spec_generator 5)")
+    how.add_argument("--spacing", default="uniform", metavar="NAME|STAGE=NAME,...",
+                     help="step spacing: uniform, front_heavy (short steps at high noise), back_heavy, log_snr")
+    how.add_argument("--gamma", type=float, help="ancestral stochasticity for every stage (paper: 0, cascader 1)")
+    how.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
+    how.add_argument("--clip", default="dynamic", choices=["dynamic", "static", "none"],
+                     help="x0 clipping: Imagen's dynamic thresholding, [-1, 1], or none")
+    how.add_argument("--clip-percentile", type=float, default=0.995, help="dynamic clipping percentile")
+    how.add_argument("--aug-t", type=float, default=0.0, help="noise level of the cascaders' and vocoder's conditioning")
+    how.add_argument("--window-seconds", metavar="S|STAGE=S,...",
+                     help="cascaders/vocoder: process in cross-faded windows of S seconds (0 = whole; default: whole, "
+                          "windows if out of memory)")
+
+    run = parser.add_argument_group("hardware")
+    run.add_argument("--batch-size", type=int, default=4, help="clips sampled together")
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
+    run.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="bf16 autocast on auto+cuda")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    leaf(parser, run_sample)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parsing
+
+
+def read_prompts(path: str) -> list[Any]:
+    """Prompts from a text file (one per line) or JSON lines with ``id`` and ``text``."""
+    from training.sampling import Prompt
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise UserError(f"cannot read prompts file {path}: {err.strerror}") from err
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        if not line.startswith("{"):
+            prompts.append(Prompt(f"{len(prompts):04d}", line))
+            continue
+        try:
+            row = json.loads(line)
+            prompts.append(Prompt(str(row["id"]), str(row["text"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise UserError(f"{path}:{number}: a JSON line needs 'id' and 'text' ({err})") from err
+    if not prompts:
+        raise UserError(f"{path} holds no prompts")
+    return prompts
+
+
+def per_stage(text: str | None, cast, name: str) -> Any:
+    """``"V"`` -> V, ``"stage=V,stage=V"`` -> {stage: V}; None stays None."""
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            return cast(text)
+        pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
+        return {stage.strip(): cast(value.strip()) for stage, value in pairs}
+    except ValueError as err:
+        raise UserError(f"--{name} takes a value or stage=value pairs, got {text!r}") from err
+
+
+def checkpoint_spec(text: str) -> str | dict[str, str]:
+    """``--checkpoints``: a directory, or ``stage=path`` pairs."""
+    if "=" not in text:
+        return text
+    return per_stage(text, str, "checkpoints")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available")
+    return name
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def rate_label(rate: int) -> str:
+    """3200 -> ``3k2``, 16000 -> ``16k``."""
+    whole, rest = divmod(rate, 1000)
+    return f"{whole}k{rest // 100 if rest % 100 == 0 else rest}" if rest else f"{whole}k"
+
+
+def _write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
+    from n2m.audio import write
+
+    tmp = path.with_name(path.name + ".tmp.wav")
+    write(tmp, audio[None, :], rate)
+    os.replace(tmp, path)
+
+
+def write_result(out: Path, result, args_config: dict[str, Any]) -> list[Path]:
+    """``ID.wav`` + ``ID.json`` (+ intermediates); the sidecar is written last (a clip exists when it does)."""
+    from n2m.provenance import now_iso, write_json
+
+    written = []
+    for array, rate in result.stages.values():
+        if array.ndim == 2:
+            path = out / f"{result.id}.mel.npy"
+            np.save(path, array)
+        else:
+            path = out / f"{result.id}.{rate_label(rate)}.wav"
+            _write_wav(path, array, rate)
+        written.append(path)
+    wav = out / f"{result.id}.wav"
+    _write_wav(wav, result.audio, result.sample_rate)
+    meta = result.metadata
+    sidecar = {
+        "id": result.id,
+        "prompt_id": result.prompt.id,
+        "prompt": result.prompt.text,
+        "sample_index": result.sample_index,
+        "seed": result.seed,
+        "run_seed": args_config["seed"],
+        "sample_rate": result.sample_rate,
+        "seconds": meta["seconds"],
+        "cascade": args_config["cascade"],
+        "stages": meta["stages"],
+        "sampler_settings": meta["settings"],
+        "lineage": {
+            "build_ids": sorted({str(s["build_id"]) for s in meta["stages"].values() if s.get("build_id")}),
+            "label_sets": sorted({str(s["labels"]) for s in meta["stages"].values() if s.get("labels")}),
+        },
+        "intermediates": [p.name for p in written],
+        "config": args_config,
+        "versions": meta["versions"],
+        "created_at": now_iso(),
+    }
+    write_json(str(out / f"{result.id}.json"), sidecar)
+    return [wav, *written]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Running
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from training.sampling import Prompt, generate, load_cascade
+
+    prompts = read_prompts(args.prompts_file) if args.prompts_file else [
+        Prompt(f"{i:04d}", text) for i, text in enumerate(args.prompts)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = lambda p: [p.id] if args.num_samples == 1 else [f"{p.id}_{k}" for k in range(args.num_samples)]  # noqa: E731
+    todo = [p for p in prompts if args.overwrite or not all((out / f"{i}.json").is_file() for i in ids(p))]
+    skipped = len(prompts) - len(todo)
+    if not todo:
+        print(f"n2m sample: all {len(prompts)} prompts already have their files in {out} (use --overwrite)")
+        return 0
+    device = _device(args.device)
+    options = {
+        "sampler": per_stage(args.sampler, str, "sampler"),
+        "steps": per_stage(args.steps, int, "steps"),
+        "guidance": per_stage(args.guidance, float, "guidance"),
+        "spacing": per_stage(args.spacing, str, "spacing"),
+        "window_s": per_stage(args.window_seconds, float, "window-seconds"),
+        "eta": args.eta, "clip": args.clip, "clip_percentile": args.clip_percentile, "aug_t": args.aug_t,
+    }
+    if args.gamma is not None:
+        options["gamma"] = args.gamma
+    config = resolved(args)
+    start = time.perf_counter()
+    models = load_cascade(args.cascade, checkpoint_spec(args.checkpoints), device)
+    results = generate(todo, args.cascade, models, seconds=args.seconds, num_samples=args.num_samples, seed=args.seed,
+                       batch_size=args.batch_size, device=device, keep_stages=args.keep_stages,
+                       text_encoder=args.text_encoder, precision=args.precision, progress=not args.quiet, **options)
+    for result in results:
+        write_result(out, result, config)
+    elapsed = time.perf_counter() - start
+    audio_s = sum(len(r.audio) / r.sample_rate for r in results)
+    print(f"n2m sample: {len(results)} clips ({audio_s:.0f} s of 24 kHz audio) from {len(todo)} prompts in "
+          f"{elapsed:.1f} s ({audio_s / elapsed:.2f} s of audio per second) -> {out}"
+          + (f"; {skipped} prompts already done" if skipped else ""))
+    return 0

@@ -1,0 +1,310 @@
+"""The public sampling API: text prompts -> 30 s of 24 kHz music through a Noise2Music cascade.
+
+::
+
+    from training.sampling import Prompt, generate
+    results = generate([Prompt("p1", "calm piano")], cascade="waveform", checkpoints="models/", seconds=30)
+    results[0].audio  # float32 [T] at 24 kHz
+
+Each stage samples with its own settings (:class:`StageSettings`: sampler, steps, step spacing, guidance, gamma/eta,
+dynamic clipping, conditioning-augmentation level, windows), defaulting to the paper's (arXiv 2302.03917, table 7).
+Every sample has its own seed, derived from ``(seed, prompt id, sample index)``, and its own random generators, so a
+sample does not change with the batch size or the other prompts in the run. Cascaders and the vocoder process the
+whole signal when memory allows and fall back to cross-faded windows otherwise (:mod:`training.windowing`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from n2m.errors import UserError
+from n2m.provenance import versions
+from training.cascade import (
+    PAPER_DEFAULTS,
+    STAGE_INPUTS,
+    StageModel,
+    cascade_stages,
+    check_cascade,
+    load_stage,
+    resolve_checkpoints,
+)
+from training.diffusion.guidance import classifier_free, make_clip
+from training.diffusion.samplers import SAMPLERS, SPACINGS, get_sampler, make_steps, noise_like
+from training.text import TextEncoder, load_text_encoder
+from training.windowing import whole_or_windowed, windowed
+
+log = logging.getLogger(__name__)
+
+FALLBACK_WINDOW_S = 8.0  # window length when the whole signal does not fit in memory
+OVERLAP_S = 0.5
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt and its id (the stem of the files written for it; evaluation pairs audio and prompts by it)."""
+
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """How one stage samples. ``None`` takes the paper's value for the stage (:data:`PAPER_DEFAULTS`).
+
+    ``window_s``: None = whole signal, cross-faded windows of :data:`FALLBACK_WINDOW_S` on out-of-memory; 0 = whole
+    only; > 0 = always windows of that length. ``aug_t``: the conditioning-augmentation level the low-fi input or
+    spectrogram is diffused to (cascaders and vocoder).
+    """
+
+    sampler: str = "ancestral"
+    steps: int | None = None
+    spacing: str = "uniform"
+    guidance: float | None = None
+    gamma: float | None = None
+    eta: float = 0.0
+    clip: str = "dynamic"
+    clip_percentile: float = 0.995
+    aug_t: float = 0.0
+    window_s: float | None = None
+    overlap_s: float = OVERLAP_S
+
+    def resolved(self, stage: str) -> StageSettings:
+        paper = PAPER_DEFAULTS[stage]
+        return replace(self, steps=self.steps or paper.steps,
+                       guidance=paper.guidance if self.guidance is None else self.guidance,
+                       gamma=paper.gamma if self.gamma is None else self.gamma)
+
+
+@dataclass
+class Result:
+    """One generated sample: 24 kHz audio ``[T]`` float32, and for ``keep_stages`` the intermediate outputs
+    (``stages[name] = (array, rate)``: audio ``[T]``, or a spectrogram ``[80, F]`` at 100 frames/s)."""
+
+    id: str
+    prompt: Prompt
+    sample_index: int
+    seed: int
+    audio: np.ndarray
+    sample_rate: int
+    stages: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def sample_seed(seed: int, prompt_id: str, index: int) -> int:
+    """The 63-bit seed of one sample."""
+    return int(hashlib.sha1(f"{seed}:{prompt_id}:{index}".encode()).hexdigest()[:15], 16)
+
+
+def _stage_seed(item_seed: int, stage: str) -> int:
+    return int(hashlib.sha1(f"{item_seed}:{stage}".encode()).hexdigest()[:15], 16)
+
+
+def _per_stage(value: Any, stages: Sequence[str], name: str) -> dict[str, Any]:
+    """A value for every stage from one value or a ``{stage: value}`` mapping (unknown stages refused)."""
+    if not isinstance(value, dict):
+        return dict.fromkeys(stages, value)
+    unknown = set(value) - set(stages)
+    if unknown:
+        raise UserError(f"{name} names stage {sorted(unknown)[0]!r}, not in this cascade ({', '.join(stages)})")
+    return {s: value.get(s) for s in stages}
+
+
+def stage_settings(
+    stages: Sequence[str],
+    *,
+    sampler: str | dict[str, str] = "ancestral",
+    steps: int | dict[str, int] | None = None,
+    guidance: float | dict[str, float] | None = None,
+    spacing: str | dict[str, str] = "uniform",
+    window_s: float | dict[str, float] | None = None,
+    **common: Any,
+) -> dict[str, StageSettings]:
+    """Per-stage settings from run-wide or per-stage values; a single ``guidance`` applies to the text stages."""
+    samplers, steps_, guid, spacings = (_per_stage(v, stages, n) for v, n in (
+        (sampler, "sampler"), (steps, "steps"), (guidance, "guidance"), (spacing, "spacing")))
+    windows = _per_stage(window_s, stages, "window")
+    out = {}
+    for stage in stages:
+        if samplers[stage] not in SAMPLERS:
+            raise UserError(f"unknown sampler {samplers[stage]!r}; choose from {', '.join(SAMPLERS)}")
+        if spacings[stage] not in SPACINGS:
+            raise UserError(f"unknown step spacing {spacings[stage]!r}; choose from {', '.join(SPACINGS)}")
+        out[stage] = StageSettings(sampler=samplers[stage], steps=steps_[stage], spacing=spacings[stage],
+                                   guidance=guid[stage], window_s=windows[stage], **common).resolved(stage)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Running one stage on a batch
+
+
+_ENCODERS: dict[tuple[str, int, str], TextEncoder] = {}  # kept across calls: evaluation calls generate() repeatedly
+
+
+def text_encoder_for(model: StageModel, device: torch.device, override: str | None = None) -> TextEncoder:
+    """The frozen text encoder of a text stage (its recorded ``KIND:DIR``, or ``override``), loaded once per process."""
+    spec = override or model.config.get("text_encoder")
+    if not spec:
+        raise UserError(f"{model.path} is text-conditioned but records no text encoder: pass text_encoder")
+    key = (spec, int(model.config["diffusion"]["token_length"]), str(device))
+    if key not in _ENCODERS:
+        _ENCODERS[key] = load_text_encoder(spec, key[1]).to(device)
+    return _ENCODERS[key]
+
+
+def _denoiser(model: StageModel, settings: StageSettings, stage_input, uncond, autocast: bool):
+    """``(x, t, cond) -> eps`` of the model with guidance and (whole or windowed) evaluation."""
+    device = next(model.model.net.parameters()).device
+
+    def eps(x, t, cond):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            return model.denoiser.predict(x, t, cond).eps
+
+    guided = classifier_free(eps, settings.guidance, uncond) if uncond is not None else eps
+    if not stage_input.aligned or settings.window_s == 0:
+        return guided
+    multiple = math.lcm(model.model.net.cfg.total_stride, stage_input.frame)  # whole network strides, whole frames
+    window = max(1, round((settings.window_s or FALLBACK_WINDOW_S) * model.rate / multiple)) * multiple
+    pieces = windowed(guided, window=window, overlap=round(settings.overlap_s * model.rate),
+                      aligned=stage_input.aligned, multiple=stage_input.frame)
+    return whole_or_windowed(guided, pieces) if settings.window_s is None else pieces
+
+
+def _run_stage(model: StageModel, settings: StageSettings, prev: torch.Tensor | None, texts: list[str],
+               seeds: list[int], seconds: float, text_encoder: str | None, autocast: bool, bar: tqdm) -> torch.Tensor:
+    device = next(model.model.net.parameters()).device
+    gens = [torch.Generator(device=device).manual_seed(_stage_seed(s, model.stage)) for s in seeds]
+    noise = lambda like: noise_like(like, gens)  # noqa: E731
+    stage_input = STAGE_INPUTS[model.stage](model, prev, len(seeds), seconds, settings.aug_t, noise)
+    cond, uncond = stage_input.cond, None
+    if model.model.net.cfg.text_dim > 0:
+        text, mask = text_encoder_for(model, device, text_encoder).encode(texts)
+        cond = replace(cond, text=text, text_mask=mask)
+        uncond = cond.without_text(torch.ones(len(texts), dtype=torch.bool, device=device))
+    x_t = noise_like(torch.empty(stage_input.shape, device=device), gens)
+    fn, defaults = get_sampler(settings.sampler)
+    options = {k: v for k, v in (("gamma", settings.gamma), ("eta", settings.eta)) if k in defaults}
+    steps = make_steps(model.denoiser.schedule.alpha_bar, settings.steps, spacing=settings.spacing)
+    denoise = _denoiser(model, settings, stage_input, uncond, autocast)
+    return fn(denoise, x_t, steps, cond, clip=make_clip(settings.clip, settings.clip_percentile), generator=gens,
+              callback=lambda info: bar.update(1), **options)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The public entry point
+
+
+def load_cascade(cascade: str, checkpoints: str | Path | dict[str, str | Path],
+                 device: str | torch.device = "cpu") -> dict[str, StageModel]:
+    """Load and check the stage models of a cascade (see :func:`training.cascade.resolve_checkpoints`)."""
+    paths = resolve_checkpoints(cascade, checkpoints)
+    models = {stage: load_stage(path, device) for stage, path in paths.items()}
+    check_cascade(cascade, models)
+    return models
+
+
+def _prompts(prompts: Sequence[str | Prompt]) -> list[Prompt]:
+    out = [p if isinstance(p, Prompt) else Prompt(f"{i:04d}", str(p)) for i, p in enumerate(prompts)]
+    ids = [p.id for p in out]
+    if len(set(ids)) != len(ids):
+        raise UserError("prompt ids must be unique")
+    bad = [i for i in ids if not i or "/" in i or i.startswith(".")]
+    if bad:
+        raise UserError(f"prompt id {bad[0]!r} cannot name a file")
+    return out
+
+
+@torch.no_grad()
+def generate(
+    prompts: Sequence[str | Prompt],
+    cascade: str,
+    checkpoints: str | Path | dict[str, str | Path] | dict[str, StageModel],
+    *,
+    seconds: float = 30.0,
+    num_samples: int = 1,
+    seed: int = 0,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    keep_stages: bool = False,
+    settings: dict[str, StageSettings] | None = None,
+    text_encoder: str | None = None,
+    precision: str = "auto",
+    progress: bool = True,
+    **stage_options: Any,
+) -> list[Result]:
+    """Generate ``num_samples`` clips of ``seconds`` per prompt through the ``cascade`` (``waveform`` | ``spectrogram``).
+
+    ``checkpoints``: a directory (see :func:`training.cascade.resolve_checkpoints`), ``{stage: path}``, or already
+    loaded ``{stage: StageModel}``. Stage settings come from ``settings`` or from ``stage_options`` (``sampler``,
+    ``steps``, ``guidance``, ``spacing``, ``window_s`` as one value or ``{stage: value}``; ``eta``, ``clip``,
+    ``clip_percentile``, ``aug_t``, ``overlap_s`` for all stages). ``text_encoder`` (``KIND:DIR``) replaces the path
+    recorded in the checkpoints. ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA).
+    Returns one :class:`Result` per (prompt, sample), prompt-major.
+    """
+    if seconds <= 0 or num_samples < 1 or batch_size < 1:
+        raise UserError("seconds, num_samples and batch_size must be positive")
+    stages = cascade_stages(cascade)
+    prompts = _prompts(prompts)
+    device = torch.device(device)
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UserError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    settings = settings or stage_settings(stages, **stage_options)
+    loaded = isinstance(checkpoints, dict) and checkpoints and all(isinstance(m, StageModel) for m in checkpoints.values())
+    models = checkpoints if loaded else load_cascade(cascade, checkpoints, device)
+    check_cascade(cascade, models)
+    autocast = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    items = [(p, k, sample_seed(seed, p.id, k)) for p in prompts for k in range(num_samples)]
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    bars = {s: tqdm(total=settings[s].steps * len(batches), desc=s, unit="step", position=i, disable=not progress,
+                    leave=True) for i, s in enumerate(stages)}
+    results: list[Result] = []
+    try:
+        for batch in batches:
+            texts, seeds = [p.text for p, _, _ in batch], [s for _, _, s in batch]
+            outputs, prev = {}, None
+            for stage in stages:
+                prev = _run_stage(models[stage], settings[stage], prev, texts, seeds, seconds, text_encoder, autocast,
+                                  bars[stage])
+                outputs[stage] = prev.float().cpu()
+            results.extend(_results(batch, outputs, models, settings, stages, seconds, keep_stages, num_samples))
+    finally:
+        for bar in bars.values():
+            bar.close()
+    return results
+
+
+def _results(batch, outputs, models, settings, stages, seconds, keep_stages, num_samples) -> list[Result]:
+    final = stages[-1]
+    rate = models[final].rate
+    length = round(seconds * rate)
+    meta = {
+        "cascade_stages": list(stages),
+        "seconds": seconds,
+        "stages": {s: models[s].provenance() for s in stages},
+        "settings": {s: asdict(settings[s]) for s in stages},
+        "versions": versions(),
+    }
+    out = []
+    for i, (prompt, index, item_seed) in enumerate(batch):
+        kept = {s: (_as_array(outputs[s][i]), models[s].rate) for s in stages[:-1]} if keep_stages else {}
+        out.append(Result(
+            id=prompt.id if num_samples == 1 else f"{prompt.id}_{index}",
+            prompt=prompt, sample_index=index, seed=item_seed,
+            audio=outputs[final][i, 0, :length].clamp(-1.0, 1.0).numpy().astype(np.float32), sample_rate=rate,
+            stages=kept, metadata=dict(meta)))
+    return out
+
+
+def _as_array(signal: torch.Tensor) -> np.ndarray:
+    """``[1, T]`` audio -> ``[T]``; a spectrogram ``[80, F]`` stays 2-D."""
+    return (signal[0] if signal.shape[0] == 1 else signal).numpy().astype(np.float32)
