@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "clap": ("CLAP model utilities: convert original LAION checkpoints to the transformers layout", "labeling.clap_cli"),
     "train": ("train one stage of the cascade (Lightning; 1D Efficient U-Net diffusion) from shards + a label set", "training.train_cli"),
     "export": ("a training checkpoint's EMA weights -> safetensors + config.json for inference", "training.export_cli"),
+    "sample": ("text prompts -> 24 kHz music through a trained cascade (waveform or spectrogram path)", "training.sample_cli"),
 }
 
 _EPILOG = """\
