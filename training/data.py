@@ -32,6 +32,7 @@ from n2m.errors import UserError
 from n2m.schema import BuildLayout, read_label_captions
 from training.lowfi import make_lowfi
 from training.stages import StageSpec
+from training.stages_spectrogram import EXAMPLES as SPECTROGRAM_EXAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ def cascade_example(mono: np.ndarray, sr: int, stage: StageSpec, window: int, of
 EXAMPLES: dict[str, Callable[[np.ndarray, int, StageSpec, int, float], dict]] = {
     "waveform": waveform_example,
     "cascade": cascade_example,
+    **SPECTROGRAM_EXAMPLES,
 }
 
 

@@ -25,6 +25,7 @@ from training.diffusion.denoiser import Conditioning, Denoiser
 from training.diffusion.schedules import Schedule, get_schedule
 from training.networks.presets import build_network
 from training.networks.unet1d import UNetConfig
+from training.stages_spectrogram import spectrogram_augmentation
 from training.text import TextEncoder
 
 VAL_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -39,7 +40,10 @@ def _waveform_augmentation(schedule: Schedule, diffusion: dict[str, Any]) -> Con
 
 # conditioning field of the batch -> factory(schedule, diffusion config) of its augmentation, a callable
 # ``z [B, C, T] -> (z_aug, t_aug [B])``. A stage whose conditioning is another kind of signal registers its own.
-AUGMENTATIONS: dict[str, Callable[[Schedule, dict[str, Any]], Callable]] = {"lowfi": _waveform_augmentation}
+AUGMENTATIONS: dict[str, Callable[[Schedule, dict[str, Any]], Callable]] = {
+    "lowfi": _waveform_augmentation,
+    "aligned": spectrogram_augmentation,
+}
 
 
 def conditioning_field(cfg: UNetConfig) -> str | None:

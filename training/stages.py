@@ -114,3 +114,7 @@ def get_stage(name: str) -> StageSpec:
     if name not in STAGES:
         raise KeyError(f"unknown stage {name!r}; choose from {sorted(STAGES)}")
     return STAGES[name]
+
+
+# the spectrogram path (spec_generator, vocoder) adds its stages to STAGES: training/stages_spectrogram.py
+import training.stages_spectrogram  # noqa: E402, F401
