@@ -183,6 +183,7 @@ def write_result(out: Path, result, args_config: dict[str, Any]) -> list[Path]:
             "label_sets": sorted({str(s["labels"]) for s in meta["stages"].values() if s.get("labels")}),
         },
         "intermediates": [p.name for p in written],
+        "timing": meta["timing"],
         "config": args_config,
         "versions": meta["versions"],
         "created_at": now_iso(),

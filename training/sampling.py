@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -151,8 +152,12 @@ def stage_settings(
 _ENCODERS: dict[tuple[str, int, str], TextEncoder] = {}  # kept across calls: evaluation calls generate() repeatedly
 
 
-def text_encoder_for(model: StageModel, device: torch.device, override: str | None = None) -> TextEncoder:
-    """The frozen text encoder of a text stage (its recorded ``KIND:DIR``, or ``override``), loaded once per process."""
+def text_encoder_for(model: StageModel, device: torch.device,
+                     override: str | TextEncoder | None = None) -> TextEncoder:
+    """The frozen text encoder of a text stage: ``override`` when it is a loaded encoder, else the ``KIND:DIR`` of
+    ``override`` or of the model's config, loaded once per process."""
+    if isinstance(override, TextEncoder):
+        return override
     spec = override or model.config.get("text_encoder")
     if not spec:
         raise UserError(f"{model.path} is text-conditioned but records no text encoder: pass text_encoder")
@@ -181,7 +186,8 @@ def _denoiser(model: StageModel, settings: StageSettings, stage_input, uncond, a
 
 
 def _run_stage(model: StageModel, settings: StageSettings, prev: torch.Tensor | None, texts: list[str],
-               seeds: list[int], seconds: float, text_encoder: str | None, autocast: bool, bar: tqdm) -> torch.Tensor:
+               seeds: list[int], seconds: float, text_encoder: str | TextEncoder | None, autocast: bool,
+               bar: tqdm) -> torch.Tensor:
     device = next(model.model.net.parameters()).device
     gens = [torch.Generator(device=device).manual_seed(_stage_seed(s, model.stage)) for s in seeds]
     noise = lambda like: noise_like(like, gens)  # noqa: E731
@@ -237,7 +243,7 @@ def generate(
     device: str | torch.device = "cpu",
     keep_stages: bool = False,
     settings: dict[str, StageSettings] | None = None,
-    text_encoder: str | None = None,
+    text_encoder: str | TextEncoder | None = None,
     precision: str = "auto",
     progress: bool = True,
     **stage_options: Any,
@@ -247,8 +253,8 @@ def generate(
     ``checkpoints``: a directory (see :func:`training.cascade.resolve_checkpoints`), ``{stage: path}``, or already
     loaded ``{stage: StageModel}``. Stage settings come from ``settings`` or from ``stage_options`` (``sampler``,
     ``steps``, ``guidance``, ``spacing``, ``window_s`` as one value or ``{stage: value}``; ``eta``, ``clip``,
-    ``clip_percentile``, ``aug_t``, ``overlap_s`` for all stages). ``text_encoder`` (``KIND:DIR``) replaces the path
-    recorded in the checkpoints. ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA).
+    ``clip_percentile``, ``aug_t``, ``overlap_s`` for all stages). ``text_encoder`` (``KIND:DIR`` or a loaded
+    :class:`training.text.TextEncoder`) replaces the one recorded in the checkpoints. ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA).
     Returns one :class:`Result` per (prompt, sample), prompt-major.
     """
     if seconds <= 0 or num_samples < 1 or batch_size < 1:
@@ -271,19 +277,22 @@ def generate(
     try:
         for batch in batches:
             texts, seeds = [p.text for p, _, _ in batch], [s for _, _, s in batch]
-            outputs, prev = {}, None
+            outputs, timings, prev = {}, {}, None
             for stage in stages:
+                start = time.perf_counter()
                 prev = _run_stage(models[stage], settings[stage], prev, texts, seeds, seconds, text_encoder, autocast,
                                   bars[stage])
-                outputs[stage] = prev.float().cpu()
-            results.extend(_results(batch, outputs, models, settings, stages, seconds, keep_stages, num_samples))
+                outputs[stage] = prev.float().cpu()  # waits for the device
+                timings[stage] = time.perf_counter() - start
+            results.extend(_results(batch, outputs, timings, models, settings, stages, seconds, keep_stages,
+                                    num_samples))
     finally:
         for bar in bars.values():
             bar.close()
     return results
 
 
-def _results(batch, outputs, models, settings, stages, seconds, keep_stages, num_samples) -> list[Result]:
+def _results(batch, outputs, timings, models, settings, stages, seconds, keep_stages, num_samples) -> list[Result]:
     final = stages[-1]
     rate = models[final].rate
     length = round(seconds * rate)
@@ -292,6 +301,7 @@ def _results(batch, outputs, models, settings, stages, seconds, keep_stages, num
         "seconds": seconds,
         "stages": {s: models[s].provenance() for s in stages},
         "settings": {s: asdict(settings[s]) for s in stages},
+        "timing": {"batch_size": len(batch), "stage_seconds": {s: round(timings[s], 4) for s in stages}},
         "versions": versions(),
     }
     out = []
