@@ -19,6 +19,7 @@ from n2m.errors import JobFailed, UserError
 
 # name -> (one-line help, module defining add_arguments). Add a job here only when it works.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("write the synthetic music corpus (the embedded default data set) with its manifest", "n2m.synth.cli"),
     "build": ("audio files, globs, manifests or URLs -> WebDataset shards + index/sources tables (Beam)", "pipelines.cli"),
     "vocab": ("caption vocabularies: LLM long-form sentences from track metadata, short-form aspects", "labeling.vocab.cli"),
     "label": ("pseudo-label every clip with CLAP: top-K per vocabulary, inverse-frequency captions (Beam)", "labeling.cli"),
