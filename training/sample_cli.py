@@ -220,7 +220,7 @@ def run_sample(args: argparse.Namespace) -> int:
     }
     if args.gamma is not None:
         options["gamma"] = args.gamma
-    config = resolved(args)
+    config = {k: v for k, v in resolved(args).items() if k != "prompts"}  # each sidecar names its own prompt
     start = time.perf_counter()
     models = load_cascade(args.cascade, checkpoint_spec(args.checkpoints), device)
     results = generate(todo, args.cascade, models, seconds=args.seconds, num_samples=args.num_samples, seed=args.seed,

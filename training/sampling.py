@@ -110,14 +110,15 @@ def _stage_seed(item_seed: int, stage: str) -> int:
     return int(hashlib.sha1(f"{item_seed}:{stage}".encode()).hexdigest()[:15], 16)
 
 
-def _per_stage(value: Any, stages: Sequence[str], name: str) -> dict[str, Any]:
-    """A value for every stage from one value or a ``{stage: value}`` mapping (unknown stages refused)."""
+def _per_stage(value: Any, stages: Sequence[str], name: str, default: Any = None) -> dict[str, Any]:
+    """A value for every stage from one value or a ``{stage: value}`` mapping (unknown stages refused; stages the
+    mapping leaves out get ``default``)."""
     if not isinstance(value, dict):
-        return dict.fromkeys(stages, value)
+        return dict.fromkeys(stages, default if value is None else value)
     unknown = set(value) - set(stages)
     if unknown:
         raise UserError(f"{name} names stage {sorted(unknown)[0]!r}, not in this cascade ({', '.join(stages)})")
-    return {s: value.get(s) for s in stages}
+    return {s: value.get(s, default) for s in stages}
 
 
 def stage_settings(
@@ -131,17 +132,24 @@ def stage_settings(
     **common: Any,
 ) -> dict[str, StageSettings]:
     """Per-stage settings from run-wide or per-stage values; a single ``guidance`` applies to the text stages."""
-    samplers, steps_, guid, spacings = (_per_stage(v, stages, n) for v, n in (
-        (sampler, "sampler"), (steps, "steps"), (guidance, "guidance"), (spacing, "spacing")))
-    windows = _per_stage(window_s, stages, "window")
+    samplers = _per_stage(sampler, stages, "sampler", "ancestral")
+    spacings = _per_stage(spacing, stages, "spacing", "uniform")
+    steps_, guid, windows = (_per_stage(v, stages, n) for v, n in ((steps, "steps"), (guidance, "guidance"),
+                                                                   (window_s, "window")))
     out = {}
     for stage in stages:
         if samplers[stage] not in SAMPLERS:
             raise UserError(f"unknown sampler {samplers[stage]!r}; choose from {', '.join(SAMPLERS)}")
         if spacings[stage] not in SPACINGS:
             raise UserError(f"unknown step spacing {spacings[stage]!r}; choose from {', '.join(SPACINGS)}")
-        out[stage] = StageSettings(sampler=samplers[stage], steps=steps_[stage], spacing=spacings[stage],
-                                   guidance=guid[stage], window_s=windows[stage], **common).resolved(stage)
+        settings = StageSettings(sampler=samplers[stage], steps=steps_[stage], spacing=spacings[stage],
+                                 guidance=guid[stage], window_s=windows[stage], **common).resolved(stage)
+        if settings.steps < (2 if settings.spacing == "log_snr" else 1) or settings.guidance < 0:
+            raise UserError(f"{stage}: need at least {2 if settings.spacing == 'log_snr' else 1} steps "
+                            f"(got {settings.steps}) and a guidance scale >= 0 (got {settings.guidance})")
+        if settings.window_s is not None and settings.window_s < 0:
+            raise UserError(f"{stage}: window seconds must be >= 0, got {settings.window_s}")
+        out[stage] = settings
     return out
 
 
@@ -268,6 +276,7 @@ def generate(
     loaded = isinstance(checkpoints, dict) and checkpoints and all(isinstance(m, StageModel) for m in checkpoints.values())
     models = checkpoints if loaded else load_cascade(cascade, checkpoints, device)
     check_cascade(cascade, models)
+    settings = {s: v if models[s].model.net.cfg.text_dim > 0 else replace(v, guidance=1.0) for s, v in settings.items()}
     autocast = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     items = [(p, k, sample_seed(seed, p.id, k)) for p in prompts for k in range(num_samples)]
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]

@@ -92,16 +92,24 @@ def test_waveform_cascade_cli_writes_30_s_at_24_khz(models_dir, tmp_path):
     assert (out / "rock.wav").stat().st_mtime_ns == mtime
 
 
-def test_spectrogram_cascade_api_makes_30_s_and_keeps_the_mel(models_dir):
-    results = generate([Prompt("a", "slow ambient pad")], "spectrogram", models_dir, seconds=30.0, steps=2,
-                       sampler="dpmpp", keep_stages=True, progress=False,
-                       window_s={"vocoder": 4.0, "sr_cascader": 0.0})  # the vocoder in windows cut at mel frames
-    (result,) = results
-    assert result.sample_rate == 24000 and result.audio.shape == (720000,) and result.audio.dtype == np.float32
-    mel, rate = result.stages["spec_generator"]
-    assert mel.shape == (80, 3000) and rate == 100
-    assert result.stages["vocoder"][0].shape == (480000,)
-    assert np.abs(mel).max() <= 1.0 + 1e-6  # dynamic clipping keeps the x0 prediction in range
+def test_spectrogram_cascade_cli_writes_30_s_and_keeps_the_mel(models_dir, tmp_path):
+    from n2m.cli import main
+
+    out = tmp_path / "spec"
+    argv = ["sample", "--prompts", "slow ambient pad", "--cascade", "spectrogram", "--checkpoints", str(models_dir),
+            "--out", str(out), "--steps", "2", "--sampler", "dpmpp", "--keep-stages", "--quiet",
+            "--window-seconds", "vocoder=4,sr_cascader=0"]  # the vocoder in windows cut at mel frames
+    assert main(argv) == 0
+    info = sf.info(str(out / "0000.wav"))
+    assert (info.samplerate, info.frames) == (24000, 720000)
+    mel = np.load(out / "0000.mel.npy")
+    assert mel.shape == (80, 3000) and np.abs(mel).max() <= 1.0 + 1e-6  # dynamic clipping keeps x0 in range
+    assert sf.info(str(out / "0000.16k.wav")).frames == 480000
+    meta = json.loads((out / "0000.json").read_text())
+    assert meta["sampler_settings"]["vocoder"]["window_s"] == 4.0
+    assert meta["sampler_settings"]["vocoder"]["guidance"] == 1.0  # no text, no guidance
+    assert set(meta["timing"]["stage_seconds"]) == {"spec_generator", "vocoder", "sr_cascader"}
+    assert "prompts" not in meta["config"]
 
 
 def test_samples_depend_only_on_their_seed(models_dir):
@@ -150,3 +158,17 @@ def test_prompt_files_and_stage_values_parse(tmp_path):
     assert (rate_label(3200), rate_label(16000), rate_label(24000)) == ("3k2", "16k", "24k")
     with pytest.raises(UserError, match="unique"):
         generate([Prompt("a", "x"), Prompt("a", "y")], "waveform", {}, progress=False)
+
+
+def test_stage_settings_take_paper_defaults_and_refuse_bad_values():
+    stages = ("generator", "cascader", "sr_cascader")
+    settings = sampling.stage_settings(stages, sampler={"cascader": "ddim"}, steps={"generator": 20}, guidance=7.0)
+    assert [settings[s].sampler for s in stages] == ["ancestral", "ddim", "ancestral"]
+    assert [settings[s].steps for s in stages] == [20, 800, 800]
+    assert settings["cascader"].gamma == 1.0 and settings["generator"].gamma == 0.0 and settings["cascader"].guidance == 7.0
+    with pytest.raises(UserError, match="not in this cascade"):
+        sampling.stage_settings(stages, steps={"vocoder": 3})
+    with pytest.raises(UserError, match="at least 2 steps"):
+        sampling.stage_settings(stages, steps=1, spacing="log_snr")
+    with pytest.raises(UserError, match="unknown sampler"):
+        sampling.stage_settings(stages, sampler="euler")
