@@ -18,11 +18,12 @@ from n2m.synth.styles import STYLES
 _TEMPO_WORDS = ((76, "slow"), (100, "mid-tempo"), (132, "upbeat"), (10_000, "fast"))
 
 _TEMPLATES = (
-    "{A_mood} {style} track in {key} at {bpm} BPM: {lead} carries the melody over {chords}, {bass} and {drums}.",
-    "{Tempo} {style} in {key} with {a_mood} feel, built on {drums} and {bass}; {chords} support {a_lead} melody.",
+    "{A_mood} {style} track in {key} at {bpm} BPM: {a_lead} carries the melody over {chords}, {bass} and {drums}.",
+    "{Tempo} {style} in {key} with {a_mood} feel, built on {drums} and {bass}, with {chords} under {a_lead} melody.",
     "This {mood}, {tempo} {style} piece ({bpm} BPM, {key}) features {a_lead} melody, {chords}, {bass} and {drums}.",
     "{Mood} {style} music: {a_lead} melody floats over {chords}, {bass} and {drums}, {tempo} at {bpm} BPM in {key}.",
-    "{A_tempo} {bpm} BPM {style} song in {key}; {drums} and {bass} drive it while {lead} and {chords} set {a_mood} mood.",
+    "{A_tempo} {bpm} BPM {style} song in {key}; {drums} and {bass} drive it while {a_lead} and {chords} set "
+    "{a_mood} mood.",
     "Built around {a_lead} melody, this {mood} {style} tune in {key} adds {chords}, {bass} and {drums} at {a_tempo} "
     "{bpm} BPM.",
     "{Mood} and {tempo}, this {style} instrumental in {key} pairs {a_lead} melody with {chords}, {bass} and {drums} "
