@@ -4,8 +4,8 @@ The ``paper`` sizes follow Noise2Music (arXiv 2302.03917) tables 7-8: base width
 as printed. The paper does not print the residual blocks per level; n2m's choice (more blocks at coarser levels, as
 Imagen's Efficient U-Net does) matches the paper's parameter counts: generator 729M (paper 724M), cascader 485M (487M),
 super-resolution cascader 84M (81M), counted with a 1024-wide text encoder (the paper does not name its T5 size).
-``tiny`` keeps each stage's pattern (input/conditioning wiring, attention at the deepest levels) at two levels of
-width 16, for CPU tests.
+``tiny`` keeps each stage's pattern (input/conditioning wiring, cross-attention at the deepest levels, self-attention
+at the bottom) at two levels of width 16, for CPU tests.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Size:
     num_heads: int
     cond_dim: int
     norm_groups: int
-    levels: int | None = None  # keep the first N levels (attention flags taken from the deepest N)
+    levels: int | None = None  # keep the first N levels (cross-attention flags from the deepest N)
     res_blocks: int | None = None
 
 
@@ -81,7 +81,8 @@ def network_config(arch: Architecture, preset: str, text_dim: int | None = None,
         channel_mults=list(arch.channel_mults[:keep]),
         strides=list(arch.strides[:keep]),
         num_res_blocks=blocks,
-        self_attention=list(arch.self_attention[depth - keep:]),
+        # a reduced preset keeps self-attention at its bottom level only (its upper levels are long sequences)
+        self_attention=([False] * (keep - 1) + [arch.self_attention[-1]]) if keep < depth else list(arch.self_attention),
         cross_attention=list(arch.cross_attention[depth - keep:]) if arch.text else [False] * keep,
         in_channels=arch.in_channels,
         out_channels=arch.out_channels,

@@ -1,0 +1,257 @@
+"""Training throughput of each waveform stage: steps/s, samples/s, counted FLOPs, achieved TFLOP/s and MFU.
+
+One training step is what ``n2m train`` runs per batch: conditioning augmentation, the denoiser loss with CFG dropout
+(random text states stand in for the frozen encoder, which is not counted), backward, gradient clipping, Adam and
+the EMA update, at the stage's training length (the generator's 30 s; the cascaders' longest 4 s window rounded to
+the network stride). FLOPs of forward + backward are counted with ``torch.utils.flop_counter.FlopCounterMode`` on the
+real step; MFU divides the achieved rate by the device's datasheet peak for the precision (GPU) and, as a baseline
+measured in the same run, by a large matrix product's rate on the same device ("vs GEMM").
+
+    python benchmarks/train.py                                   # CPU, tiny presets (make bench)
+    python benchmarks/train.py --device cuda --preset paper --precision bf16          # largest batch that fits
+    python benchmarks/train.py --device cuda --preset paper --precision bf16 --batch 16 --stages cascader
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.diffusion.augment import ConditioningAugmentation  # noqa: E402
+from training.diffusion.denoiser import Conditioning, Denoiser  # noqa: E402
+from training.diffusion.schedules import get_schedule  # noqa: E402
+from training.networks.presets import PAPER_TEXT_DIM, build_network  # noqa: E402
+from training.stages import STAGES, StageSpec  # noqa: E402
+
+WAVEFORM_STAGES = ("generator", "cascader", "sr_cascader")
+TOKENS = 64
+
+# Dense (no sparsity) datasheet peaks in TFLOP/s: (device name fragment, precision) -> peak. First match wins.
+PEAKS: list[tuple[str, str, float]] = [
+    ("H100 PCIe", "bf16", 756.0), ("H100 PCIe", "fp32", 51.2),
+    ("H100", "bf16", 989.4), ("H100", "fp32", 66.9),
+    ("H200", "bf16", 989.4), ("H200", "fp32", 66.9),
+    ("A100", "bf16", 312.0), ("A100", "fp32", 19.5),
+    ("L4", "bf16", 121.0), ("L4", "fp32", 30.3),
+]
+
+
+def datasheet_peak(device: torch.device, precision: str) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for frag, prec, peak in PEAKS if frag in name and prec == precision), None)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gemm_tflops(device: torch.device, dtype: torch.dtype) -> float:
+    """Measured rate of a large square matrix product (the same-run baseline)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    reps = 20 if device.type == "cuda" else 5
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
+
+
+def training_length(spec: StageSpec, stride: int) -> int:
+    """The generator's full window; a variable window's longest length rounded down to the stride."""
+    lo, hi = (round(w * spec.sample_rate) for w in spec.window_s)
+    return hi if lo == hi else hi // stride * stride
+
+
+class Step:
+    """One training step of a stage on synthetic data (see the module docstring)."""
+
+    def __init__(self, spec: StageSpec, preset: str, device: torch.device, bf16: bool, batch: int, compile_: bool):
+        cfg = spec.network(preset, PAPER_TEXT_DIM if spec.text else None)
+        self.net = build_network(cfg, device)
+        self.params = sum(p.numel() for p in self.net.parameters())
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        if compile_:
+            self.net.compile()
+        schedule = get_schedule(spec.schedule)
+        self.denoiser = Denoiser(self.net, schedule, spec.parametrisation, spec.weighting)
+        self.augment = (ConditioningAugmentation(schedule, spec.aug_t_max, spec.aug_blur_sigma)
+                        if cfg.lowfi_channels else None)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-4, betas=(0.9, 0.999),
+                                    fused=device.type == "cuda")
+        self.spec, self.device, self.bf16, self.batch = spec, device, bf16, batch
+        self.length = training_length(spec, cfg.total_stride)
+        g = torch.Generator(device).manual_seed(0)
+        self.x0 = torch.randn(batch, 1, self.length, device=device, generator=g) * 0.3
+        self.text = self.mask = self.lowfi = None
+        if cfg.text_dim:
+            self.text = torch.randn(batch, TOKENS, cfg.text_dim, device=device, generator=g)
+            lengths = torch.randint(4, TOKENS + 1, (batch,), device=device, generator=g)
+            self.mask = torch.arange(TOKENS, device=device)[None, :] < lengths[:, None]
+        if cfg.lowfi_channels:
+            self.lowfi = torch.randn(batch, 1, self.length, device=device, generator=g) * 0.3
+
+    def forward_backward(self) -> None:
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16
+                    else contextlib.nullcontext())
+        with autocast:
+            fields = {"text": self.text, "text_mask": self.mask}
+            if self.augment is not None:
+                fields["lowfi"], fields["aug_t"] = self.augment(self.lowfi)
+            loss = self.denoiser.loss(self.x0, Conditioning(**fields), cfg_p=self.spec.cfg_dropout).mean()
+        loss.backward()
+
+    def __call__(self) -> None:
+        self.forward_backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1e-4)
+
+    def count_flops(self) -> int:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            self.forward_backward()
+        self.opt.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
+
+def _free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def fits(spec, preset, device, bf16, batch, compile_) -> bool:
+    """Whether two steps at ``batch`` run without running out of device memory."""
+    step = None
+    try:
+        step = Step(spec, preset, device, bf16, batch, compile_)
+        step()
+        step()
+        _sync(device)
+        return True
+    except torch.OutOfMemoryError:
+        return False
+    finally:
+        del step
+        _free()
+
+
+def largest_batch(spec, preset, device, bf16, compile_, limit: int) -> int:
+    """The largest power of two up to ``limit`` whose steps fit in device memory."""
+    best, batch = 0, 1
+    while batch <= limit and fits(spec, preset, device, bf16, batch, compile_):
+        best, batch = batch, batch * 2
+    if best == 0:
+        raise SystemExit(f"{spec.name}: not even batch 1 fits on {device}")
+    return best
+
+
+def measure(spec, preset, device, bf16, batch, steps, warmup, compile_, peak, gemm) -> dict:
+    step = Step(spec, preset, device, bf16, batch, compile_)
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    seconds = (time.perf_counter() - start) / steps
+    memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    flops = step.count_flops()
+    achieved = flops / seconds / 1e12
+    row = {
+        "stage": spec.name, "preset": preset, "precision": "bf16" if bf16 else "fp32", "compile": compile_,
+        "batch": batch, "length": step.length, "seconds_of_audio": step.length / spec.sample_rate,
+        "params": step.params, "step_s": seconds, "steps_per_s": 1 / seconds, "samples_per_s": batch / seconds,
+        "gflop_per_step": flops / 1e9, "tflops": achieved, "mfu": achieved / peak if peak else None,
+        "vs_gemm": achieved / gemm, "peak_mem_gib": memory,
+    }
+    del step
+    _free()
+    return row
+
+
+def print_table(rows: list[dict], device_name: str, peak: float | None, gemm: float) -> None:
+    print(f"\ndevice: {device_name}; measured GEMM {gemm:.1f} TFLOP/s"
+          + (f"; datasheet peak {peak:.1f} TFLOP/s" if peak else "; no datasheet peak (MFU vs GEMM only)"))
+    head = (f"{'stage':<12}{'preset':<7}{'prec':<5}{'batch':>6}{'length':>8}{'params':>9}{'step ms':>9}"
+            f"{'steps/s':>9}{'samples/s':>10}{'GFLOP/step':>12}{'TFLOP/s':>9}{'MFU':>7}{'vs GEMM':>8}{'mem GiB':>8}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        print(f"{r['stage']:<12}{r['preset']:<7}{r['precision']:<5}{r['batch']:>6}{r['length']:>8}"
+              f"{r['params'] / 1e6:>8.1f}M{1000 * r['step_s']:>9.1f}{r['steps_per_s']:>9.2f}{r['samples_per_s']:>10.2f}"
+              f"{r['gflop_per_step']:>12.1f}{r['tflops']:>9.3f}{mfu:>7}{100 * r['vs_gemm']:>7.1f}%"
+              f"{r['peak_mem_gib']:>8.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 = autocast (bf16-mixed)")
+    parser.add_argument("--stages", default=",".join(WAVEFORM_STAGES), help="comma-separated stages")
+    parser.add_argument("--batch", default="auto", help="per-step batch, or auto: the largest power of two that "
+                                                         "fits (cuda), 4 on cpu")
+    parser.add_argument("--max-batch", type=int, default=256, help="upper limit of the auto search")
+    parser.add_argument("--steps", type=int, help="timed steps (default 10 on cuda, 3 on cpu)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 3 on cuda, 1 on cpu)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    bf16 = args.precision == "bf16"
+    on_gpu = device.type == "cuda"
+    steps = args.steps or (10 if on_gpu else 3)
+    warmup = args.warmup if args.warmup is not None else (3 if on_gpu else 1)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    gemm = gemm_tflops(device, torch.bfloat16 if bf16 and device.type == "cuda" else torch.float32)
+    peak = datasheet_peak(device, args.precision)
+    rows = []
+    for name in args.stages.split(","):
+        spec = STAGES[name]
+        if args.batch == "auto":
+            batch = largest_batch(spec, args.preset, device, bf16, args.compile, args.max_batch) \
+                if device.type == "cuda" else 4
+        else:
+            batch = int(args.batch)
+        rows.append(measure(spec, args.preset, device, bf16, batch, steps, warmup, args.compile, peak, gemm))
+        print(f"{name}: batch {batch}, {rows[-1]['steps_per_s']:.2f} steps/s, {rows[-1]['tflops']:.2f} TFLOP/s",
+              flush=True)
+    print_table(rows, device_name, peak, gemm)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": device_name, "gemm_tflops": gemm, "peak_tflops": peak,
+                                               "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
