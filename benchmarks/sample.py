@@ -7,8 +7,12 @@ at the same steps (measured in the same run), and the time the paper's step coun
 figures for 4 samples on 4 TPU v4 chips (generator 25.0 s, cascader 60.0 s, super-resolution 57.3 s; spectrogram
 generator 8.3 s).
 
-    python benchmarks/sample.py                                   # CPU, tiny, 10 s clips, 4 and 8 steps
+    python benchmarks/sample.py --threads 1                       # CPU, tiny, 10 s clips, 4 and 8 steps
     python benchmarks/sample.py --device cuda --preset paper --seconds 30 --batch-size 4 --steps 20,100
+
+All samplers make one network evaluation per step, so at equal steps their speed is the same within noise; what the
+fast solver buys is fewer steps for the same quality, which needs trained models (FAD between sampler outputs). On a
+shared CPU, ``--threads 1`` avoids OpenMP oversubscription (2 threads on 2 busy cores ran up to 10x slower here).
 """
 
 from __future__ import annotations
@@ -97,7 +101,8 @@ def bench_cascade(cascade: str, args, device: torch.device, text_dim: int) -> No
             if sampler == "ancestral" or not per_step:
                 per_step = {s: times[s] / steps for s in stages}
     scale = 4 / args.batch_size * 30.0 / args.seconds
-    print("paper step counts, scaled to 4 x 30 s (linear in batch and length; the paper: 4 TPU v4 chips):")
+    caveat = "" if args.preset == "paper" else "; tiny networks, not comparable to the paper's"
+    print(f"paper step counts, scaled to 4 x 30 s (linear in batch and length; the paper: 4 TPU v4 chips{caveat}):")
     for s in stages:
         ours = per_step[s] * PAPER_DEFAULTS[s].steps * scale
         paper = PAPER_SECONDS.get(s)
