@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train one stage of the cascade (Lightning; 1D Efficient U-Net diffusion) from shards + a label set", "training.train_cli"),
     "export": ("a training checkpoint's EMA weights -> safetensors + config.json for inference", "training.export_cli"),
     "sample": ("text prompts -> 24 kHz music through a trained cascade (waveform or spectrogram path)", "training.sample_cli"),
+    "clap-train": ("contrastive training of a small CLAP (or fine-tuning one) on clips with known captions", "labeling.clap_train"),
+    "label-eval": ("how right a label set is: per-aspect precision vs chance, CLAP score vs shuffled", "labeling.label_eval"),
 }
 
 _EPILOG = """\

@@ -1,0 +1,253 @@
+"""``n2m clap-train``: contrastive training of a small CLAP on clips whose true captions are known.
+
+No pretrained CLAP can be downloaded here, so the embedded default trains one: a ``tiny`` preset
+(:mod:`labeling.presets`; a byte-level BPE tokenizer trained on the captions) or, with ``--init DIR``, a real CLAP
+directory fine-tuned on the user's labelled data. The objective is CLAP's symmetric InfoNCE with learnable
+temperatures (Radford et al. 2021, CLIP; Wu et al. 2023, CLAP, arXiv 2211.06687):
+``L = (CE(s_a * A T^T, I) + CE(s_t * T A^T, I)) / 2`` over a batch of distinct tracks, ``A``/``T`` the L2-normalised
+projections and ``s = exp(logit_scale)`` clamped at 100.
+
+Data: captions come from a manifest (``caption`` column) joined to the build's clips through ``sources.parquet``
+(:mod:`labeling.truth`); tracks marked ``holdout: true`` are never trained on (they measure the result). Every clip is
+cut into 10 s windows by the same rule as :mod:`n2m.clap`, and the windows' mel features are computed once up front,
+so a training step is two tower forwards. The output directory is a transformers CLAP that
+:meth:`n2m.clap.ClapEmbedder.from_pretrained` loads like a LAION model, plus ``train.json`` (config, lineage, curve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from labeling.embed import read_samples
+from labeling.presets import PRESETS, build_clap, get_preset, save_clap
+from labeling.truth import is_holdout, join_sources
+from n2m.audio import AudioError, decode
+from n2m.clap import ClapEmbedder, l2_normalise
+from n2m.config import leaf, resolved
+from n2m.errors import UserError
+from n2m.provenance import file_hash, now_iso, versions, write_json
+from n2m.schema import BuildLayout
+
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--build", required=True, metavar="OUT", help="build output folder (n2m build --out)")
+    parser.add_argument("--captions", required=True, metavar="MANIFEST",
+                        help="manifest with a caption per track (path/url + caption columns; n2m synth's "
+                             "manifest.jsonl); rows with holdout: true are kept out of training")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output CLAP directory (transformers layout)")
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
+                        help="model size when training from scratch (default tiny)")
+    parser.add_argument("--init", metavar="DIR", help="fine-tune this CLAP directory instead of a fresh preset")
+    parser.add_argument("--max-steps", type=int, default=3000, help="stop after this many optimiser steps")
+    parser.add_argument("--minutes", type=float, default=5.0, help="stop after this much training time")
+    parser.add_argument("--batch-size", type=int, default=32, help="tracks per contrastive batch (distinct tracks)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="peak learning rate (default 1e-3 from scratch, 1e-5 with --init)")
+    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    parser.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    parser.add_argument("--tag-prob", type=float, default=0.5,
+                        help="probability of pairing a window with a random subset of its track's tags instead of "
+                             "its caption (keyword-to-caption augmentation, as in CLAP; 0 disables)")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and batch sampling seed")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")
+    leaf(parser, run)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def training_windows(embedder: ClapEmbedder, build: str, by_source: dict[str, dict], holdout: bool):
+    """Mel features of every window of the matched clips: ``(features [W, C, F, M] float16, track [W] int, tracks)``.
+
+    ``holdout`` selects the held-out tracks (True) or the training tracks (False). ``tracks`` lists the manifest rows,
+    indexed by ``track``.
+    """
+    import pyarrow.parquet as pq
+
+    layout = BuildLayout(build)
+    index = pq.read_table(layout.index, columns=["key", "source_id", "split", "shard"]).to_pylist()
+    wanted = {r["key"]: r for r in index
+              if r["source_id"] in by_source and is_holdout(by_source[r["source_id"]]) == holdout
+              and str(by_source[r["source_id"]].get("caption") or "").strip()}
+    shards = sorted({(r["split"], r["shard"]) for r in wanted.values()})
+    track_ids: dict[str, int] = {}
+    tracks: list[dict] = []
+    features, owners, failed = [], [], 0
+    for split, shard in tqdm(shards, desc="features", unit="shard", leave=False):
+        for key, members in read_samples(f"{layout.shard_dir(split)}/{shard}"):
+            if key not in wanted or "flac" not in members:
+                continue
+            try:
+                decoded = decode(members["flac"], name=key)
+            except AudioError:
+                failed += 1
+                continue
+            sid = wanted[key]["source_id"]
+            if sid not in track_ids:
+                track_ids[sid] = len(tracks)
+                tracks.append(by_source[sid])
+            windows = embedder.prepare(decoded.samples, decoded.sample_rate)
+            feats = embedder.features(windows)["input_features"].to(torch.float16).cpu()
+            features.append(feats)
+            owners.extend([track_ids[sid]] * feats.shape[0])
+    if not features:
+        return None, np.zeros(0, np.int64), tracks, failed
+    return torch.cat(features), np.asarray(owners, np.int64), tracks, failed
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model and loss
+
+
+def raw_towers(model, features: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Projected (un-normalised) audio ``[B, D]`` and text ``[B, D]`` embeddings, with gradients."""
+    audio = model.audio_projection(model.audio_model(input_features=features).pooler_output)
+    text = model.text_projection(model.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output)
+    return audio, text
+
+
+def clap_loss(model, audio: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Symmetric InfoNCE (module docstring); returns ``(loss, batch accuracy audio -> text)``."""
+    a, t = F.normalize(audio, dim=-1), F.normalize(text, dim=-1)
+    logits_a = model.logit_scale_a.clamp(max=MAX_LOGIT_SCALE).exp() * a @ t.T  # [B, B]
+    logits_t = model.logit_scale_t.clamp(max=MAX_LOGIT_SCALE).exp() * t @ a.T
+    target = torch.arange(a.shape[0], device=a.device)
+    loss = (F.cross_entropy(logits_a, target) + F.cross_entropy(logits_t, target)) / 2
+    accuracy = (logits_a.argmax(dim=1) == target).float().mean().item()
+    return loss, accuracy
+
+
+def track_text(rng: np.random.Generator, row: dict, tag_prob: float) -> str:
+    """The text paired with a track this step: its caption, or (``tag_prob``) a shuffled subset of its tags."""
+    tags = [str(t) for t in (row.get("tags") or []) if str(t).strip()] if isinstance(row.get("tags"), list) else []
+    if tags and rng.random() < tag_prob:
+        chosen = rng.choice(len(tags), size=rng.integers(1, len(tags) + 1), replace=False)
+        return ", ".join(tags[i] for i in chosen)
+    return str(row["caption"])
+
+
+def learning_rate(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warm-up then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def sample_batch(rng: np.random.Generator, owners: np.ndarray, by_track: list[np.ndarray], size: int) -> np.ndarray:
+    """Window indices of ``size`` distinct tracks, one random window each (no false negatives in a batch)."""
+    chosen = rng.choice(len(by_track), size=min(size, len(by_track)), replace=False)
+    return np.array([rng.choice(by_track[t]) for t in chosen])
+
+
+@torch.no_grad()
+def retrieval(embedder: ClapEmbedder, features: torch.Tensor, owners: np.ndarray, tracks: list[dict]) -> dict:
+    """Track-level audio -> caption retrieval (R@1, R@5 and chance) with the clip rule (mean of raw windows)."""
+    if not tracks:
+        return {}
+    model = embedder.model.eval()
+    raw = torch.cat([model.audio_projection(model.audio_model(
+        input_features=features[i:i + 32].to(embedder.device, torch.float32)).pooler_output).cpu()
+        for i in range(0, len(features), 32)]).numpy()
+    audio = l2_normalise(np.stack([raw[owners == t].mean(axis=0) for t in range(len(tracks))]))
+    text = embedder.embed_text([str(r["caption"]) for r in tracks])
+    ranks = np.argsort(-(audio @ text.T), axis=1)
+    hits = ranks == np.arange(len(tracks))[:, None]
+    return {"tracks": len(tracks), "r_at_1": float(hits[:, :1].any(1).mean()), "r_at_5": float(hits[:, :5].any(1).mean()),
+            "chance_r_at_1": 1.0 / len(tracks)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The job
+
+
+def _embedder(args, captions: list[str]) -> ClapEmbedder:
+    if args.init:
+        return ClapEmbedder.from_pretrained(args.init, device=args.device)
+    model, features, tokenizer = build_clap(get_preset(args.preset), captions, seed=args.seed)
+    return ClapEmbedder(model, features, tokenizer, model_id=f"untrained-{args.preset}", path="", device=args.device)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise UserError(f"{out} is not empty (use --force to overwrite)")
+    if args.batch_size < 2:
+        raise UserError("--batch-size must be >= 2 (contrastive batches need negatives)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    by_source = join_sources(args.build, args.captions)
+    if not by_source:
+        raise UserError(f"no source of {args.build} matches a row of {args.captions} (paths differ?)")
+    train_rows = [r for r in by_source.values() if not is_holdout(r) and str(r.get("caption") or "").strip()]
+    embedder = _embedder(args, [str(r["caption"]) for r in train_rows])
+    started = time.perf_counter()
+    features, owners, tracks, failed = training_windows(embedder, args.build, by_source, holdout=False)
+    if len(tracks) < 2:
+        raise UserError(f"only {len(tracks)} captioned training track(s) found; need at least 2")
+    held = training_windows(embedder, args.build, by_source, holdout=True)
+    prep_s = time.perf_counter() - started
+    max_len = int(min(embedder.tokenizer.model_max_length or 64, embedder.model.config.text_config.max_position_embeddings - 2))
+    by_track = [np.flatnonzero(owners == t) for t in range(len(tracks))]
+    model = embedder.model.to(embedder.device).train()
+    lr = args.lr if args.lr is not None else (1e-5 if args.init else 1e-3)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
+    rng = np.random.default_rng(args.seed)
+    deadline = time.perf_counter() + 60.0 * args.minutes
+    curve, step, train_started = [], 0, time.perf_counter()
+    print(f"n2m clap-train: {len(tracks)} tracks, {len(owners)} windows ({failed} clips failed to decode); "
+          f"{len(held[2])} held-out tracks; features in {prep_s:.1f} s")
+    with tqdm(total=args.max_steps, desc="clap-train", unit="step") as bar:
+        while step < args.max_steps and time.perf_counter() < deadline:
+            picks = sample_batch(rng, owners, by_track, args.batch_size)
+            texts = [track_text(rng, tracks[t], args.tag_prob) for t in owners[picks]]
+            tokens = embedder.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+            feats = features[picks].to(embedder.device, torch.float32)
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(step, lr, args.warmup, args.max_steps)
+            audio, text = raw_towers(model, feats, tokens["input_ids"].to(embedder.device),
+                                     tokens["attention_mask"].to(embedder.device))
+            loss, accuracy = clap_loss(model, audio, text)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            step += 1
+            if step % 25 == 0 or step == 1:
+                curve.append({"step": step, "loss": round(loss.item(), 4), "batch_acc": round(accuracy, 3)})
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}")
+            bar.update(1)
+    train_s = time.perf_counter() - train_started
+    metrics = {"train": retrieval(embedder, features, owners, tracks)}
+    if held[0] is not None:
+        metrics["holdout"] = retrieval(embedder, held[0], held[1], held[2])
+    save_clap(out, model.eval(), embedder.feature_extractor, embedder.tokenizer)
+    record = {
+        "created": now_iso(), "config": resolved(args), "steps": step, "train_s": round(train_s, 1),
+        "features_s": round(prep_s, 1), "tracks": len(tracks), "windows": int(len(owners)), "failed_clips": failed,
+        "holdout_tracks": len(held[2]), "metrics": metrics, "curve": curve,
+        "lineage": {"build": str(Path(args.build).resolve()), "captions": str(Path(args.captions).resolve()),
+                    "captions_sha1": file_hash(args.captions), "init": args.init,
+                    "init_sha1": embedder.model_id if args.init else None},
+        "versions": versions(("tokenizers",)),
+    }
+    write_json(str(out / "train.json"), record)
+    hold = metrics.get("holdout", {})
+    print(f"n2m clap-train: {step} steps in {train_s:.0f} s; train R@1 {metrics['train']['r_at_1']:.2f}"
+          + (f", held-out R@1 {hold['r_at_1']:.2f} (chance {hold['chance_r_at_1']:.2f})" if hold else "")
+          + f"; wrote {out}")
+    return 0

@@ -1,0 +1,243 @@
+"""``n2m label-eval``: how right a label set is, against ground truth (the synthetic corpus's manifest).
+
+Per aspect (style, instrument, mood, tempo class) the *precision* of the assigned short-form captions whose vocabulary
+aspect maps to it (:data:`ASPECTS`), next to *chance*: the precision of a caption drawn uniformly from that aspect's
+vocabulary entries for the same clip (closed form: the fraction of the aspect's entries that are right for the clip).
+A caption is right when, after lower-casing, splitting on non-letters and dropping a plural ``s``, the words of a
+ground-truth value appear in order inside the caption or the caption's inside a ground-truth value (``"lo-fi hip hop"``
+is right for style ``lo-fi``; ``"bass"`` for instrument ``electric bass``). Tempo captions map to classes by keyword
+(:data:`TEMPO_WORDS`) and the truth's BPM by ``--tempo-bounds``; tempo words without a class are not scored.
+
+Also the mean CLAP score (cosine of the stored audio and text embeddings) of the assigned captions against the same
+captions given to other clips (a seeded derangement), per vocabulary. Everything is reported for all matched clips and
+for the held-out tracks alone (``holdout: true``; ``--holdout-only`` reports just those).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from labeling.cli import read_manifest as read_label_manifest
+from labeling.io import glob, load_npz
+from labeling.truth import is_holdout, join_sources, truth_of_keys
+from n2m.config import leaf
+from n2m.errors import UserError
+from n2m.provenance import now_iso, versions, write_json
+
+TEMPO_WORDS: dict[str, tuple[str, ...]] = {
+    "slow": ("slow", "very slow", "slow tempo", "slow ballad", "leisurely pace", "slow bpm", "downtempo", "largo",
+             "adagio"),
+    "medium": ("mid-tempo", "midtempo", "medium tempo", "moderate tempo", "steady tempo", "andante", "moderato"),
+    "fast": ("fast", "very fast", "fast tempo", "upbeat", "uptempo", "up-tempo", "brisk tempo", "high bpm",
+             "double-time", "allegro", "presto", "rapid"),
+}
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in re.findall(r"[a-z0-9&]+", text.lower()))
+
+
+def _contains(outer: tuple[str, ...], inner: tuple[str, ...]) -> bool:
+    n = len(inner)
+    return n > 0 and any(outer[i:i + n] == inner for i in range(len(outer) - n + 1))
+
+
+def text_matches(caption: str, truths: list[str]) -> bool:
+    """Word-sequence containment either way (module docstring)."""
+    c = _words(caption)
+    return any(_contains(c, _words(t)) or _contains(_words(t), c) for t in truths if str(t).strip())
+
+
+def tempo_class(bpm: float, bounds: tuple[float, float]) -> str:
+    return "slow" if bpm < bounds[0] else ("medium" if bpm < bounds[1] else "fast")
+
+
+_TEMPO_OF_TEXT = {" ".join(_words(w)): cls for cls, words in TEMPO_WORDS.items() for w in words}
+
+
+@dataclass(frozen=True)
+class Aspect:
+    """How one aspect is judged: vocabulary aspects it covers, ground truth of a row, and the judge."""
+
+    vocab_aspects: tuple[str, ...]
+    truth: Callable[[dict, tuple[float, float]], list[str]]
+    judge: Callable[[str, list[str]], bool | None]  # None: caption not scorable for this aspect
+
+
+def _listed(value) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def _tempo_judge(caption: str, truth: list[str]) -> bool | None:
+    cls = _TEMPO_OF_TEXT.get(" ".join(_words(caption)))
+    return None if cls is None else cls in truth
+
+
+ASPECTS: dict[str, Aspect] = {
+    "style": Aspect(("genre", "subgenre", "style"), lambda r, b: _listed(r.get("style")), text_matches),
+    "instrument": Aspect(("instrument", "instruments"), lambda r, b: _listed(r.get("instruments")), text_matches),
+    "mood": Aspect(("mood", "emotion"), lambda r, b: _listed(r.get("mood")), text_matches),
+    "tempo": Aspect(("tempo",), lambda r, b: [tempo_class(float(r["bpm"]), b)] if r.get("bpm") not in (None, "")
+                    else [], _tempo_judge),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def aspect_precision(labels: dict[str, list[str]], truth: dict[str, dict], entries: dict[str, list[str]],
+                     bounds: tuple[float, float]) -> dict:
+    """Per aspect: precision of assigned captions, chance, ratio. ``labels``: key -> assigned short captions;
+    ``entries``: aspect name -> that aspect's vocabulary texts; ``truth``: key -> manifest row."""
+    out = {}
+    for name, aspect in ASPECTS.items():
+        pool = entries.get(name, [])
+        aspect_texts = set(pool)
+        right = judged = 0
+        chance_sum = 0.0
+        clips = 0
+        for key, captions in labels.items():
+            row = truth.get(key)
+            if row is None:
+                continue
+            values = aspect.truth(row, bounds)
+            if not values:
+                continue
+            verdicts = [aspect.judge(c, values) for c in captions if c in aspect_texts]
+            verdicts = [v for v in verdicts if v is not None]
+            if not verdicts:
+                continue
+            pool_verdicts = [v for v in (aspect.judge(t, values) for t in pool) if v is not None]
+            chance = float(np.mean(pool_verdicts)) if pool_verdicts else 0.0
+            right += sum(verdicts)
+            judged += len(verdicts)
+            chance_sum += chance * len(verdicts)
+            clips += 1
+        precision = right / judged if judged else None
+        chance = chance_sum / judged if judged else None
+        out[name] = {"precision": precision, "chance": chance, "captions": judged, "clips": clips,
+                     "ratio": (precision / chance) if precision is not None and chance else None}
+    return out
+
+
+def clap_scores(keys: list[str], captions: dict[str, list[str]], audio: dict[str, np.ndarray],
+                text_index: dict[str, int], text_emb: np.ndarray, seed: int = 0) -> dict:
+    """Mean cosine of assigned captions vs the same captions moved to other clips (derangement)."""
+    keys = [k for k in keys if k in audio and any(c in text_index for c in captions.get(k, []))]
+    if len(keys) < 2:
+        return {"clips": len(keys), "assigned": None, "shuffled": None}
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(keys))
+    partner = {keys[order[i]]: keys[order[(i + 1) % len(keys)]] for i in range(len(keys))}
+
+    def mean_score(a_key: str, c_key: str) -> float:
+        rows = [text_index[c] for c in captions[c_key] if c in text_index]
+        return float((text_emb[rows] @ audio[a_key]).mean())
+
+    assigned = float(np.mean([mean_score(k, k) for k in keys]))
+    shuffled = float(np.mean([mean_score(k, partner[k]) for k in keys]))
+    return {"clips": len(keys), "assigned": assigned, "shuffled": shuffled, "difference": assigned - shuffled}
+
+
+def _load_labels(label_dir: str) -> dict[str, dict[str, list[str]]]:
+    """``{vocab: {key: captions}}`` from a label set's tables."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(Path(label_dir).glob("*.parquet")):
+        table = pq.read_table(path, columns=["key", "vocab", "captions"])
+        for key, vocab, captions in zip(*(table[c].to_pylist() for c in ("key", "vocab", "captions"))):
+            out.setdefault(vocab, {})[key] = captions or []
+    return out
+
+
+def evaluate(label_dir: str, truth_path: str, bounds: tuple[float, float], holdout_only: bool = False) -> dict:
+    manifest = read_label_manifest(label_dir)
+    build = manifest["build"]["root"]
+    labels = _load_labels(label_dir)
+    by_source = join_sources(build, truth_path)
+    keys = sorted({k for per in labels.values() for k in per})
+    truth = truth_of_keys(keys, by_source)
+    if not truth:
+        raise UserError(f"no labelled clip matches a row of {truth_path}")
+    audio: dict[str, np.ndarray] = {}
+    for path in glob(f"{manifest['model']['embeddings']}/*.npz"):
+        data = load_npz(path)
+        audio.update(zip((str(k) for k in data["keys"]), data["embeddings"]))
+    subsets = {"holdout": [k for k in truth if is_holdout(truth[k])]}
+    if not holdout_only:
+        subsets = {"all": list(truth), **subsets}
+    report = {"labels": str(Path(label_dir).resolve()), "truth": str(Path(truth_path).resolve()),
+              "created": now_iso(), "tempo_bounds": list(bounds), "label_manifest": {
+                  k: manifest[k] for k in ("name", "k", "k_prime", "seed", "model")}, "subsets": {}}
+    for subset, subset_keys in subsets.items():
+        wanted = set(subset_keys)
+        result = {"clips": len(subset_keys), "aspects": {}, "clap_score": {}}
+        for vocab in manifest["vocabularies"]:
+            per_key = {k: v for k, v in labels.get(vocab["name"], {}).items() if k in wanted}
+            table = pq.read_table(vocab["path"], columns=["text", "kind", "aspect"]).to_pylist()
+            texts = [r["text"] for r in table if r["kind"] == vocab["kind"]]
+            text_emb = np.load(vocab["text_embeddings"], mmap_mode="r")
+            text_index = {}
+            for i, text in enumerate(texts):
+                text_index.setdefault(text, i)
+            result["clap_score"][vocab["name"]] = clap_scores(sorted(per_key), per_key, audio, text_index, text_emb)
+            if vocab["kind"] == "short":
+                entries = {name: [r["text"] for r in table if r["kind"] == "short" and r["aspect"] in a.vocab_aspects]
+                           for name, a in ASPECTS.items()}
+                result["aspects"][vocab["name"]] = aspect_precision(per_key, truth, entries, bounds)
+        report["subsets"][subset] = result
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--labels", required=True, metavar="OUT/labels/NAME", help="a label set made by n2m label")
+    parser.add_argument("--truth", required=True, metavar="MANIFEST",
+                        help="ground truth: manifest with style, instruments, mood, bpm (n2m synth's manifest.jsonl)")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("--holdout-only", action="store_true", help="report held-out tracks only")
+    parser.add_argument("--tempo-bounds", default="76,100", metavar="SLOW,FAST",
+                        help="BPM limits of the tempo classes slow | medium | fast (default 76,100, the synthetic "
+                             "corpus's caption words)")
+    leaf(parser, run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        low, high = (float(x) for x in args.tempo_bounds.split(","))
+    except ValueError:
+        raise UserError(f"--tempo-bounds {args.tempo_bounds!r}: expected two numbers, e.g. 76,100") from None
+    report = evaluate(args.labels, args.truth, (low, high), args.holdout_only)
+    report["versions"] = versions()
+    for subset, result in report["subsets"].items():
+        print(f"== {subset}: {result['clips']} clips")
+        for vocab, aspects in result["aspects"].items():
+            print(f"  {vocab}: aspect      precision  chance  ratio  captions")
+            for name, m in aspects.items():
+                if m["precision"] is None:
+                    print(f"    {name:<18} {'-':>9}  {'-':>6}  {'-':>5}  {m['captions']:>8}")
+                    continue
+                ratio = f"{m['ratio']:.1f}x" if m["ratio"] is not None else "-"
+                print(f"    {name:<18} {m['precision']:9.3f}  {m['chance']:6.3f}  {ratio:>5}  {m['captions']:>8}")
+        for vocab, s in result["clap_score"].items():
+            if s["assigned"] is not None:
+                print(f"  CLAP score {vocab}: assigned {s['assigned']:.3f} vs shuffled {s['shuffled']:.3f} "
+                      f"({s['clips']} clips)")
+    if args.json:
+        write_json(args.json, report)
+        print(f"n2m label-eval: wrote {args.json}")
+    return 0
+
+

@@ -1,0 +1,90 @@
+"""Known captions and ground truth of a build's sources, joined from a manifest (``n2m synth``'s ``manifest.jsonl``).
+
+A manifest row names its audio by ``path`` (relative to the manifest's folder, or absolute) or ``url``. The build
+records each source's canonical ``source_uri`` and its manifest columns (``meta_json``); a row matches a source when
+its resolved path or URL equals the source URI (with or without ``file://``), or when its ``track_id``/``path`` equals
+the one in the source's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from n2m.errors import UserError
+from n2m.schema import BuildLayout, source_id_of_key
+
+
+def read_manifest(path: str) -> list[dict]:
+    """Rows of a JSONL, CSV/TSV or Parquet manifest (one-line errors for missing or malformed files)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"manifest {path}: no such file")
+    suffix = file.suffix.lower()
+    if suffix == ".parquet":
+        return pq.read_table(file).to_pylist()
+    if suffix in (".csv", ".tsv"):
+        import csv
+
+        with open(file, newline="") as handle:
+            return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
+    rows = []
+    for n, line in enumerate(file.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise UserError(f"manifest {path}: line {n} is not JSON ({err.msg})") from err
+    return rows
+
+
+def _uri_forms(value: str, base: Path) -> set[str]:
+    if "://" in value and not value.startswith("file://"):
+        return {value}
+    raw = value[len("file://"):] if value.startswith("file://") else value
+    resolved = str((base / raw).resolve()) if not Path(raw).is_absolute() else str(Path(raw).resolve())
+    return {resolved, "file://" + resolved, value}
+
+
+def join_sources(build: str, manifest_path: str) -> dict[str, dict]:
+    """``{source_id: manifest row}`` for the build's ``ok`` sources that the manifest describes."""
+    layout = BuildLayout(build)
+    if not Path(layout.sources).is_file():
+        raise UserError(f"--build {build}: no sources.parquet (run n2m build first)")
+    rows = read_manifest(manifest_path)
+    base = Path(manifest_path).resolve().parent
+    by_uri: dict[str, dict] = {}
+    by_ident: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        for field in ("path", "url", "uri"):
+            if row.get(field):
+                for form in _uri_forms(str(row[field]), base):
+                    by_uri[form] = row
+        for field in ("track_id", "path"):
+            if row.get(field):
+                by_ident[(field, str(row[field]))] = row
+    sources = pq.read_table(layout.sources, columns=["source_id", "source_uri", "status", "meta_json"]).to_pylist()
+    out: dict[str, dict] = {}
+    for src in sources:
+        if src["status"] != "ok":
+            continue
+        row = next((by_uri[f] for f in _uri_forms(src["source_uri"], base) if f in by_uri), None)
+        if row is None and src["meta_json"]:
+            meta = json.loads(src["meta_json"])
+            row = next((by_ident[(f, str(meta[f]))] for f in ("track_id", "path")
+                        if meta.get(f) is not None and (f, str(meta[f])) in by_ident), None)
+        if row is not None:
+            out[src["source_id"]] = row
+    return out
+
+
+def truth_of_keys(keys, by_source: dict[str, dict]) -> dict[str, dict]:
+    """``{clip key: manifest row}`` for the keys whose source the manifest describes."""
+    return {k: by_source[source_id_of_key(k)] for k in keys if source_id_of_key(k) in by_source}
+
+
+def is_holdout(row: dict) -> bool:
+    value = row.get("holdout", False)
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")

@@ -1,0 +1,85 @@
+"""n2m label-eval: the matching rules, precision vs closed-form chance, CLAP score vs shuffled, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import CAPTIONS, write_build, write_vocab
+
+from labeling.label_eval import aspect_precision, clap_scores, tempo_class, text_matches
+from n2m.cli import build_parser
+
+SHORT = {"genre": ["rock", "jazz", "ambient", "lo-fi hip hop"], "instrument": ["piano", "bass", "violin", "drums"],
+         "mood": ["calm", "dark"], "tempo": ["slow", "fast tempo", "rubato"]}
+
+
+def test_text_matching_rules():
+    assert text_matches("lo-fi hip hop", ["lo-fi"])
+    assert text_matches("bass", ["electric bass"])
+    assert text_matches("drum", ["drums"])
+    assert not text_matches("jazz", ["rock"])
+    assert not text_matches("rocket", ["rock"])
+    assert tempo_class(70, (76, 100)) == "slow" and tempo_class(99, (76, 100)) == "medium"
+    assert tempo_class(100, (76, 100)) == "fast"
+
+
+def test_precision_and_closed_form_chance():
+    entries = {"style": SHORT["genre"], "instrument": SHORT["instrument"], "mood": SHORT["mood"],
+               "tempo": SHORT["tempo"]}
+    truth = {"a": {"style": "rock", "instruments": ["piano", "drums"], "mood": "calm", "bpm": 140},
+             "b": {"style": "lo-fi", "instruments": ["electric bass"], "mood": "dark", "bpm": 70}}
+    labels = {"a": ["rock", "jazz", "piano", "calm", "fast tempo", "rubato"],
+              "b": ["lo-fi hip hop", "violin", "bass", "calm", "slow"]}
+    out = aspect_precision(labels, truth, entries, (76, 100))
+    # style: a -> rock (right), jazz (wrong); b -> lo-fi hip hop (right). chance a = 1/4, b = 1/4
+    assert out["style"]["precision"] == pytest.approx(2 / 3) and out["style"]["chance"] == pytest.approx(0.25)
+    assert out["style"]["ratio"] == pytest.approx(8 / 3)
+    # instrument: a -> piano (right; chance 2/4); b -> violin (wrong), bass (right; chance 1/4)
+    assert out["instrument"]["precision"] == pytest.approx(2 / 3)
+    assert out["instrument"]["chance"] == pytest.approx((0.5 + 2 * 0.25) / 3)
+    # mood: a calm right, b calm wrong; chance 1/2 each
+    assert out["mood"]["precision"] == pytest.approx(0.5) and out["mood"]["chance"] == pytest.approx(0.5)
+    # tempo: rubato unscored; a fast tempo right (chance 1/2 of the 2 scorable), b slow right
+    assert out["tempo"]["captions"] == 2 and out["tempo"]["precision"] == 1.0
+    assert out["tempo"]["chance"] == pytest.approx(0.5)
+
+
+def test_clap_scores_against_hand_vectors():
+    audio = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])}
+    text = np.array([[1.0, 0.0], [0.0, 1.0]])
+    out = clap_scores(["a", "b"], {"a": ["x"], "b": ["y"]}, audio, {"x": 0, "y": 1}, text)
+    assert out["assigned"] == pytest.approx(1.0) and out["shuffled"] == pytest.approx(0.0)
+
+
+def test_cli_end_to_end(tmp_path, micro_clap_dir, capsys):
+    rows, clips = [], []
+    for i in range(6):
+        path = f"audio/t{i}.wav"
+        rows.append({"path": path, "caption": CAPTIONS[i], "style": ["rock", "jazz"][i % 2], "mood": "calm",
+                     "instruments": ["piano"], "bpm": 60 + 20 * i, "holdout": i >= 4})
+        clips.append({"uri": str(tmp_path / "corpus" / path), "seconds": 10, "freq": 200 + 40 * i})
+    write_build(tmp_path / "out", {"train": [clips]})
+    (tmp_path / "corpus").mkdir()
+    manifest = tmp_path / "corpus" / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    texts = [t for v in SHORT.values() for t in v]
+    aspects = [a for a, v in SHORT.items() for _ in v]
+    short = write_vocab(tmp_path / "aspects.parquet", texts, "short", aspects)
+    long = write_vocab(tmp_path / "long.parquet", CAPTIONS, "long")
+    parser = build_parser({"label": ("x", "labeling.cli"), "label-eval": ("x", "labeling.label_eval")})
+    args = parser.parse_args(["label", "--build", str(tmp_path / "out"), "--vocab", short, "--vocab", long, "--model",
+                              micro_clap_dir, "--name", "v1", "--k", "6", "--", "--direct_running_mode=in_memory"])
+    assert args.func(args) == 0
+    report_path = tmp_path / "report.json"
+    args = parser.parse_args(["label-eval", "--labels", str(tmp_path / "out" / "labels" / "v1"), "--truth",
+                              str(manifest), "--json", str(report_path)])
+    assert args.func(args) == 0
+    report = json.loads(report_path.read_text())
+    assert set(report["subsets"]) == {"all", "holdout"}
+    assert report["subsets"]["all"]["clips"] == 6 and report["subsets"]["holdout"]["clips"] == 2
+    style = report["subsets"]["all"]["aspects"]["aspects"]["style"]
+    assert style["chance"] == pytest.approx(0.25)  # one of the four genre entries is right for each clip
+    assert report["subsets"]["all"]["clap_score"]["long"]["clips"] == 6
+    assert "precision" in capsys.readouterr().out
