@@ -139,12 +139,12 @@ def track_text(rng: np.random.Generator, row: dict, tag_prob: float) -> str:
     return str(row["caption"])
 
 
-def learning_rate(step: int, peak: float, warmup: int, total: int) -> float:
-    """Linear warm-up then cosine decay to 10% of the peak."""
+def learning_rate(step: int, peak: float, warmup: int, progress: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 10% of the peak as ``progress`` goes 0 -> 1
+    (progress: the larger of the step and time budgets used, so ``--minutes`` runs decay too)."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress)))))
 
 
 def sample_batch(rng: np.random.Generator, owners: np.ndarray, by_track: list[np.ndarray], size: int) -> np.ndarray:
@@ -217,8 +217,9 @@ def run(args: argparse.Namespace) -> int:
             texts = [track_text(rng, tracks[t], args.tag_prob) for t in owners[picks]]
             tokens = embedder.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
             feats = features[picks].to(embedder.device, torch.float32)
+            progress = max(step / args.max_steps, 1.0 - (deadline - time.perf_counter()) / (60.0 * args.minutes))
             for group in optimiser.param_groups:
-                group["lr"] = learning_rate(step, lr, args.warmup, args.max_steps)
+                group["lr"] = learning_rate(step, lr, args.warmup, progress)
             audio, text = raw_towers(model, feats, tokens["input_ids"].to(embedder.device),
                                      tokens["attention_mask"].to(embedder.device))
             loss, accuracy = clap_loss(model, audio, text)

@@ -23,7 +23,7 @@ from labeling.job import (
 from labeling.vocabset import open_vocabularies
 from n2m.config import leaf, resolved
 from n2m.errors import JobFailed, UserError
-from n2m.provenance import now_iso, read_json, versions, write_json
+from n2m.provenance import now_iso, versions, write_json
 from n2m.schema import LABELS_VERSION, BuildLayout
 
 
@@ -172,10 +172,3 @@ def _summary(settings: LabelSettings, manifest: dict) -> None:
           f"({c['rows']} rows, {c['embeddings_cached_shards']} shards reused stored audio embeddings); "
           f"failed clips: {c['failed']} ({reasons}); {manifest['timings_s']['total']:.1f} s")
     print(f"n2m label: wrote {settings.label_dir}/ (manifest.json)")
-
-
-def read_manifest(label_dir: str) -> dict:
-    path = f"{label_dir.rstrip('/')}/manifest.json"
-    if not exists(path):
-        raise UserError(f"{label_dir}: no manifest.json (not a finished n2m label set)")
-    return read_json(path)

@@ -61,3 +61,15 @@ def glob(pattern: str) -> list[str]:
         protocol = pattern.split("://", 1)[0]
         return sorted(f"{protocol}://{p}" for p in paths)
     return sorted(paths)
+
+
+def read_label_manifest(label_dir: str) -> dict:
+    """``labels/NAME/manifest.json`` of a finished label set (one-line error otherwise)."""
+    import json
+
+    from n2m.errors import UserError
+
+    path = f"{label_dir.rstrip('/')}/manifest.json"
+    if not exists(path):
+        raise UserError(f"{label_dir}: no manifest.json (not a finished n2m label set)")
+    return json.loads(read_bytes(path))

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from labeling.cli import read_manifest as read_label_manifest
-from labeling.io import glob, load_npz
+from labeling.io import glob, load_npz, read_label_manifest
 from labeling.truth import is_holdout, join_sources, truth_of_keys
 from n2m.config import leaf
 from n2m.errors import UserError

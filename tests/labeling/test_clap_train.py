@@ -82,9 +82,10 @@ def test_loss_is_symmetric_infonce_closed_form():
 
 
 def test_schedule_and_tag_augmentation():
-    assert learning_rate(0, 1.0, 10, 100) == pytest.approx(0.1)
-    assert learning_rate(10, 1.0, 10, 100) == pytest.approx(1.0)
-    assert learning_rate(100, 1.0, 10, 100) == pytest.approx(0.1)
+    assert learning_rate(0, 1.0, 10, 0.0) == pytest.approx(0.1)
+    assert learning_rate(10, 1.0, 10, 0.0) == pytest.approx(1.0)
+    assert learning_rate(50, 1.0, 10, 0.5) == pytest.approx(0.55)
+    assert learning_rate(100, 1.0, 10, 1.0) == pytest.approx(0.1)
     rng = np.random.default_rng(0)
     row = {"caption": "full caption", "tags": ["rock", "fast", "piano"]}
     texts = [track_text(rng, row, 0.5) for _ in range(400)]
