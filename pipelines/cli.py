@@ -197,21 +197,22 @@ def run_build(args: argparse.Namespace) -> int:
         from pipelines.progress import ShardProgress, worker_output_to
 
         settings = job.JobSettings(out, clip, fetch, digest, args.threads, args.fetch_concurrency)
+        chunks = job.plan_chunks(the_plan.pending, workers or 8)
         log = None if args.verbose or not direct else _worker_log(out)
         try:
             with (
                 worker_output_to(log) as console,
-                ShardProgress(out, the_plan.pending, enabled=not args.no_progress, stream=console),
+                ShardProgress(out, chunks, enabled=not args.no_progress, stream=console),
                 _quiet_beam(args.verbose),
             ):
-                job.run_pipeline(settings, the_plan.pending, the_plan.committed, beam_args, args.verbose)
+                job.run_pipeline(settings, chunks, the_plan.committed, beam_args, args.verbose)
         except Exception as err:
             raise JobFailed(f"the pipeline stopped: {_last_line(err)} (Beam worker output: {log or 'above'}; "
                             "re-running resumes from the committed shards)") from err
         Store(out).rmtree(join(out, job.WORK_DIR))
     totals = tables.write_tables(out, clip.clip_s)
     wall = time.time() - started
-    sources_done, seconds_done = _processed(out, the_plan.pending)
+    sources_done, seconds_done = _processed(out, list(the_plan.pending))
     run_info = {
         "mode": "retry" if args.retry_failed else ("resume" if the_plan.committed else "build"),
         "started": started_iso, "wall_s": round(wall, 3), "runner": args.runner, "direct": direct,

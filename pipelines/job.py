@@ -1,21 +1,24 @@
-"""The Beam pipeline of ``n2m build``: shard specs -> staged shards -> global duplicate check -> committed shards.
+"""The Beam pipeline of ``n2m build``: shard specs -> staged chunks -> global duplicate check -> committed shards.
 
 ::
 
-    pending shard names ─ StageShard ──────────────┬─ (shard, n) ──────────────────┐
+    pending chunks ─ StageChunk ───────────────────┬─ (shard, chunk) ───────────────┐
       (fetch, decode, conform, hash, clip, FLAC;   └─ (pcm_sha1, (sid, shard)) ─┐   │
-       a staged tar + marker per shard in _work/)                              │   │
-    committed shard names ─ ReadCommittedHashes ─ (pcm_sha1, (sid, shard)) ───┤   │
-                                                   GroupByKey(pcm) ─ PickCanonical
-                                                          (shard, (sid, canonical))─┤
-                                                              CoGroupByKey(shard) ──┴─ CommitShard
+       the chunk's tar members + rows in _work/)                               │   │
+    committed shards ─ ReadCommittedHashes ─ (pcm_sha1, (sid, shard)) ────────┤   │
+                                               GroupByKey(pcm) ─ PickCanonical    │
+                                                      (shard, (sid, canonical)) ─┤
+                                                          CoGroupByKey(shard) ───┴─ CommitShard
 
-Every source is decoded once. Its clips go to a staged tar (written tmp -> fsync -> rename, with a stage marker
-after it), and only a tiny ``(pcm hash, source id)`` record travels through Beam, so memory stays flat whatever the
-corpus size. After the GroupByKey has seen every hash of the run (and of shards committed by earlier runs), a shard
-is committed: its staged tar is renamed to the final name (or, when it holds a duplicate, copied without the
-duplicate's members) and its marker is written last. The canonical copy of a group of equal hashes is the one already
-committed, else the smallest source id: a pure function of the inputs, so interrupted and uninterrupted runs agree.
+A chunk is a run of consecutive sources of one shard; chunks are the unit of parallel work (the DirectRunner splits a
+stage's input statically across workers, so many small equal chunks balance the cores) while shards stay the unit of
+output. Every source is decoded once: its tar members go to the chunk's staged file (tmp -> fsync -> rename, then a
+stage marker with its rows and byte range), and only a tiny ``(pcm hash, source id)`` record travels through Beam,
+so memory stays flat whatever the corpus size. Once the GroupByKey has seen every hash of the run (and of shards
+committed by earlier runs) a shard is assembled by concatenating its sources' staged members in spec order, leaving
+duplicates out, committed by rename, and its marker written last. The canonical copy among equal hashes is the one
+already committed, else the smallest source id: a pure function of the inputs, so the bytes of a shard never depend
+on chunking, worker count, interruptions or timing.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from n2m.audio import AudioError
 from n2m.schema import BuildLayout, clip_key
 from pipelines import clips
 from pipelines.fetch import FetchError, FetchSettings, fetch
-from pipelines.shards import ShardSpec, ShardWriter, copy_shard, parse_shard_name, sample_json
+from pipelines.shards import ShardSpec, TarAssembler, parse_shard_name, sample_bytes, sample_json
 from pipelines.sources import Source
 from pipelines.storage import Store, join
 
@@ -79,12 +82,35 @@ def plan_path(out: str, name: str) -> str:
     return join(out, WORK_DIR, "plan", f"{name}.json")
 
 
-def stage_tar(out: str, name: str) -> str:
-    return join(out, WORK_DIR, "stage", f"{name}.tar")
+def stage_dir(out: str) -> str:
+    return join(out, WORK_DIR, "stage")
 
 
-def stage_marker(out: str, name: str) -> str:
-    return join(out, WORK_DIR, "stage", f"{name}.json")
+def stage_tar(out: str, chunk: str) -> str:
+    return join(out, WORK_DIR, "stage", f"{chunk}.tar")
+
+
+def stage_marker(out: str, chunk: str) -> str:
+    return join(out, WORK_DIR, "stage", f"{chunk}.json")
+
+
+def chunk_name(shard: str, start: int, stop: int) -> str:
+    """``{shard}_{start:06d}-{stop:06d}``: sources ``[start, stop)`` of a shard's spec."""
+    return f"{shard}_{start:06d}-{stop:06d}"
+
+
+def parse_chunk_name(chunk: str) -> tuple[str, int, int]:
+    shard, _, bounds = chunk.rpartition("_")
+    start, stop = bounds.split("-")
+    return shard, int(start), int(stop)
+
+
+def plan_chunks(sizes: dict[str, int], workers: int, per_worker: int = 16) -> list[str]:
+    """Cut pending shards (name -> number of sources) into chunks: ~``per_worker`` chunks per worker, never more
+    sources than a shard holds, at least one source each."""
+    total = sum(sizes.values())
+    size = max(1, min(max(sizes.values(), default=1), -(-total // (per_worker * max(workers, 1)))))
+    return [chunk_name(shard, start, min(start + size, n)) for shard, n in sizes.items() for start in range(0, n, size)]
 
 
 def final_paths(out: str, name: str) -> tuple[str, str]:
@@ -162,11 +188,10 @@ def source_row(source: Source, split: str, processed: clips.Processed, settings:
 # Beam transforms
 
 
-class StageShard(beam.DoFn):
-    """Shard name -> staged tar + stage marker (reused when a previous run staged the same spec).
+class StageChunk(beam.DoFn):
+    """Chunk name -> staged members + stage marker (reused when a previous run staged the same spec and chunk).
 
-    Main output ``(shard, number of sources)``; tagged output ``pcm``: ``(pcm_sha1, (source_id, shard, False))``
-    for every ok source.
+    Main output ``(shard, chunk)``; tagged output ``pcm``: ``(pcm_sha1, (source_id, shard, False))`` per ok source.
     """
 
     def __init__(self, job: JobSettings):
@@ -178,40 +203,42 @@ class StageShard(beam.DoFn):
         self.clip_counter = Metrics.counter(NAMESPACE, "clips_staged")
         self.seconds = Metrics.counter(NAMESPACE, "input_seconds")
 
-    def process(self, name: str) -> Iterator[Any]:
+    def process(self, chunk: str) -> Iterator[Any]:
         out = self.job.out
-        plan = self.store.read_json(plan_path(out, name))
+        shard, start, stop = parse_chunk_name(chunk)
+        plan = self.store.read_json(plan_path(out, shard))
         rows = None
-        if self.store.exists(stage_marker(out, name)) and self.store.exists(stage_tar(out, name)):
-            staged = self.store.read_json(stage_marker(out, name))
+        if self.store.exists(stage_marker(out, chunk)) and self.store.exists(stage_tar(out, chunk)):
+            staged = self.store.read_json(stage_marker(out, chunk))
             if staged.get("spec_hash") == plan["spec_hash"]:
                 rows = staged["sources"]
         if rows is None:
-            rows = self._stage(ShardSpec.from_json(plan), plan["spec_hash"])
+            spec = ShardSpec.from_json(plan)
+            rows = self._stage(spec, spec.sources[start:stop], chunk, plan["spec_hash"])
         for row in rows:
             self.counters[row["status"]].inc()
             self.clip_counter.inc(row["clips"])
             self.seconds.inc(int(round(row["duration_s"])))
             if row["status"] == "ok":
-                yield pvalue.TaggedOutput(PCM_TAG, (row["pcm_sha1"], (row["source_id"], name, False)))
-        yield name, len(rows)
+                yield pvalue.TaggedOutput(PCM_TAG, (row["pcm_sha1"], (row["source_id"], shard, False)))
+        yield shard, chunk
 
-    def _stage(self, spec: ShardSpec, spec_hash: str) -> list[dict[str, Any]]:
-        job, rows = self.job, []
+    def _stage(self, spec: ShardSpec, sources: tuple[Source, ...], chunk: str, spec_hash: str) -> list[dict]:
+        job, rows, offset = self.job, [], 0
         with (
             ThreadPoolExecutor(job.fetch_concurrency, thread_name_prefix="fetch") as fetch_pool,
             ThreadPoolExecutor(job.threads, thread_name_prefix="decode") as work_pool,
-            self.store.atomic_writer(stage_tar(job.out, spec.name)) as handle,
+            self.store.atomic_writer(stage_tar(job.out, chunk)) as handle,
         ):
-            fetched = ordered(fetch_pool, lambda s: _fetch(s, job.fetch), spec.sources, job.fetch_concurrency)
-            writer = ShardWriter(handle)
+            fetched = ordered(fetch_pool, lambda s: _fetch(s, job.fetch), sources, job.fetch_concurrency)
             for source, processed in ordered(work_pool, lambda i: _process(i, job.clip), fetched, job.threads):
                 row, samples = source_row(source, spec.split, processed, job.clip, spec.name)
-                for key, members in samples:
-                    writer.add(key, members)
+                members = b"".join(sample_bytes(key, files) for key, files in samples)
+                handle.write(members)
+                row["range"] = [offset, len(members)]
+                offset += len(members)
                 rows.append(row)
-            tar = writer.close()
-        self.store.write_json(stage_marker(job.out, spec.name), {"spec_hash": spec_hash, "tar": tar, "sources": rows})
+        self.store.write_json(stage_marker(job.out, chunk), {"spec_hash": spec_hash, "sources": rows})
         return rows
 
 
@@ -238,7 +265,7 @@ def pick_duplicates(element: tuple[str, Iterable[tuple[str, str, bool]]]) -> Ite
 
 
 class CommitShard(beam.DoFn):
-    """``(shard, {"staged": [...], "dups": [(sid, canonical)]})`` -> final tar + marker (written last)."""
+    """``(shard, {"staged": [chunks], "dups": [(sid, canonical)]})`` -> final tar + marker (written last)."""
 
     def __init__(self, job: JobSettings):
         self.job = job
@@ -250,53 +277,61 @@ class CommitShard(beam.DoFn):
         self.shards = Metrics.counter(NAMESPACE, "shards_committed")
 
     def process(self, element: tuple[str, dict[str, list]]) -> Iterator[str]:
-        name, grouped = element
+        shard, grouped = element
         out, store = self.job.out, self.store
-        tar_path, marker_path = final_paths(out, name)
+        tar_path, marker_path = final_paths(out, shard)
         if store.exists(marker_path):
             return
         duplicates = dict(grouped["dups"])
-        staged = store.read_json(stage_marker(out, name))
-        plan = store.read_json(plan_path(out, name))
-        dropped: set[str] = set()
-        for row in staged["sources"]:
-            if row["source_id"] in duplicates:
-                canonical = duplicates[row["source_id"]]
-                dropped.update(c["key"] for c in row["clip_rows"])
-                row.update(status="duplicate", reason=DUPLICATE_REASON, duplicate_of=canonical, clips=0,
-                           clip_rows=[], message=f"same audio as source {canonical}")
-                self.duplicates.inc()
-        if dropped:
-            with store.open_read(stage_tar(out, name)) as src, store.atomic_writer(tar_path) as dst:
-                tar = copy_shard(src, dst, lambda member: member.split(".", 1)[0] not in dropped)
-        else:
-            store.rename(stage_tar(out, name), tar_path)
-            tar = staged["tar"]
-        sources = [{k: v for k, v in row.items() if k != "clip_rows"} for row in staged["sources"]]
-        index = [c for row in staged["sources"] for c in row["clip_rows"]]
-        split, number = parse_shard_name(name)
+        chunks = sorted(set(grouped["staged"]), key=lambda c: parse_chunk_name(c)[1])
+        plan = store.read_json(plan_path(out, shard))
+        bounds = [parse_chunk_name(c)[1:] for c in chunks]
+        if [b[0] for b in bounds] != [0, *(b[1] for b in bounds[:-1])] or bounds[-1][1] != len(plan["sources"]):
+            raise RuntimeError(f"shard {shard}: staged chunks {chunks} do not cover its {len(plan['sources'])} sources")
+        sources, index = [], []
+        with store.atomic_writer(tar_path) as handle:
+            tar = TarAssembler(handle)
+            for chunk in chunks:
+                rows = store.read_json(stage_marker(out, chunk))["sources"]
+                with store.open_read(stage_tar(out, chunk)) as staged:
+                    for row in rows:
+                        offset, length = row.pop("range")
+                        clip_rows = row.pop("clip_rows")
+                        if row["source_id"] in duplicates:
+                            canonical = duplicates[row["source_id"]]
+                            row.update(status="duplicate", reason=DUPLICATE_REASON, duplicate_of=canonical, clips=0,
+                                       message=f"same audio as source {canonical}")
+                            self.duplicates.inc()
+                        elif length:
+                            staged.seek(offset)
+                            tar.write(staged.read(length))
+                            index.extend(clip_rows)
+                        sources.append(row)
+            stats = tar.close()
+        split, number = parse_shard_name(shard)
         store.write_json(marker_path, {
-            "shard": f"{name}.tar", "split": split, "index": number, "spec_hash": plan["spec_hash"],
-            "settings_hash": self.job.settings_hash, "retry": bool(plan.get("retry")), "tar": tar,
+            "shard": f"{shard}.tar", "split": split, "index": number, "spec_hash": plan["spec_hash"],
+            "settings_hash": self.job.settings_hash, "retry": bool(plan.get("retry")), "tar": stats,
             "sources": sources, "clips": index,
         })
-        store.remove(stage_marker(out, name))
-        store.remove(stage_tar(out, name))
+        for chunk in chunks:
+            store.remove(stage_marker(out, chunk))
+            store.remove(stage_tar(out, chunk))
         self.clips.inc(len(index))
         self.shards.inc()
-        yield name
+        yield shard
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The pipeline
 
 
-def build_pipeline(p: beam.Pipeline, job: JobSettings, pending: list[str], committed: list[str]) -> None:
+def build_pipeline(p: beam.Pipeline, job: JobSettings, chunks: list[str], committed: list[str]) -> None:
     """Add the build's transforms to ``p`` (see the module docstring for the graph)."""
     staged = (
         p
-        | "PendingShards" >> beam.Create(pending)
-        | "DecodeAndStage" >> beam.ParDo(StageShard(job)).with_outputs(PCM_TAG, main="shards")
+        | "PendingChunks" >> beam.Create(chunks)
+        | "DecodeAndStage" >> beam.ParDo(StageChunk(job)).with_outputs(PCM_TAG, main="shards")
     )
     hashes = [staged[PCM_TAG]]
     if committed:
@@ -351,7 +386,7 @@ def pipeline_options(beam_args: list[str], verbose: bool = False) -> tuple[Any, 
     return options, direct, workers
 
 
-def run_pipeline(job: JobSettings, pending: list[str], committed: list[str], beam_args: list[str],
+def run_pipeline(job: JobSettings, chunks: list[str], committed: list[str], beam_args: list[str],
                  verbose: bool = False) -> None:
     """Build and run the pipeline to completion. The DirectRunner runs as Beam's FnApiRunner (never Prism, which
     downloads a binary); any other ``--runner`` is used as given."""
@@ -366,6 +401,6 @@ def run_pipeline(job: JobSettings, pending: list[str], committed: list[str], bea
         provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
         runner = fn_runner.FnApiRunner(provision_info=provision)
     pipeline = beam.Pipeline(runner=runner, options=options)
-    build_pipeline(pipeline, job, pending, committed)
+    build_pipeline(pipeline, job, chunks, committed)
     result = pipeline.run()
     result.wait_until_finish()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from n2m.errors import UserError
 from n2m.schema import BUILD_VERSION, BuildLayout
 from pipelines.clips import ClipSettings
-from pipelines.job import WORK_DIR, final_paths, plan_path, stage_marker, stage_tar
+from pipelines.job import WORK_DIR, final_paths, parse_chunk_name, plan_path, stage_dir, stage_marker, stage_tar
 from pipelines.shards import ShardSpec, parse_shard_name, plan_shards
 from pipelines.sources import ListingStats, Source, iter_sources
 from pipelines.storage import Store, join
@@ -33,9 +33,10 @@ def settings_hash(clip: ClipSettings, splits: tuple[tuple[str, float], ...]) -> 
 
 @dataclass
 class Plan:
-    """Shards to process now (``pending``), shards already committed, and what the listing saw."""
+    """Shards to process now (``pending``: name -> number of sources), shards already committed, what the listing
+    saw."""
 
-    pending: list[str] = field(default_factory=list)
+    pending: dict[str, int] = field(default_factory=dict)
     committed: list[str] = field(default_factory=list)
     sources: int = 0
     build_id: str = ""
@@ -66,14 +67,16 @@ def clean_stale(out: str) -> int:
                 store.remove(join(folder, file))
                 removed += 1
     store.rmtree(join(out, WORK_DIR, "plan"))
-    stage_dir = join(out, WORK_DIR, "stage")
-    removed += store.remove_tmp_files(stage_dir)
-    for file in store.listdir(stage_dir):
-        name = file.rsplit(".", 1)[0]
-        committed = store.exists(final_paths(out, name)[1])
-        complete = store.exists(stage_tar(out, name)) and store.exists(stage_marker(out, name))
+    staged = stage_dir(out)
+    removed += store.remove_tmp_files(staged)
+    for file in store.listdir(staged):
+        chunk = file.rsplit(".", 1)[0]
+        if not file.endswith((".tar", ".json")):
+            continue
+        committed = store.exists(final_paths(out, parse_chunk_name(chunk)[0])[1])
+        complete = store.exists(stage_tar(out, chunk)) and store.exists(stage_marker(out, chunk))
         if committed or not complete:
-            store.remove(join(stage_dir, file))
+            store.remove(join(staged, file))
             removed += 1
     return removed
 
@@ -109,7 +112,7 @@ def plan_build(
         else:
             if write:
                 _write_plan(store, out, spec, digest)
-            plan.pending.append(spec.name)
+            plan.pending[spec.name] = len(spec.sources)
     plan.build_id = build.hexdigest()[:16]
     return plan
 
@@ -140,6 +143,6 @@ def plan_retry(out: str, clip: ClipSettings, splits: tuple[tuple[str, float], ..
     plan = Plan(committed=committed, build_id=build_id)
     for spec in plan_shards(_failed_sources(out), splits, per_shard, start=next_index, retry=True):
         _write_plan(store, out, spec, digest)
-        plan.pending.append(spec.name)
+        plan.pending[spec.name] = len(spec.sources)
         plan.sources += len(spec.sources)
     return plan

@@ -1,8 +1,8 @@
-"""Progress of a running build, polled from the driver: a tqdm bar over staged and committed shards.
+"""Progress of a running build, polled from the driver: a tqdm bar over staged chunks, committed shards as postfix.
 
 Beam runs the pipeline synchronously in the driver (DirectRunner) or remotely, so the driver cannot count elements
-itself; it watches the files the workers commit (stage markers, then final markers) under OUT instead, which works
-the same for a local folder and an fsspec URI.
+itself; it watches the files the workers commit (chunk stage markers, then shard markers) under OUT instead, which
+works the same for a local folder and an fsspec URI.
 """
 
 from __future__ import annotations
@@ -17,31 +17,34 @@ from typing import IO
 from tqdm.auto import tqdm
 
 from n2m.schema import BuildLayout
+from pipelines.job import parse_chunk_name, stage_dir
 from pipelines.shards import parse_shard_name
-from pipelines.storage import Store, join
+from pipelines.storage import Store
 
 
 class ShardProgress:
-    """Context manager: a bar of shards decoded (``n``) with the number committed as postfix."""
+    """Context manager: a bar of chunks decoded (a chunk of a committed shard counts as decoded), with the number of
+    shards committed as postfix."""
 
-    def __init__(self, out: str, pending: list[str], interval_s: float = 1.0, enabled: bool = True,
+    def __init__(self, out: str, chunks: list[str], interval_s: float = 1.0, enabled: bool = True,
                  stream: IO[str] | None = None):
         self.store, self.layout = Store(out), BuildLayout(out)
-        self.stage_dir = join(out, "_work", "stage")
-        self.pending = set(pending)
-        self.splits = sorted({parse_shard_name(n)[0] for n in pending})
+        self.stage_dir = stage_dir(out)
+        self.chunks = {c: parse_chunk_name(c)[0] for c in chunks}
+        self.shards = set(self.chunks.values())
+        self.splits = sorted({parse_shard_name(n)[0] for n in self.shards})
         self.interval_s = interval_s
         self.stop = threading.Event()
-        self.bar = tqdm(total=len(pending), unit="shard", desc="build", disable=not enabled, dynamic_ncols=True,
+        self.bar = tqdm(total=len(chunks), unit="chunk", desc="build", disable=not enabled, dynamic_ncols=True,
                         file=stream)
         self.thread = threading.Thread(target=self._run, name="n2m-progress", daemon=True)
 
     def _poll(self) -> None:
         committed = {
             f[:-5] for split in self.splits for f in self.store.listdir(self.layout.shard_dir(split)) if f.endswith(".json")
-        } & self.pending
-        staged = {f[:-5] for f in self.store.listdir(self.stage_dir) if f.endswith(".json")} & self.pending
-        self.bar.n = len(staged | committed)
+        } & self.shards
+        staged = {f[:-5] for f in self.store.listdir(self.stage_dir) if f.endswith(".json")}
+        self.bar.n = sum(chunk in staged or shard in committed for chunk, shard in self.chunks.items())
         self.bar.set_postfix(committed=len(committed), refresh=False)
         self.bar.refresh()
 

@@ -11,10 +11,9 @@ A shard becomes visible only by rename, and it exists only once its marker ``{sp
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -134,6 +133,10 @@ def plan_shards(
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Deterministic tar writing
+#
+# A USTAR archive is a run of members (512-byte header + data padded to 512) closed by two zero blocks and padded to
+# a 10240-byte record -- exactly what ``tarfile`` writes. Writing members as bytes lets a source's members be staged
+# on their own and the shard be assembled later by concatenation (leaving duplicates out) with the same bytes.
 
 
 def tar_member(name: str, size: int) -> tarfile.TarInfo:
@@ -147,52 +150,40 @@ def tar_member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-class HashingWriter(io.RawIOBase):
-    """A write-only stream that counts and SHA-1s what passes through to ``inner``."""
+def member_bytes(name: str, data: bytes) -> bytes:
+    """One tar member: header, data, zero padding to a 512-byte block."""
+    header = tar_member(name, len(data)).tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+    return header + data + b"\0" * (-len(data) % tarfile.BLOCKSIZE)
 
-    def __init__(self, inner: IO[bytes]):
-        self.inner = inner
+
+def sample_bytes(key: str, members: Mapping[str, bytes]) -> bytes:
+    """The members of one WebDataset sample (``{key}.{ext}``, extensions sorted)."""
+    return b"".join(member_bytes(f"{key}.{ext}", members[ext]) for ext in sorted(members))
+
+
+def tar_end(length: int) -> bytes:
+    """End-of-archive for ``length`` bytes of members: two zero blocks, then zeros up to a whole record."""
+    end = 2 * tarfile.BLOCKSIZE
+    return b"\0" * (end + (-(length + end) % tarfile.RECORDSIZE))
+
+
+class TarAssembler:
+    """Write members (as bytes) to a stream, then close the archive; tracks the size and SHA-1 of the tar."""
+
+    def __init__(self, handle: IO[bytes]):
+        self.handle = handle
         self.sha1 = hashlib.sha1()
         self.bytes = 0
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:  # type: ignore[override]
-        view = memoryview(data).cast("B")
-        self.sha1.update(view)
-        self.bytes += len(view)
-        self.inner.write(view)
-        return len(view)
-
-
-class ShardWriter:
-    """Append samples to a tar stream in call order: ``add(key, {"flac": bytes, "json": bytes})``."""
-
-    def __init__(self, handle: IO[bytes]):
-        self.stream = HashingWriter(handle)
-        self.tar = tarfile.open(fileobj=self.stream, mode="w|", format=tarfile.USTAR_FORMAT)
-
-    def add(self, key: str, members: Mapping[str, bytes]) -> None:
-        for ext in sorted(members):
-            data = members[ext]
-            self.tar.addfile(tar_member(f"{key}.{ext}", len(data)), io.BytesIO(data))
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+        self.sha1.update(data)
+        self.bytes += len(data)
 
     def close(self) -> dict[str, Any]:
-        """Finish the archive; returns ``{"bytes", "sha1"}`` of the tar."""
-        self.tar.close()
-        return {"bytes": self.stream.bytes, "sha1": self.stream.sha1.hexdigest()}
-
-
-def copy_shard(src: IO[bytes], dst: IO[bytes], keep: Callable[[str], bool]) -> dict[str, Any]:
-    """Stream the members of tar ``src`` whose name ``keep`` accepts into ``dst`` (headers unchanged)."""
-    writer = ShardWriter(dst)
-    with tarfile.open(fileobj=src, mode="r|") as tar:
-        for member in tar:
-            if keep(member.name):
-                handle = tar.extractfile(member)
-                writer.tar.addfile(tar_member(member.name, member.size), handle)
-    return writer.close()
+        """Write the end-of-archive blocks; returns ``{"bytes", "sha1"}`` of the whole tar."""
+        self.write(tar_end(self.bytes))
+        return {"bytes": self.bytes, "sha1": self.sha1.hexdigest()}
 
 
 def sample_json(fields: Mapping[str, Any]) -> bytes:

@@ -19,8 +19,8 @@ from n2m.errors import UserError
 from n2m.schema import source_id
 from pipelines.clips import ClipSettings, make_clips, segment_bounds
 from pipelines.fetch import FetchError, FetchSettings, fetch
-from pipelines.job import pick_duplicates
-from pipelines.shards import ShardWriter, assign_split, copy_shard, parse_splits, plan_shards
+from pipelines.job import parse_chunk_name, pick_duplicates, plan_chunks
+from pipelines.shards import TarAssembler, assign_split, parse_splits, plan_shards, sample_bytes, tar_member
 from pipelines.sources import ListingStats, Source, canonical_uri, iter_sources
 from pipelines.storage import Store
 
@@ -146,29 +146,43 @@ def test_duplicates_prefer_committed_then_smallest_id():
     assert list(pick_duplicates(("h", [("a", "train-000000", False)]))) == []
 
 
-def test_shard_writer_is_deterministic_and_copy_filters(tmp_path):
-    def write() -> bytes:
-        handle = io.BytesIO()
-        writer = ShardWriter(handle)
-        for key in ("0123456789abcdef_0000", "fedcba9876543210_0000"):
-            writer.add(key, {"json": b'{"k": 1}', "flac": audio.encode_flac(music(0.2, 8000, 1, 1), 8000)})
-        stats = writer.close()
-        assert stats["bytes"] == len(handle.getvalue())
-        return handle.getvalue()
+def _tarfile_archive(members: list[tuple[str, bytes]]) -> bytes:
+    """The reference: the same members written by the tarfile module."""
+    handle = io.BytesIO()
+    with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            tar.addfile(tar_member(name, len(data)), io.BytesIO(data))
+    return handle.getvalue()
 
-    first = write()
-    assert first == write()
-    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
-        assert [m.name for m in tar] == ["0123456789abcdef_0000.flac", "0123456789abcdef_0000.json",
-                                          "fedcba9876543210_0000.flac", "fedcba9876543210_0000.json"]
-        assert {(m.mtime, m.uid, m.uname) for m in tar} == {(946684800, 0, "")}
-    kept = io.BytesIO()
-    copy_shard(io.BytesIO(first), kept, lambda name: True)
-    assert kept.getvalue() == first
-    dropped = io.BytesIO()
-    copy_shard(io.BytesIO(first), dropped, lambda name: name.startswith("0123"))
-    with tarfile.open(fileobj=io.BytesIO(dropped.getvalue())) as tar:
-        assert [m.name for m in tar] == ["0123456789abcdef_0000.flac", "0123456789abcdef_0000.json"]
+
+def test_assembled_tars_equal_tarfile_output():
+    flac = audio.encode_flac(music(0.2, 8000, 1, 1), 8000)
+    samples = [(f"{i:016x}_0000", {"json": b'{"k": %d}' % i, "flac": flac[: 100 + 37 * i]}) for i in range(3)]
+    staged = [sample_bytes(key, files) for key, files in samples]
+    for keep in ([0, 1, 2], [0, 2], []):  # all, one source left out as a duplicate, none (an empty shard)
+        handle = io.BytesIO()
+        tar = TarAssembler(handle)
+        for i in keep:
+            tar.write(staged[i])
+        stats = tar.close()
+        expected = _tarfile_archive([(f"{samples[i][0]}.{ext}", samples[i][1][ext]) for i in keep
+                                     for ext in ("flac", "json")])
+        assert handle.getvalue() == expected and stats["bytes"] == len(expected)
+    with tarfile.open(fileobj=io.BytesIO(expected or _tarfile_archive([]))) as archive:
+        assert archive.getmembers() == []
+    with tarfile.open(fileobj=io.BytesIO(_tarfile_archive([("a.json", b"{}")]))) as archive:
+        assert {(m.mtime, m.uid, m.uname, m.mode) for m in archive} == {(946684800, 0, "", 0o444)}
+
+
+def test_chunks_cover_shards_in_order():
+    sizes = {"train-000000": 37, "train-000001": 5, "valid-000000": 1}
+    chunks = plan_chunks(sizes, workers=2)
+    for shard, n in sizes.items():
+        bounds = [parse_chunk_name(c)[1:] for c in chunks if parse_chunk_name(c)[0] == shard]
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert len(chunks) >= 16 and max(parse_chunk_name(c)[2] - parse_chunk_name(c)[1] for c in chunks) == 2
+    assert plan_chunks({"train-000000": 3}, workers=64) == [f"train-000000_00000{i}-00000{i + 1}" for i in range(3)]
 
 
 def test_atomic_writer_leaves_nothing_on_error(tmp_path):
