@@ -34,9 +34,8 @@ def options_for(beam_args: list[str], work_items: int, verbose: bool = False):
     if direct:
         if not _given(args, "direct_running_mode"):
             args.append("--direct_running_mode=multi_processing")
-        in_memory = any(a in ("--direct_running_mode=in_memory",) for a in args) or (
-            "--direct_running_mode" in args and args[args.index("--direct_running_mode") + 1:][:1] == ["in_memory"])
-        if not in_memory and not _given(args, "direct_num_workers"):
+        mode = PipelineOptions(args).view_as(DirectOptions).direct_running_mode
+        if mode != "in_memory" and not _given(args, "direct_num_workers"):
             args.append(f"--direct_num_workers={max(1, min(os.cpu_count() or 1, work_items))}")
     if not verbose and not _given(args, "default_sdk_harness_log_level"):
         args.append("--default_sdk_harness_log_level=WARNING")

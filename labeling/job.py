@@ -14,6 +14,9 @@ Stages (one Beam pipeline; every stage resumable per shard):
 5. driver: ``labels/NAME/manifest.json`` from the markers.
 
 A re-run skips every shard whose outputs carry the same settings digest; audio shards are never rewritten.
+Inference runs inside a per-shard DoFn rather than Beam's RunInference: the unit of resumption, storage and batching is
+the shard (a clip's windows are batched across the shard's clips), which RunInference's per-element batching does not
+express.
 """
 
 from __future__ import annotations

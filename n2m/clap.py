@@ -100,6 +100,7 @@ class ClapEmbedder:
     def from_pretrained(cls, path: str, device: str = "cpu", **kwargs) -> ClapEmbedder:
         """Load a ClapModel directory (local only). A missing or invalid directory is a one-line :class:`UserError`."""
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+        from transformers.utils import logging as hf_logging
 
         root = Path(path)
         if not (root / "config.json").is_file():
@@ -107,6 +108,8 @@ class ClapEmbedder:
                             "use 'n2m clap convert' for LAION .pt checkpoints or 'n2m clap-train' to make one")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"--device {device} requested but no CUDA device is available")
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # one bar per load per Beam worker is noise
         try:
             model = ClapModel.from_pretrained(str(root), local_files_only=True)
             feature_extractor = ClapFeatureExtractor.from_pretrained(str(root), local_files_only=True)
@@ -114,6 +117,9 @@ class ClapEmbedder:
         except (OSError, ValueError, KeyError, TypeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"cannot load CLAP model from {path}: {first}") from err
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         return cls(model, feature_extractor, tokenizer, dir_hash(root), str(root), device=device, **kwargs)
 
     @property

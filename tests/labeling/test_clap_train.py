@@ -93,3 +93,16 @@ def test_schedule_and_tag_augmentation():
     assert 0.4 < share < 0.6
     assert all(set(t.split(", ")) <= {"rock", "fast", "piano"} for t in texts if t != "full caption")
     assert track_text(rng, {"caption": "c", "tags": []}, 1.0) == "c"
+
+
+def test_init_fine_tunes_an_existing_clap_directory(corpus, micro_clap_dir):
+    root, manifest = corpus
+    out = root / "tuned"
+    assert _train("--build", str(root / "out"), "--captions", str(manifest), "--out", str(out), "--init",
+                  micro_clap_dir, "--max-steps", "3", "--batch-size", "4", "--warmup", "1") == 0
+    base, tuned = ClapEmbedder.from_pretrained(micro_clap_dir), ClapEmbedder.from_pretrained(str(out))
+    assert tuned.tokenizer.get_vocab() == base.tokenizer.get_vocab()  # the original tokenizer is kept
+    assert tuned.model.config.to_dict()["audio_config"] == base.model.config.to_dict()["audio_config"]
+    changed = [k for k, v in tuned.model.state_dict().items() if not torch.equal(v, base.model.state_dict()[k])]
+    assert changed  # weights moved
+    assert json.loads((out / "train.json").read_text())["lineage"]["init_sha1"] == base.model_id
