@@ -9,6 +9,7 @@ decode, downmix to mono, crop, band-limit and resample to the model's rate, then
 from __future__ import annotations
 
 import glob
+import json
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -41,7 +42,8 @@ def list_audio(spec: str | Path | list[str]) -> list[Path]:
     text = str(spec)
     path = Path(text)
     if path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES]
+        skip = _intermediates(path)
+        files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and p not in skip]
     elif path.is_file() and path.suffix.lower() == ".txt":
         base = path.parent
         lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
@@ -53,6 +55,19 @@ def list_audio(spec: str | Path | list[str]) -> list[Path]:
     else:
         raise UserError(f"no such audio directory, file or glob: {text}")
     return sorted(files)
+
+
+def _intermediates(root: Path) -> set[Path]:
+    """Files that ``n2m sample --keep-stages`` names as intermediate stage outputs in its sidecars (``{id}.16k.wav``
+    next to ``{id}.wav``): they are not outputs to evaluate."""
+    out: set[Path] = set()
+    for sidecar in root.rglob("*.json"):
+        try:
+            names = json.loads(sidecar.read_text()).get("intermediates") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        out.update(sidecar.parent / str(name) for name in names if isinstance(name, str))
+    return out
 
 
 def by_id(files: list[Path]) -> dict[str, Path]:

@@ -8,8 +8,8 @@ the same preprocessing is applied to the references so both sides see the same b
 CLAP score (with shuffled-prompt baseline, ground-truth audio score and the references' own score), counts, and what was
 missing or excluded.
 
-``--checkpoints`` generates the audio first through training's public sampling API (``training.sampling``,
-``n2m sample``), when it exists.
+``--checkpoints`` generates the audio first through training's public sampling API (``training.sampling.generate``,
+what ``n2m sample`` runs), writing ``{id}.wav`` and the same JSON sidecars as ``n2m sample`` into ``OUT/generated``.
 """
 
 from __future__ import annotations
@@ -77,17 +77,26 @@ def read_captions(path: str | Path, id_column: str = "ytid", caption_column: str
     return prompts, rows
 
 
-def generate(checkpoints: list[str], prompts: dict[str, str], out: Path, seed: int, device: str) -> Path:
-    """Generate ``{id}.wav`` (+ JSON sidecars) for every prompt with training's public sampling API."""
+def generate(args: argparse.Namespace, prompts: dict[str, str], out: Path) -> Path:
+    """Generate ``{id}.wav`` + ``{id}.json`` sidecars (the ``n2m sample`` format) for every prompt that has none yet,
+    through training's public sampling API (``training.sampling.generate``). Re-runs resume."""
     if importlib.util.find_spec("training.sampling") is None:
         raise UserError("generation needs n2m sample (training.sampling); pass --generated DIR with audio named by id")
     sampling = importlib.import_module("training.sampling")
-    api = getattr(sampling, "sample_prompts", None)
-    if api is None:
-        raise UserError("generation needs n2m sample (training.sampling.sample_prompts); pass --generated DIR")
+    writer = importlib.import_module("training.sample_cli")
     target = out / "generated"
-    api(checkpoints=list(checkpoints), prompts=dict(prompts), out_dir=str(target), seconds=GENERATED_SECONDS,
-        seed=seed, device=device)
+    target.mkdir(parents=True, exist_ok=True)
+    todo = [sampling.Prompt(i, text) for i, text in prompts.items() if not (target / f"{i}.json").is_file()]
+    if todo:
+        options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
+                   if v is not None}
+        checkpoints = writer.checkpoint_spec(args.checkpoints)
+        results = sampling.generate(todo, args.cascade, checkpoints, seconds=args.generate_seconds, seed=args.seed,
+                                    batch_size=args.batch_size, device=args.device, **options)
+        config = {**resolved(args), "seed": args.seed, "cascade": args.cascade, "seconds": args.generate_seconds}
+        for result in results:
+            writer.write_result(target, result, config)
+    print(f"generated {len(todo)} clips ({len(prompts) - len(todo)} already there) in {target}")
     return target
 
 
@@ -98,8 +107,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give --vggish WEIGHTS and/or --clap DIR")
     prompts, rows = read_captions(args.captions, args.id_column, args.caption_column, args.subset)
     out = out_dir(args, "musiccaps")
-    generated_dir = Path(args.generated) if args.generated else generate(args.checkpoints, prompts, out, args.seed,
-                                                                         args.device)
+    generated_dir = Path(args.generated) if args.generated else generate(args, prompts, out)
     ref_by_id = by_id(list_audio(args.reference_audio))
     gen_by_id = by_id(list_audio(str(generated_dir)))
     reference = [ref_by_id[i] for i in prompts if i in ref_by_id]
@@ -153,13 +161,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-audio", required=True, help="directory of reference clips named by id ({ytid}.wav)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--generated", help="directory of generated audio named by id ({ytid}.wav)")
-    source.add_argument("--checkpoints", nargs="+", help="generate first with n2m sample from these checkpoints")
+    source.add_argument("--checkpoints", metavar="DIR|STAGE=PATH,...",
+                        help="generate first (into OUT/generated, resumable) through training's sampling API from "
+                             "these stage checkpoints (as 'n2m sample --checkpoints')")
     p.add_argument("--subset", default="all", choices=sorted(SUBSETS),
                    help="all rows, or the is_audioset_eval rows (2,858 in MusicCaps)")
     p.add_argument("--id-column", default="ytid", help="CSV column naming the clip id (file stem)")
     p.add_argument("--caption-column", default="caption", help="CSV column with the prompt text")
     p.add_argument("--vggish", metavar="WEIGHTS", help="torchvggish state dict for FAD_VGG")
     p.add_argument("--clap", metavar="DIR", help="CLAP model directory for FAD_CLAP and the CLAP score")
+    gen = p.add_argument_group("generation (with --checkpoints; defaults: the paper's per-stage settings)")
+    gen.add_argument("--cascade", default="waveform", choices=("waveform", "spectrogram"), help="which cascade")
+    gen.add_argument("--generate-seconds", type=float, default=GENERATED_SECONDS,
+                     help="length of each generated clip; the middle --crop-seconds are scored")
+    gen.add_argument("--sampler", help="ancestral, ddim or dpmpp for every stage")
+    gen.add_argument("--steps", type=int, help="sampling steps for every stage")
+    gen.add_argument("--guidance", type=float, help="classifier-free guidance scale of the text stages")
+    gen.add_argument("--batch-size", type=int, default=4, help="clips sampled together")
     add_fad_options(p)
     add_embedding_options(p)
     add_output_options(p)

@@ -22,9 +22,9 @@ from n2m import audio
 from n2m.audio import AudioError
 from n2m.provenance import now_iso, versions, write_json
 
-# Keys of a generated file's JSON sidecar that describe where the audio came from (issue 7's ``n2m sample``).
-LINEAGE_KEYS = ("checkpoint", "checkpoints", "stage", "stages", "label_set", "build", "build_id", "run", "sampler",
-                "steps", "guidance", "cfg", "model", "config_hash")
+# Keys of a generated file's JSON sidecar (``n2m sample`` writes them) that say where the audio came from.
+LINEAGE_KEYS = ("cascade", "stages", "lineage", "sampler_settings", "run_seed", "seconds", "sample_rate",
+                "checkpoint", "checkpoints", "label_set", "build")
 SAMPLE_RATE = 16000
 SAMPLE_SECONDS = 10.0
 MAX_SAMPLE_BYTES = 6 * 1024 * 1024

@@ -162,14 +162,67 @@ def test_musiccaps_harness(tmp_path, vggish_weights, clap_dir):
     assert rep["sets"]["generated (vggish)"]["used"] == 3
 
 
-def test_musiccaps_generation_needs_the_sampling_api(tmp_path, capsys):
-    if importlib.util.find_spec("training.sampling") is not None:
-        pytest.skip("training.sampling exists: generation is exercised by its own tests")
-    _write_captions(tmp_path / "caps.csv", [{"ytid": "a", "caption": "x", "is_audioset_eval": "True"}])
-    code = cli.main(["eval", "musiccaps", "--captions", str(tmp_path / "caps.csv"), "--reference-audio",
-                     str(tmp_path), "--checkpoints", "x.ckpt", "--clap", "/nowhere"])
-    assert code == 2
-    assert "generation needs n2m sample (training.sampling)" in capsys.readouterr().err
+def _tiny_waveform_cascade(root):
+    """Untrained tiny waveform-cascade checkpoints, made by the training tests' own factory (skip when absent)."""
+    import sys
+    from pathlib import Path
+
+    training_tests = Path(__file__).resolve().parents[1] / "training"
+    sys.path.insert(0, str(training_tests))
+    try:
+        from builders import LONG, SHORT, write_tiny_t5
+        from test_sampling_cascade import _tiny_checkpoint
+    except ImportError as err:
+        pytest.skip(f"training's tiny checkpoint factory is not available: {err}")
+    finally:
+        sys.path.remove(str(training_tests))
+    t5 = write_tiny_t5(root / "t5", LONG + SHORT)
+    models = root / "models"
+    models.mkdir()
+    (root / "work").mkdir()
+    for stage in ("generator", "cascader", "sr_cascader"):
+        shutil.copy(_tiny_checkpoint(stage, root / "work", str(t5)), models / f"{stage}.ckpt")
+    return models
+
+
+def test_musiccaps_generates_through_the_sampling_api(tmp_path, clap_dir, capsys):
+    if importlib.util.find_spec("training.sampling") is None:
+        _write_captions(tmp_path / "caps.csv", [{"ytid": "a", "caption": "x", "is_audioset_eval": "True"}])
+        code = cli.main(["eval", "musiccaps", "--captions", str(tmp_path / "caps.csv"), "--reference-audio",
+                         str(tmp_path), "--checkpoints", "x", "--clap", "/nowhere"])
+        assert code == 2 and "generation needs n2m sample (training.sampling)" in capsys.readouterr().err
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: one intra-op thread is fastest on shared cores
+    try:
+        models = _tiny_waveform_cascade(tmp_path)
+        ids = ["yt-calm", "yt-rock"]
+        _write_captions(tmp_path / "caps.csv", [
+            {"ytid": ids[0], "caption": "a calm piano piece with soft strings", "is_audioset_eval": "True"},
+            {"ytid": ids[1], "caption": "an energetic rock song with loud drums", "is_audioset_eval": "True"}])
+        ref = tmp_path / "ref"
+        ref.mkdir()
+        for k, i in enumerate(ids):
+            audio.write(ref / f"{i}.wav", tone(10.0, 16000, 300 + 200 * k, seed=k), 16000)
+        out = tmp_path / "mc"
+        argv = ["eval", "musiccaps", "--captions", str(tmp_path / "caps.csv"), "--reference-audio", str(ref),
+                "--checkpoints", str(models), "--generate-seconds", "12", "--steps", "2", "--clap", clap_dir,
+                "--bootstrap", "0", "--out", str(out), "--no-cache"]
+        assert cli.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    for i in ids:
+        assert audio.info(str(out / "generated" / f"{i}.wav"))[0] == 24000
+        assert json.loads((out / "generated" / f"{i}.json").read_text())["prompt_id"] == i
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["counts"]["generated_found"] == 2 and rep["metrics"]["CLAP_score"]["n"] == 2
+    assert rep["lineage"]["with_sidecar"] == 2 and rep["lineage"]["values"]["cascade"] == ["waveform"]
+    assert rep["lineage"]["values"]["stages"][0]["generator"]["sha1"]
+    # A re-run finds the clips and generates nothing.
+    assert cli.main(argv) == 0
+    assert "generated 0 clips (2 already there)" in capsys.readouterr().out
 
 
 def test_bad_input_is_a_one_line_error(tmp_path, capsys, audio_sets):

@@ -116,6 +116,10 @@ def test_listing_and_ids(tmp_path):
     assert [p.name for p in list_audio(str(tmp_path / "**" / "*.wav"))] == ["x.wav"]
     with pytest.raises(UserError):
         list_audio(tmp_path / "nope")
+    # Intermediate stage outputs that an n2m sample sidecar lists are not outputs to evaluate.
+    sf.write(tmp_path / "y.16k.wav", np.zeros(100), 8000)
+    (tmp_path / "y.json").write_text('{"id": "y", "intermediates": ["y.16k.wav"]}')
+    assert [p.name for p in list_audio(tmp_path)] == ["x.wav", "y.flac"]
     sf.write(tmp_path / "d" / "y.wav", np.zeros(100), 8000)
     with pytest.raises(UserError, match="share the id"):
         by_id(list_audio(tmp_path))
