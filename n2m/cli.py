@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("text prompts -> 24 kHz music through a trained cascade (waveform or spectrogram path)", "training.sample_cli"),
     "clap-train": ("contrastive training of a small CLAP (or fine-tuning one) on clips with known captions", "labeling.clap_train"),
     "label-eval": ("how right a label set is: per-aspect precision vs chance, CLAP score vs shuffled", "labeling.label_eval"),
+    "eval": ("evaluate generated audio: FAD (VGGish, CLAP), FAD-inf, CLAP score, MusicCaps protocol, HTML reports", "eval.cli"),
 }
 
 _EPILOG = """\
