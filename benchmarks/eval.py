@@ -144,8 +144,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per file")
     parser.add_argument("--rate", type=int, default=24000, help="sample rate of the files (n2m sample writes 24 kHz)")
     parser.add_argument("--models", default="vggish,clap", help="comma-separated: vggish, clap")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1 gives stable figures on a shared machine)")
     parser.add_argument("--screenshot", help="also write a report page and screenshot it to this PNG")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}, CPU cores: {os.cpu_count()}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:

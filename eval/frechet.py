@@ -44,12 +44,14 @@ class FrechetWarning(UserWarning):
 class Stats:
     """Gaussian statistics of a set of embeddings: ``n`` rows, ``mean`` ``[D]`` and ``cov`` ``[D, D]`` (float64, ddof=1).
 
-    A set with a single row has a zero covariance (a point mass).
+    A set with a single row has a zero covariance (a point mass). ``factor`` ``[k, D]``, when known and ``k < D``, is
+    a matrix with ``cov = factor^T factor`` (the centred rows over ``sqrt(n - 1)``): it makes the trace term cheap.
     """
 
     n: int
     mean: np.ndarray
     cov: np.ndarray
+    factor: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -93,9 +95,13 @@ class StatsAccumulator:
 
 
 def stats_of(x: np.ndarray) -> Stats:
-    """Statistics of embeddings ``[N, D]``."""
+    """Statistics of embeddings ``[N, D]`` (with the low-rank ``factor`` when ``N <= D``)."""
     x = np.asarray(x)
-    return StatsAccumulator(x.shape[1]).update(x).stats()
+    stats = StatsAccumulator(x.shape[1]).update(x).stats()
+    if x.shape[0] <= x.shape[1]:
+        factor = (np.asarray(x, np.float64) - stats.mean) / np.sqrt(max(x.shape[0] - 1, 1))
+        stats = Stats(stats.n, stats.mean, stats.cov, factor)
+    return stats
 
 
 def stats_from_sums(n: int, total: np.ndarray, outer: np.ndarray) -> Stats:
@@ -119,6 +125,7 @@ class FrechetResult:
     """``value`` is the reported FD (eigendecomposition path), or None when no valid value exists.
 
     ``value_sqrtm`` is the same distance with scipy's ``sqrtm`` (None when that path failed or was skipped).
+    ``value`` uses :func:`trace_sqrt` (eigendecomposition of a symmetric PSD matrix: always real).
     """
 
     value: float | None
@@ -145,6 +152,21 @@ def trace_sqrt_eig(cov1: np.ndarray, cov2: np.ndarray) -> float:
     inner = root @ cov2 @ root
     w = np.linalg.eigvalsh((inner + inner.T) / 2)
     return float(np.sqrt(np.clip(w, 0.0, None)).sum())
+
+
+def trace_sqrt(a: Stats, b: Stats) -> float:
+    """``tr((S_a S_b)^(1/2))`` by the cheapest exact route. With factors ``S = F^T F`` (``k`` rows, ``k < D``), the
+    non-zero spectrum of ``S_a S_b`` is that of ``F_a S_b F_a^T`` (``k x k``, symmetric PSD), and with both factors
+    the trace is the nuclear norm of ``F_a F_b^T``; otherwise :func:`trace_sqrt_eig` on ``D x D``."""
+    fa = a.factor if a.factor is not None and a.factor.shape[0] < a.dim else None
+    fb = b.factor if b.factor is not None and b.factor.shape[0] < b.dim else None
+    if fa is not None and fb is not None:
+        return float(np.linalg.svd(fa @ fb.T, compute_uv=False).sum())
+    if fa is None and fb is None:
+        return trace_sqrt_eig(a.cov, b.cov)
+    factor, cov = (fa, b.cov) if fa is not None else (fb, a.cov)
+    inner = factor @ cov @ factor.T
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0.0, None)).sum())
 
 
 def trace_sqrt_scipy(cov1: np.ndarray, cov2: np.ndarray) -> tuple[float | None, str | None]:
@@ -180,7 +202,7 @@ def frechet_distance(a: Stats, b: Stats, check: bool = True) -> FrechetResult:
     diff = a.mean - b.mean
     mean_term = float(diff @ diff)
     traces = float(np.trace(a.cov) + np.trace(b.cov))
-    tr_eig = trace_sqrt_eig(a.cov, b.cov)
+    tr_eig = trace_sqrt(a, b)
     fd = mean_term + traces - 2.0 * tr_eig
     fd_sqrtm = None
     if check:
@@ -285,12 +307,14 @@ class Bootstrap:
 
 
 def _weighted_stats(frames: np.ndarray, weights: np.ndarray) -> Stats:
-    """Statistics of ``frames`` ``[N, D]`` where row ``i`` is counted ``weights[i]`` times."""
+    """Statistics of ``frames`` ``[N, D]`` where row ``i`` is counted ``weights[i]`` times (with the factor
+    ``sqrt(w_i) (x_i - mean) / sqrt(W - 1)`` over the drawn rows when there are fewer of them than ``D``)."""
     total = weights.sum()
     mean = weights @ frames / total
-    centred = frames - mean
-    cov = (centred * weights[:, None]).T @ centred / max(total - 1, 1)
-    return Stats(int(total), mean, cov)
+    drawn = weights > 0
+    scaled = (frames[drawn] - mean) * np.sqrt(weights[drawn] / max(total - 1, 1))[:, None]
+    factor = scaled if scaled.shape[0] < frames.shape[1] else None
+    return Stats(int(total), mean, scaled.T @ scaled, factor)
 
 
 def bootstrap(reference_files: Sequence[np.ndarray], generated_files: Sequence[np.ndarray], reps: int = 200,

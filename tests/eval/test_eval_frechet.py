@@ -74,6 +74,19 @@ def test_identity_symmetry_and_order_invariance():
     np.testing.assert_allclose(st.cov, np.cov(x, rowvar=False), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("na,nb", [(10, 30), (25, 200), (7, 9)])
+def test_low_rank_factor_route_equals_the_full_eigendecomposition(na, nb):
+    rng = np.random.default_rng(na)
+    d = 40
+    a, b = stats_of(rng.normal(size=(na, d))), stats_of(rng.normal(size=(nb, d)) * 2 + 1)
+    full = frechet.trace_sqrt_eig(a.cov, b.cov)
+    assert a.factor is not None and (b.factor is not None) == (nb <= d)
+    # The D x D route takes square roots of ~1e-16 rounding eigenvalues of the singular covariance (errors ~1e-8).
+    assert frechet.trace_sqrt(a, b) == pytest.approx(full, rel=1e-6)
+    assert frechet.trace_sqrt(b, a) == pytest.approx(frechet.trace_sqrt(a, b), rel=1e-12)
+    np.testing.assert_allclose(a.factor.T @ a.factor, a.cov, atol=1e-12)
+
+
 def test_sum_form_matches_streaming_form():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(300, 8)) + 50.0
