@@ -19,6 +19,8 @@ from n2m.schema import INDEX_SCHEMA, SOURCE_STATUSES, SOURCES_SCHEMA, SPLITS, Bu
 from pipelines.shards import parse_shard_name
 from pipelines.storage import TMP_MARK, Store
 
+ROW_GROUP = 65536  # rows buffered before a Parquet row group is written
+
 
 @dataclass
 class Totals:
@@ -101,6 +103,8 @@ def write_tables(out: str, clip_s: float) -> Totals:
     """
     store, layout = Store(out), BuildLayout(out)
     totals = Totals()
+    index_rows: list[dict] = []
+    source_rows: list[dict] = []
     with (
         store.atomic_writer(layout.index) as index_handle,
         store.atomic_writer(layout.sources) as sources_handle,
@@ -122,10 +126,20 @@ def write_tables(out: str, clip_s: float) -> Totals:
                 totals.padded_clips += bool(clip["padded"])
                 totals.seconds_out_content += clip["duration_s"]
             totals.seconds_out += clip_s * len(clip_rows)
-            index_writer.write_table(pa.Table.from_pylist(clip_rows, schema=INDEX_SCHEMA))
-            sources_writer.write_table(pa.Table.from_pylist(
-                [{k: r.get(k) for k in SOURCES_SCHEMA.names} for r in rows], schema=SOURCES_SCHEMA))
+            index_rows += clip_rows
+            source_rows += [{k: r.get(k) for k in SOURCES_SCHEMA.names} for r in rows]
+            if len(index_rows) + len(source_rows) >= ROW_GROUP:
+                _flush(index_writer, index_rows, INDEX_SCHEMA)
+                _flush(sources_writer, source_rows, SOURCES_SCHEMA)
+        _flush(index_writer, index_rows, INDEX_SCHEMA)
+        _flush(sources_writer, source_rows, SOURCES_SCHEMA)
     return totals
+
+
+def _flush(writer: pq.ParquetWriter, rows: list[dict], schema: pa.Schema) -> None:
+    """Write buffered rows as one row group (also when empty, so the file always has its schema) and clear them."""
+    writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    rows.clear()
 
 
 def format_summary(build: dict[str, Any]) -> str:

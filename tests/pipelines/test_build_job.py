@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -107,6 +108,9 @@ def test_rerun_is_byte_identical_across_runner_modes(corpus, built, tmp_path):
     assert build(corpus.manifest, built) == 0
     assert {p: (built / p).stat().st_mtime_ns for p in shard_bytes(built)} == before
     assert json.loads((built / "build.json").read_text())["run"]["shards_processed"] == 0
+    # other settings into the same OUT: refused in one line, nothing touched
+    assert build(corpus.manifest, built, "--clip-seconds", "3") == 2
+    assert {p: (built / p).stat().st_mtime_ns for p in shard_bytes(built)} == before
 
 
 def test_max_failure_rate_fails_after_writing_tables(corpus, built, capsys):
@@ -183,3 +187,26 @@ def test_retry_failed_refetches_into_new_shards(tmp_path, http_server):
     new_keys = {s["__key__"] for s in wds.WebDataset(str(out / next(iter(new))), shardshuffle=False)}
     assert new_keys == {f"{source_id(flaky)}_0000", f"{source_id(flaky)}_0001"}
     assert json.loads((out / "build.json").read_text())["counts"]["by_status"]["failed"] == 0
+
+
+def test_remote_fsspec_output(tmp_path):
+    """OUT as an fsspec URI (memory://, in-process runner since that filesystem lives in one process)."""
+    import fsspec
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        audio.write(src / f"{i}.wav", music(3.5, 22050, 1, seed=300 + i), 22050)
+    out = "memory://n2m-build-test/out"
+    assert build(src, out, "--direct_running_mode=in_memory") == 0
+    fs = fsspec.filesystem("memory")
+    tars = fs.glob("/n2m-build-test/out/shards/*/*.tar")
+    assert tars and all(fs.exists(t[:-4] + ".json") for t in tars)
+    keys = []
+    for t in tars:
+        with tarfile.open(fileobj=io.BytesIO(fs.cat(t))) as archive:
+            keys += [m.name for m in archive]
+    assert len(keys) == 3 * 2 * 2  # 3 sources x 2 clips x (flac, json)
+    index = pq.read_table(io.BytesIO(fs.cat("/n2m-build-test/out/index.parquet"))).to_pylist()
+    assert len(index) == 6 and not fs.exists("/n2m-build-test/out/_work")
+    fs.rm("/n2m-build-test", recursive=True)
