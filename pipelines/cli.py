@@ -42,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     audio.add_argument("--silence-db", type=float, default=-60.0,
                        help="clips whose RMS is below this many dBFS are dropped; a source with only such clips is "
                             "filtered as silent (default -60)")
-    audio.add_argument("--max-source-seconds", type=float, default=3600.0,
-                       help="longer sources fail with reason too_long (default 3600)")
+    audio.add_argument("--max-source-seconds", type=float, default=1200.0,
+                       help="longer sources fail with reason too_long; also bounds memory, since a worker holds about "
+                            "three float32 copies of the source it decodes (default 1200)")
     shards = parser.add_argument_group("shards and splits")
     shards.add_argument("--split", default="train=0.98,valid=0.01,test=0.01",
                         help="split fractions; each SOURCE goes to one split by a hash of its id (default %(default)s)")

@@ -26,7 +26,7 @@ class ClipSettings:
     hop_s: float = 30.0
     min_clip_s: float = 15.0
     silence_db: float = -60.0
-    max_source_s: float = 3600.0
+    max_source_s: float = 1200.0
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.channels <= 0:

@@ -23,6 +23,7 @@ on chunking, worker count, interruptions or timing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import traceback
@@ -402,5 +403,23 @@ def run_pipeline(job: JobSettings, chunks: list[str], committed: list[str], beam
         runner = fn_runner.FnApiRunner(provision_info=provision)
     pipeline = beam.Pipeline(runner=runner, options=options)
     build_pipeline(pipeline, job, chunks, committed)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with _worker_environment(WORKER_ENV if direct else {}):
+        result = pipeline.run()
+        result.wait_until_finish()
+
+
+# glibc gives every thread its own malloc arena, and each arena keeps tens of MB of freed decode buffers: capping the
+# arenas halved the peak RSS of a DirectRunner worker (~700 -> ~330 MB on 2-minute stereo sources) at no measured
+# speed cost. Worker processes inherit the driver's environment when they start; an explicit setting wins.
+WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
+
+
+@contextlib.contextmanager
+def _worker_environment(values: dict[str, str]) -> Iterator[None]:
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
