@@ -198,7 +198,7 @@ def run_build(args: argparse.Namespace) -> int:
         from pipelines.progress import ShardProgress, worker_output_to
 
         settings = job.JobSettings(out, clip, fetch, digest, args.threads, args.fetch_concurrency)
-        chunks = job.plan_chunks(the_plan.pending, workers or 8)
+        chunks = job.plan_chunks(the_plan.pending, job.chunk_size(the_plan.sources, workers or 8, per_shard))
         log = None if args.verbose or not direct else _worker_log(out)
         try:
             with (

@@ -24,6 +24,7 @@ on chunking, worker count, interruptions or timing.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import traceback
@@ -106,11 +107,16 @@ def parse_chunk_name(chunk: str) -> tuple[str, int, int]:
     return shard, int(start), int(stop)
 
 
-def plan_chunks(sizes: dict[str, int], workers: int, per_worker: int = 16) -> list[str]:
-    """Cut pending shards (name -> number of sources) into chunks: ~``per_worker`` chunks per worker, never more
-    sources than a shard holds, at least one source each."""
-    total = sum(sizes.values())
-    size = max(1, min(max(sizes.values(), default=1), -(-total // (per_worker * max(workers, 1)))))
+def chunk_size(sources: int, workers: int, per_shard: int, per_worker: int = 16) -> int:
+    """Sources per chunk: about ``per_worker`` chunks per worker over the whole plan, at most a shard, at least 1.
+
+    It depends only on the plan (not on what is left to do), so a resumed run finds the chunks it staged before.
+    """
+    return max(1, min(per_shard, -(-sources // (per_worker * max(workers, 1)))))
+
+
+def plan_chunks(sizes: dict[str, int], size: int) -> list[str]:
+    """Cut pending shards (name -> number of sources) into chunks of ``size`` consecutive sources."""
     return [chunk_name(shard, start, min(start + size, n)) for shard, n in sizes.items() for start in range(0, n, size)]
 
 
@@ -163,8 +169,6 @@ def _process(item: tuple[Source, bytes | Exception], settings: clips.ClipSetting
 def source_row(source: Source, split: str, processed: clips.Processed, settings: clips.ClipSettings,
                shard: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, bytes]]]]:
     """The sources.parquet row (plus ``text``, ``silent_clips``, ``clip_rows``) and the tar samples of one source."""
-    import json
-
     sid = source.source_id
     samples, clip_rows = [], []
     for clip in processed.clips:

@@ -19,7 +19,7 @@ from n2m.errors import UserError
 from n2m.schema import source_id
 from pipelines.clips import ClipSettings, make_clips, segment_bounds
 from pipelines.fetch import FetchError, FetchSettings, fetch
-from pipelines.job import parse_chunk_name, pick_duplicates, plan_chunks
+from pipelines.job import chunk_size, parse_chunk_name, pick_duplicates, plan_chunks
 from pipelines.shards import TarAssembler, assign_split, parse_splits, plan_shards, sample_bytes, tar_member
 from pipelines.sources import ListingStats, Source, canonical_uri, iter_sources
 from pipelines.storage import Store
@@ -176,13 +176,15 @@ def test_assembled_tars_equal_tarfile_output():
 
 def test_chunks_cover_shards_in_order():
     sizes = {"train-000000": 37, "train-000001": 5, "valid-000000": 1}
-    chunks = plan_chunks(sizes, workers=2)
+    assert chunk_size(43, workers=2, per_shard=37) == 2 and chunk_size(10**6, 2, 37) == 37
+    assert chunk_size(3, workers=64, per_shard=37) == 1
+    chunks = plan_chunks(sizes, 2)
     for shard, n in sizes.items():
         bounds = [parse_chunk_name(c)[1:] for c in chunks if parse_chunk_name(c)[0] == shard]
         assert bounds[0][0] == 0 and bounds[-1][1] == n
         assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     assert len(chunks) >= 16 and max(parse_chunk_name(c)[2] - parse_chunk_name(c)[1] for c in chunks) == 2
-    assert plan_chunks({"train-000000": 3}, workers=64) == [f"train-000000_00000{i}-00000{i + 1}" for i in range(3)]
+    assert plan_chunks({"train-000000": 3}, 1) == [f"train-000000_00000{i}-00000{i + 1}" for i in range(3)]
 
 
 def test_atomic_writer_leaves_nothing_on_error(tmp_path):
