@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import soundfile as sf
 import webdataset as wds
 from build_helpers import BUILD_FLAGS, CLIP_S, OUT_SR, build, music, shard_bytes
@@ -210,3 +211,23 @@ def test_remote_fsspec_output(tmp_path):
     index = pq.read_table(io.BytesIO(fs.cat("/n2m-build-test/out/index.parquet"))).to_pylist()
     assert len(index) == 6 and not fs.exists("/n2m-build-test/out/_work")
     fs.rm("/n2m-build-test", recursive=True)
+
+
+def test_synth_manifest_is_a_valid_input(tmp_path):
+    """``n2m synth``'s manifest.jsonl as SRC: its columns reach each clip's meta and its caption the clip's text."""
+    from n2m.cli import COMMANDS, main
+
+    if "synth" not in COMMANDS:
+        pytest.skip("n2m synth is not registered")
+    assert main(["synth", "--out", str(tmp_path / "synth"), "--tracks", "3", "--min-seconds", "3",
+                 "--max-seconds", "4"]) == 0
+    manifest = tmp_path / "synth" / "manifest.jsonl"
+    rows = {str((manifest.parent / r["path"]).resolve()): r for r in map(json.loads, manifest.read_text().splitlines())}
+    assert build(manifest, tmp_path / "out", "--direct_running_mode=in_memory") == 0
+    samples = _samples(tmp_path / "out")
+    assert {json.loads(s["json"])["source_uri"] for s in samples} == set(rows)
+    for sample in samples:
+        meta = json.loads(sample["json"])
+        row = rows[meta["source_uri"]]
+        assert meta["text"] == [row["caption"]]
+        assert {k: v for k, v in row.items() if k != "path"} == meta["meta"]
