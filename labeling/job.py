@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +34,6 @@ from labeling.io import exists, glob, load_npz, read_bytes, save_npz, write_byte
 from labeling.vocabset import Vocabulary
 from n2m.errors import UserError
 from n2m.schema import LABELS_SCHEMA, LABELS_VERSION, BuildLayout
-
-log = logging.getLogger(__name__)
 
 FAILURES_IN_MANIFEST = 1_000
 

@@ -13,9 +13,10 @@ Audio (one clip ``[C, T]`` or ``[T]`` float at any rate -> one ``[D]`` vector)
      A trailing remainder of at least ``min_tail_s`` (default half a window) becomes one more window; a shorter one is
      dropped. A clip shorter than one window is one window. Windows that are shorter than ``window_s`` are
      repeat-padded as LAION CLAP trains them (``repeatpad``: the audio tiled ``floor(W / n)`` times, then zeros).
-     Every window handed to the feature extractor is exactly ``W`` samples, so its ``truncation`` never crops
-     (``rand_trunc`` on ``> W`` samples) and nothing random happens; for fusion models ``is_longer`` is forced to
-     ``False`` for every window (the extractor would otherwise flag one window at random).
+     Every window is exactly ``W`` samples, so no truncation ever applies (the extractor's ``rand_trunc`` random-crops
+     longer inputs, its default ``fusion`` random-picks crops) and nothing random happens; for fusion models
+     ``is_longer`` is ``False`` for every window (the extractor would flag one window at random). The log-mel
+     features are the extractor's (on accelerators computed with ``torch.stft``, :meth:`ClapEmbedder.features`).
   3. Each window goes through the audio tower and the projection *without* the final normalisation; the clip's
      embedding is the mean of these raw window embeddings, then L2-normalised (Noise2Music, arXiv 2302.03917,
      section 3.3: "the average of the CLAP embeddings of its 10-second segments").
@@ -92,6 +93,8 @@ class ClapEmbedder:
         self.fusion = bool(model.config.audio_config.enable_fusion)
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
+        self._mel: torch.Tensor | None = None  # [mels, bins], built on first use
+        self._window: torch.Tensor | None = None
 
     # -----------------------------------------------------------------------------------------------------------------
     # Loading
@@ -150,19 +153,44 @@ class ClapEmbedder:
         return split_windows(mono, self.window_samples, int(round(self.min_tail_s * self.sample_rate)))
 
     def features(self, windows: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        """``[W]`` windows -> the model's inputs: ``input_features`` ``[B, 1|4, frames, mels]`` and ``is_longer``."""
-        out = self.feature_extractor(
-            windows,
-            sampling_rate=self.sample_rate,
-            truncation="fusion" if self.fusion else "rand_trunc",
-            padding="repeatpad",
-            max_length=self.window_samples,
-            return_tensors="pt",
-        )
-        inputs = {"input_features": out["input_features"].to(self.device, torch.float32)}
+        """``[W]`` windows -> the model's inputs: ``input_features`` ``[B, 1|4, frames, mels]`` and ``is_longer``.
+
+        On a CPU, transformers' ``ClapFeatureExtractor`` (its NumPy STFT is the faster one there); on an accelerator
+        the same log-mel computed with ``torch.stft`` on the device (:meth:`torch_log_mel`), so feature extraction
+        does not dwarf the model's forward. ``tests/labeling/test_clap_embedder.py`` checks both agree.
+        """
+        if self.device.type == "cpu":
+            out = self.feature_extractor(
+                windows,
+                sampling_rate=self.sample_rate,
+                truncation="fusion" if self.fusion else "rand_trunc",
+                padding="repeatpad",
+                max_length=self.window_samples,
+                return_tensors="pt",
+            )
+            features = out["input_features"].to(self.device, torch.float32)
+        else:
+            features = self.torch_log_mel(windows)
+        inputs = {"input_features": features}
         if self.fusion:
             inputs["is_longer"] = torch.zeros((len(windows), 1), dtype=torch.bool, device=self.device)
         return inputs
+
+    def torch_log_mel(self, windows: list[np.ndarray]) -> torch.Tensor:
+        """The extractor's log-mel of exactly-``W`` windows with torch: Hann window, centred reflect-padded STFT,
+        power, Slaney mel filters (HTK for fusion models, stacked 4 times), floor 1e-10, dB. ``[B, 1|4, frames, mels]``.
+        """
+        fe = self.feature_extractor
+        if self._mel is None:
+            filters = fe.mel_filters if self.fusion else fe.mel_filters_slaney  # [bins, mels]
+            self._mel = torch.as_tensor(np.asarray(filters), dtype=torch.float32, device=self.device).T.contiguous()
+            self._window = torch.hann_window(fe.fft_window_size, periodic=True, device=self.device)
+        x = torch.as_tensor(np.stack(windows), dtype=torch.float32, device=self.device)  # [B, W]
+        spec = torch.stft(x, n_fft=fe.fft_window_size, hop_length=fe.hop_length, window=self._window, center=True,
+                          pad_mode="reflect", return_complex=True).abs().pow(2)  # [B, bins, frames]
+        mel = 10.0 * torch.log10(torch.clamp(self._mel @ spec, min=1e-10))  # [B, mels, frames]
+        mel = mel.transpose(1, 2).unsqueeze(1)  # [B, 1, frames, mels]
+        return mel.expand(-1, 4, -1, -1).contiguous() if self.fusion else mel
 
     @torch.no_grad()
     def raw_audio_embeddings(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

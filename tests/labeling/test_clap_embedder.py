@@ -163,3 +163,21 @@ def test_text_token_states_shapes(micro_embedder):
     assert mask.shape == (2, 12)
     assert mask[0].sum() > mask[1].sum() >= 3  # <s> drums </s>
     assert not states.requires_grad
+
+
+@pytest.mark.parametrize("fusion", [False, True])
+def test_torch_log_mel_matches_the_feature_extractor(micro_embedder, fusion):
+    """The accelerator path (torch.stft) against transformers' NumPy extractor, for both filter banks."""
+    sr = micro_embedder.sample_rate
+    rng = np.random.default_rng(6)
+    windows = [(0.2 * rng.standard_normal(10 * sr)).astype(np.float32),
+               (1e-3 * np.sin(np.arange(10 * sr) * 0.05)).astype(np.float32)]
+    micro_embedder.fusion, micro_embedder._mel = fusion, None
+    try:
+        ours = micro_embedder.torch_log_mel(windows).numpy()
+    finally:
+        micro_embedder.fusion, micro_embedder._mel = False, None
+    fe = micro_embedder.feature_extractor
+    ref = fe(windows, sampling_rate=sr, truncation="fusion" if fusion else "rand_trunc", return_tensors="np")
+    assert ours.shape == ref["input_features"].shape
+    np.testing.assert_allclose(ours, ref["input_features"], atol=2e-3)  # dB
