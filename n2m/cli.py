@@ -24,11 +24,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vocab": ("caption vocabularies: LLM long-form sentences from track metadata, short-form aspects", "labeling.vocab.cli"),
     "label": ("pseudo-label every clip with CLAP: top-K per vocabulary, inverse-frequency captions (Beam)", "labeling.cli"),
     "clap": ("CLAP model utilities: convert original LAION checkpoints to the transformers layout", "labeling.clap_cli"),
+    "clap-train": ("contrastive training of a small CLAP (or fine-tuning one) on clips with known captions", "labeling.clap_train"),
+    "label-eval": ("how right a label set is: per-aspect precision vs chance, CLAP score vs shuffled", "labeling.label_eval"),
     "train": ("train one stage of the cascade (Lightning; 1D Efficient U-Net diffusion) from shards + a label set", "training.train_cli"),
     "export": ("a training checkpoint's EMA weights -> safetensors + config.json for inference", "training.export_cli"),
     "sample": ("text prompts -> 24 kHz music through a trained cascade (waveform or spectrogram path)", "training.sample_cli"),
-    "clap-train": ("contrastive training of a small CLAP (or fine-tuning one) on clips with known captions", "labeling.clap_train"),
-    "label-eval": ("how right a label set is: per-aspect precision vs chance, CLAP score vs shuffled", "labeling.label_eval"),
     "eval": ("evaluate generated audio: FAD (VGGish, CLAP), FAD-inf, CLAP score, MusicCaps protocol, HTML reports", "eval.cli"),
 }
 
