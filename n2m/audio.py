@@ -365,11 +365,16 @@ def pcm_hash(samples: np.ndarray) -> str:
 
 
 def encode(samples: np.ndarray, sample_rate: int, fmt: str = "FLAC", subtype: str = "PCM_16") -> bytes:
-    """Encode ``[C, T]`` float audio to bytes (clipped to [-1, 1]). ``fmt``: FLAC, WAV, OGG or MP3 (libsndfile)."""
+    """Encode ``[C, T]`` float audio to bytes (clipped to [-1, 1]). ``fmt``: FLAC, WAV, OGG or MP3 (libsndfile).
+
+    Frames are handed to libsndfile in blocks: given a long signal in one call, libvorbis overflows its stack and kills
+    the process (libsndfile issue 1095, python-soundfile issues 396/426; about 70 s at 32 kHz).
+    """
     buffer = io.BytesIO()
-    clipped = np.clip(samples, -1.0, 1.0).T
     kwargs = {} if fmt in ("OGG", "MP3") else {"subtype": subtype}
-    sf.write(buffer, clipped, sample_rate, format=fmt, **kwargs)
+    with sf.SoundFile(buffer, "w", sample_rate, samples.shape[0], format=fmt, **kwargs) as handle:
+        for start in range(0, samples.shape[1], _BLOCK_FRAMES // 2):
+            handle.write(np.clip(samples[:, start : start + _BLOCK_FRAMES // 2], -1.0, 1.0).T)
     return buffer.getvalue()
 
 

@@ -169,3 +169,11 @@ def test_pcm_hash_is_container_independent(tone):
         encoded[fmt] = audio.decode(buffer.getvalue()).samples
     assert audio.pcm_hash(encoded["FLAC"]) == audio.pcm_hash(encoded["WAV"])
     assert audio.pcm_hash(encoded["FLAC"]) != audio.pcm_hash(encoded["FLAC"] * 0.5)
+
+
+def test_long_ogg_encodes_without_crashing():
+    # one-call libvorbis encoding of ~70 s at 32 kHz overflows its stack; encode() feeds blocks instead
+    t = np.arange(32000 * 90) / 32000
+    x = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)[None]
+    decoded = audio.decode(audio.encode(x, 32000, "OGG"))
+    assert abs(decoded.duration_s - 90.0) < 0.1

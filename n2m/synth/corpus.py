@@ -9,7 +9,6 @@ when ``floor((i + 1) f) > floor(i f)`` for fraction ``f``: exactly ``floor(N f)`
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import multiprocessing
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from n2m.audio import encode
 from n2m.synth import captions
@@ -196,24 +194,15 @@ def read_manifest(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Encoding; Ogg streams with a fixed serial number (libsndfile draws a random one, which would make files differ run to run)
 
-_OGG_BLOCK = 1 << 15  # frames per write
 
 
 def encode_track(samples: np.ndarray, fmt: str, serial: int) -> bytes:
     """Bytes of ``[C, T]`` audio in ``fmt`` (wav, flac, ogg, mp3), identical for identical input.
 
-    Ogg Vorbis is written block by block: given a long signal in one call, libvorbis overflows its stack and the
-    process dies (libsndfile issue 1095, python-soundfile issues 396/426; about 70 s at 32 kHz here). Its random stream
-    serial number is then replaced by ``serial``.
+    libsndfile gives each Ogg stream a random serial number; it is replaced by ``serial``.
     """
-    if fmt != "ogg":
-        return encode(samples, SAMPLE_RATE, fmt.upper())
-    buffer = io.BytesIO()
-    with sf.SoundFile(buffer, "w", SAMPLE_RATE, samples.shape[0], format="OGG") as handle:
-        for start in range(0, samples.shape[1], _OGG_BLOCK):
-            handle.write(np.clip(samples[:, start : start + _OGG_BLOCK], -1.0, 1.0).T)
-    return stable_ogg(buffer.getvalue(), serial)
-
+    data = encode(samples, SAMPLE_RATE, fmt.upper())
+    return stable_ogg(data, serial) if fmt == "ogg" else data
 
 
 _REVERSED_BITS = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
