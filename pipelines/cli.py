@@ -123,7 +123,8 @@ def _unknown_beam_flags(beam_args: list[str]) -> list[str]:
     flags = [a.split("=", 1)[0] for a in beam_args if a.startswith("--")]
     stray = [a for i, a in enumerate(beam_args)
              if not a.startswith("-") and (i == 0 or not beam_args[i - 1].startswith("--") or "=" in beam_args[i - 1])]
-    return [f for f in flags if f.lstrip("-").replace("-", "_") in unknown] + stray
+    short = [a for a in beam_args if a.startswith("-") and not a.startswith("--")]  # Beam has no short options
+    return [f for f in flags if f.lstrip("-").replace("-", "_") in unknown] + short + stray
 
 
 # ---------------------------------------------------------------------------------------------------------------------
