@@ -149,7 +149,7 @@ def list_glob(pattern: str, extensions: tuple[str, ...], exclude: tuple[str, ...
 def _row_source(row: dict[str, Any], base: str, where: str) -> Source:
     """A manifest row -> Source; a row without a usable path becomes a Source carrying ``error``."""
     raw = next((row[c] for c in PATH_COLUMNS if isinstance(row.get(c), str) and row[c].strip()), None)
-    meta = {k: _json_safe(v) for k, v in row.items() if k not in PATH_COLUMNS}
+    meta = {("_extra" if k is None else str(k)): _json_safe(v) for k, v in row.items() if k not in PATH_COLUMNS}
     text = _captions(row)
     if raw is None:
         return Source(where, meta, text, f"row has no {' or '.join(PATH_COLUMNS)} value")
@@ -193,8 +193,8 @@ def _require_path_column(columns: list[str] | None, manifest: str) -> None:
 
 def _read_delimited(manifest: str, delimiter: str) -> Iterator[Source]:
     base = _manifest_base(manifest)
-    with fsspec.open(manifest, "r", encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
+    with fsspec.open(manifest, "r", encoding="utf-8-sig", newline="") as handle:  # -sig: spreadsheet BOMs
+        reader = csv.DictReader(handle, delimiter=delimiter)  # surplus cells land in meta["_extra"]
         _require_path_column(reader.fieldnames or [], manifest)
         for number, row in enumerate(reader, start=2):
             yield _row_source(row, base, _row_where(manifest, "line", number))

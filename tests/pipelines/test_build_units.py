@@ -103,13 +103,13 @@ def test_directory_listing_is_sorted_filtered_and_skips_output(tmp_path):
 
 
 def test_manifests_carry_metadata_and_captions(tmp_path):
-    (tmp_path / "csv.csv").write_text("path,title,caption\nx.wav,X,calm piano\nx.wav,again,\n,no path,\n")
+    (tmp_path / "csv.csv").write_text("\ufeffpath,title,caption\nx.wav,X,calm piano\nx.wav,again,\n,no path,,surplus\n")
     stats = ListingStats()
     rows = list(iter_sources(str(tmp_path / "csv.csv"), stats=stats))
     assert stats.repeated_uris == 1 and len(rows) == 2
     assert rows[0].uri == str(tmp_path / "x.wav") and rows[0].text == ("calm piano",)
     assert rows[0].meta == {"title": "X", "caption": "calm piano"}
-    assert rows[1].error and rows[1].uri.endswith("csv.csv#line=4")
+    assert rows[1].error and rows[1].uri.endswith("csv.csv#line=4") and rows[1].meta["_extra"] == ["surplus"]
     table = pa.table({"url": ["http://h/a.mp3", "/abs/b.wav"], "tags": [["rock", "live"], []], "year": [1999, None]})
     pq.write_table(table, tmp_path / "m.parquet")
     parquet = list(iter_sources(str(tmp_path / "m.parquet")))
