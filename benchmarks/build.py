@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
 from n2m import audio
 
@@ -77,11 +78,8 @@ def make_corpus(root: Path, sources: int, seconds: float) -> list[Path]:
         return files
     root.mkdir(parents=True, exist_ok=True)
     bank = segment_bank()
-    started = time.time()
-    for i, path in enumerate(files):
+    for i, path in enumerate(tqdm(files, desc="corpus", unit="source", mininterval=5)):
         write_source(path, i, seconds, bank)
-        print(f"\rcorpus: {i + 1}/{sources} sources ({time.time() - started:.0f} s)", end="", file=sys.stderr)
-    print(file=sys.stderr)
     stamp.write_text(json.dumps(params))
     return files
 
