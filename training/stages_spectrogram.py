@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from n2m.audio import resample
+from training.diffusion.augment import ConditioningAugmentation
 from training.diffusion.schedules import Schedule
 from training.mel import MelConfig, MelFrontend
 from training.networks.presets import Architecture
@@ -163,34 +164,11 @@ def blur_2d(mel: torch.Tensor, sigma: torch.Tensor, size: int = BLUR_2D) -> torc
     return x.reshape(b, m, f)
 
 
-class SpectrogramAugmentation:
+class SpectrogramAugmentation(ConditioningAugmentation):
     """Random 2D blur then diffusion noise ``alpha z + sigma eps`` at ``t_aug ~ U[0, t_max]`` on a spectrogram
-    ``[B, M, F]`` (Noise2Music section 3.1; Ho et al. 2022 for noise augmentation). Same interface as
-    :class:`training.diffusion.augment.ConditioningAugmentation`."""
+    ``[B, M, F]`` (Noise2Music section 3.1; Ho et al. 2022 for noise augmentation)."""
 
-    def __init__(self, schedule: Schedule, t_max: float, blur_sigma: tuple[float, float] | None = None):
-        self.schedule, self.t_max, self.blur_sigma = schedule, float(t_max), blur_sigma
-
-    def apply(self, z: torch.Tensor, t: torch.Tensor, sigma_blur: torch.Tensor | None = None,
-              noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Blur by ``sigma_blur`` ``[B]`` (optional), then diffuse to ``t`` ``[B]``."""
-        if sigma_blur is not None:
-            z = blur_2d(z, sigma_blur)
-        if noise is None:
-            device = generator.device if generator is not None else z.device
-            noise = torch.randn(z.shape, generator=generator, device=device).to(z.device, z.dtype)
-        alpha, sigma = self.schedule.alpha_sigma(t)
-        return alpha.to(z.dtype)[:, None, None] * z + sigma.to(z.dtype)[:, None, None] * noise
-
-    def __call__(self, z: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(z_aug [B, M, F], t_aug [B])`` at random levels and blurs."""
-        device = generator.device if generator is not None else z.device
-        t = (torch.rand(z.shape[0], generator=generator, device=device) * self.t_max).to(z.device)
-        sigma_blur = None
-        if self.blur_sigma is not None:
-            lo, hi = self.blur_sigma
-            sigma_blur = (lo + (hi - lo) * torch.rand(z.shape[0], generator=generator, device=device)).to(z.device)
-        return self.apply(z, t, sigma_blur, generator=generator), t
+    blur_fn = staticmethod(blur_2d)
 
 
 def spectrogram_augmentation(schedule: Schedule, diffusion: dict) -> SpectrogramAugmentation:

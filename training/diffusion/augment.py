@@ -36,7 +36,12 @@ def blur(x: torch.Tensor, sigma: torch.Tensor, size: int = BLUR_KERNEL) -> torch
 
 
 class ConditioningAugmentation:
-    """Random blur + diffusion noise on a cascader's low-fi input, with the schedule of the stage being trained."""
+    """Random blur + diffusion noise on a cascader's low-fi input, with the schedule of the stage being trained.
+
+    ``blur_fn`` is the blur applied before the noise; subclasses swap it (the vocoder's 2D spectrogram blur).
+    """
+
+    blur_fn = staticmethod(blur)
 
     def __init__(self, schedule: Schedule, t_max: float, blur_sigma: tuple[float, float] | None = None):
         self.schedule = schedule
@@ -47,7 +52,7 @@ class ConditioningAugmentation:
               noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Deterministic part: optional blur by ``sigma_blur`` ``[B]``, then diffuse ``z`` ``[B, C, T]`` to ``t`` ``[B]``."""
         if sigma_blur is not None:
-            z = blur(z, sigma_blur)
+            z = self.blur_fn(z, sigma_blur)
         if noise is None:
             device = generator.device if generator is not None else z.device
             noise = torch.randn(z.shape, generator=generator, device=device).to(z.device, z.dtype)
