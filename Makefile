@@ -43,8 +43,65 @@ test: setup
 lint: setup
 	$(BIN)/ruff check n2m pipelines labeling training eval tests benchmarks
 
+# The demo: the whole chain on CPU in about 10-15 minutes (2 cores). Every step is a plain n2m command, printed before it
+# runs; `make demo DEMO_TRACKS=80 DEMO_CLAP_MINUTES=5 ...` scales it. Results: $(DEMO)/report.html.
+DEMO ?= demo
+DEMO_TRACKS ?= 40
+DEMO_CLAP_MINUTES ?= 2
+DEMO_GENERATOR_STEPS ?= 300
+DEMO_CASCADER_STEPS ?= 150
+DEMO_SR_STEPS ?= 120
+DEMO_SAMPLE_STEPS ?= generator=30,cascader=10,sr_cascader=8
+DEMO_TRAIN = --build $(DEMO)/out --labels v1 --preset tiny --exclude-holdout --lr 1e-3 --warmup-steps 20 \
+  --ema-decay 0.99 --num-workers 1 --val-every 100 --log-every 10
+DEMO_GENERATOR = --stage generator --text-encoder clap:$(DEMO)/clap --window 10 --net 'strides=[16,16]'
+DEMO_CASCADER = --stage cascader --text-encoder clap:$(DEMO)/clap
+DEMO_SR = --stage sr_cascader
+DEMO_SAMPLE = --prompts-file $(DEMO)/eval/prompts.jsonl --cascade waveform --seconds 10 --sampler dpmpp \
+  --steps $(DEMO_SAMPLE_STEPS) --seed 0 --batch-size 8
+DEMO_EVAL = --captions $(DEMO)/eval/prompts.jsonl --id-column id --caption-column text \
+  --reference-audio $(DEMO)/corpus/audio --clap $(DEMO)/clap --cache-dir $(DEMO)/eval/cache --samples 4
+demo_step = @printf '\n\033[1m== %s  [%s]\033[0m\n' "$(1)" "$$(date +%T)"
+demo_ckpts = generator=$(DEMO)/runs/$(1)/generator/checkpoints/last.ckpt,cascader=$(DEMO)/runs/$(1)/cascader/checkpoints/last.ckpt,sr_cascader=$(DEMO)/runs/$(1)/sr_cascader/checkpoints/last.ckpt
+
+demo: export PATH := $(CURDIR)/$(BIN):$(PATH)
 demo: setup
-	$(BIN)/n2m synth --out demo/corpus --tracks 24 --seed 0
+	@echo "n2m demo: every step below is a plain n2m command; outputs under $(DEMO)/ (removed first)"
+	@rm -rf $(DEMO)
+	$(call demo_step,1/12 synthetic corpus with held-out tracks)
+	n2m synth --out $(DEMO)/corpus --tracks $(DEMO_TRACKS) --seed 0 --holdout 0.2 --min-seconds 20 --max-seconds 30 --workers 0
+	$(call demo_step,2/12 Beam build: 10 s clips in WebDataset shards)
+	n2m build --input $(DEMO)/corpus/manifest.jsonl --output $(DEMO)/out --clip-seconds 10 --split train=0.9,valid=0.1,test=0
+	$(call demo_step,3/12 vocabularies (template generator standing in for an LLM) and aspects)
+	n2m vocab generate --from $(DEMO)/corpus/manifest.jsonl --llm template --out $(DEMO)/vocab/long.parquet --per-track 3 --exclude-holdout
+	n2m vocab aspects --out $(DEMO)/vocab/aspects.parquet
+	$(call demo_step,4/12 small CLAP trained on the training tracks' captions)
+	n2m clap-train --build $(DEMO)/out --captions $(DEMO)/corpus/manifest.jsonl --out $(DEMO)/clap --minutes $(DEMO_CLAP_MINUTES) --threads 1
+	$(call demo_step,5/12 CLAP pseudo-labels for every clip (Beam) and their precision on held-out tracks)
+	n2m label --build $(DEMO)/out --vocab $(DEMO)/vocab/long.parquet --vocab $(DEMO)/vocab/aspects.parquet --model $(DEMO)/clap --name v1
+	n2m label-eval --labels $(DEMO)/out/labels/v1 --truth $(DEMO)/corpus/manifest.jsonl --json $(DEMO)/label_eval.json
+	$(call demo_step,6/12 train the tiny generator (text -> 3.2 kHz))
+	n2m train $(DEMO_GENERATOR) $(DEMO_TRAIN) --out $(DEMO)/runs/trained/generator --max-steps $(DEMO_GENERATOR_STEPS)
+	$(call demo_step,7/12 train the tiny cascader (text + 3.2 kHz -> 16 kHz))
+	n2m train $(DEMO_CASCADER) $(DEMO_TRAIN) --out $(DEMO)/runs/trained/cascader --max-steps $(DEMO_CASCADER_STEPS)
+	$(call demo_step,8/12 train the tiny super-resolution cascader (16 -> 24 kHz))
+	n2m train $(DEMO_SR) $(DEMO_TRAIN) --out $(DEMO)/runs/trained/sr_cascader --max-steps $(DEMO_SR_STEPS)
+	$(call demo_step,9/12 the untrained baseline: the same three networks at step 0)
+	n2m train $(DEMO_GENERATOR) $(DEMO_TRAIN) --out $(DEMO)/runs/step0/generator --max-steps 0
+	n2m train $(DEMO_CASCADER) $(DEMO_TRAIN) --out $(DEMO)/runs/step0/cascader --max-steps 0
+	n2m train $(DEMO_SR) $(DEMO_TRAIN) --out $(DEMO)/runs/step0/sr_cascader --max-steps 0
+	$(call demo_step,10/12 held-out prompts; sample the trained and the untrained cascade)
+	n2m eval prompts --manifest $(DEMO)/corpus/manifest.jsonl --holdout-only --out $(DEMO)/eval/prompts.jsonl
+	n2m sample $(DEMO_SAMPLE) --checkpoints $(call demo_ckpts,trained) --out $(DEMO)/samples/trained
+	n2m sample $(DEMO_SAMPLE) --checkpoints $(call demo_ckpts,step0) --out $(DEMO)/samples/step0
+	$(call demo_step,11/12 FAD (demo CLAP) and CLAP score vs shuffled prompts against the held-out tracks)
+	n2m eval musiccaps $(DEMO_EVAL) --generated $(DEMO)/samples/trained --out $(DEMO)/reports/trained
+	n2m eval musiccaps $(DEMO_EVAL) --generated $(DEMO)/samples/step0 --out $(DEMO)/reports/step0
+	$(call demo_step,12/12 the report (trained vs step 0; quality bars; label precision; training curves))
+	n2m eval compare $(DEMO)/reports/trained $(DEMO)/reports/step0 --baseline step0 --label-eval $(DEMO)/label_eval.json \
+	  --training-logs $(DEMO)/runs/trained/generator $(DEMO)/runs/trained/cascader $(DEMO)/runs/trained/sr_cascader \
+	  --title "n2m demo: trained tiny cascade vs step 0" --out $(DEMO)/reports/compare --html $(DEMO)/report.html
+	@echo; echo "n2m demo: done -> $(DEMO)/report.html"
 
 bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

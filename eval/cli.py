@@ -110,7 +110,7 @@ def add_clap_score(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from eval import compare, musiccaps
+    from eval import compare, musiccaps, prompts
 
     sub = parser.add_subparsers(dest="eval_command", metavar="COMMAND", required=True)
     add_fad(sub.add_parser("fad", help="Fréchet Audio Distance between two sets of audio (VGGish and/or CLAP)",
@@ -123,5 +123,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "musiccaps", help="the MusicCaps protocol of Noise2Music (FAD_VGG, FAD_CLAP, CLAP score)",
         description="Noise2Music Section 5: prompts from a caption CSV, references named by id, generated audio "
                     "scored on its middle 10 s at 16 kHz."))
+    prompts.add_arguments(sub.add_parser(
+        "prompts", help="prompts + reference audio list from a track manifest (e.g. held-out tracks)",
+        description="An evaluation set from a track manifest: prompts (JSON lines id, text) for n2m sample and "
+                    "clap-score, and the matching reference audio list for fad and clap-score, paired by file stem."))
     compare.add_arguments(sub.add_parser("compare", help="put report.json files side by side",
                                          description="Compare the headline metrics of several eval reports."))

@@ -1,4 +1,5 @@
-"""``n2m eval compare A B ...``: the headline metrics of several reports side by side (printed, JSON and HTML)."""
+"""``n2m eval compare A B ...``: the headline metrics of several reports side by side (printed, JSON and HTML), with
+optional sections (:mod:`eval.compare_extras`): quality bars, a label-eval table and training curves."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from eval import compare_extras as extra
 from eval import report as reports
 from n2m.config import leaf, resolved
 from n2m.errors import UserError
@@ -68,7 +70,9 @@ def table(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]], dict[
     return ["metric", *names], rows, best
 
 
-def render_html(runs: list[dict[str, Any]], header: list[str], rows: list[list[str]], best: dict[str, str]) -> str:
+def render_html(runs: list[dict[str, Any]], header: list[str], rows: list[list[str]], best: dict[str, str],
+                extras: dict[str, str] | None = None, title: str = "n2m eval compare") -> str:
+    """The comparison page; ``extras``: more sections ``{heading: html}`` (quality bars, label eval, curves)."""
     from html import escape
 
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
@@ -80,10 +84,47 @@ def render_html(runs: list[dict[str, Any]], header: list[str], rows: list[list[s
             cells.append(f"<td class=num{mark}>{escape(cell)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     sources = "".join(f"<li>{escape(r['name'])}: {escape(r['kind'] if 'kind' in r else '?')}, "
-                      f"{escape(str(r.get('created', '')))} — {escape(r['_path'])}</li>" for r in runs)
-    content = (f"<h1>n2m eval compare</h1><p class=meta>{len(runs)} reports; best per metric highlighted (lower FAD, "
-               f"higher CLAP score)</p><table><tr>{head}</tr>{''.join(body)}</table><h2>Reports</h2><ul>{sources}</ul>")
-    return reports.page("n2m eval compare", content)
+                      f"{escape(str(r.get('created', '')))} — {escape(r['_path'])}"
+                      f"{_page_link(r)}</li>" for r in runs)
+    sections = "".join(f"<h2>{escape(k)}</h2>{v}" for k, v in (extras or {}).items())
+    content = (f"<h1>{escape(title)}</h1><p class=meta>{len(runs)} reports; best per metric highlighted (lower FAD, "
+               f"higher CLAP score)</p><table><tr>{head}</tr>{''.join(body)}</table>{sections}"
+               f"<h2>Reports</h2><ul>{sources}</ul>")
+    return reports.page(title, content)
+
+
+def _page_link(run: dict[str, Any]) -> str:
+    from html import escape
+
+    page = Path(run["_path"]).with_name("report.html")
+    return f' (<a href="{escape(page.resolve().as_uri())}">page</a>)' if page.is_file() else ""
+
+
+def extras(args: argparse.Namespace, runs: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, Any]]:
+    """The optional sections (``eval.compare_extras``) as ``({heading: html}, {key: data for compare.json})``."""
+    label_eval = extra.read_json(args.label_eval, "label-eval report") if args.label_eval else None
+    sections: dict[str, str] = {}
+    data: dict[str, Any] = {}
+    if args.baseline or label_eval is not None:
+        bars = extra.quality_bars(runs, args.baseline, args.min_fad_gain, label_eval,
+                                  [a.strip() for a in args.precision_aspects.split(",") if a.strip()],
+                                  args.min_precision_ratio, args.label_subset)
+        data["quality_bars"] = bars
+        for bar in bars:
+            print(f"quality bar: {bar['result']:<4}  {bar['bar']}  ({bar['detail']})")
+        sections["Quality bars"] = extra.bars_html(bars)
+    if label_eval is not None:
+        sections["Label evaluation (n2m label-eval)"] = (
+            reports.html_table(["subset", "vocabulary", "aspect", "precision", "chance", "ratio", "captions"],
+                               extra.label_eval_rows(label_eval), (3, 4, 5, 6))
+            + "<p class=meta>CLAP score of the assigned captions vs the same captions on other clips:</p>"
+            + reports.html_table(["subset", "vocabulary", "assigned", "shuffled", "clips"],
+                                 extra.label_clap_rows(label_eval), (2, 3, 4)))
+        data["label_eval"] = str(Path(args.label_eval).resolve())
+    if args.training_logs:
+        sections["Training curves (n2m train, Lightning CSV logs)"] = extra.curves_html(args.training_logs)
+        data["training_logs"] = [str(Path(p).resolve()) for p in args.training_logs]
+    return sections, data
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,19 +139,40 @@ def run(args: argparse.Namespace) -> int:
             run_["name"] = f"{run_['name']} ({count + 1})"
     header, rows, best = table(runs)
     print(reports.text_table(header, rows))
-    if args.out:
-        out = Path(args.out)
+    sections, data = extras(args, runs)
+    if args.out or args.html:
+        out = Path(args.out) if args.out else Path(args.html).parent
         out.mkdir(parents=True, exist_ok=True)
         write_json(str(out / "compare.json"), {
             "created": now_iso(), "versions": versions(), "config": resolved(args),
             "reports": [{"name": r["name"], "path": r["_path"], "kind": r.get("kind")} for r in runs],
-            "metrics": {row[0]: dict(zip(header[1:], row[1:])) for row in rows}, "best": best})
-        (out / "compare.html").write_text(render_html(runs, header, rows, best))
-        print(f"comparison: {out / 'compare.json'}  {out / 'compare.html'}")
+            "metrics": {row[0]: dict(zip(header[1:], row[1:])) for row in rows}, "best": best, **data})
+        html = Path(args.html) if args.html else out / "compare.html"
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(render_html(runs, header, rows, best, sections, args.title))
+        print(f"comparison: {out / 'compare.json'}  {html}")
     return 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("reports", nargs="+", help="report.json files or report directories")
     p.add_argument("--out", help="directory for compare.json and compare.html")
+    p.add_argument("--html", help="write the page here instead of OUT/compare.html (compare.json goes to --out, "
+                                  "or next to this file)")
+    p.add_argument("--title", default="n2m eval compare", help="page title")
+    sec = p.add_argument_group("more sections on the page (and in compare.json)")
+    sec.add_argument("--label-eval", metavar="FILE", help="an n2m label-eval --json report: its precision table")
+    sec.add_argument("--training-logs", nargs="+", metavar="RUNDIR",
+                     help="n2m train run directories: loss curves from RUNDIR/csv/metrics.csv")
+    bars = p.add_argument_group("quality bars (pass/fail from the figures)")
+    bars.add_argument("--baseline", metavar="NAME", help="report name the others must beat on FAD (e.g. an "
+                                                          "untrained model)")
+    bars.add_argument("--min-fad-gain", type=float, default=0.3,
+                      help="required relative FAD reduction vs --baseline (default %(default)s)")
+    bars.add_argument("--precision-aspects", default="style,instrument",
+                      help="label-eval aspects whose precision must beat chance (default %(default)s)")
+    bars.add_argument("--min-precision-ratio", type=float, default=3.0,
+                      help="required precision / chance of those aspects (default %(default)s)")
+    bars.add_argument("--label-subset", default="holdout",
+                      help="label-eval subset the precision bar reads (default %(default)s)")
     leaf(p, run)

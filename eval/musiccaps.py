@@ -18,6 +18,7 @@ import argparse
 import csv
 import importlib
 import importlib.util
+import json
 from pathlib import Path
 
 from eval import report as reports
@@ -53,7 +54,7 @@ def read_captions(path: str | Path, id_column: str = "ytid", caption_column: str
     except OSError as err:
         raise UserError(f"cannot read captions {path}: {err.strerror}") from err
     with handle:
-        reader = csv.DictReader(handle)
+        reader = _JsonLines(handle, path) if str(path).endswith(".jsonl") else csv.DictReader(handle)
         fields = reader.fieldnames or []
         needed = [id_column, caption_column] + (["is_audioset_eval"] if subset == "audioset_eval" else [])
         absent = [c for c in needed if c not in fields]
@@ -75,6 +76,26 @@ def read_captions(path: str | Path, id_column: str = "ytid", caption_column: str
     if not prompts:
         raise UserError(f"{path}: no captions in subset {subset!r}")
     return prompts, rows
+
+
+class _JsonLines:
+    """JSON lines read like ``csv.DictReader`` (``fieldnames``: the keys of every row; values as strings)."""
+
+    def __init__(self, handle, path: str | Path):
+        self.rows = []
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except ValueError as err:
+                    raise UserError(f"{path}:{number} is not JSON: {err}") from err
+                if not isinstance(row, dict):
+                    raise UserError(f"{path}:{number} is not a JSON object")
+                self.rows.append({k: v if isinstance(v, str) else json.dumps(v) for k, v in row.items()})
+        self.fieldnames = sorted({k for row in self.rows for k in row})
+
+    def __iter__(self):
+        return iter(self.rows)
 
 
 def generate(args: argparse.Namespace, prompts: dict[str, str], out: Path) -> Path:
@@ -157,7 +178,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--captions", required=True, help="caption CSV (MusicCaps: musiccaps-public.csv)")
+    p.add_argument("--captions", required=True, help="caption CSV (MusicCaps: musiccaps-public.csv), or JSON lines "
+                                                     "(.jsonl, e.g. n2m eval prompts --out: --id-column id "
+                                                     "--caption-column text)")
     p.add_argument("--reference-audio", required=True, help="directory of reference clips named by id ({ytid}.wav)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--generated", help="directory of generated audio named by id ({ytid}.wav)")

@@ -120,3 +120,28 @@ def histogram(series: dict[str, Sequence[float]], title: str, x_label: str, bins
         parts.append(f'<text x="{LEFT + 15}" y="{HEIGHT + 11 + LEGEND_ROW * i}">{escape(name)} '
                      f'(n={finite[name].size}, mean {_fmt(mean)}, dashed line)</text>')
     return _svg(parts, title, LEGEND_ROW * len(counts) + 4)
+
+
+def lines(series: dict[str, Sequence[tuple[float, float]]], title: str, x_label: str, y_label: str) -> str:
+    """Each named series of ``(x, y)`` points as a polyline (points sorted by x), with a legend."""
+    finite = {k: sorted((float(x), float(y)) for x, y in pts if math.isfinite(x) and math.isfinite(y))
+              for k, pts in series.items()}
+    finite = {k: v for k, v in finite.items() if v}
+    if not finite:
+        return _svg(_Frame((0, 1), (0, 1)).axes(x_label, y_label, title + " (no values)"), title)
+    xs = [x for pts in finite.values() for x, _ in pts]
+    ys = [y for pts in finite.values() for _, y in pts]
+    pad = 0.05 * (max(ys) - min(ys) or 1.0)
+    frame = _Frame((min(xs), max(xs)), (min(ys) - pad, max(ys) + pad))
+    parts = frame.axes(x_label, y_label, title)
+    for i, (name, pts) in enumerate(finite.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        path = " ".join(f"{frame.x(x):.1f},{frame.y(y):.1f}" for x, y in pts)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
+        if len(pts) == 1:
+            parts.append(f'<circle cx="{frame.x(pts[0][0]):.1f}" cy="{frame.y(pts[0][1]):.1f}" r="3" '
+                         f'fill="{colour}"/>')
+        parts.append(f'<rect x="{LEFT}" y="{HEIGHT + 2 + LEGEND_ROW * i}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{LEFT + 15}" y="{HEIGHT + 11 + LEGEND_ROW * i}">{escape(name)} '
+                     f'({len(pts)} points, last {_fmt(pts[-1][1])})</text>')
+    return _svg(parts, title, LEGEND_ROW * len(finite) + 4)

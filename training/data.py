@@ -154,6 +154,7 @@ class DataConfig:
     shuffle_buffer: int = 256
     window_s: tuple[float, float] | None = None  # None: the stage's own
     meta_text: bool = True  # add the clip json's text[] to the caption items
+    exclude_holdout: bool = False  # skip clips whose source is marked held out (clip json meta.holdout)
     val_samples: int = 64
     seed: int = 0
 
@@ -161,8 +162,9 @@ class DataConfig:
 class ExampleMaker:
     """Picklable per-sample transform: raw WebDataset sample -> example dict, or None for a bad clip."""
 
-    def __init__(self, stage: StageSpec, window: int, captions: dict, meta_text: bool):
+    def __init__(self, stage: StageSpec, window: int, captions: dict, meta_text: bool, exclude_holdout: bool = False):
         self.stage, self.window, self.captions, self.meta_text = stage, window, captions, meta_text
+        self.exclude_holdout = exclude_holdout
 
     def __call__(self, sample: dict[str, Any], rng: random.Random, offset_frac: float) -> dict | None:
         key = sample.get("__key__", "?")
@@ -172,6 +174,8 @@ class ExampleMaker:
         except (AudioError, KeyError, ValueError) as err:
             log.warning("skipping clip %s: %s", key, err)
             return None
+        if self.exclude_holdout and held_out(meta):
+            return None
         example = EXAMPLES[self.stage.example](downmix(decoded.samples), decoded.sample_rate, self.stage, self.window,
                                                offset_frac)
         meta_text = list(meta.get("text") or []) if self.meta_text else []
@@ -179,6 +183,13 @@ class ExampleMaker:
         example["text"] = sample_caption(items, rng)
         example["key"] = key
         return example
+
+
+def held_out(clip_json: dict) -> bool:
+    """Whether a clip's source is marked held out: ``meta.holdout`` true (n2m synth's manifest column, which n2m build
+    carries into each clip's json)."""
+    value = (clip_json.get("meta") or {}).get("holdout", False)
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")
 
 
 def collate(examples: list[dict], length: int, rng: random.Random | None) -> dict[str, Any]:
@@ -277,7 +288,7 @@ class ShardDataModule(L.LightningDataModule):
         self.val_examples = self._validation_set()
 
     def maker(self) -> ExampleMaker:
-        return ExampleMaker(self.stage, self.lengths[1], self.captions, self.cfg.meta_text)
+        return ExampleMaker(self.stage, self.lengths[1], self.captions, self.cfg.meta_text, self.cfg.exclude_holdout)
 
     def train_stream(self, start_step: int = 0, epochs: int | None = None) -> TrainStream:
         """This process's stream; ``start_step`` reseeds it so a resumed run does not replay the same batches."""

@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="override a network config field, e.g. --net base_channels=128 --net 'num_res_blocks=[1,2]'")
 
     opt = parser.add_argument_group("optimisation (Noise2Music section 4 defaults)")
-    opt.add_argument("--max-steps", type=int, help="training steps (default: the paper's for the stage)")
+    opt.add_argument("--max-steps", type=int, help="training steps (default: the paper's for the stage); 0 writes "
+                     "the initial, untrained weights as checkpoints/last.ckpt (a step-0 baseline for n2m eval)")
     opt.add_argument("--batch-size", type=int, default=8, help="examples per step per device")
     opt.add_argument("--optimizer", default="adam", choices=["adam", "adamw"], help="betas (0.9, 0.999)")
     opt.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
@@ -66,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dat.add_argument("--num-workers", type=int, default=2, help="data-loader worker processes per device")
     dat.add_argument("--shuffle-buffer", type=int, default=256, help="samples in the shuffle buffer")
     dat.add_argument("--no-meta-text", action="store_true", help="do not use the clips' metadata text as captions")
+    dat.add_argument("--exclude-holdout", action="store_true",
+                     help="skip clips whose source is marked held out (a 'holdout' manifest column, e.g. n2m synth "
+                          "--holdout, carried into the clip json by n2m build), so held-out tracks stay unseen for eval")
     dat.add_argument("--text-cache", type=int, default=0, metavar="N", help="cache N encoded captions (0 = off)")
     dat.add_argument("--val-samples", type=int, default=64, help="valid-split clips in the fixed validation set")
     dat.add_argument("--seed", type=int, default=0, help="seed of weights, data order and noise")
@@ -175,6 +179,7 @@ def resolve_config(args: argparse.Namespace, strict: bool = True) -> dict[str, A
             "build": str(args.build), "labels": args.labels, "batch_size": args.batch_size,
             "num_workers": args.num_workers, "shuffle_buffer": args.shuffle_buffer,
             "window_s": _window(args.window) or list(stage.window_s), "meta_text": not args.no_meta_text,
+            "exclude_holdout": bool(args.exclude_holdout),
             "val_samples": args.val_samples, "seed": args.seed, "text_cache": args.text_cache,
         },
         "trainer": {
@@ -302,6 +307,8 @@ def fit(config: dict[str, Any], out: Path, resume: Path | None = None, params: i
         enable_model_summary=False,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
+    if trainer_cfg["max_steps"] == 0 and resume is None:  # Lightning runs no step, so no callback writes one
+        trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"), weights_only=False)
     if trainer.is_global_zero:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train/loss", "val/loss")}
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
