@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-DIRECT_RUNNERS = frozenset({"directrunner", "direct", "fnapirunner"})
+from n2m.beam import direct_runner, pipeline_options
 
 
 def add_beam_argument(parser: argparse.ArgumentParser) -> None:
@@ -20,31 +20,9 @@ def add_beam_argument(parser: argparse.ArgumentParser) -> None:
                              "per core (at most one per shard)")
 
 
-def _given(args: list[str], flag: str) -> bool:
-    return any(a == f"--{flag}" or a.startswith(f"--{flag}=") for a in args)
-
-
 def options_for(beam_args: list[str], work_items: int, verbose: bool = False):
-    """``(PipelineOptions, is_direct, workers)`` with this job's DirectRunner defaults."""
-    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
-
-    args = [a for a in beam_args if a != "--"]
-    runner = PipelineOptions(args).view_as(StandardOptions).runner or "DirectRunner"
-    direct = runner.lower() in DIRECT_RUNNERS
-    if direct:
-        if not _given(args, "direct_running_mode"):
-            args.append("--direct_running_mode=multi_processing")
-        mode = PipelineOptions(args).view_as(DirectOptions).direct_running_mode
-        if mode != "in_memory" and not _given(args, "direct_num_workers"):
-            args.append(f"--direct_num_workers={max(1, min(os.cpu_count() or 1, work_items))}")
-    if not verbose and not _given(args, "default_sdk_harness_log_level"):
-        args.append("--default_sdk_harness_log_level=WARNING")
-    options = PipelineOptions(args)
-    workers = None
-    if direct:
-        view = options.view_as(DirectOptions)
-        workers = 1 if view.direct_running_mode == "in_memory" else int(view.direct_num_workers or 1)
-    return options, direct, workers
+    """``(PipelineOptions, is_direct, workers)``: n2m's DirectRunner defaults, at most one worker per shard."""
+    return pipeline_options(beam_args, verbose, max_workers=work_items)
 
 
 def run_beam(build, beam_args: list[str], work_items: int, verbose: bool = False) -> None:
@@ -52,12 +30,7 @@ def run_beam(build, beam_args: list[str], work_items: int, verbose: bool = False
     import apache_beam as beam
 
     options, direct, _ = options_for(beam_args, work_items, verbose)
-    runner = None
-    if direct:
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-        runner = FnApiRunner()
-    pipeline = beam.Pipeline(runner=runner, options=options)
+    pipeline = beam.Pipeline(runner=direct_runner(options) if direct else None, options=options)
     build(pipeline)
     pipeline.run().wait_until_finish()
 

@@ -39,6 +39,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from n2m.audio import AudioError
+from n2m.beam import direct_runner, pipeline_options
 from n2m.schema import BuildLayout, clip_key
 from pipelines import clips
 from pipelines.fetch import FetchError, FetchSettings, fetch
@@ -358,54 +359,12 @@ def build_pipeline(p: beam.Pipeline, job: JobSettings, chunks: list[str], commit
     )
 
 
-DIRECT_RUNNERS = frozenset({"directrunner", "direct", "fnapirunner"})
-
-
-def _given(beam_args: list[str], flag: str) -> bool:
-    return any(a == f"--{flag}" or a.startswith(f"--{flag}=") for a in beam_args)
-
-
-def pipeline_options(beam_args: list[str], verbose: bool = False) -> tuple[Any, bool, int | None]:
-    """PipelineOptions from pass-through flags, with the DirectRunner defaults of this job.
-
-    Returns ``(options, is_direct, workers)``. For the DirectRunner: multi-processing over all cores unless
-    ``--direct_running_mode`` / ``--direct_num_workers`` say otherwise, and quiet SDK workers unless ``verbose``.
-    """
-    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
-
-    args = list(beam_args)
-    runner = PipelineOptions(args).view_as(StandardOptions).runner or "DirectRunner"
-    direct = runner.lower() in DIRECT_RUNNERS
-    if direct:
-        if not _given(args, "direct_running_mode"):
-            args.append("--direct_running_mode=multi_processing")
-        if not _given(args, "direct_num_workers"):
-            args.append(f"--direct_num_workers={os.cpu_count() or 1}")
-    if not verbose and not _given(args, "default_sdk_harness_log_level"):
-        args.append("--default_sdk_harness_log_level=WARNING")
-    options = PipelineOptions(args)
-    workers = None
-    if direct:
-        view = options.view_as(DirectOptions)
-        workers = 1 if view.direct_running_mode == "in_memory" else (view.direct_num_workers or os.cpu_count() or 1)
-    return options, direct, workers
-
-
 def run_pipeline(job: JobSettings, chunks: list[str], committed: list[str], beam_args: list[str],
                  verbose: bool = False) -> None:
     """Build and run the pipeline to completion. The DirectRunner runs as Beam's FnApiRunner (never Prism, which
     downloads a binary); any other ``--runner`` is used as given."""
     options, direct, _ = pipeline_options(beam_args, verbose)
-    runner = None
-    if direct:  # what SwitchingDirectRunner does once it has given up on Prism
-        from apache_beam.portability.api import beam_provision_api_pb2
-        from apache_beam.runners.portability.fn_api_runner import fn_runner
-        from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options(drop_default=True))
-        provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-        runner = fn_runner.FnApiRunner(provision_info=provision)
-    pipeline = beam.Pipeline(runner=runner, options=options)
+    pipeline = beam.Pipeline(runner=direct_runner(options) if direct else None, options=options)
     build_pipeline(pipeline, job, chunks, committed)
     with _worker_environment(WORKER_ENV if direct else {}):
         result = pipeline.run()

@@ -1,0 +1,58 @@
+"""Beam pipeline options shared by the Beam jobs (``n2m build``, ``n2m label``).
+
+Flags a job does not define pass to Beam unchanged, so the same job runs on Dataflow, Flink or Spark. With the
+DirectRunner (the default) a job runs on Beam's FnApiRunner in ``multi_processing`` mode over the cores, never on Prism,
+which downloads a binary and so cannot run offline.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+DIRECT_RUNNERS = frozenset({"directrunner", "direct", "fnapirunner"})
+
+
+def given(beam_args: list[str], flag: str) -> bool:
+    """Whether ``--flag`` or ``--flag=value`` is among the pass-through arguments."""
+    return any(a == f"--{flag}" or a.startswith(f"--{flag}=") for a in beam_args)
+
+
+def pipeline_options(beam_args: list[str], verbose: bool = False,
+                     max_workers: int | None = None) -> tuple[Any, bool, int | None]:
+    """``(PipelineOptions, is_direct, workers)`` from pass-through flags, with n2m's DirectRunner defaults.
+
+    DirectRunner: multi-processing with one worker per core (at most ``max_workers``) unless ``--direct_running_mode``
+    / ``--direct_num_workers`` say otherwise; SDK workers log warnings only unless ``verbose``.
+    """
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    args = [a for a in beam_args if a != "--"]
+    runner = PipelineOptions(args).view_as(StandardOptions).runner or "DirectRunner"
+    direct = runner.lower() in DIRECT_RUNNERS
+    if direct:
+        if not given(args, "direct_running_mode"):
+            args.append("--direct_running_mode=multi_processing")
+        if not given(args, "direct_num_workers"):
+            cores = os.cpu_count() or 1
+            args.append(f"--direct_num_workers={max(1, min(cores, max_workers or cores))}")
+    if not verbose and not given(args, "default_sdk_harness_log_level"):
+        args.append("--default_sdk_harness_log_level=WARNING")
+    options = PipelineOptions(args)
+    workers = None
+    if direct:
+        view = options.view_as(DirectOptions)
+        workers = 1 if view.direct_running_mode == "in_memory" else int(view.direct_num_workers or 1)
+    return options, direct, workers
+
+
+def direct_runner(options: Any) -> Any:
+    """Beam's FnApiRunner with the job's options in its provision info: what SwitchingDirectRunner does once it has
+    given up on Prism."""
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options(drop_default=True))
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=provision)
