@@ -49,14 +49,14 @@ DEMO ?= demo
 DEMO_TRACKS ?= 40
 DEMO_CLAP_MINUTES ?= 2
 DEMO_GENERATOR_STEPS ?= 300
-DEMO_CASCADER_STEPS ?= 150
-DEMO_SR_STEPS ?= 120
+DEMO_CASCADER_STEPS ?= 200
+DEMO_SR_STEPS ?= 150
 DEMO_SAMPLE_STEPS ?= generator=30,cascader=10,sr_cascader=8
 DEMO_TRAIN = --build $(DEMO)/out --labels v1 --preset tiny --exclude-holdout --lr 1e-3 --warmup-steps 20 \
   --ema-decay 0.99 --num-workers 1 --val-every 100 --log-every 10
 DEMO_GENERATOR = --stage generator --text-encoder clap:$(DEMO)/clap --window 10 --net 'strides=[16,16]'
-DEMO_CASCADER = --stage cascader --text-encoder clap:$(DEMO)/clap
-DEMO_SR = --stage sr_cascader
+DEMO_CASCADER = --stage cascader --text-encoder clap:$(DEMO)/clap --window 1,1.5
+DEMO_SR = --stage sr_cascader --window 1,1.5
 DEMO_SAMPLE = --prompts-file $(DEMO)/eval/prompts.jsonl --cascade waveform --seconds 10 --sampler dpmpp \
   --steps $(DEMO_SAMPLE_STEPS) --seed 0 --batch-size 8
 DEMO_EVAL = --captions $(DEMO)/eval/prompts.jsonl --id-column id --caption-column text \
