@@ -36,6 +36,7 @@ from eval.options import (
     out_dir,
     pair_items,
 )
+from eval.prompts import read_manifest
 from n2m.config import leaf, resolved
 from n2m.errors import JobFailed, UserError
 
@@ -54,7 +55,7 @@ def read_captions(path: str | Path, id_column: str = "ytid", caption_column: str
     except OSError as err:
         raise UserError(f"cannot read captions {path}: {err.strerror}") from err
     with handle:
-        reader = _JsonLines(handle, path) if str(path).endswith(".jsonl") else csv.DictReader(handle)
+        reader = _JsonLines(path) if str(path).endswith(".jsonl") else csv.DictReader(handle)
         fields = reader.fieldnames or []
         needed = [id_column, caption_column] + (["is_audioset_eval"] if subset == "audioset_eval" else [])
         absent = [c for c in needed if c not in fields]
@@ -81,17 +82,9 @@ def read_captions(path: str | Path, id_column: str = "ytid", caption_column: str
 class _JsonLines:
     """JSON lines read like ``csv.DictReader`` (``fieldnames``: the keys of every row; values as strings)."""
 
-    def __init__(self, handle, path: str | Path):
-        self.rows = []
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except ValueError as err:
-                    raise UserError(f"{path}:{number} is not JSON: {err}") from err
-                if not isinstance(row, dict):
-                    raise UserError(f"{path}:{number} is not a JSON object")
-                self.rows.append({k: v if isinstance(v, str) else json.dumps(v) for k, v in row.items()})
+    def __init__(self, path: str | Path):
+        self.rows = [{k: v if isinstance(v, str) else json.dumps(v) for k, v in row.items()}
+                     for row in read_manifest(Path(path))]
         self.fieldnames = sorted({k for row in self.rows for k in row})
 
     def __iter__(self):
