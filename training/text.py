@@ -1,13 +1,19 @@
 """Frozen text encoders for cross-attention: a registry ``kind -> loader``, chosen by a spec ``KIND:DIR``.
 
-- ``t5:DIR``: a transformers ``T5EncoderModel`` + tokenizer directory (Noise2Music conditions on T5 token states,
+- ``hf:DIR``: any transformers text encoder directory with its tokenizer (BERT, MiniLM, RoBERTa, T5/mT5 encoders; of an
+  encoder-decoder checkpoint, its encoder). sentence-transformers' all-MiniLM-L6-v2 (384-d, 22 M parameters) is the
+  embedded default's text encoder.
+- ``t5:DIR``: the same loader, kept as a name for T5 directories (Noise2Music conditions on T5 token states,
   arXiv 2302.03917 section 3.1; the paper does not name the T5 size).
 - ``clap:DIR``: the token states of a CLAP model's text tower (:meth:`n2m.clap.ClapEmbedder.text_token_states`), for
-  set-ups with no T5 weights (e.g. a model made by ``n2m clap-train``).
+  set-ups with no other text model (e.g. a model made by ``n2m clap-train``).
 
 Every encoder maps captions to ``(states [B, L, D] float32, mask [B, L] bool)`` with ``L`` = the token length (padded
-or truncated); an empty caption has an all-False mask (the network treats it as unconditional). Weights never train
-and are not part of n2m checkpoints: the spec and the directory's content hash are recorded instead.
+or truncated); an empty caption has an all-False mask (the network treats it as unconditional). The cross-attention
+layers read the states and the U-Net's pooled path their masked mean (after its own per-token projection);
+:meth:`TextEncoder.pooled` gives the masked mean of the states themselves, which for MiniLM is the sentence embedding
+it was trained to give (mean pooling, Reimers & Gurevych 2019, arXiv 1908.10084). Weights never train and are not part of n2m checkpoints: the spec and the
+directory's content hash are recorded instead.
 """
 
 from __future__ import annotations
@@ -58,29 +64,47 @@ class TextEncoder:
         states = states[:, : self.max_length].float() * mask[:, : self.max_length, None]
         return states, mask[:, : self.max_length]
 
+    @torch.no_grad()
+    def pooled(self, texts: list[str]) -> torch.Tensor:
+        """``[B, D]``: the masked mean of each caption's token states (zeros for an empty caption)."""
+        states, mask = self.encode(texts)
+        weights = mask[..., None].to(states.dtype)  # [B, L, 1]
+        return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
-class T5TextEncoder(TextEncoder):
-    """A frozen ``T5EncoderModel`` and its tokenizer from a local directory."""
+
+class HFTextEncoder(TextEncoder):
+    """A frozen transformers text encoder and its tokenizer from a local directory: ``AutoModelForTextEncoding`` for
+    the model types it knows (BERT, RoBERTa, T5 -> ``T5EncoderModel``, ...), else ``AutoModel`` (its encoder when the
+    model is an encoder-decoder). States are the last hidden layer; sequences are truncated at the stage's token
+    length or the model's own limit, whichever is shorter (:meth:`TextEncoder.encode` pads the rest)."""
 
     def __init__(self, path: str, max_length: int):
-        from transformers import AutoTokenizer, T5EncoderModel
+        from transformers import AutoConfig, AutoModel, AutoModelForTextEncoding, AutoTokenizer
+        from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES
 
         try:
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
+            loader = AutoModelForTextEncoding if config.model_type in MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES else AutoModel
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            self.model = T5EncoderModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+            model = loader.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise UserError(f"cannot load T5 encoder from {path}: {str(err).strip().splitlines()[0]}") from err
-        self.dim = int(self.model.config.d_model)
+            raise UserError(f"cannot load text encoder from {path}: {str(err).strip().splitlines()[0]}") from err
+        if getattr(model.config, "is_encoder_decoder", False):
+            model = model.get_encoder()
+        self.model = model.eval().requires_grad_(False)
+        self.dim = _width(config)
         self.max_length = max_length
+        limits = [max_length, getattr(config, "max_position_embeddings", None), self.tokenizer.model_max_length]
+        self.token_limit = min(int(x) for x in limits if isinstance(x, int) and x > 0)
         self.device = torch.device("cpu")
 
-    def to(self, device: str | torch.device) -> T5TextEncoder:
+    def to(self, device: str | torch.device) -> HFTextEncoder:
         self.device = torch.device(device)
         self.model.to(self.device)
         return self
 
     def _states(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_length,
+        tokens = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.token_limit,
                                 return_tensors="pt")
         ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
         return self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask
@@ -108,10 +132,18 @@ class ClapTextEncoder(TextEncoder):
         return self.embedder.text_token_states(texts, self.max_length)
 
 
-def _t5_width(path: str) -> int:
+def _width(config) -> int:
+    """Token-state width of a transformers config (``hidden_size``; T5 configs map it to ``d_model``)."""
+    return int(config.hidden_size)
+
+
+def _hf_width(path: str) -> int:
     from transformers import AutoConfig
 
-    return int(AutoConfig.from_pretrained(path, local_files_only=True).d_model)
+    try:
+        return _width(AutoConfig.from_pretrained(path, local_files_only=True))
+    except (OSError, ValueError, KeyError, AttributeError) as err:
+        raise UserError(f"cannot read the text encoder config in {path}: {str(err).strip().splitlines()[0]}") from err
 
 
 def _clap_width(path: str) -> int:
@@ -127,7 +159,8 @@ class EncoderKind:
 
 
 TEXT_ENCODERS: dict[str, EncoderKind] = {
-    "t5": EncoderKind(load=T5TextEncoder, width=_t5_width),
+    "hf": EncoderKind(load=HFTextEncoder, width=_hf_width),
+    "t5": EncoderKind(load=HFTextEncoder, width=_hf_width),
     "clap": EncoderKind(load=ClapTextEncoder, width=_clap_width),
 }
 
@@ -171,7 +204,7 @@ class CachedTextEncoder(TextEncoder):
 
 
 def load_text_encoder(spec: str, max_length: int, cache_items: int = 0) -> TextEncoder:
-    """Load the encoder of ``spec`` (``t5:DIR`` | ``clap:DIR``) on CPU; ``cache_items > 0`` adds an LRU cache."""
+    """Load the encoder of ``spec`` (``hf:DIR`` | ``t5:DIR`` | ``clap:DIR``) on CPU; ``cache_items > 0`` adds an LRU cache."""
     kind, path = parse_spec(spec)
     encoder = TEXT_ENCODERS[kind].load(path, max_length)
     return CachedTextEncoder(encoder, cache_items) if cache_items > 0 else encoder
