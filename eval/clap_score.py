@@ -7,6 +7,9 @@ prompt; audio and prompts are paired by id (audio file stem == prompt id), never
   own prompt), i.e. what the score is for audio unrelated to its text;
 - the ground-truth-audio score (the paper's "MuLan gt-audio" column): cosine between each generated clip and the
   reference recording of the same id, and the references' own text score (the paper's "Ground truth" row).
+
+:func:`bootstrap_mean` gives the percentile interval of a mean of per-item values (items resampled), used for these
+scores and for the musicnn adherence figures (:mod:`eval.adherence`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,18 @@ def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
         j = int(rng.integers(0, i))
         perm[i], perm[j] = perm[j], perm[i]
     return perm
+
+
+def bootstrap_mean(values: np.ndarray, reps: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval (Efron & Tibshirani 1993, ch. 13) of the mean of per-item ``values`` ``[N]``:
+    ``reps`` resamples of the N items with replacement, seeded; ``(low, high)`` at ``level`` coverage."""
+    v = np.asarray(values, np.float64)
+    if v.ndim != 1 or v.size < 2 or reps < 1:
+        raise ValueError("a bootstrap interval needs at least two items and one resample")
+    means = v[np.random.default_rng(seed).integers(0, v.size, size=(reps, v.size))].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``n2m eval fad | clap-score | musiccaps | compare``: each prints its figures as a table and writes
+"""``n2m eval fad | clap-score | adherence | musiccaps | prompts | compare``: each prints its figures as a table and writes
 ``report.json`` + ``report.html`` under ``--out``."""
 
 from __future__ import annotations
@@ -8,10 +8,12 @@ import argparse
 from eval import report as reports
 from eval.audio_sets import Preprocess, by_id, embed_files, list_audio
 from eval.options import (
+    EMBEDDING_HELP,
     FAD_LABELS,
     add_embedding_options,
     add_fad_options,
     add_output_options,
+    add_probe_options,
     cache_root,
     embed_both,
     embedding_options,
@@ -20,6 +22,7 @@ from eval.options import (
     model_info,
     out_dir,
     pair_items,
+    probe_labels,
 )
 from n2m.config import leaf, resolved
 from n2m.errors import UserError
@@ -29,7 +32,7 @@ from n2m.errors import UserError
 
 
 def run_fad(args: argparse.Namespace) -> int:
-    from eval import embeddings, scoring
+    from eval import adherence, embeddings, scoring
 
     reference, generated = list_audio(args.reference), list_audio(args.generated)
     if not reference or not generated:
@@ -39,6 +42,7 @@ def run_fad(args: argparse.Namespace) -> int:
     preprocess = Preprocess(args.crop_seconds, args.band_rate)
     report.update(preprocess=preprocess.as_dict(), fad={}, sets={}, models={}, warnings=[],
                   lineage=reports.lineage(generated))
+    musicnn = None
     for spec in args.embedding:
         embedder = embeddings.load(spec, embedding_options(args))
         ref, gen = embed_both(embedder, reference, generated, preprocess, cache_root(args))
@@ -50,16 +54,18 @@ def run_fad(args: argparse.Namespace) -> int:
         report["metrics"].update(rows)
         report["fad"][embedder.name] = section
         report["warnings"] += warnings
+        musicnn = embedder if embedder.name == "musicnn" else musicnn
     reports.attach_samples(report, pair_items(generated, reference), args.samples, args.seed)
+    if musicnn is not None:
+        adherence.tag_samples(report, musicnn, preprocess, cache_root(args))
     return finish(report, out)
 
 
 def add_fad(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", required=True, nargs="+", help="reference audio: directories, globs or .txt lists")
     p.add_argument("--generated", required=True, nargs="+", help="generated audio: directories, globs or .txt lists")
-    p.add_argument("--embedding", required=True, action="append", metavar="NAME:PATH",
-                   help="embedding model, repeatable: vggish:WEIGHTS.pth (torchvggish state dict) or clap:DIR "
-                        "(a CLAP model directory)")
+    p.add_argument("--embedding", required=True, action="append", metavar="NAME[:ARGS]",
+                   help="embedding model, repeatable: " + EMBEDDING_HELP)
     add_fad_options(p)
     add_embedding_options(p)
     add_output_options(p)
@@ -84,7 +90,7 @@ def run_clap_score(args: argparse.Namespace) -> int:
     embedder = embeddings.load(f"clap:{args.model}", embedding_options(args))
     gen = embed_files(generated, embedder, preprocess, cache_root(args), desc="clap: audio")
     ref = embed_files(reference, embedder, preprocess, cache_root(args), desc="clap: reference") if reference else None
-    rows, section, warnings = scoring.clap_scores(embedder, prompts, gen, ref, args.seed)
+    rows, section, warnings = scoring.clap_scores(embedder, prompts, gen, ref, args.seed, args.bootstrap)
     report.update(preprocess=preprocess.as_dict(), models={"clap": model_info(embedder)}, clap_score=section,
                   warnings=warnings, lineage=reports.lineage(generated),
                   sets={"audio": gen.summary(), **({"reference": ref.summary()} if ref else {})},
@@ -100,9 +106,57 @@ def add_clap_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", required=True, help="JSON lines with 'id' and 'text'")
     p.add_argument("--model", required=True, help="CLAP model directory (transformers layout)")
     p.add_argument("--reference", nargs="+", help="reference audio with the same ids, for the ground-truth scores")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="resamples of the clips for the CLAP score's 95%% interval; 0 disables")
     add_embedding_options(p)
     add_output_options(p)
     leaf(p, run_clap_score)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# adherence
+
+
+def run_adherence(args: argparse.Namespace) -> int:
+    from eval import adherence, embeddings, scoring
+
+    generated = list_audio(args.generated)
+    by_id(generated)
+    reference = list_audio(args.reference) if args.reference else []
+    by_id(reference)
+    if not generated:
+        raise UserError("no generated audio files found")
+    if not reference and not args.probe_labels:
+        raise UserError("give --reference (tag agreement) and/or --probe-labels (the probe)")
+    labels = probe_labels(args)
+    prompts = scoring.read_prompts(args.prompts) if args.prompts else None
+    features = embeddings.load(args.embedding, embedding_options(args))
+    if features.name != "musicnn":
+        raise UserError(f"the adherence judge is musicnn: --embedding musicnn[:MODEL[:LAYER]], got {args.embedding!r}")
+    out = out_dir(args, "adherence")
+    report = reports.base_report("adherence", out.name, resolved(args))
+    preprocess, cache = Preprocess(args.crop_seconds, args.band_rate), cache_root(args)
+    report.update(preprocess=preprocess.as_dict(), models={"musicnn": model_info(features)}, sets={}, warnings=[],
+                  lineage=reports.lineage(generated))
+    adherence.judge(report, features, None, generated, reference, labels, preprocess, cache, args.bootstrap, args.seed)
+    reports.attach_samples(report, pair_items(generated, reference, prompts), args.samples, args.seed)
+    adherence.tag_samples(report, features, preprocess, cache)
+    return finish(report, out)
+
+
+def add_adherence(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generated", required=True, nargs="+", help="generated audio (file stem = track / prompt id)")
+    p.add_argument("--reference", nargs="+", help="the reference tracks, named by the same ids (tag agreement)")
+    p.add_argument("--embedding", default="musicnn", metavar="musicnn[:MODEL[:LAYER]]",
+                   help="the probe's features (default MSD_musicnn:penultimate); tag vectors are the same model's "
+                        "tag probabilities")
+    p.add_argument("--prompts", help="JSON lines with 'id' and 'text', shown beside the audio players")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="resamples of the clips for the 95%% intervals; 0 disables")
+    add_probe_options(p)
+    add_embedding_options(p)
+    add_output_options(p)
+    leaf(p, run_adherence)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -119,8 +173,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_clap_score(sub.add_parser("clap-score", help="CLAP score: cosine of each clip with its own prompt",
                                   description="Mean cosine similarity between each audio clip and its own prompt "
                                               "(paired by id), with a shuffled-prompt baseline."))
+    add_adherence(sub.add_parser(
+        "adherence", help="music adherence judged by musicnn (no CLAP): tag agreement and a class probe",
+        description="Tag agreement (each generated clip's musicnn tags vs its own reference track's, paired vs "
+                    "shuffled) and a probe (nearest-centroid classification of generated clips into the classes of "
+                    "a manifest column, vs chance and vs the real held-out tracks)."))
     musiccaps.add_arguments(sub.add_parser(
-        "musiccaps", help="the MusicCaps protocol of Noise2Music (FAD_VGG, FAD_CLAP, CLAP score)",
+        "musiccaps", help="the MusicCaps protocol of Noise2Music (FAD_VGG, FAD_CLAP, FAD_musicnn, CLAP score, "
+                          "musicnn adherence)",
         description="Noise2Music Section 5: prompts from a caption CSV, references named by id, generated audio "
                     "scored on its middle 10 s at 16 kHz."))
     prompts.add_arguments(sub.add_parser(

@@ -1,4 +1,5 @@
-"""Registry of embedding models for FAD and the CLAP score: ``vggish:WEIGHTS`` and ``clap:DIR``.
+"""Registry of embedding models for FAD, the CLAP score and the musicnn judge: ``vggish:WEIGHTS``, ``clap:DIR`` and
+``musicnn[:MODEL[:LAYER]]``.
 
 An :class:`Embedder` turns one mono waveform ``[T]`` at its ``sample_rate`` into frame embeddings ``[F, D]``. Its
 ``model_id`` names the model and the hash of its weights, and ``settings`` every option that changes the numbers; both
@@ -7,6 +8,8 @@ go into the cache key and the report.
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -58,6 +61,7 @@ class _VGGish:
     def __init__(self, path: str, options: EmbeddingOptions):
         from eval.vggish import SAMPLE_RATE, VGGishEmbedder, VGGishSettings
 
+        _require_path("vggish", path, "WEIGHTS.pth")
         settings = VGGishSettings(options.vggish_framing, options.vggish_postprocess)
         self.module = VGGishEmbedder.from_files(path, settings, options.vggish_pca, options.device)
         weights = file_hash(path)
@@ -92,6 +96,7 @@ class _Clap:
     def __init__(self, path: str, options: EmbeddingOptions):
         from n2m.clap import ClapEmbedder
 
+        _require_path("clap", path, "DIR")
         self.model = ClapEmbedder.from_pretrained(path, options.device)
         self.model_id = f"clap:{self.model.model_id}"
         self.sample_rate = int(self.model.sample_rate)
@@ -120,14 +125,78 @@ class _Clap:
         return np.asarray(self.model.embed_text(list(texts)), np.float32)
 
 
-EMBEDDINGS: dict[str, Callable[[str, EmbeddingOptions], Embedder]] = {"vggish": _VGGish, "clap": _Clap}
+# ---------------------------------------------------------------------------------------------------------------------
+# musicnn (n2m.musicnn.Musicnn: Pons & Serra 2019, arXiv 1909.06654)
+
+MUSICNN_MODEL = "MSD_musicnn"
+MUSICNN_LAYER = "penultimate"
+TAGGRAM = "taggram"
+
+
+@functools.lru_cache(maxsize=4)
+def _musicnn_model(name: str, device: str):
+    from n2m.musicnn import Musicnn
+
+    return Musicnn.from_pretrained(name, device=device)
+
+
+class MusicnnEmbedder:
+    """One row per non-overlapping 3 s patch of a musicnn layer ``[P, D]`` (``taggram``: the tag probabilities
+    ``[P, 50]``). As VGGish frames are in FAD (Kilgour et al. 2019, arXiv 1812.08466), every patch is one sample of
+    FAD_musicnn; a clip's vector is the mean over its patches. ``MODEL`` is an installed model name (``n2m models
+    fetch``) or a model directory; default ``MSD_musicnn:penultimate``."""
+
+    name = "musicnn"
+    min_seconds = 3.0  # one patch (187 frames at hop 256 of 16 kHz)
+
+    def __init__(self, spec: str, options: EmbeddingOptions):
+        model, _, layer = spec.partition(":")
+        self.model = _musicnn_model(model or MUSICNN_MODEL, options.device)
+        self.layer = layer or MUSICNN_LAYER
+        if self.layer not in (*self.model.layers, TAGGRAM):
+            raise UserError(f"musicnn has no layer {self.layer!r}; choose from {', '.join(self.model.layers)}, "
+                            f"{TAGGRAM}")
+        self.model_id = self.model.model_id
+        self.sample_rate = int(self.model.SAMPLE_RATE)
+        self.tags = list(self.model.tags)
+        self.settings = {"layer": self.layer, "patch_s": 3.0, "patch_hop": "none (non-overlapping)",
+                         "clip": "mean over patches"}
+
+    def tagger(self) -> MusicnnEmbedder:
+        """The same model's tag probabilities (layer ``taggram``): clip vectors are mean tag probabilities ``[50]``."""
+        if self.layer == TAGGRAM:
+            return self
+        twin = copy.copy(self)
+        twin.layer, twin.settings = TAGGRAM, {**self.settings, "layer": TAGGRAM}
+        return twin
+
+    def embed(self, wave: np.ndarray) -> np.ndarray:
+        out = self.model.analyse(wave, self.sample_rate)
+        rows = out.taggram if self.layer == TAGGRAM else out.features[self.layer]
+        if len(rows) == 0:
+            raise AudioError("too_short", "no 3 s musicnn patch in the clip")
+        return np.asarray(rows, np.float32)
+
+    def fad_frames(self, raw: np.ndarray) -> np.ndarray:
+        return raw
+
+    def clip_embedding(self, raw: np.ndarray) -> np.ndarray:
+        return raw.mean(axis=0)
+
+
+def _require_path(name: str, path: str, what: str) -> None:
+    if not path:
+        raise UserError(f"embedding {name} needs a path: {name}:{what}")
+
+
+EMBEDDINGS: dict[str, Callable[[str, EmbeddingOptions], Embedder]] = {"vggish": _VGGish, "clap": _Clap,
+                                                                      "musicnn": MusicnnEmbedder}
 
 
 def load(spec: str, options: EmbeddingOptions | None = None) -> Embedder:
-    """An embedder from ``NAME:PATH`` (``vggish:weights.pth``, ``clap:models/clap``)."""
-    name, sep, path = spec.partition(":")
-    if not sep or not path:
-        raise UserError(f"embedding {spec!r} must be NAME:PATH with NAME one of {sorted(EMBEDDINGS)}")
+    """An embedder from ``NAME[:ARGS]`` (``vggish:weights.pth``, ``clap:models/clap``, ``musicnn``,
+    ``musicnn:MTT_musicnn:max_pool``)."""
+    name, _, rest = spec.partition(":")
     if name not in EMBEDDINGS:
-        raise UserError(f"unknown embedding {name!r}; choose from {sorted(EMBEDDINGS)}")
-    return EMBEDDINGS[name](path, options or EmbeddingOptions())
+        raise UserError(f"unknown embedding {name!r} in {spec!r}; choose from {sorted(EMBEDDINGS)}")
+    return EMBEDDINGS[name](rest, options or EmbeddingOptions())

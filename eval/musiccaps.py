@@ -6,7 +6,8 @@ Prompts come from the CSV's captions (MusicCaps: ``ytid, start_s, end_s, aspect_
 dropped. Generated audio (``{ytid}.wav``, usually 30 s) is scored on its middle 10 s through 16 kHz, as the paper did;
 the same preprocessing is applied to the references so both sides see the same band. Reported: FAD_VGG, FAD_CLAP, the
 CLAP score (with shuffled-prompt baseline, ground-truth audio score and the references' own score), counts, and what was
-missing or excluded.
+missing or excluded. With ``--embedding musicnn``: FAD_musicnn and the musicnn adherence section (:mod:`eval.adherence`:
+tag agreement with the references; with ``--probe-labels``, the class probe), a judge that needs no CLAP.
 
 ``--checkpoints`` generates the audio first through training's public sampling API (``training.sampling.generate``,
 what ``n2m sample`` runs), writing ``{id}.wav`` and the same JSON sidecars as ``n2m sample`` into ``OUT/generated``.
@@ -24,10 +25,12 @@ from pathlib import Path
 from eval import report as reports
 from eval.audio_sets import Preprocess, by_id, embed_files, list_audio
 from eval.options import (
+    EMBEDDING_HELP,
     FAD_LABELS,
     add_embedding_options,
     add_fad_options,
     add_output_options,
+    add_probe_options,
     cache_root,
     embedding_options,
     fad_options,
@@ -35,6 +38,7 @@ from eval.options import (
     model_info,
     out_dir,
     pair_items,
+    probe_labels,
 )
 from eval.prompts import read_manifest
 from n2m.config import leaf, resolved
@@ -115,10 +119,13 @@ def generate(args: argparse.Namespace, prompts: dict[str, str], out: Path) -> Pa
 
 
 def run(args: argparse.Namespace) -> int:
-    from eval import embeddings, scoring
+    from eval import adherence, embeddings, scoring
 
-    if not args.vggish and not args.clap:
-        raise UserError("give --vggish WEIGHTS and/or --clap DIR")
+    specs = ([f"vggish:{args.vggish}"] if args.vggish else []) + ([f"clap:{args.clap}"] if args.clap else []) \
+        + list(args.embedding or [])
+    if not specs:
+        raise UserError("give --vggish WEIGHTS, --clap DIR and/or --embedding musicnn")
+    labels = probe_labels(args)
     prompts, rows = read_captions(args.captions, args.id_column, args.caption_column, args.subset)
     out = out_dir(args, "musiccaps")
     generated_dir = Path(args.generated) if args.generated else generate(args, prompts, out)
@@ -148,10 +155,12 @@ def run(args: argparse.Namespace) -> int:
         if ids:
             report["warnings"].append(f"{len(ids)} {what}")
     cache = cache_root(args)
-    for name, path in (("vggish", args.vggish), ("clap", args.clap)):
-        if not path:
-            continue
-        embedder = embeddings.load(f"{name}:{path}", embedding_options(args))
+    musicnn = None
+    for spec in specs:
+        embedder = embeddings.load(spec, embedding_options(args))
+        name = embedder.name
+        if name in report["models"]:
+            raise UserError(f"two {name} models given; musiccaps scores one per kind")
         ref = embed_files(reference, embedder, preprocess, cache, desc=f"{name}: reference")
         gen = embed_files(generated, embedder, preprocess, cache, desc=f"{name}: generated")
         report["models"][name] = model_info(embedder)
@@ -162,11 +171,19 @@ def run(args: argparse.Namespace) -> int:
         report["fad"][name] = section
         report["warnings"] += warnings
         if name == "clap":
-            rows_, section, warnings = scoring.clap_scores(embedder, prompts, gen, ref, args.seed)
+            rows_, section, warnings = scoring.clap_scores(embedder, prompts, gen, ref, args.seed, args.bootstrap)
             report["metrics"].update(rows_)
             report["clap_score"] = section
             report["warnings"] += [w for w in warnings if "prompts have no generated audio" not in w]
+        if name == "musicnn":
+            musicnn = embedder
+            adherence.judge(report, embedder, gen, generated, reference, labels, preprocess, cache, args.bootstrap,
+                            args.seed)
+    if labels is not None and musicnn is None:
+        report["warnings"].append("--probe-labels needs --embedding musicnn; no probe was run")
     reports.attach_samples(report, pair_items(generated, reference, prompts), args.samples, args.seed)
+    if musicnn is not None:
+        adherence.tag_samples(report, musicnn, preprocess, cache)
     return finish(report, out)
 
 
@@ -186,6 +203,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--caption-column", default="caption", help="CSV column with the prompt text")
     p.add_argument("--vggish", metavar="WEIGHTS", help="torchvggish state dict for FAD_VGG")
     p.add_argument("--clap", metavar="DIR", help="CLAP model directory for FAD_CLAP and the CLAP score")
+    p.add_argument("--embedding", action="append", metavar="NAME[:ARGS]",
+                   help="more judges, repeatable: " + EMBEDDING_HELP + ". musicnn adds the adherence section "
+                        "(tag agreement with the references; the probe with --probe-labels)")
     gen = p.add_argument_group("generation (with --checkpoints; defaults: the paper's per-stage settings)")
     gen.add_argument("--cascade", default="waveform", choices=("waveform", "spectrogram"), help="which cascade")
     gen.add_argument("--generate-seconds", type=float, default=GENERATED_SECONDS,
@@ -194,6 +214,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     gen.add_argument("--steps", type=int, help="sampling steps for every stage")
     gen.add_argument("--guidance", type=float, help="classifier-free guidance scale of the text stages")
     gen.add_argument("--batch-size", type=int, default=4, help="clips sampled together")
+    add_probe_options(p)
     add_fad_options(p)
     add_embedding_options(p)
     add_output_options(p)

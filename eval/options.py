@@ -12,9 +12,9 @@ from eval.audio_sets import Preprocess, embed_files
 from eval.embeddings import EmbeddingOptions
 from eval.scoring import FadOptions
 
-FAD_LABELS = {"vggish": "FAD_VGG", "clap": "FAD_CLAP"}
-
-
+FAD_LABELS = {"vggish": "FAD_VGG", "clap": "FAD_CLAP", "musicnn": "FAD_musicnn"}
+EMBEDDING_HELP = ("vggish:WEIGHTS.pth (torchvggish state dict), clap:DIR (a CLAP model directory) or "
+                  "musicnn[:MODEL[:LAYER]] (default MSD_musicnn:penultimate; each 3 s patch one sample)")
 
 
 def add_embedding_options(p: argparse.ArgumentParser) -> None:
@@ -87,6 +87,23 @@ def embed_both(embedder, reference: list[Path], generated: list[Path], preproces
     ref = embed_files(reference, embedder, preprocess, cache, desc=f"{embedder.name}: reference")
     gen = embed_files(generated, embedder, preprocess, cache, desc=f"{embedder.name}: generated")
     return ref, gen
+
+
+def add_probe_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("musicnn probe")
+    g.add_argument("--probe-labels", metavar="MANIFEST", help="JSON-lines track manifest (n2m synth's manifest.jsonl) "
+                                                              "with 'path', 'holdout' and the class column: generated "
+                                                              "clips (named by track file stem) are classified by the "
+                                                              "nearest class centroid of the tracks not held out")
+    g.add_argument("--probe-column", default="style", help="manifest column naming each track's class "
+                                                           "(default %(default)s)")
+
+
+def probe_labels(args: argparse.Namespace):
+    """The ``--probe-labels`` manifest's classes, or None."""
+    from eval.adherence import read_probe_labels
+
+    return read_probe_labels(args.probe_labels, args.probe_column) if args.probe_labels else None
 
 
 def finish(report: dict[str, Any], out: Path) -> int:

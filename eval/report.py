@@ -3,7 +3,8 @@ self-contained page: inline CSS, inline SVG, audio as base64 data URIs; nothing 
 
 A report dict carries ``metrics``: ``{name: {"value", "n", "low", "high", "unit", "note"}}`` (the headline table that
 ``n2m eval compare`` lines up), and optional sections the page draws when present: ``fad[model]["fad_inf"]``,
-``fad[model]["per_song"]``, ``clap_score``, ``samples``.
+``fad[model]["per_song"]``, ``clap_score``, ``adherence`` (musicnn tag agreement and probe), ``samples`` (audio
+players; ``{side}_tags``: the clip's top musicnn tags).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:
 vertical-align:top}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .meta{color:#666}.warn{color:#a23a00}.plots{display:flex;flex-wrap:wrap;gap:12px}
 svg text{font:11px system-ui,sans-serif;fill:#333}svg text.t{font-size:13px;font-weight:600}
-audio{width:260px;height:32px}details{margin:6px 0}pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}
+audio{width:260px;height:32px}.tags{font-size:12px;color:#555;margin-top:2px}details{margin:6px 0}pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}
 """
 
 
@@ -191,6 +192,58 @@ def _plots(report: dict[str, Any]) -> str:
     return f'<div class=plots>{"".join(out)}</div>' if out else ""
 
 
+def _confusion(title: str, score: dict[str, Any]) -> str:
+    """A confusion table (rows: true class, columns: predicted) with each class's recall."""
+    confusion = score["confusion"]
+    classes = sorted(set(confusion) | {p for row in confusion.values() for p in row})
+    rows = [[t, *[confusion.get(t, {}).get(c, 0) for c in classes],
+             fmt_number(confusion[t].get(t, 0) / max(sum(confusion[t].values()), 1)) if t in confusion else "–"]
+            for t in classes]
+    return (f"<div><p><b>{escape(title)}</b>: accuracy {fmt_number(score['accuracy'])} "
+            f"[{fmt_number(score.get('low'))}, {fmt_number(score.get('high'))}], chance {fmt_number(score['chance'])}"
+            f", n {score['n']}</p>"
+            + html_table(["true \\ predicted", *classes, "recall"], rows, tuple(range(1, len(classes) + 2)))
+            + "</div>")
+
+
+def _adherence(report: dict[str, Any]) -> str:
+    section = report.get("adherence")
+    if not section:
+        return ""
+    parts = [f"<h2>Adherence (musicnn)</h2><p class=meta>Judge: {escape(str(section.get('model')))}, layer "
+             f"{escape(str(section.get('layer')))}; no CLAP involved.</p>"]
+    tags = section.get("tags")
+    if tags:
+        items = tags.get("per_item", {}).values()
+        parts.append("<p>Tag agreement: cosine of each generated clip's mean tag probabilities with its own reference "
+                     "track's (paired) and, on average, with the other references (shuffled).</p>")
+        parts.append('<div class=plots>' + svg.histogram(
+            {"own reference": [v["paired"] for v in items], "other references": [v["shuffled"] for v in items]},
+            "musicnn tag agreement", "cosine similarity") + "</div>")
+    probe = section.get("probe")
+    if probe:
+        classes = ", ".join(f"{k} ({v})" for k, v in probe.get("classes", {}).items())
+        parts.append(f"<p>Probe: nearest centroid of {len(probe.get('classes', {}))} classes of "
+                     f"<b>{escape(probe['column'])}</b> from {probe.get('centroid_tracks')} tracks not held out: "
+                     f"{escape(classes)}.</p>")
+        tables = [_confusion(title, probe[key]) for key, title in (("generated", "generated clips"),
+                                                                   ("real_held_out", "real held-out tracks (ceiling)"))
+                  if probe.get(key)]
+        parts.append('<div class=plots>' + "".join(tables) + "</div>")
+    return "".join(parts)
+
+
+def _player(sample: dict[str, Any], side: str) -> str:
+    if sample.get(f"{side}_uri"):
+        cell = f'<audio controls preload=none src="{sample[side + "_uri"]}"></audio>'
+    else:
+        cell = f"<span class=meta>{escape(sample.get(side + '_note') or 'no audio')}</span>"
+    tags = sample.get(f"{side}_tags")
+    if tags:
+        cell += "<div class=tags>" + escape(", ".join(f"{t} {p:.2f}" for t, p in tags)) + "</div>"
+    return f"<td>{cell}</td>"
+
+
 def _samples(report: dict[str, Any]) -> str:
     samples = report.get("samples")
     if not samples:
@@ -198,13 +251,11 @@ def _samples(report: dict[str, Any]) -> str:
     rows = []
     for s in samples:
         cells = [f"<td>{escape(str(s['id']))}</td><td>{escape(str(s.get('prompt') or ''))}</td>"]
-        for side in ("generated", "reference"):
-            if s.get(f"{side}_uri"):
-                cells.append(f'<td><audio controls preload=none src="{s[side + "_uri"]}"></audio></td>')
-            else:
-                cells.append(f"<td class=meta>{escape(s.get(side + '_note') or 'no audio')}</td>")
+        cells += [_player(s, side) for side in ("generated", "reference")]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return ("<h2>Listen</h2><p class=meta>Middle 10 s of each clip, mono 16 kHz Ogg Vorbis.</p><table><tr><th>id</th>"
+    tagged = any(s.get("generated_tags") or s.get("reference_tags") for s in samples)
+    note = " Under each player: its top musicnn tags with their mean probability." if tagged else ""
+    return (f"<h2>Listen</h2><p class=meta>Middle 10 s of each clip, mono 16 kHz Ogg Vorbis.{note}</p><table><tr><th>id</th>"
             "<th>prompt</th><th>generated</th><th>reference</th></tr>" + "".join(rows) + "</table>")
 
 
@@ -219,6 +270,7 @@ def render_html(report: dict[str, Any]) -> str:
     if warnings:
         parts.append("<ul>" + "".join(f"<li class=warn>{escape(w)}</li>" for w in warnings) + "</ul>")
     parts.append(_plots(report))
+    parts.append(_adherence(report))
     counts = report.get("counts")
     if counts:
         parts.append("<h2>Counts</h2>" + html_table(["what", "count"], [[k, v] for k, v in counts.items()], (1,)))

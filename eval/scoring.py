@@ -13,7 +13,7 @@ import numpy as np
 
 from eval import frechet
 from eval.audio_sets import EmbeddedSet
-from eval.clap_score import paired_score
+from eval.clap_score import bootstrap_mean, paired_score
 from eval.report import metric
 from n2m.errors import JobFailed, UserError
 
@@ -119,9 +119,10 @@ def read_prompts(path: str | Path) -> dict[str, str]:
 
 
 def clap_scores(embedder, prompts: dict[str, str], generated: EmbeddedSet, reference: EmbeddedSet | None,
-                seed: int = 0) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+                seed: int = 0, bootstrap: int = 200) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """``(metrics rows, clap_score section, warnings)``: generated audio vs its own prompt (with the shuffled
-    baseline), and, with references, generated vs reference audio and references vs their prompts."""
+    baseline), and, with references, generated vs reference audio and references vs their prompts. The CLAP score's
+    95% interval resamples the clips ``bootstrap`` times (0: none)."""
     ids = sorted(prompts)
     text = dict(zip(ids, embedder.embed_text([prompts[i] for i in ids])))
     audio = generated.clips_by_id()
@@ -136,7 +137,8 @@ def clap_scores(embedder, prompts: dict[str, str], generated: EmbeddedSet, refer
             scores["reference_text"] = paired_score(ref_audio, text, seed=seed)
     rows = {}
     t = scores["text"]
-    rows["CLAP_score"] = metric(t.mean, t.n, note=f"std {t.std:.4f}; audio vs its own prompt")
+    low, high = bootstrap_mean(np.array(t.values), bootstrap, seed=seed) if bootstrap and t.n > 1 else (None, None)
+    rows["CLAP_score"] = metric(t.mean, t.n, low, high, note=f"std {t.std:.4f}; audio vs its own prompt")
     if t.shuffled_mean is not None:
         rows["CLAP_score_shuffled"] = metric(t.shuffled_mean, t.n, note=f"prompts deranged (seed {seed})")
     if "gt_audio" in scores:

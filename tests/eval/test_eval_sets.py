@@ -128,7 +128,9 @@ def test_listing_and_ids(tmp_path):
 def test_unknown_embedding_is_a_user_error():
     with pytest.raises(UserError, match="unknown embedding"):
         embeddings.load("trill:/x")
-    with pytest.raises(UserError, match="NAME:PATH"):
+    with pytest.raises(UserError, match="needs a path: vggish:WEIGHTS"):
         embeddings.load("vggish")
+    with pytest.raises(UserError, match="needs a path: clap:DIR"):
+        embeddings.load("clap:")
     with pytest.raises(UserError, match="not found"):
         embeddings.load("vggish:/nonexistent.pth")
