@@ -14,7 +14,9 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup test lint demo bench clean
 
+# The pretrained models (musicnn taggers, MiniLM) are fetched into models/ on every setup: a no-op once installed.
 setup: $(BIN)/n2m
+	@$(BIN)/n2m models fetch
 
 $(BIN)/n2m: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("a training checkpoint's EMA weights -> safetensors + config.json for inference", "training.export_cli"),
     "sample": ("text prompts -> 24 kHz music through a trained cascade (waveform or spectrogram path)", "training.sample_cli"),
     "eval": ("evaluate generated audio: FAD (VGGish, CLAP), FAD-inf, CLAP score, MusicCaps protocol, HTML reports", "eval.cli"),
+    "models": ("pretrained models from the package registry (musicnn taggers, MiniLM): fetch, list", "n2m.models.cli"),
 }
 
 _EPILOG = """\
