@@ -9,8 +9,9 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,6 +29,7 @@ REASONS = (
     "decode_error",  # recognised but failed while decoding
     "non_finite",  # NaN or infinite samples
     "missing",  # the path or URL does not exist
+    "not_a_file",  # a folder, device, FIFO or socket where a regular file was expected
     "fetch_error",  # network or filesystem error while reading
 )
 
@@ -52,11 +54,16 @@ class AudioError(Exception):
 
 @dataclass(frozen=True)
 class Decoded:
-    """Decoded audio: ``samples`` float32 ``[C, T]`` in [-1, 1] (not clipped), ``sample_rate`` in Hz."""
+    """Decoded audio: ``samples`` float32 ``[C, T]`` in [-1, 1] (not clipped), ``sample_rate`` in Hz.
+
+    ``decoder`` names the decoder that produced the samples; ``note`` says why it was not the first choice (empty
+    when it was), e.g. how far libsndfile fell short of the declared end before FFmpeg decoded the whole file.
+    """
 
     samples: np.ndarray
     sample_rate: int
     decoder: str
+    note: str = ""
 
     @property
     def duration_s(self) -> float:
@@ -68,22 +75,38 @@ class Decoded:
 
 
 def read_bytes(source: str | os.PathLike | BinaryIO, max_bytes: int | None = None) -> bytes:
-    """Read a local path or file object, refusing more than ``max_bytes`` (reason ``too_large``)."""
+    """Read a local path or file object, refusing more than ``max_bytes`` (reason ``too_large``).
+
+    A path must name a regular file (reason ``not_a_file`` otherwise): ``/dev/zero`` would be read until memory runs
+    out and a FIFO would block forever, and both report a size of 0. The path is opened non-blocking (so a FIFO
+    without a writer cannot hang the open) and checked with ``fstat`` on that same descriptor; the cap is applied to
+    the bytes read, not to the size the file system reports.
+    """
     try:
         if hasattr(source, "read"):
             data = source.read(-1 if max_bytes is None else max_bytes + 1)
         else:
-            path = Path(source)
-            if not path.exists():
-                raise AudioError("missing", f"no such file: {path}")
-            if max_bytes is not None and path.stat().st_size > max_bytes:
-                raise AudioError("too_large", f"{path} has {path.stat().st_size} bytes, limit {max_bytes}")
-            data = path.read_bytes()
+            data = _read_regular_file(Path(source), max_bytes)
+    except FileNotFoundError as err:
+        raise AudioError("missing", f"no such file: {source}") from err
     except OSError as err:
-        raise AudioError("fetch_error", f"cannot read {source}: {err}") from err
+        raise AudioError("fetch_error", f"cannot read {source}: {err.strerror or err}") from err
     if max_bytes is not None and len(data) > max_bytes:
         raise AudioError("too_large", f"input exceeds {max_bytes} bytes")
     return bytes(data)
+
+
+def _read_regular_file(path: Path, max_bytes: int | None) -> bytes:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "folder" if stat.S_ISDIR(info.st_mode) else "FIFO" if stat.S_ISFIFO(info.st_mode) else (
+                "device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "socket or special file")
+            raise AudioError("not_a_file", f"{path} is a {kind}, not a regular file")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise AudioError("too_large", f"{path} has {info.st_size} bytes, limit {max_bytes}")
+        return handle.read(-1 if max_bytes is None else max_bytes + 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -99,8 +122,15 @@ def decode(
 ) -> Decoded:
     """Decode audio from a path, bytes or a file object.
 
-    soundfile (libsndfile: wav, flac, ogg/vorbis/opus, mp3, aiff) is tried first; anything it does not recognise goes to
-    FFmpeg through PyAV (m4a/aac, webm, opus-in-mp4, ...), or the ``ffmpeg`` binary when PyAV is missing.
+    soundfile (libsndfile: wav, flac, ogg/vorbis/opus, mp3, aiff) is tried first when its header gives an exact
+    length. FFmpeg (PyAV, or the ``ffmpeg`` binary when PyAV is missing) decodes the rest: formats libsndfile does not
+    know (m4a/aac, webm, opus-in-mp4, ...), MP3 without a Xing/VBRI frame count (libmpg123 estimates the length from
+    the first frame and stops decoding there) and files whose header gives no length (streamed FLAC).
+
+    A file libsndfile decodes to fewer frames than its header declares (Ogg end granule, FLAC STREAMINFO, MP3 frame
+    count, WAV data size) is decoded again with FFmpeg before it is called ``truncated``: libsndfile drops audio at
+    an Ogg page-sequence gap that FFmpeg reads through. The file fails only when neither decoder reaches the declared
+    end; otherwise FFmpeg's (longer) decode is kept and :attr:`Decoded.note` records libsndfile's shortfall.
 
     Returns float32 ``[C, T]``. Raises :class:`AudioError` for every bad input; ``max_seconds`` is checked against the
     header before any sample is read, so a header claiming hours of audio costs nothing.
@@ -116,6 +146,11 @@ def decode(
         decoded = _decode_soundfile(data, max_seconds, label)
     except _NotRecognised:
         decoded = _decode_ffmpeg(data, max_seconds, label)
+    except _NoExactLength as why:
+        decoded = _decode_ffmpeg(data, max_seconds, label)
+        decoded = replace(decoded, note=f"decoded by {decoded.decoder}: {why}")
+    except _ShortDecode as short:
+        decoded = _second_opinion(data, max_seconds, label, short)
     _check_finite(decoded.samples, label)
     if decoded.samples.shape[1] == 0:
         raise AudioError("empty", f"{label}: no audio frames")
@@ -124,6 +159,24 @@ def decode(
 
 class _NotRecognised(Exception):
     pass
+
+
+class _NoExactLength(Exception):
+    """libsndfile recognises the file but its header gives no exact length (the message says why)."""
+
+
+class _ShortDecode(Exception):
+    """libsndfile's decode cannot be trusted: it gave ``got`` of the ``declared`` frames, or ``problem`` says why."""
+
+    def __init__(self, declared: int, got: int, decoder: str, problem: str = ""):
+        problem = problem or (f"stopped {declared - got} frames before the declared end of {declared}")
+        super().__init__(f"{decoder} {problem}")
+        self.declared, self.got, self.decoder, self.problem = declared, got, decoder, problem
+
+
+_SF_ERR_UNRECOGNISED_FORMAT = 1
+_SF_COUNT_MAX = 0x7FFFFFFFFFFFFFFF  # libsndfile's "length unknown"
+_SF_OGG_HOLE = "reports a hole"  # libsndfile's log line when libogg finds a page-sequence gap
 
 
 def _decode_soundfile(data: bytes, max_seconds: float | None, label: str) -> Decoded:
@@ -138,15 +191,19 @@ def _decode_soundfile(data: bytes, max_seconds: float | None, label: str) -> Dec
         raise _NotRecognised(str(err)) from err
     with handle:
         sr = int(handle.samplerate)
-        claimed = handle.frames if handle.seekable() else -1
         fmt = handle.format
+        decoder = f"soundfile:{fmt.lower()}"
         if sr <= 0:
             raise AudioError("decode_error", f"{label}: invalid sample rate {sr}")
         if _looks_truncated(data):
             raise AudioError("truncated", f"{label}: the {fmt} container ends before its declared end")
-        if max_seconds is not None and claimed > 0 and claimed / sr > max_seconds:
-            raise AudioError("too_long", f"{label}: {claimed / sr:.1f} s, limit {max_seconds:g} s")
-        limit = None if max_seconds is None else int(max_seconds * sr) + 1
+        declared = handle.frames if handle.seekable() else _SF_COUNT_MAX
+        if declared < 0 or declared >= _SF_COUNT_MAX:
+            raise _NoExactLength(f"the {fmt} header declares no length")
+        if fmt == "MP3" and not _mp3_has_frame_count(data):
+            raise _NoExactLength("the MP3 has no Xing/VBRI frame count, and libmpg123 stops at its estimate")
+        if max_seconds is not None and declared / sr > max_seconds:
+            raise AudioError("too_long", f"{label}: {declared / sr:.1f} s, limit {max_seconds:g} s")
         blocks: list[np.ndarray] = []
         total = 0
         try:
@@ -156,21 +213,32 @@ def _decode_soundfile(data: bytes, max_seconds: float | None, label: str) -> Dec
                     break
                 blocks.append(block)
                 total += block.shape[0]
-                if limit is not None and total > limit:
-                    raise AudioError("too_long", f"{label}: longer than the limit of {max_seconds:g} s")
-        except AudioError:
-            raise
         except Exception as err:  # noqa: BLE001 - LibsndfileError or codec errors mid-stream
-            reason = "truncated" if claimed > total else "decode_error"
-            raise AudioError(reason, f"{label}: decoding stopped after {total} frames ({err})") from err
+            if declared > total:
+                raise _ShortDecode(declared, total, decoder, f"stopped after {total} of {declared} frames ({err})") from err
+            raise AudioError("decode_error", f"{label}: decoding stopped after {total} frames ({err})") from err
+        if total < declared:
+            raise _ShortDecode(declared, total, decoder)
+        if _SF_OGG_HOLE in handle.extra_info:  # it dropped audio there and soundfile's block seeks hid the loss
+            raise _ShortDecode(declared, total, decoder, "ran over a gap in the Ogg page sequence (libogg: hole)")
         channels = handle.channels
     samples = np.concatenate(blocks, axis=0).T if blocks else np.zeros((max(channels, 1), 0), np.float32)
-    if claimed > 0 and total < claimed and _is_truncation(fmt, claimed, total):
-        raise AudioError("truncated", f"{label}: header promises {claimed} frames, only {total} decoded")
-    return Decoded(np.ascontiguousarray(samples, dtype=np.float32), sr, f"soundfile:{fmt.lower()}")
+    return Decoded(np.ascontiguousarray(samples, dtype=np.float32), sr, decoder)
 
 
-_SF_ERR_UNRECOGNISED_FORMAT = 1
+def _second_opinion(data: bytes, max_seconds: float | None, label: str, short: _ShortDecode) -> Decoded:
+    """libsndfile's decode fell short (or ran over an Ogg hole): decode with FFmpeg, and call the file truncated only
+    if FFmpeg does not reach the declared end either."""
+    try:
+        other = _decode_ffmpeg(data, max_seconds, label)
+    except AudioError as err:
+        if err.reason == "too_long":
+            raise
+        raise AudioError("truncated", f"{label}: {short}; FFmpeg: {err.message}") from err
+    got = other.samples.shape[1]
+    if got < short.declared:
+        raise AudioError("truncated", f"{label}: {short}; {other.decoder} decoded {got} of {short.declared} frames")
+    return replace(other, note=f"decoded by {other.decoder}: {short}")
 
 
 def _looks_truncated(data: bytes) -> bool:
@@ -197,11 +265,26 @@ def _looks_truncated(data: bytes) -> bool:
     return False
 
 
-def _is_truncation(fmt: str, claimed: int, got: int) -> bool:
-    """MP3 headers estimate their frame count; allow a small shortfall there, none elsewhere."""
-    if fmt == "MP3":
-        return got < 0.98 * claimed
-    return True
+def _mp3_has_frame_count(data: bytes) -> bool:
+    """Whether the first MPEG audio frame (after an ID3v2 tag) is a Xing/Info header with its frame-count flag, or a
+    VBRI header: only then is the length in the header exact.
+
+    Layout (the LAME project's Xing/Info description, Fraunhofer's VBRI): ID3v2 size is four 7-bit bytes after
+    ``ID3`` + version + flags (+10 with a footer, flag 0x10); the Xing tag follows the 4-byte frame header and the
+    side information (MPEG-1: 32 bytes, 17 mono; MPEG-2/2.5: 17, 9 mono) and its big-endian flags have bit 0 for
+    "frames present"; a VBRI tag sits 32 bytes after the frame header.
+    """
+    pos = 0
+    if data[:3] == b"ID3" and len(data) >= 10:
+        pos = 10 + sum((data[6 + i] & 0x7F) << (7 * (3 - i)) for i in range(4)) + (10 if data[5] & 0x10 else 0)
+    header = data[pos : pos + 4]
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+        return False
+    mpeg1, mono = (header[1] >> 3) & 3 == 3, header[3] >> 6 == 3
+    tag = pos + 4 + ((17 if mono else 32) if mpeg1 else (9 if mono else 17))
+    if data[tag : tag + 4] in (b"Xing", b"Info"):
+        return bool(int.from_bytes(data[tag + 4 : tag + 8], "big") & 1)
+    return data[pos + 36 : pos + 40] == b"VBRI"
 
 
 def _decode_ffmpeg(data: bytes, max_seconds: float | None, label: str) -> Decoded:

@@ -1,16 +1,52 @@
-"""Beam pipeline options shared by the Beam jobs (``n2m build``, ``n2m label``).
+"""Beam for the Beam jobs (``n2m build``, ``n2m label``): a quiet import and the shared pipeline options.
 
 Flags a job does not define pass to Beam unchanged, so the same job runs on Dataflow, Flink or Spark. With the
 DirectRunner (the default) a job runs on Beam's FnApiRunner in ``multi_processing`` mode over the cores, never on Prism,
 which downloads a binary and so cannot run offline.
+
+Importing this module installs a logging filter that drops what Beam logs, while it is imported, about optional
+Google Cloud clients n2m never uses (``WARNING root: apitools not found...``, ``No module named
+google.cloud.bigquery_storage_v1...``); import it (or call :func:`import_beam`) before ``apache_beam``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from types import ModuleType
 from typing import Any
 
 DIRECT_RUNNERS = frozenset({"directrunner", "direct", "fnapirunner"})
+# Beam's import-time notes on optional dependencies, and the loggers they are sent to
+OPTIONAL_DEPENDENCY_NOTES = ("apitools not found", "No module named google.cloud")
+_NOTE_LOGGERS = ("", "apache_beam.io.gcp.bigquery")
+
+
+class _OptionalDependencyNotes(logging.Filter):
+    """Drops Beam's notes about optional GCP clients (records logged from Beam's own files)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_beam = f"{os.sep}apache_beam{os.sep}" in record.pathname
+        return not (from_beam and any(note in record.getMessage() for note in OPTIONAL_DEPENDENCY_NOTES))
+
+
+def silence_optional_dependency_notes() -> None:
+    """Install the filter on the loggers Beam's import notes go to (once per process)."""
+    for name in _NOTE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OptionalDependencyNotes) for f in logger.filters):
+            logger.addFilter(_OptionalDependencyNotes())
+
+
+def import_beam() -> ModuleType:
+    """``apache_beam``, imported with its optional-dependency notes silenced."""
+    silence_optional_dependency_notes()
+    import apache_beam
+
+    return apache_beam
+
+
+silence_optional_dependency_notes()
 
 
 def given(beam_args: list[str], flag: str) -> bool:

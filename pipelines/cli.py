@@ -26,8 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--input", required=True, metavar="SRC",
                     help="a folder (searched recursively), a glob ('music/**/*.mp3'), one audio file, or a manifest "
                          "(.csv/.tsv/.jsonl/.parquet) with a 'path' or 'url' column; other columns go to each clip's "
-                         "meta and a 'caption' column to its text. Paths and URLs may be local, http(s) or fsspec URIs")
-    io.add_argument("--output", required=True, metavar="OUT", help="build folder (local path or fsspec URI)")
+                         "meta and a 'caption' column to its text. Paths and URLs may be local, http(s) or fsspec "
+                         "URIs. An existing path is never read as a glob, and an input that lists no sources is an "
+                         "error. A URI listed twice keeps its first row (a repeat with other captions is noted in "
+                         "sources.parquet); NaN/Infinity values are stored as null and noted")
+    io.add_argument("--output", required=True, metavar="OUT",
+                    help="build folder (local path or fsspec URI); one build at a time holds OUT/build.lock")
     io.add_argument("--extensions", default=",".join(_audio_extensions()),
                     help="file name endings a folder listing picks up (comma-separated; default: common audio)")
     audio = parser.add_argument_group("clips")
@@ -59,7 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fetching.add_argument("--max-source-mb", type=float, default=512.0,
                           help="larger sources fail with reason too_large (default 512)")
     fetching.add_argument("--fetch-timeout", type=float, default=30.0,
-                          help="http(s) connect and read timeout in seconds (default 30)")
+                          help="http(s) connect and per-read timeout in seconds (default 30)")
+    fetching.add_argument("--fetch-deadline", type=float, default=600.0,
+                          help="seconds allowed for reading one source, every attempt and wait included; a source "
+                               "not read by then fails with reason timeout (a server trickling bytes never trips "
+                               "--fetch-timeout; default 600)")
     fetching.add_argument("--fetch-retries", type=int, default=3,
                           help="extra attempts after a timeout, a connection error, HTTP 429 or 5xx (default 3)")
     fetching.add_argument("--fetch-backoff", type=float, default=1.0,
@@ -73,7 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "...) pass through unchanged")
     run.add_argument("--threads", type=int, default=1,
                      help="sources decoded at once in each worker (codecs release the GIL; default 1)")
-    run.add_argument("--overwrite", action="store_true", help="delete an earlier build in OUT and start afresh")
+    run.add_argument("--overwrite", action="store_true",
+                     help="delete an earlier build in OUT and start afresh; its label sets (OUT/labels) and embedding "
+                          "caches (OUT/embeddings) are deleted too, since they describe the old shards")
+    run.add_argument("--prune", action="store_true",
+                     help="when committed shards no longer match the listing (inputs deleted or changed), delete "
+                          "them (and shards holding duplicates or retries of their sources) and rebuild what the "
+                          "listing still holds; without it such a build is refused")
     run.add_argument("--retry-failed", action="store_true",
                      help="re-attempt only the sources recorded as failed; newly good ones go to new shards and "
                           "committed shards are untouched")
@@ -137,18 +151,25 @@ def _settings(args: argparse.Namespace):
 
     hop = args.hop_seconds if args.hop_seconds is not None else args.clip_seconds
     minimum = args.min_clip_seconds if args.min_clip_seconds is not None else args.clip_seconds / 2
+    frames = {flag: round(seconds * args.sample_rate) for flag, seconds in
+              (("--clip-seconds", args.clip_seconds), ("--hop-seconds", hop), ("--min-clip-seconds", minimum))}
+    short = [f"{flag} {seconds:g}" for (flag, n), seconds in zip(frames.items(), (args.clip_seconds, hop, minimum))
+             if n < 1]
     checks = [
         (args.sample_rate > 0, "--sample-rate must be positive"),
         (args.channels > 0, "--channels must be positive"),
         (args.clip_seconds > 0 and hop > 0, "--clip-seconds and --hop-seconds must be positive"),
         (0 < minimum <= args.clip_seconds, "--min-clip-seconds must be in (0, --clip-seconds]"),
+        (not short, f"{', '.join(short)} is less than one frame at --sample-rate {args.sample_rate}"),
         (args.max_source_mb > 0 and args.max_source_seconds > 0, "source limits must be positive"),
         (args.fetch_timeout > 0 and args.fetch_retries >= 0 and args.fetch_backoff >= 0, "bad fetch settings"),
+        (args.fetch_deadline > 0, "--fetch-deadline must be positive"),
         (args.fetch_concurrency >= 1 and args.threads >= 1, "--fetch-concurrency and --threads must be >= 1"),
         (args.shard_size_mb > 0 and args.typical_source_seconds > 0, "shard sizing must be positive"),
         (args.sources_per_shard is None or args.sources_per_shard >= 1, "--sources-per-shard must be >= 1"),
         (0 <= args.max_failure_rate <= 1, "--max-failure-rate must be in [0, 1]"),
         (not (args.overwrite and args.retry_failed), "--overwrite and --retry-failed exclude each other"),
+        (not (args.prune and args.retry_failed), "--prune and --retry-failed exclude each other"),
     ]
     for ok, message in checks:
         if not ok:
@@ -156,7 +177,7 @@ def _settings(args: argparse.Namespace):
     clip = ClipSettings(args.sample_rate, args.channels, args.clip_seconds, hop, minimum, args.silence_db,
                         args.max_source_seconds)
     fetch = FetchSettings(int(args.max_source_mb * (1 << 20)), args.fetch_timeout, args.fetch_retries,
-                          args.fetch_backoff)
+                          args.fetch_backoff, args.fetch_deadline)
     per_shard = args.sources_per_shard or max(1, int(
         args.shard_size_mb * 1e6 // (args.typical_source_seconds * args.sample_rate * args.channels * 2 * _FLAC_RATIO)))
     return clip, fetch, parse_splits(args.split), per_shard
@@ -166,9 +187,9 @@ def run_build(args: argparse.Namespace) -> int:
     """Plan, run the Beam pipeline over pending shards, write the tables and build.json, print a summary."""
     started, started_iso = time.time(), now_iso()
     with _quiet_beam(args.verbose):  # importing Beam logs notes about absent GCP clients
-        from pipelines import job, plan, tables
+        from pipelines import job
+        from pipelines.lock import build_lock
         from pipelines.sources import is_remote
-        from pipelines.storage import Store, join
 
     clip, fetch, splits, per_shard = _settings(args)
     beam_args = [*args.beam_args, f"--runner={args.runner}"]
@@ -178,17 +199,36 @@ def run_build(args: argparse.Namespace) -> int:
     if unknown:
         raise UserError(f"unknown option(s) for n2m build or Beam: {', '.join(unknown)}")
     out = args.output.rstrip("/") if is_remote(args.output) else os.path.abspath(args.output)
+    if not is_remote(out) and os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--output {out} is a file, not a folder")
+    with contextlib.nullcontext() if args.dry_run else build_lock(out):
+        return _run_build(args, out, clip, fetch, splits, per_shard, beam_args, direct, workers, started, started_iso)
+
+
+def _run_build(args: argparse.Namespace, out: str, clip, fetch, splits, per_shard: int, beam_args: list[str],
+               direct: bool, workers: int | None, started: float, started_iso: str) -> int:
+    from pipelines import job, plan, tables
+    from pipelines.sources import ListingStats
+    from pipelines.storage import Store, join
+
     layout = BuildLayout(out)
     if not args.dry_run:
         if args.overwrite:
-            plan.clean_outputs(out)
+            derived = plan.clean_outputs(out)
+            if derived:
+                print(f"--overwrite: deleted the earlier build in {out} with what was derived from it: "
+                      f"{', '.join(derived)}")
         plan.clean_stale(out)
     previous = _previous_build(layout)
     if args.retry_failed:
         the_plan = plan.plan_retry(out, clip, splits, per_shard, previous.get("build_id", ""))
     else:
         extensions = tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip())
-        the_plan = plan.plan_build(args.input, out, clip, splits, per_shard, extensions, write=not args.dry_run)
+        the_plan = plan.plan_build(args.input, out, clip, splits, per_shard, extensions, write=not args.dry_run,
+                                   prune=args.prune)
+    if the_plan.pruned:
+        print(f"--prune: deleted {len(the_plan.pruned)} committed shard(s) that no longer matched the listing or "
+              f"depended on one that did: {', '.join(the_plan.pruned)}")
     config = {**resolved(args), "output": out, "beam_args": beam_args, "sources_per_shard": per_shard,
               "hop_seconds": clip.hop_s, "min_clip_seconds": clip.min_clip_s}
     if args.dry_run:
@@ -212,7 +252,12 @@ def run_build(args: argparse.Namespace) -> int:
             raise JobFailed(f"the pipeline stopped: {_last_line(err)} (Beam worker output: {log or 'above'}; "
                             "re-running resumes from the committed shards)") from err
         Store(out).rmtree(join(out, job.WORK_DIR))
-    totals = tables.write_tables(out, clip.clip_s)
+    listing = {"sources": the_plan.sources, "skipped_files": the_plan.listing.skipped_files,
+               "repeated_uris": the_plan.listing.repeated_uris, "conflicts": the_plan.listing.conflicts}
+    if args.retry_failed:
+        listing = previous.get("listing", listing)
+    notes = ListingStats(conflicts=listing.get("conflicts", {})).conflict_notes()
+    totals = tables.write_tables(out, clip.clip_s, notes)
     wall = time.time() - started
     sources_done, seconds_done = _processed(out, list(the_plan.pending))
     run_info = {
@@ -223,12 +268,10 @@ def run_build(args: argparse.Namespace) -> int:
         "seconds_processed": round(seconds_done, 3),
         "x_realtime_per_core": round(seconds_done / (wall * workers), 2) if workers and seconds_done else None,
     }
-    listing = {"sources": the_plan.sources, "skipped_files": the_plan.listing.skipped_files,
-               "repeated_uris": the_plan.listing.repeated_uris}
     build = {
         "build_id": the_plan.build_id or previous.get("build_id", ""), "version": BUILD_VERSION, "config": config,
         "settings_hash": digest, "versions": versions(), "input": args.input,
-        "listing": previous.get("listing", listing) if args.retry_failed else listing,
+        "listing": listing,
         "counts": totals.to_json(), "run": run_info, "runs": [*previous.get("runs", []), run_info],
     }
     write_json(layout.build_json, build)

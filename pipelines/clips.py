@@ -33,6 +33,8 @@ class ClipSettings:
             raise ValueError("sample rate and channels must be positive")
         if not 0 < self.min_clip_s <= self.clip_s or self.hop_s <= 0:
             raise ValueError("need 0 < min clip <= clip seconds and hop > 0")
+        if min(self.clip_frames, self.hop_frames, self.min_frames) < 1:  # segmentation advances by whole frames
+            raise ValueError("clip, hop and minimum clip must each be at least one frame at the sample rate")
 
     @property
     def clip_frames(self) -> int:
@@ -69,6 +71,7 @@ class Processed:
     duration_s: float = 0.0  # decoded input duration
     pcm_sha1: str = ""  # sha1 of the conformed int16 PCM (the duplicate key)
     decoder: str = ""
+    note: str = ""  # why the decoder was not the first choice (``n2m.audio.Decoded.note``)
     clips: list[Clip] = field(default_factory=list)
     silent_clips: int = 0
     reason: str = ""
@@ -136,7 +139,7 @@ def process(data: bytes, settings: ClipSettings, name: str = "") -> Processed:
     vs 44.1 kHz stereo), which matters since hashing is not part of the decode floor.
     """
     samples, decoded = conform(data, settings, name)
-    out = Processed(duration_s=decoded.duration_s, decoder=decoded.decoder)
+    out = Processed(duration_s=decoded.duration_s, decoder=decoded.decoder, note=decoded.note)
     del decoded
     if samples.shape[1] < settings.min_frames:
         out.reason = "too_short"

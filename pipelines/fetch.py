@@ -17,7 +17,7 @@ from n2m.audio import read_bytes
 
 FETCH_REASONS = (
     "missing",  # 404/410, or no such object
-    "timeout",  # no answer within --fetch-timeout, after every retry
+    "timeout",  # no answer within --fetch-timeout after every retry, or not read within --fetch-deadline
     "too_large",  # more than --max-source-mb
     "http_error",  # another 4xx answer (not retried)
     "fetch_error",  # connection or server errors (5xx, 429) after every retry
@@ -48,25 +48,49 @@ class _Retryable(Exception):
 @dataclass(frozen=True)
 class FetchSettings:
     """``timeout_s``: connect and per-read timeout; ``retries``: extra attempts for transient errors, waiting
-    ``backoff_s * 2**attempt`` between them; ``max_bytes``: size cap (checked on Content-Length and while streaming)."""
+    ``backoff_s * 2**attempt`` between them; ``max_bytes``: size cap (checked on Content-Length and while streaming);
+    ``deadline_s``: the whole read of one source, every attempt and wait included (a server trickling bytes never
+    trips the per-read timeout)."""
 
     max_bytes: int = 512 << 20
     timeout_s: float = 30.0
     retries: int = 3
     backoff_s: float = 1.0
+    deadline_s: float = 600.0
 
 
-def _with_retries(uri: str, settings: FetchSettings, attempt_once: Callable[[], bytes]) -> bytes:
+class _Deadline:
+    """The monotonic time by which a source must be read."""
+
+    def __init__(self, uri: str, seconds: float):
+        self.uri, self.seconds, self.at = uri, seconds, time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def check(self, got: int) -> None:
+        if self.left() < 0:
+            raise FetchError("timeout", f"{self.uri}: not read within --fetch-deadline {self.seconds:g} s "
+                                        f"({got} bytes arrived)")
+
+
+def _with_retries(uri: str, settings: FetchSettings, deadline: _Deadline,
+                  attempt_once: Callable[[], bytes]) -> bytes:
     last: FetchError | None = None
+    attempts = 0
     for attempt in range(settings.retries + 1):
+        attempts += 1
         try:
             return attempt_once()
         except _Retryable as err:
             last = err.error
-        if attempt < settings.retries:
-            time.sleep(settings.backoff_s * 2**attempt)
+        wait = settings.backoff_s * 2**attempt
+        if attempt == settings.retries or wait >= deadline.left():
+            break
+        time.sleep(wait)
     assert last is not None
-    raise FetchError(last.reason, f"{last.message} (after {settings.retries + 1} attempts)")
+    cut = " before --fetch-deadline" if attempts <= settings.retries else ""
+    raise FetchError(last.reason, f"{last.message} (after {attempts} attempt{'s' * (attempts > 1)}{cut})")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -91,13 +115,21 @@ def _session():
 
 
 def fetch_http(uri: str, settings: FetchSettings) -> bytes:
-    """GET ``uri``; 404/410 -> missing, other 4xx -> http_error, timeouts/5xx/429/connection errors retried."""
+    """GET ``uri``; 404/410 -> missing, other 4xx -> http_error, timeouts/5xx/429/connection errors retried.
+
+    The body is read with ``read1`` (what one socket read gives) so that the deadline is checked after every read
+    even when a server sends a byte at a time; a stalled read still waits up to the per-read timeout.
+    """
     import requests
+    from urllib3.exceptions import HTTPError as Urllib3Error
     from urllib3.exceptions import ReadTimeoutError
 
+    deadline = _Deadline(uri, settings.deadline_s)
+
     def once() -> bytes:
+        timeout = max(0.001, min(settings.timeout_s, deadline.left()))
         try:
-            with _session().get(uri, stream=True, timeout=(settings.timeout_s, settings.timeout_s)) as response:
+            with _session().get(uri, stream=True, timeout=(timeout, timeout)) as response:
                 code = response.status_code
                 if code in (404, 410):
                     raise FetchError("missing", f"{uri}: HTTP {code}")
@@ -109,21 +141,22 @@ def fetch_http(uri: str, settings: FetchSettings) -> bytes:
                 if declared and declared.isdigit() and int(declared) > settings.max_bytes:
                     raise FetchError("too_large", f"{uri}: {declared} bytes, limit {settings.max_bytes}")
                 body = bytearray()
-                for chunk in response.iter_content(_CHUNK):
+                while chunk := response.raw.read1(_CHUNK, decode_content=True):
                     body += chunk
                     if len(body) > settings.max_bytes:
                         raise FetchError("too_large", f"{uri}: more than {settings.max_bytes} bytes")
+                    deadline.check(len(body))
                 return bytes(body)
-        except requests.Timeout as err:
-            raise _Retryable(FetchError("timeout", f"{uri}: no answer within {settings.timeout_s:g} s")) from err
+        except (requests.Timeout, ReadTimeoutError) as err:
+            raise _Retryable(FetchError("timeout", f"{uri}: no answer within {timeout:g} s")) from err
         except requests.ConnectionError as err:
             if any(isinstance(arg, ReadTimeoutError) for arg in err.args):
-                raise _Retryable(FetchError("timeout", f"{uri}: stalled for {settings.timeout_s:g} s")) from err
+                raise _Retryable(FetchError("timeout", f"{uri}: stalled for {timeout:g} s")) from err
             raise _Retryable(FetchError("fetch_error", f"{uri}: {type(err).__name__}")) from err
-        except requests.RequestException as err:
+        except (requests.RequestException, Urllib3Error) as err:
             raise _Retryable(FetchError("fetch_error", f"{uri}: {type(err).__name__}: {err}")) from err
 
-    return _with_retries(uri, settings, once)
+    return _with_retries(uri, settings, deadline, once)
 
 
 def fetch_fsspec(uri: str, settings: FetchSettings) -> bytes:
@@ -143,17 +176,21 @@ def fetch_fsspec(uri: str, settings: FetchSettings) -> bytes:
             size = fs.size(path)
             if size is not None and size > settings.max_bytes:
                 raise FetchError("too_large", f"{uri}: {size} bytes, limit {settings.max_bytes}")
+            data = bytearray()
             with fs.open(path, "rb") as handle:
-                data = handle.read(settings.max_bytes + 1)
+                while len(data) <= settings.max_bytes and (block := handle.read(_CHUNK * 16)):
+                    data += block
+                    deadline.check(len(data))
         except FileNotFoundError as err:
             raise FetchError("missing", f"{uri}: no such object") from err
         except (OSError, TimeoutError) as err:
             raise _Retryable(FetchError("fetch_error", f"{uri}: {err}")) from err
         if len(data) > settings.max_bytes:
             raise FetchError("too_large", f"{uri}: more than {settings.max_bytes} bytes")
-        return data
+        return bytes(data)
 
-    return _with_retries(uri, settings, once)
+    deadline = _Deadline(uri, settings.deadline_s)
+    return _with_retries(uri, settings, deadline, once)
 
 
 FETCHERS: dict[str, Callable[[str, FetchSettings], bytes]] = {

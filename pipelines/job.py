@@ -34,12 +34,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import apache_beam as beam
-from apache_beam import pvalue
-from apache_beam.metrics import Metrics
-
 from n2m.audio import AudioError
-from n2m.beam import direct_runner, pipeline_options
+from n2m.beam import direct_runner, import_beam, pipeline_options
 from n2m.schema import BuildLayout, clip_key
 from pipelines import clips
 from pipelines.fetch import FetchError, FetchSettings, fetch
@@ -47,6 +43,7 @@ from pipelines.shards import ShardSpec, TarAssembler, parse_shard_name, sample_b
 from pipelines.sources import Source
 from pipelines.storage import Store, join
 
+beam = import_beam()
 LOG = logging.getLogger(__name__)
 NAMESPACE = "n2m_build"
 PCM_TAG = "pcm"
@@ -145,7 +142,7 @@ def ordered(pool: Executor, fn, items: Iterable[Any], depth: int) -> Iterator[An
 
 def _fetch(source: Source, settings: FetchSettings) -> tuple[Source, bytes | Exception]:
     if source.error:
-        return source, FetchError("bad_manifest_row", source.error)
+        return source, FetchError(source.reason or "bad_manifest_row", source.error)
     try:
         return source, fetch(source.uri, settings)
     except (FetchError, AudioError) as err:
@@ -167,6 +164,11 @@ def _process(item: tuple[Source, bytes | Exception], settings: clips.ClipSetting
         return source, clips.Processed(reason="internal_error", message=f"{type(err).__name__}: {err}")
 
 
+def join_notes(*parts: str) -> str:
+    """A sources.parquet ``message``: the failure (if any), then what the listing and the decoder noted."""
+    return "; ".join(p for p in parts if p)
+
+
 def source_row(source: Source, split: str, processed: clips.Processed, settings: clips.ClipSettings,
                shard: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, bytes]]]]:
     """The sources.parquet row (plus ``text``, ``silent_clips``, ``clip_rows``) and the tar samples of one source."""
@@ -182,9 +184,11 @@ def source_row(source: Source, split: str, processed: clips.Processed, settings:
         samples.append((key, {"flac": clip.flac, "json": doc}))
     row = {
         "source_id": sid, "source_uri": source.uri, "status": status_of(processed.reason),
-        "reason": processed.reason, "message": processed.message, "duration_s": processed.duration_s,
-        "clips": len(processed.clips), "split": split, "pcm_sha1": processed.pcm_sha1, "duplicate_of": "",
-        "meta_json": json.dumps(source.meta, sort_keys=True, ensure_ascii=False), "text": list(source.text),
+        "reason": processed.reason, "message": join_notes(processed.message, processed.note, *source.notes),
+        "duration_s": processed.duration_s, "clips": len(processed.clips), "split": split,
+        "pcm_sha1": processed.pcm_sha1, "duplicate_of": "",
+        "meta_json": json.dumps(source.meta, sort_keys=True, ensure_ascii=False, allow_nan=False),
+        "text": list(source.text),
         "silent_clips": processed.silent_clips, "decoder": processed.decoder, "clip_rows": clip_rows,
     }
     return row, samples
@@ -205,9 +209,9 @@ class StageChunk(beam.DoFn):
 
     def setup(self) -> None:
         self.store = Store(self.job.out)
-        self.counters = {s: Metrics.counter(NAMESPACE, f"sources_{s}") for s in ("ok", "failed", "filtered")}
-        self.clip_counter = Metrics.counter(NAMESPACE, "clips_staged")
-        self.seconds = Metrics.counter(NAMESPACE, "input_seconds")
+        self.counters = {s: beam.metrics.Metrics.counter(NAMESPACE, f"sources_{s}") for s in ("ok", "failed", "filtered")}
+        self.clip_counter = beam.metrics.Metrics.counter(NAMESPACE, "clips_staged")
+        self.seconds = beam.metrics.Metrics.counter(NAMESPACE, "input_seconds")
 
     def process(self, chunk: str) -> Iterator[Any]:
         out = self.job.out
@@ -226,7 +230,7 @@ class StageChunk(beam.DoFn):
             self.clip_counter.inc(row["clips"])
             self.seconds.inc(int(round(row["duration_s"])))
             if row["status"] == "ok":
-                yield pvalue.TaggedOutput(PCM_TAG, (row["pcm_sha1"], (row["source_id"], shard, False)))
+                yield beam.pvalue.TaggedOutput(PCM_TAG, (row["pcm_sha1"], (row["source_id"], shard, False)))
         yield shard, chunk
 
     def _stage(self, spec: ShardSpec, sources: tuple[Source, ...], chunk: str, spec_hash: str) -> list[dict]:
@@ -278,9 +282,9 @@ class CommitShard(beam.DoFn):
 
     def setup(self) -> None:
         self.store = Store(self.job.out)
-        self.clips = Metrics.counter(NAMESPACE, "clips_committed")
-        self.duplicates = Metrics.counter(NAMESPACE, "sources_duplicate")
-        self.shards = Metrics.counter(NAMESPACE, "shards_committed")
+        self.clips = beam.metrics.Metrics.counter(NAMESPACE, "clips_committed")
+        self.duplicates = beam.metrics.Metrics.counter(NAMESPACE, "sources_duplicate")
+        self.shards = beam.metrics.Metrics.counter(NAMESPACE, "shards_committed")
 
     def process(self, element: tuple[str, dict[str, list]]) -> Iterator[str]:
         shard, grouped = element
@@ -306,7 +310,7 @@ class CommitShard(beam.DoFn):
                         if row["source_id"] in duplicates:
                             canonical = duplicates[row["source_id"]]
                             row.update(status="duplicate", reason=DUPLICATE_REASON, duplicate_of=canonical, clips=0,
-                                       message=f"same audio as source {canonical}")
+                                       message=join_notes(f"same audio as source {canonical}", row["message"]))
                             self.duplicates.inc()
                         elif length:
                             staged.seek(offset)

@@ -2,8 +2,10 @@
 
 A shard is committed when its tar and marker both exist. Everything else left by an interrupted run is either
 removed here (tmp files, tars without a marker) or reused (a staged shard whose stage marker matches its spec).
-Committed shards are checked against the new plan: a shard whose spec changed (other inputs or settings) is a user
-error, never silently mixed into the build.
+Committed shards are checked against the new plan: a shard whose spec changed (other inputs or settings) or that the
+listing no longer produces (its inputs were deleted) is a user error, never silently mixed into the build.
+``--prune`` deletes such shards instead (with the shards that depend on them) and rebuilds what the listing still
+holds.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pipelines.sources import ListingStats, Source, iter_sources
 from pipelines.storage import Store, join
 from pipelines.tables import committed_shards, iter_current
 
-NOT_RETRIED = frozenset({"bad_manifest_row"})  # failures a retry cannot fix (the manifest itself is wrong)
+NOT_RETRIED = frozenset({"bad_manifest_row", "bad_file_name", "symlink_loop", "listing_error"})  # fixed by re-listing
+DERIVED_DIRS = ("labels", "embeddings")  # label sets and embedding caches computed from a build's shards
 
 
 def settings_hash(clip: ClipSettings, splits: tuple[tuple[str, float], ...]) -> str:
@@ -41,15 +44,19 @@ class Plan:
     sources: int = 0
     build_id: str = ""
     listing: ListingStats = field(default_factory=ListingStats)
+    pruned: list[str] = field(default_factory=list)
 
 
-def clean_outputs(out: str) -> None:
-    """``--overwrite``: remove every output of an earlier build under OUT."""
+def clean_outputs(out: str) -> list[str]:
+    """``--overwrite``: remove every output of an earlier build under OUT, and what was derived from it (label sets,
+    embedding caches), which must not be mixed with the new build. Returns the derived folders removed."""
     store, layout = Store(out), BuildLayout(out)
-    store.rmtree(store.path("shards"))
-    store.rmtree(store.path(WORK_DIR))
+    removed = [join(name, entry) for name in DERIVED_DIRS for entry in store.listdir(store.path(name))]
+    for name in ("shards", WORK_DIR, *DERIVED_DIRS):
+        store.rmtree(store.path(name))
     for path in (layout.index, layout.sources, layout.build_json):
         store.remove(path)
+    return removed
 
 
 def clean_stale(out: str) -> int:
@@ -88,33 +95,81 @@ def _write_plan(store: Store, out: str, spec: ShardSpec, digest: str) -> None:
 
 def plan_build(
     src: str, out: str, clip: ClipSettings, splits: tuple[tuple[str, float], ...], per_shard: int,
-    extensions: tuple[str, ...], write: bool = True,
+    extensions: tuple[str, ...], write: bool = True, prune: bool = False,
 ) -> Plan:
-    """List ``src`` and plan its shards; write plan files of pending shards (unless ``write`` is False)."""
+    """List ``src`` and plan its shards; write plan files of pending shards (unless ``write`` is False).
+
+    Committed shards that no longer match the listing (changed spec, or not produced at all) are refused, or with
+    ``prune`` deleted (see :func:`_prune`) and rebuilt when the listing still has them. Zero sources is a user error.
+    """
     store = Store(out)
     digest = settings_hash(clip, splits)
     plan = Plan()
     done = set(committed_shards(store, BuildLayout(out)))
     build = hashlib.sha1(digest.encode())
     sources = iter_sources(src, extensions=extensions, exclude=(out,), stats=plan.listing)
+    changed: list[str] = []
     for spec in plan_shards(sources, splits, per_shard):
         spec_hash = spec.spec_hash(digest)
         build.update(spec_hash.encode())
         plan.sources += len(spec.sources)
         if spec.name in done:
             marker = store.read_json(final_paths(out, spec.name)[1])
-            if marker.get("spec_hash") != spec_hash:
-                raise UserError(
-                    f"{out} holds shard {spec.name} built from other inputs or settings; "
-                    "re-run with --overwrite or choose another --output"
-                )
-            plan.committed.append(spec.name)
-        else:
-            if write:
-                _write_plan(store, out, spec, digest)
-            plan.pending[spec.name] = len(spec.sources)
+            if marker.get("spec_hash") == spec_hash:
+                plan.committed.append(spec.name)
+                continue
+            if marker.get("settings_hash") != digest:
+                raise UserError(f"{out} holds shard {spec.name} built with other settings; re-run with --overwrite "
+                                "or choose another --output")
+            changed.append(spec.name)
+        if write:
+            _write_plan(store, out, spec, digest)
+        plan.pending[spec.name] = len(spec.sources)
+    if plan.sources == 0:
+        raise UserError(f"input {src} lists no sources ({plan.listing.skipped_files} files skipped by extension; "
+                        f"--extensions picks the file endings a folder listing takes)")
+    gone = sorted(name for name in done - set(plan.committed) - set(changed) if not _is_retry(store, out, name))
+    if changed or gone:
+        if not prune:
+            names = ", ".join((changed + gone)[:5]) + (", ..." if len(changed) + len(gone) > 5 else "")
+            raise UserError(f"{out} holds {len(changed) + len(gone)} committed shard(s) that no longer match the "
+                            f"input listing ({names}): inputs were removed or changed. Re-run with --prune to delete "
+                            "them and rebuild from the current listing, or with --overwrite to start afresh")
+        if write:
+            plan.pruned = _prune(store, out, changed + gone)
+            rebuild = set(plan.committed) & set(plan.pruned)
+            for spec in plan_shards(iter_sources(src, extensions=extensions, exclude=(out,)), splits, per_shard):
+                if spec.name in rebuild:  # a second listing: specs of committed shards are not kept in memory
+                    _write_plan(store, out, spec, digest)
+                    plan.pending[spec.name] = len(spec.sources)
+            plan.committed = [n for n in plan.committed if n not in rebuild]
     plan.build_id = build.hexdigest()[:16]
     return plan
+
+
+def _is_retry(store: Store, out: str, name: str) -> bool:
+    return bool(store.read_json(final_paths(out, name)[1]).get("retry"))
+
+
+def _prune(store: Store, out: str, stale: list[str]) -> list[str]:
+    """Delete committed shards: ``stale`` ones, then any other committed shard that depends on a deleted source (a
+    duplicate whose canonical copy was deleted, or a ``--retry-failed`` attempt of a deleted source), until none is
+    left. Returns every shard deleted."""
+    markers = {name: store.read_json(final_paths(out, name)[1]) for name in committed_shards(store, BuildLayout(out))}
+    doomed = set(stale)
+    while True:
+        deleted = {row["source_id"] for name in doomed for row in markers[name]["sources"]}
+        more = {name for name, marker in markers.items() if name not in doomed and any(
+            row["duplicate_of"] in deleted or (marker.get("retry") and row["source_id"] in deleted)
+            for row in marker["sources"])}
+        if not more:
+            break
+        doomed |= more
+    for name in sorted(doomed):
+        tar, marker = final_paths(out, name)
+        store.remove(marker)  # marker first: a crash in between leaves an uncommitted tar, cleaned on the next run
+        store.remove(tar)
+    return sorted(doomed)
 
 
 def _failed_sources(out: str) -> Iterator[Source]:

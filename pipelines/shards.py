@@ -187,5 +187,6 @@ class TarAssembler:
 
 
 def sample_json(fields: Mapping[str, Any]) -> bytes:
-    """The ``{key}.json`` member: sorted keys, UTF-8 (deterministic bytes)."""
-    return json.dumps(fields, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    """The ``{key}.json`` member: sorted keys, UTF-8 (deterministic bytes), strict JSON (a NaN raises; the listing
+    stores manifest NaNs as null)."""
+    return json.dumps(fields, sort_keys=True, ensure_ascii=False, allow_nan=False).encode("utf-8")

@@ -8,7 +8,7 @@ only its latest attempt (the highest shard index of its split) is kept.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,11 +96,13 @@ def iter_current(store: Store, layout: BuildLayout) -> Iterator[tuple[dict[str, 
         yield marker, rows, clip_rows
 
 
-def write_tables(out: str, clip_s: float) -> Totals:
+def write_tables(out: str, clip_s: float, notes: Mapping[str, str] | None = None) -> Totals:
     """Write index.parquet and sources.parquet from the markers (atomically); return the totals.
 
-    ``clip_s``: the build's clip length (every stored clip has it, padding included).
+    ``clip_s``: the build's clip length (every stored clip has it, padding included). ``notes``: source id -> a note
+    the listing made after the source's shard was planned (a repeat with other captions), appended to its message.
     """
+    notes = notes or {}
     store, layout = Store(out), BuildLayout(out)
     totals = Totals()
     index_rows: list[dict] = []
@@ -127,13 +129,20 @@ def write_tables(out: str, clip_s: float) -> Totals:
                 totals.seconds_out_content += clip["duration_s"]
             totals.seconds_out += clip_s * len(clip_rows)
             index_rows += clip_rows
-            source_rows += [{k: r.get(k) for k in SOURCES_SCHEMA.names} for r in rows]
+            source_rows += [_with_note({k: r.get(k) for k in SOURCES_SCHEMA.names}, notes) for r in rows]
             if len(index_rows) + len(source_rows) >= ROW_GROUP:
                 _flush(index_writer, index_rows, INDEX_SCHEMA)
                 _flush(sources_writer, source_rows, SOURCES_SCHEMA)
         _flush(index_writer, index_rows, INDEX_SCHEMA)
         _flush(sources_writer, source_rows, SOURCES_SCHEMA)
     return totals
+
+
+def _with_note(row: dict[str, Any], notes: Mapping[str, str]) -> dict[str, Any]:
+    note = notes.get(row["source_id"])
+    if note:
+        row["message"] = "; ".join(p for p in (row["message"], note) if p)
+    return row
 
 
 def _flush(writer: pq.ParquetWriter, rows: list[dict], schema: pa.Schema) -> None:
