@@ -15,6 +15,7 @@ from pathlib import Path
 
 from n2m.config import leaf
 from n2m.errors import UserError
+from n2m.names import check_name
 
 TRUE_WORDS = ("true", "1", "yes")
 
@@ -54,7 +55,7 @@ def evaluation_set(rows: list[dict], root: Path, caption_column: str, holdout_on
         if not path or not text:
             raise UserError(f"manifest row {row.get('track_id', '?')} lacks 'path' or '{caption_column}'")
         audio = Path(path) if Path(path).is_absolute() else root / path
-        ident = audio.stem
+        ident = check_name(audio.stem, f"prompt id (file stem of {audio})")
         if ident in seen:
             raise UserError(f"two tracks share the file stem {ident!r} ({seen[ident]}, {audio}): ids must be unique")
         seen[ident] = audio

@@ -31,10 +31,10 @@ from labeling.presets import PRESETS, build_clap, get_preset, save_clap
 from labeling.truth import is_holdout, join_sources
 from n2m.audio import AudioError, decode
 from n2m.clap import ClapEmbedder, l2_normalise
-from n2m.config import leaf, resolved
+from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
 from n2m.provenance import file_hash, now_iso, versions, write_json
-from n2m.schema import BuildLayout
+from n2m.schema import BuildLayout, verify_shard
 
 MAX_LOGIT_SCALE = math.log(100.0)
 
@@ -48,19 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                         help="model size when training from scratch (default tiny)")
     parser.add_argument("--init", metavar="DIR", help="fine-tune this CLAP directory instead of a fresh preset")
-    parser.add_argument("--max-steps", type=int, default=3000, help="stop after this many optimiser steps")
-    parser.add_argument("--minutes", type=float, default=5.0, help="stop after this much training time")
-    parser.add_argument("--batch-size", type=int, default=32, help="tracks per contrastive batch (distinct tracks)")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--max-steps", type=POSITIVE_INT, default=3000, help="stop after this many optimiser steps")
+    parser.add_argument("--minutes", type=POSITIVE, default=5.0, help="stop after this much training time")
+    parser.add_argument("--batch-size", type=number(int, low=2), default=32, help="tracks per contrastive batch (distinct tracks; >= 2, a batch needs negatives)")
+    parser.add_argument("--lr", type=POSITIVE, default=None,
                         help="peak learning rate (default 1e-3 from scratch, 1e-5 with --init)")
-    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
-    parser.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
-    parser.add_argument("--tag-prob", type=float, default=0.5,
+    parser.add_argument("--weight-decay", type=NONNEGATIVE, default=0.01, help="AdamW weight decay")
+    parser.add_argument("--warmup", type=NONNEGATIVE_INT, default=100, help="linear warm-up steps")
+    parser.add_argument("--tag-prob", type=FRACTION, default=0.5,
                         help="probability of pairing a window with a random subset of its track's tags instead of "
                              "its caption (keyword-to-caption augmentation, as in CLAP; 0 disables)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and batch sampling seed")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=NONNEGATIVE_INT, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")
     leaf(parser, run)
 
@@ -87,7 +87,9 @@ def training_windows(embedder: ClapEmbedder, build: str, by_source: dict[str, di
     tracks: list[dict] = []
     features, owners, failed = [], [], 0
     for split, shard in tqdm(shards, desc="features", unit="shard", leave=False):
-        for key, members in read_samples(f"{layout.shard_dir(split)}/{shard}"):
+        tar = f"{layout.shard_dir(split)}/{shard}"
+        verify_shard(tar)
+        for key, members in read_samples(tar):
             if key not in wanted or "flac" not in members:
                 continue
             try:
@@ -185,8 +187,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UserError(f"{out} is not empty (use --force to overwrite)")
-    if args.batch_size < 2:
-        raise UserError("--batch-size must be >= 2 (contrastive batches need negatives)")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -6,14 +6,14 @@ import argparse
 import collections
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from labeling.beam import add_beam_argument, options_for, run_beam, threads_per_worker
-from labeling.io import exists, read_bytes
+from labeling.io import exists, move_dir, read_bytes, remove_work_dir
 from labeling.job import (
     FAILURES_IN_MANIFEST,
     LabelSettings,
-    build_id,
     build_pipeline,
     committed_shards,
     embed_vocabularies,
@@ -21,72 +21,105 @@ from labeling.job import (
     text_cache_path,
 )
 from labeling.vocabset import open_vocabularies
-from n2m.config import leaf, resolved
-from n2m.errors import JobFailed, UserError
+from n2m.config import NONNEGATIVE, POSITIVE_INT, leaf, resolved
+from n2m.errors import JobFailed, ShardDamaged, UserError
+from n2m.names import check_name
 from n2m.provenance import now_iso, versions, write_json
-from n2m.schema import LABELS_VERSION, BuildLayout
+from n2m.schema import LABELS_VERSION, BuildLayout, build_id, verify_shard
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--build", required=True, metavar="OUT", help="build output folder (n2m build --out)")
     parser.add_argument("--vocab", required=True, action="append", metavar="PARQUET",
                         help="vocabulary file (n2m vocab; VOCAB_SCHEMA); repeat for several. A file holding both "
-                             "kinds is scored as two vocabularies")
+                             "kinds is scored as two vocabularies. Entries with no text, blank text or an id seen "
+                             "before are left out and counted by reason in the summary and manifest.json")
     parser.add_argument("--model", required=True, metavar="DIR",
                         help="CLAP model directory (transformers layout: n2m clap convert / n2m clap-train output, "
                              "or a local laion/clap-htsat-unfused copy)")
-    parser.add_argument("--name", required=True, help="label set name: writes OUT/labels/NAME/")
-    parser.add_argument("--k", type=int, default=10, help="top-K entries kept per clip and vocabulary (default 10)")
+    parser.add_argument("--name", required=True,
+                        help="label set name: writes OUT/labels/NAME/ (one folder name: no '/', no leading dot)")
+    parser.add_argument("--k", type=POSITIVE_INT, default=10, help="top-K entries kept per clip and vocabulary (default 10)")
     parser.add_argument("--k-prime", default="3,6", metavar="LONG,SHORT",
                         help="captions sampled per clip from the top-K, for long- and short-form vocabularies "
                              "(default 3,6 as in Noise2Music)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; same inputs and seed give the same labels")
-    parser.add_argument("--batch-size", type=int, default=8, help="10 s audio windows per model forward")
-    parser.add_argument("--text-batch", type=int, default=64, help="vocabulary entries per text forward")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="10 s audio windows per model forward")
+    parser.add_argument("--text-batch", type=POSITIVE_INT, default=64, help="vocabulary entries per text forward")
     parser.add_argument("--device", default="cpu", help="torch device for CLAP and scoring: cpu, cuda, cuda:1")
     parser.add_argument("--splits", default="", help="comma-separated splits to label (default: all)")
-    parser.add_argument("--entry-block", type=int, default=32_768,
+    parser.add_argument("--entry-block", type=POSITIVE_INT, default=32_768,
                         help="vocabulary entries scored per block (bounds memory: clips x block floats)")
-    parser.add_argument("--min-tail-s", type=float, default=None,
+    parser.add_argument("--min-tail-s", type=NONNEGATIVE, default=None,
                         help="shortest trailing part of a clip that becomes its own 10 s window (default: 5 s)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing label set NAME made with different settings")
+                        help="replace an existing label set NAME made with other settings or from another build: the "
+                             "new set is built beside the old one and swapped in only when it is complete, so a "
+                             "failed run leaves the old set as it was")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved settings and shard count, then stop")
     add_beam_argument(parser)
     leaf(parser, run)
 
 
 def _identity(settings: LabelSettings, splits: list[str]) -> dict:
-    return {"model_id": settings.model_id, "vocabs": [[v.name, v.cache_id] for v in settings.vocabs],
+    return {"build_id": settings.build_id, "model_id": settings.model_id,
+            "vocabs": [[v.name, v.cache_id] for v in settings.vocabs],
             "k": settings.k, "k_prime": list(settings.k_prime), "seed": settings.seed, "splits": splits,
             "min_tail_s": settings.min_tail_s, "labels_version": LABELS_VERSION}
 
 
-def _claim_label_dir(settings: LabelSettings, identity: dict, overwrite: bool) -> None:
-    """A label set NAME holds one set of settings: resume it, or refuse to mix unless ``--overwrite``."""
-    job_json = f"{settings.label_dir}/job.json"
-    if exists(job_json):
-        previous = json.loads(read_bytes(job_json)).get("identity")
-        if previous != identity:
-            if not overwrite:
-                raise UserError(f"label set {settings.name!r} exists with other settings "
-                                f"({settings.label_dir}); pick another --name or pass --overwrite")
-            root = Path(settings.label_dir)
-            for path in [*root.glob("*.parquet"), *root.glob("_markers/*.json"), *root.glob("_topk/*.npz"),
-                         root / "manifest.json"]:
-                path.unlink(missing_ok=True)
-    write_json(job_json, {"identity": identity, "started": now_iso()})
+def _job_identity(folder: str) -> dict | None:
+    path = f"{folder}/job.json"
+    return json.loads(read_bytes(path)).get("identity") if exists(path) else None
+
+
+def claim_label_dir(layout: BuildLayout, name: str, identity: dict, overwrite: bool) -> str:
+    """The folder this run writes: ``labels/NAME`` itself when it is new or holds the same settings (resume), else
+    (with ``overwrite``) the hidden sibling ``labels/.NAME.rebuild`` that :func:`swap_in` moves into place at the end."""
+    final = layout.label_dir(name)
+    if exists(final):
+        previous = _job_identity(final)
+        if previous == identity:
+            return final
+        if not overwrite:
+            if previous is None:
+                raise UserError(f"{final} exists but was not made by n2m label; pick another --name or pass --overwrite")
+            if previous.get("build_id") != identity["build_id"]:
+                raise UserError(f"label set {name!r} was made from build {previous.get('build_id') or '?'}, not from "
+                                f"this build ({identity['build_id'] or '?'}); pass --overwrite to relabel it")
+            raise UserError(f"label set {name!r} exists with other settings ({final}); pick another --name or pass "
+                            "--overwrite")
+        folder = f"{layout.labels_root}/.{name}.rebuild"
+        if _job_identity(folder) != identity:  # a rebuild with other settings was interrupted: start it afresh
+            remove_work_dir(folder, layout.labels_root)
+    else:
+        folder = final
+    if _job_identity(folder) != identity:
+        write_json(f"{folder}/job.json", {"identity": identity, "started": now_iso()})
+    return folder
+
+
+def swap_in(layout: BuildLayout, name: str, folder: str) -> None:
+    """Replace ``labels/NAME`` by the completed rebuild ``folder`` (two renames; the old set is deleted last)."""
+    final = layout.label_dir(name)
+    if folder == final:
+        return
+    old = f"{layout.labels_root}/.{name}.old"
+    remove_work_dir(old, layout.labels_root)
+    if exists(final):
+        move_dir(final, old)
+    move_dir(folder, final)
+    remove_work_dir(old, layout.labels_root)
 
 
 def run(args: argparse.Namespace) -> int:
     from n2m.clap import ClapEmbedder
 
     started = time.perf_counter()
+    check_name(args.name, "--name")
     layout = BuildLayout(args.build)
     if not exists(layout._join("shards")):
         raise UserError(f"--build {args.build}: no shards/ folder (run n2m build first)")
-    if args.k < 1 or args.batch_size < 1 or args.entry_block < 1:
-        raise UserError("--k, --batch-size and --entry-block must be >= 1")
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     shards = committed_shards(args.build, splits)
     if not shards:
@@ -98,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     embed_dir = layout.embedding_dir(embedder.model_id[:16])
     _, direct, workers = options_for(args.beam_args or [], len(shards), args.verbose)
     settings = LabelSettings(
-        build=args.build, name=args.name, model=str(Path(args.model).resolve()), model_id=embedder.model_id,
+        build=args.build, name=args.name, out_dir=layout.label_dir(args.name), build_id=build_id(args.build),
+        model=str(Path(args.model).resolve()), model_id=embedder.model_id,
         vocabs=tuple(vocabs), text_caches=tuple(text_cache_path(embed_dir, v) for v in vocabs), k=args.k,
         k_prime=tuple(k_prime[v.kind] for v in vocabs), seed=args.seed, batch_size=args.batch_size,
         device=args.device, entry_block=args.entry_block, min_tail_s=args.min_tail_s,
@@ -108,19 +142,38 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"config": resolved(args), "shards": len(shards), "model_id": embedder.model_id,
                           "vocabularies": [v.to_json() for v in vocabs], "workers": workers}, indent=2, default=str))
         return 0
-    _claim_label_dir(settings, _identity(settings, splits), args.overwrite)
+    settings = replace(settings, out_dir=claim_label_dir(layout, args.name, _identity(settings, splits),
+                                                         args.overwrite))
     text_started = time.perf_counter()
     embed_vocabularies(embedder, settings, args.text_batch)
     text_s = time.perf_counter() - text_started
     del embedder
     print(f"n2m label: {len(shards)} shards x {len(vocabs)} vocabularies "
-          f"({', '.join(f'{v.name}: {v.size} {v.kind}' for v in vocabs)}) with {workers or 'runner'} worker(s)")
+          f"({', '.join(f'{v.name}: {v.size} {v.kind}' + _dropped(v) for v in vocabs)}) "
+          f"with {workers or 'runner'} worker(s)")
     run_beam(lambda p: build_pipeline(p, settings, shards), args.beam_args or [], len(shards), args.verbose)
     manifest = write_manifest(settings, args, shards, splits, text_s, time.perf_counter() - started)
-    _summary(settings, manifest)
-    if manifest["counts"]["shards_missing"]:
-        raise JobFailed(f"{manifest['counts']['shards_missing']} shard(s) produced no labels; re-run to resume")
+    missing = manifest["counts"]["shards_missing"]
+    if missing:
+        kept = " (the previous label set is unchanged)" if settings.out_dir != layout.label_dir(args.name) else ""
+        raise JobFailed(f"{missing} shard(s) produced no labels{kept}: {_why_missing(shards, manifest)}")
+    swap_in(layout, args.name, settings.out_dir)
+    _summary(layout.label_dir(args.name), manifest)
     return 0
+
+
+def _dropped(vocab) -> str:
+    return f" ({', '.join(f'{n} {r}' for r, n in vocab.dropped)} left out)" if vocab.dropped else ""
+
+
+def _why_missing(shards, manifest: dict) -> str:
+    """The first missing shard and why (a damaged tar is named; anything else is resumable)."""
+    first = next(r for r in shards if r.name == manifest["missing_shards"][0])
+    try:
+        verify_shard(first.tar)
+    except ShardDamaged as err:
+        return str(err)
+    return f"{first.name} and others failed during the job; re-run the same command to resume"
 
 
 def write_manifest(settings: LabelSettings, args: argparse.Namespace, shards, splits, text_s: float,
@@ -137,9 +190,10 @@ def write_manifest(settings: LabelSettings, args: argparse.Namespace, shards, sp
         "labels_version": LABELS_VERSION,
         "name": settings.name,
         "created": now_iso(),
-        "build": {"root": str(Path(settings.build).resolve()), "id": build_id(settings.build),
+        "build": {"root": str(Path(settings.build).resolve()), "id": settings.build_id,
                   "build_json": build_json if exists(build_json) else None},
         "model": {"path": settings.model, "sha1": settings.model_id, "embeddings": settings.embed_dir,
+                  "embedding_files": [m["embeddings"] for m in markers if m.get("embeddings")],
                   "min_tail_s": settings.min_tail_s},
         "vocabularies": [dict(v.to_json(), k_prime=kp, text_embeddings=tc)
                          for v, kp, tc in zip(settings.vocabs, settings.k_prime, settings.text_caches)],
@@ -161,14 +215,14 @@ def write_manifest(settings: LabelSettings, args: argparse.Namespace, shards, sp
         "config": resolved(args),
         "versions": versions(("tokenizers", "scipy")),
     }
-    write_json(settings.layout.label_manifest(settings.name), manifest)
+    write_json(f"{settings.out_dir}/manifest.json", manifest)
     return manifest
 
 
-def _summary(settings: LabelSettings, manifest: dict) -> None:
+def _summary(label_dir: str, manifest: dict) -> None:
     c = manifest["counts"]
     reasons = ", ".join(f"{r}: {n}" for r, n in sorted(c["failed_by_reason"].items())) or "none"
     print(f"n2m label: {c['labelled']}/{c['clips']} clips labelled in {c['shards_labelled']}/{c['shards']} shards "
           f"({c['rows']} rows, {c['embeddings_cached_shards']} shards reused stored audio embeddings); "
           f"failed clips: {c['failed']} ({reasons}); {manifest['timings_s']['total']:.1f} s")
-    print(f"n2m label: wrote {settings.label_dir}/ (manifest.json)")
+    print(f"n2m label: wrote {label_dir}/ (manifest.json)")

@@ -1,8 +1,9 @@
 """Per-shard audio embeddings: read a build shard, decode each clip, embed it with :class:`n2m.clap.ClapEmbedder`.
 
-Results live in ``OUT/embeddings/{model}/{split}-NNNNNN.npz`` (``keys`` ``[n]``, ``embeddings`` float32 ``[n, D]``,
-the failed clips and the embedding rules), written atomically. They depend only on the audio and the model, so any
-number of label sets and vocabularies re-score them without touching audio again. A clip that does not decode is
+Results live in ``OUT/embeddings/{model}/{shard sha1}.npz`` (``keys`` ``[n]``, ``embeddings`` float32 ``[n, D]``,
+the failed clips and the embedding rules, which include the shard's SHA-1), written atomically. They depend only on
+the audio and the model, so any number of label sets and vocabularies re-score them without touching audio again, and
+a rebuilt shard (new content under the same name) never picks up the embeddings of the old one. A clip that does not decode is
 recorded with its :class:`n2m.audio.AudioError` reason and skipped; a damaged tar keeps the clips read before the damage.
 """
 
@@ -19,6 +20,8 @@ import numpy as np
 from labeling.io import exists, load_npz, save_npz
 from n2m.audio import AudioError, decode
 from n2m.clap import ClapEmbedder
+from n2m.errors import ShardDamaged
+from n2m.schema import verify_shard
 
 CLIPS_PER_CHUNK = 16  # clips decoded and held at once (their windows are batched by the embedder)
 
@@ -128,12 +131,17 @@ def load_embeddings(path: str, rules: dict) -> ShardEmbeddings | None:
         return None  # unreadable cache: recompute
 
 
-def shard_embeddings(embedder: ClapEmbedder, tar_path: str, cache_path: str, batch_size: int = 8) -> ShardEmbeddings:
-    """Stored embeddings of a shard, computing and storing them first when missing."""
-    rules = rules_of(embedder)
+def shard_embeddings(embedder: ClapEmbedder, tar_path: str, sha1: str, cache_path: str,
+                     batch_size: int = 8) -> ShardEmbeddings:
+    """Stored embeddings of the shard with content ``sha1``, else computed (after checking the tar against its marker:
+    :func:`n2m.schema.verify_shard`, which raises :class:`n2m.errors.ShardDamaged`) and stored."""
+    rules = dict(rules_of(embedder), shard_sha1=sha1)
     cached = load_embeddings(cache_path, rules)
     if cached is not None:
         return cached
+    marker = verify_shard(tar_path)
+    if marker["tar"]["sha1"] != sha1:
+        raise ShardDamaged(f"shard {tar_path} was rebuilt while this job ran (its marker changed); run the job again")
     result = embed_shard(embedder, tar_path, batch_size)
     save_embeddings(cache_path, result, rules)
     return result

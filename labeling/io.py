@@ -38,6 +38,32 @@ def exists(path: str) -> bool:
     return Path(path).exists()
 
 
+def _fs(path: str):
+    fs, _, (resolved,) = fsspec.get_fs_token_paths(path)
+    return fs, resolved
+
+
+def remove_work_dir(path: str, parent: str) -> None:
+    """Delete a hidden work folder (``.NAME...``) that sits directly in ``parent``, and nothing else."""
+    from pathlib import PurePosixPath
+
+    target = PurePosixPath(path.rstrip("/"))
+    if str(target.parent) != parent.rstrip("/") or not target.name.startswith(".") or target.name in (".", ".."):
+        raise ValueError(f"refusing to delete {path}: not a hidden work folder directly inside {parent}")
+    fs, resolved = _fs(path)
+    if fs.exists(resolved):
+        fs.rm(resolved, recursive=True)
+
+
+def move_dir(source: str, target: str) -> None:
+    """Rename a folder (one ``rename`` on a local disk; a copy-and-delete on object stores)."""
+    if not is_remote(source):
+        os.replace(source, target)
+        return
+    fs, resolved = _fs(source)
+    fs.mv(resolved, _fs(target)[1], recursive=True)
+
+
 def read_bytes(path: str) -> bytes:
     with fsspec.open(path, "rb") as handle:
         return handle.read()

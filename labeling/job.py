@@ -5,15 +5,18 @@ Stages (one Beam pipeline; every stage resumable per shard):
 1. driver: the vocabularies' text embeddings, computed in blocks and cached in
    ``OUT/embeddings/{model}/text/{vocab}.npy`` (a new label set with the same vocabulary and model reuses them);
 2. ``ScoreShard`` (one work item per shard, batched inference inside): the shard's audio embeddings
-   (``OUT/embeddings/{model}/{shard}.npz``, reused across label sets), then per vocabulary the streaming top-K
-   (``labeling.topk``) into ``labels/NAME/_topk/{shard}.npz``;
+   (``OUT/embeddings/{model}/{shard sha1}.npz``, keyed by the shard's content as its marker records it, so they are
+   reused across label sets and never across different audio; the tar is checked against its marker's byte count and
+   SHA-1 before it is read), then per vocabulary the streaming top-K (``labeling.topk``) into
+   ``labels/NAME/_topk/{shard}.npz``;
 3. global count pass: how many top-K lists hold each entry (``CombinePerKey`` over the shards' sparse counts);
 4. ``AssignShard``: ``K'`` captions per clip and vocabulary sampled with ``P ~ 1 / count`` (``labeling.assign``), written
    to ``labels/NAME/{split}-NNNNNN.parquet`` (``n2m.schema.LABELS_SCHEMA``) with its marker
    ``labels/NAME/_markers/{shard}.json`` written last;
 5. driver: ``labels/NAME/manifest.json`` from the markers.
 
-A re-run skips every shard whose outputs carry the same settings digest; audio shards are never rewritten.
+A re-run skips every shard whose outputs carry the same settings digest (which includes the shard's SHA-1); audio shards
+are never rewritten. A damaged shard produces no labels and fails the job (the driver names it).
 Inference runs inside a per-shard DoFn rather than Beam's RunInference: the unit of resumption, storage and batching is
 the shard (a clip's windows are batched across the shard's clips), which RunInference's per-element batching does not
 express.
@@ -32,19 +35,21 @@ import numpy as np
 
 from labeling.io import exists, glob, load_npz, read_bytes, save_npz, write_bytes_atomic
 from labeling.vocabset import Vocabulary
-from n2m.errors import UserError
-from n2m.schema import LABELS_SCHEMA, LABELS_VERSION, BuildLayout
+from n2m.errors import ShardDamaged, UserError
+from n2m.schema import LABELS_SCHEMA, LABELS_VERSION, BuildLayout, verify_shard
 
 FAILURES_IN_MANIFEST = 1_000
 
 
 @dataclass(frozen=True)
 class ShardRef:
-    """A committed build shard: ``name`` is ``{split}-NNNNNN``."""
+    """A committed build shard: ``name`` is ``{split}-NNNNNN``; ``sha1`` and ``clips`` come from its marker."""
 
     split: str
     index: int
     tar: str
+    sha1: str
+    clips: int
 
     @property
     def name(self) -> str:
@@ -57,6 +62,8 @@ class LabelSettings:
 
     build: str
     name: str
+    out_dir: str  # where this run writes: labels/NAME, or a hidden sibling while --overwrite rebuilds it
+    build_id: str
     model: str
     model_id: str
     vocabs: tuple[Vocabulary, ...]
@@ -76,22 +83,29 @@ class LabelSettings:
 
     @property
     def label_dir(self) -> str:
-        return self.layout.label_dir(self.name)
+        return self.out_dir
 
     @property
     def embed_dir(self) -> str:
         return self.layout.embedding_dir(self.model_id[:16])
 
-    def score_digest(self) -> str:
-        """Identity of a shard's top-K lists: model, window rule, vocabularies, K."""
-        ident = [self.model_id, self.min_tail_s, self.k, [(v.cache_id, v.name) for v in self.vocabs]]
+    def embedding_path(self, ref: ShardRef) -> str:
+        """Audio embeddings are keyed by the shard's content (the SHA-1 in its marker), never by its name alone."""
+        return f"{self.embed_dir}/{ref.sha1}.npz"
+
+    def score_digest(self, ref: ShardRef) -> str:
+        """Identity of a shard's top-K lists: shard content, model, window rule, vocabularies, K."""
+        ident = [ref.sha1, self.model_id, self.min_tail_s, self.k, [(v.cache_id, v.name) for v in self.vocabs]]
         return hashlib.sha1(json.dumps(ident).encode()).hexdigest()
 
+    def table_path(self, ref: ShardRef) -> str:
+        return f"{self.out_dir}/{ref.name}.parquet"
+
     def topk_path(self, shard: str) -> str:
-        return f"{self.label_dir}/_topk/{shard}.npz"
+        return f"{self.out_dir}/_topk/{shard}.npz"
 
     def marker_path(self, shard: str) -> str:
-        return f"{self.label_dir}/_markers/{shard}.json"
+        return f"{self.out_dir}/_markers/{shard}.json"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -118,7 +132,8 @@ def parse_k_prime(text: str) -> dict[str, int]:
 
 
 def committed_shards(build: str, splits: list[str] | None) -> list[ShardRef]:
-    """Shards whose marker exists (a shard exists only once its marker does, ARCHITECTURE.md section 2)."""
+    """Shards whose marker exists (a shard exists only once its marker does, ARCHITECTURE.md section 2), each checked
+    against its marker's byte count here (cheap; the SHA-1 is checked by the worker before it reads the tar)."""
     layout = BuildLayout(build)
     refs = []
     for marker in glob(f"{layout._join('shards')}/*/*-[0-9][0-9][0-9][0-9][0-9][0-9].json"):
@@ -128,20 +143,9 @@ def committed_shards(build: str, splits: list[str] | None) -> list[ShardRef]:
             continue
         tar = layout.shard(split, int(index))
         if exists(tar):
-            refs.append(ShardRef(split, int(index), tar))
+            stats = verify_shard(tar, content=False)
+            refs.append(ShardRef(split, int(index), tar, stats["tar"]["sha1"], len(stats.get("clips") or [])))
     return sorted(refs, key=lambda r: (r.split, r.index))
-
-
-def build_id(build: str) -> str:
-    """The build's id from ``build.json`` (its ``build_id`` field, else the SHA-1 of the file)."""
-    path = BuildLayout(build).build_json
-    if not exists(path):
-        return ""
-    data = read_bytes(path)
-    try:
-        return str(json.loads(data).get("build_id") or hashlib.sha1(data).hexdigest())
-    except (ValueError, AttributeError):
-        return hashlib.sha1(data).hexdigest()
 
 
 def text_cache_path(embed_dir: str, vocab: Vocabulary) -> str:
@@ -189,13 +193,16 @@ class ScoreShard:
         from labeling.topk import memmap_blocks, stream_topk
 
         s = self.settings
-        digest = s.score_digest()
+        digest = s.score_digest(ref)
         topk_path = s.topk_path(ref.name)
         stored = _load_topk(topk_path, digest)
         if stored is not None:
             return {"shard": ref, "counts": _sparse_counts(stored, s.vocabs), "stats": stored["stats"]}
         started = time.perf_counter()
-        emb = shard_embeddings(self.embedder, ref.tar, f"{s.embed_dir}/{ref.name}.npz", s.batch_size)
+        try:
+            emb = shard_embeddings(self.embedder, ref.tar, ref.sha1, s.embedding_path(ref), s.batch_size)
+        except ShardDamaged as err:  # no labels for this shard; the driver names it and fails the job
+            return {"shard": ref, "counts": {}, "stats": {"shard": ref.name, "damaged": str(err)}}
         embed_s = time.perf_counter() - started
         arrays: dict[str, np.ndarray] = {"keys": np.array(emb.keys, dtype=str)}
         for i, matrix in enumerate(self.matrices):
@@ -203,6 +210,7 @@ class ScoreShard:
             arrays[f"ids_{i}"], arrays[f"scores_{i}"] = ids, scores
         stats = {"shard": ref.name, "clips": len(emb.keys) + sum(f["key"] != "*" for f in emb.failed),
                  "embedded": len(emb.keys), "failed": emb.failed, "embeddings_cached": emb.cached,
+                 "embeddings": s.embedding_path(ref),
                  "embed_s": round(embed_s, 3), "score_s": round(time.perf_counter() - started - embed_s, 3)}
         save_npz(topk_path, digest=np.array(digest), stats=np.array(json.dumps(stats)), **arrays)
         stored = {"keys": list(emb.keys), "stats": stats,
@@ -242,7 +250,8 @@ class AssignShard:
     def setup(self) -> None:
         self.entries = [v.table(("id", "text")) for v in self.settings.vocabs]
 
-    def process(self, scored: dict, sparse_counts: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    def process(self, scored: dict, sparse_counts: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict | None:
+        """The shard's marker; ``None`` for a damaged shard (nothing written)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -250,6 +259,8 @@ class AssignShard:
 
         s = self.settings
         ref: ShardRef = scored["shard"]
+        if scored.get("damaged"):
+            return None
         counts = {}
         for vocab in s.vocabs:
             dense = np.zeros(vocab.size, np.int64)
@@ -257,15 +268,15 @@ class AssignShard:
             dense[np.asarray(ids, np.int64)] = values
             counts[vocab.name] = dense
         counts_digest = hashlib.sha1(b"".join(counts[v.name].tobytes() for v in s.vocabs)).hexdigest()
-        digest = hashlib.sha1(json.dumps([s.score_digest(), counts_digest, s.seed, s.k_prime]).encode()).hexdigest()
+        digest = hashlib.sha1(json.dumps([s.score_digest(ref), counts_digest, s.seed, s.k_prime]).encode()).hexdigest()
         marker = s.marker_path(ref.name)
-        table_path = s.layout.label_table(s.name, ref.split, ref.index)
+        table_path = s.table_path(ref)
         if exists(marker) and exists(table_path):
             previous = json.loads(read_bytes(marker))
             if previous.get("digest") == digest:
                 return previous
         started = time.perf_counter()
-        stored = _load_topk(s.topk_path(ref.name), s.score_digest())
+        stored = _load_topk(s.topk_path(ref.name), s.score_digest(ref))
         if stored is None:
             raise RuntimeError(f"top-K lists of {ref.name} vanished during the job")
         keys = stored["keys"]
@@ -316,7 +327,9 @@ class _AssignFn(beam.DoFn):
         self.body.setup()
 
     def process(self, scored, counts):
-        yield self.body.process(scored, counts)
+        marker = self.body.process(scored, counts)
+        if marker is not None:
+            yield marker
 
 
 class SparseSum(beam.CombineFn):
@@ -354,6 +367,6 @@ def build_pipeline(pipeline, settings: LabelSettings, shards: list[ShardRef]) ->
     )
     _ = (
         scored
-        | "ShardOnly" >> beam.Map(lambda r: {"shard": r["shard"]})
+        | "ShardOnly" >> beam.Map(lambda r: {"shard": r["shard"], "damaged": bool(r["stats"].get("damaged"))})
         | "Assign" >> beam.ParDo(_AssignFn(settings), counts=beam.pvalue.AsDict(counts))
     )

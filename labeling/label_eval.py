@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 
 from labeling.io import glob, load_npz, read_label_manifest
 from labeling.truth import is_holdout, join_sources, truth_of_keys
-from n2m.config import leaf
+from labeling.vocabset import entries_of
+from n2m.config import POSITIVE, leaf
 from n2m.errors import UserError
 from n2m.provenance import now_iso, versions, write_json
 
@@ -168,7 +169,8 @@ def evaluate(label_dir: str, truth_path: str, bounds: tuple[float, float], holdo
     if not truth:
         raise UserError(f"no labelled clip matches a row of {truth_path}")
     audio: dict[str, np.ndarray] = {}
-    for path in glob(f"{manifest['model']['embeddings']}/*.npz"):
+    files = manifest["model"].get("embedding_files") or glob(f"{manifest['model']['embeddings']}/*.npz")
+    for path in files:
         data = load_npz(path)
         audio.update(zip((str(k) for k in data["keys"]), data["embeddings"]))
     subsets = {"holdout": [k for k in truth if is_holdout(truth[k])]}
@@ -182,8 +184,8 @@ def evaluate(label_dir: str, truth_path: str, bounds: tuple[float, float], holdo
         result = {"clips": len(subset_keys), "aspects": {}, "clap_score": {}}
         for vocab in manifest["vocabularies"]:
             per_key = {k: v for k, v in labels.get(vocab["name"], {}).items() if k in wanted}
-            table = pq.read_table(vocab["path"], columns=["text", "kind", "aspect"]).to_pylist()
-            texts = [r["text"] for r in table if r["kind"] == vocab["kind"]]
+            table = entries_of(vocab["path"], vocab["kind"], ("text", "kind", "aspect")).to_pylist()
+            texts = [r["text"] for r in table]
             text_emb = np.load(vocab["text_embeddings"], mmap_mode="r")
             text_index = {}
             for i, text in enumerate(texts):
@@ -215,9 +217,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        low, high = (float(x) for x in args.tempo_bounds.split(","))
-    except ValueError:
-        raise UserError(f"--tempo-bounds {args.tempo_bounds!r}: expected two numbers, e.g. 76,100") from None
+        low, high = (POSITIVE(x) for x in args.tempo_bounds.split(","))
+        if low >= high:
+            raise ValueError
+    except (ValueError, argparse.ArgumentTypeError):
+        raise UserError(f"--tempo-bounds {args.tempo_bounds!r}: expected two BPM values SLOW < FAST, e.g. 76,100") \
+            from None
     report = evaluate(args.labels, args.truth, (low, high), args.holdout_only)
     report["versions"] = versions()
     for subset, result in report["subsets"].items():

@@ -13,3 +13,7 @@ class JobFailed(Exception):
     """A job ran but its outcome fails the user's bar (e.g. too many failed sources). Exit code 1."""
 
     exit_code = 1
+
+
+class ShardDamaged(UserError):
+    """A committed shard whose tar does not match its marker (byte count or SHA-1): rebuild it. Exit code 2."""

@@ -6,11 +6,15 @@ See ARCHITECTURE.md section 2. Change a contract only with a new ``*_VERSION``.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import pyarrow as pa
+
+from n2m.errors import ShardDamaged, UserError
+from n2m.names import check_name
 
 BUILD_VERSION = 1
 LABELS_VERSION = 1
@@ -81,14 +85,19 @@ class BuildLayout:
     def build_json(self) -> str:
         return self._join("build.json")
 
+    @property
+    def labels_root(self) -> str:
+        return self._join("labels")
+
     def label_dir(self, name: str) -> str:
-        return self._join("labels", name)
+        """``labels/{name}``; ``name`` must be one safe path component (:func:`n2m.names.check_name`)."""
+        return self._join("labels", check_name(name, "label set name"))
 
     def label_table(self, name: str, split: str, index: int) -> str:
-        return self._join("labels", name, f"{split}-{index:06d}.parquet")
+        return f"{self.label_dir(name)}/{split}-{index:06d}.parquet"
 
     def label_manifest(self, name: str) -> str:
-        return self._join("labels", name, "manifest.json")
+        return f"{self.label_dir(name)}/manifest.json"
 
     def embedding_dir(self, model_hash: str) -> str:
         return self._join("embeddings", model_hash)
@@ -181,3 +190,91 @@ def read_label_captions(label_dir: str, split: str | None = None) -> dict[str, d
             entry = captions.setdefault(key, {"long": [], "short": []})
             entry.setdefault(kind, []).extend(texts or [])
     return captions
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading a build: its id, its committed shards, its label sets
+
+
+def _read(path: str) -> bytes:
+    import fsspec
+
+    with fsspec.open(path, "rb") as handle:
+        return handle.read()
+
+
+def build_id(build: str) -> str:
+    """The id of a build: ``build_id`` of its ``build.json`` (else the file's SHA-1); ``""`` without a build.json."""
+    path = BuildLayout(build).build_json
+    try:
+        data = _read(path)
+    except FileNotFoundError:
+        return ""
+    try:
+        return str(json.loads(data).get("build_id") or hashlib.sha1(data).hexdigest())
+    except (ValueError, AttributeError):
+        return hashlib.sha1(data).hexdigest()
+
+
+def shard_marker_path(tar: str) -> str:
+    """The commit marker ``{split}-NNNNNN.json`` beside a shard ``{split}-NNNNNN.tar``."""
+    if not tar.endswith(".tar"):
+        raise ValueError(f"not a shard path: {tar}")
+    return tar[: -len(".tar")] + ".json"
+
+
+def verify_shard(tar: str, content: bool = True) -> dict:
+    """Check a committed shard against its marker before reading it; returns the marker.
+
+    The marker ``{split}-NNNNNN.json`` (written after the tar, ARCHITECTURE.md section 2) records ``tar.bytes`` and
+    ``tar.sha1``. The tar's size must equal the byte count, and with ``content`` its SHA-1 (one streaming read) must
+    equal the recorded one; otherwise :class:`n2m.errors.ShardDamaged` says which figure differs. A marker without
+    these fields is refused too: n2m build always writes them, so the shard is not one of its commits.
+    """
+    import fsspec
+
+    marker_path = shard_marker_path(tar)
+    try:
+        marker = json.loads(_read(marker_path))
+        expected_bytes, expected_sha1 = int(marker["tar"]["bytes"]), str(marker["tar"]["sha1"])
+    except FileNotFoundError as err:
+        raise ShardDamaged(f"shard {tar} has no commit marker {marker_path} (not a committed shard)") from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise ShardDamaged(f"marker {marker_path} records no byte count and SHA-1 of its tar "
+                           "(not written by n2m build)") from err
+    fs, _, (path,) = fsspec.get_fs_token_paths(tar)
+    try:
+        size = int(fs.size(path))
+    except FileNotFoundError as err:
+        raise ShardDamaged(f"shard {tar} is missing (its marker exists)") from err
+    if size != expected_bytes:
+        raise ShardDamaged(f"shard {tar} has {size} bytes but its marker records {expected_bytes} "
+                           f"({'truncated' if size < expected_bytes else 'grown'}; rebuild it)")
+    if content:
+        digest = hashlib.sha1()
+        with fs.open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        if digest.hexdigest() != expected_sha1:
+            raise ShardDamaged(f"shard {tar} does not match the SHA-1 in its marker (content changed; rebuild it)")
+    return marker
+
+
+def check_label_set(build: str, name: str) -> dict:
+    """The manifest of label set ``name`` of ``build``, refused unless it was made from this very build (same id)."""
+    layout = BuildLayout(build)
+    path = layout.label_manifest(name)
+    try:
+        manifest = json.loads(_read(path))
+    except FileNotFoundError as err:
+        raise UserError(f"label set {name!r} not found ({path} is missing; run n2m label --name {name})") from err
+    except ValueError as err:
+        raise UserError(f"{path} is not valid JSON: {err}") from err
+    made_from = str((manifest.get("build") or {}).get("id") or "") if isinstance(manifest, dict) else ""
+    current = build_id(build)
+    if not made_from:
+        raise UserError(f"label set {name!r} records no build id ({path}): label the build again with n2m label")
+    if made_from != current:
+        raise UserError(f"label set {name!r} was made from build {made_from}, but {build} is build {current or '?'}: "
+                        f"label this build again (n2m label --name {name} --overwrite)")
+    return manifest

@@ -25,10 +25,9 @@ from n2m.provenance import dir_hash, file_hash
 from training.diffusion.augment import ConditioningAugmentation
 from training.diffusion.denoiser import Conditioning, Denoiser
 from training.diffusion.schedules import get_schedule
-from training.export import Exported, load_exported
+from training.export import Exported, load_exported, load_weights, network_from_config
 from training.lowfi import fft_upsample
 from training.mel import HOP
-from training.networks.presets import build_network
 from training.stages_spectrogram import SpectrogramAugmentation
 
 OUTPUT_RATE = 24_000
@@ -91,6 +90,16 @@ class StageModel:
         rate = self.config["spec"].get("cond_rate")
         return None if rate is None else int(rate)
 
+    def text_encoder_spec(self) -> str | None:
+        """A loadable ``KIND:DIR`` of the encoder this model was trained with (:func:`training.encoder_ref.resolve`:
+        the recorded path, else a folder with the recorded content near the model); None for stages without text."""
+        from training.encoder_ref import resolve
+
+        spec = self.config.get("text_encoder")
+        if not spec:
+            return None
+        return resolve(spec, (self.config.get("lineage") or {}).get("text_encoder_sha1"), self.path)
+
     def provenance(self) -> dict[str, Any]:
         lineage = self.config.get("lineage") or {}
         return {"stage": self.stage, "path": self.path, "sha1": self.sha1, "kind": self.kind,
@@ -110,8 +119,8 @@ def _load_lightning(path: Path, device: str | torch.device) -> Exported:
     config = dict(data["n2m"]["config"])
     config["source"] = {"checkpoint": str(path), "global_step": int(data.get("global_step", 0))}
     weights = {k[len("ema."):]: v for k, v in data["state_dict"].items() if k.startswith("ema.")}
-    net = build_network(config["net"])
-    net.load_state_dict(weights, strict=True)
+    net = network_from_config(config, str(path))
+    load_weights(net, weights, f"{path} (EMA weights)")
     net = net.to(device).eval().requires_grad_(False)
     diffusion = config["diffusion"]
     denoiser = Denoiser(net, get_schedule(diffusion["schedule"]), diffusion["parametrisation"], diffusion["weighting"])

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from n2m.audio import AudioError, decode, downmix, resample
 from n2m.errors import UserError
-from n2m.schema import BuildLayout, read_label_captions
+from n2m.schema import BuildLayout, check_label_set, read_label_captions
 from training.lowfi import make_lowfi
 from training.stages import StageSpec
 from training.stages_spectrogram import EXAMPLES as SPECTROGRAM_EXAMPLES
@@ -53,7 +53,7 @@ def committed_shards(build: str, split: str) -> list[str]:
             if t[: -len(".tar")] + ".json" in markers]
 
 
-def _read_shards(urls: Iterable[str]) -> Iterator[dict[str, Any]]:
+def read_shards(urls: Iterable[str]) -> Iterator[dict[str, Any]]:
     """WebDataset samples of the given shards, opened with fsspec (local paths and remote URIs alike)."""
 
     def streams():
@@ -77,9 +77,9 @@ def disjoint_stream(urls: list[str], seed: int, epochs: int | None = None) -> It
         order = list(urls)
         random.Random(f"{seed}:{epoch}").shuffle(order)
         if len(order) >= slots:
-            yield from _read_shards(order[slot::slots])
+            yield from read_shards(order[slot::slots])
         else:
-            for i, sample in enumerate(_read_shards(order)):
+            for i, sample in enumerate(read_shards(order)):
                 if i % slots == slot:
                     yield sample
         epoch += 1
@@ -170,11 +170,11 @@ class ExampleMaker:
         key = sample.get("__key__", "?")
         try:
             meta = json.loads(sample["json"]) if "json" in sample else {}
+            if self.exclude_holdout and held_out(meta):
+                return None
             decoded = decode(sample["flac"], name=key)
         except (AudioError, KeyError, ValueError) as err:
             log.warning("skipping clip %s: %s", key, err)
-            return None
-        if self.exclude_holdout and held_out(meta):
             return None
         example = EXAMPLES[self.stage.example](downmix(decoded.samples), decoded.sample_rate, self.stage, self.window,
                                                offset_frac)
@@ -265,6 +265,8 @@ class ShardDataModule(L.LightningDataModule):
 
     def __init__(self, stage: StageSpec, cfg: DataConfig, length_multiple: int = 1):
         super().__init__()
+        if cfg.batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {cfg.batch_size}")
         self.stage, self.cfg, self.multiple = stage, cfg, length_multiple
         window_s = tuple(cfg.window_s or stage.window_s)
         if len(window_s) != 2 or not 0 < window_s[0] <= window_s[1]:
@@ -277,14 +279,22 @@ class ShardDataModule(L.LightningDataModule):
     def _captions(self, split: str | None) -> dict:
         if not (self.stage.text and self.cfg.labels):
             return {}
+        check_label_set(self.cfg.build, self.cfg.labels)
         label_dir = BuildLayout(self.cfg.build).label_dir(self.cfg.labels)
         return read_label_captions(label_dir, split)
 
     def setup(self, stage: str | None = None) -> None:
+        """Check the data before anything trains on it (:mod:`training.data_checks`), then read captions and make the
+        fixed validation set."""
+        from training.data_checks import check_first_example, verify_shards, warn_if_padded
+
         self.train_urls = committed_shards(self.cfg.build, "train")
         if not self.train_urls:
             raise UserError(f"{BuildLayout(self.cfg.build).shard_dir('train')} has no committed shards")
+        verify_shards([*self.train_urls, *committed_shards(self.cfg.build, "valid")])
         self.captions = self._captions(None)
+        check_first_example(self.train_urls, self.maker(), self.cfg.exclude_holdout)
+        warn_if_padded(self.cfg.build, "train", self.lengths[1] / self.stage.sample_rate)
         self.val_examples = self._validation_set()
 
     def maker(self) -> ExampleMaker:
@@ -310,7 +320,7 @@ class ShardDataModule(L.LightningDataModule):
         maker = self.maker()
         length = self._val_length()
         out: list[dict] = []
-        for i, sample in enumerate(_read_shards(urls)):
+        for i, sample in enumerate(read_shards(urls)):
             if len(out) >= per_rank:
                 break
             if i % world != rank:
@@ -340,14 +350,20 @@ def _concat(batches: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _count_clips(build: str, split: str) -> int:
-    """Clips of a split from ``index.parquet``."""
-    import pyarrow.compute as pc
+def read_index(build: str, columns: list[str]):
+    """Columns of a build's ``index.parquet`` (a pyarrow Table), with a one-line error when it is missing."""
     import pyarrow.parquet as pq
 
     try:
         with fsspec.open(BuildLayout(build).index, "rb") as handle:
-            table = pq.read_table(handle, columns=["split"])
+            return pq.read_table(handle, columns=columns)
     except FileNotFoundError as err:
         raise UserError(f"{BuildLayout(build).index} is missing: is {build} a finished n2m build?") from err
+
+
+def _count_clips(build: str, split: str) -> int:
+    """Clips of a split from ``index.parquet``."""
+    import pyarrow.compute as pc
+
+    table = read_index(build, ["split"])
     return int(pc.sum(pc.equal(table["split"], split)).as_py() or 0)

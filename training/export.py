@@ -82,6 +82,34 @@ class Exported:
         return self.config["text_encoder"]
 
 
+def load_weights(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``net`` only if it fits exactly: a missing, unexpected or wrongly shaped tensor is a one-line
+    :class:`UserError` naming the first few (so a file of other weights never leaves a network half random)."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise UserError(f"{source} does not hold this network's weights: {len(missing)} of {len(expected)} tensors "
+                        f"missing{_first(missing)}, {len(unexpected)} unexpected{_first(unexpected)}")
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise UserError(f"{source}: {len(wrong)} tensors have the wrong shape{_first(wrong)}")
+    net.load_state_dict(state, strict=True)
+
+
+def _first(names: list[str], count: int = 3) -> str:
+    return f" ({', '.join(names[:count])}{', ...' if len(names) > count else ''})" if names else ""
+
+
+def network_from_config(config: dict[str, Any], source: str) -> UNet1D:
+    """The (random) network of a stage config, with a one-line error for a config that does not describe one."""
+    try:
+        return build_network(config["net"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{source}: the network config is not valid ({err})") from err
+
+
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Exported:
     """Rebuild the network of an export directory from its config and load its weights (strictly)."""
     from safetensors.torch import load_file
@@ -89,12 +117,23 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
     root = Path(path)
     if not (root / CONFIG).is_file() or not (root / WEIGHTS).is_file():
         raise UserError(f"{root} is not an n2m export (needs {CONFIG} and {WEIGHTS}; make one with 'n2m export')")
-    config = read_json(str(root / CONFIG))
-    if config.get("format") != EXPORT_FORMAT or int(config.get("version", 0)) > EXPORT_VERSION:
-        raise UserError(f"{root / CONFIG} is not a supported n2m export (format {config.get('format')!r}, "
-                        f"version {config.get('version')!r})")
-    net = build_network(config["net"])
-    net.load_state_dict(load_file(str(root / WEIGHTS)), strict=True)
+    try:
+        config = read_json(str(root / CONFIG))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{root / CONFIG} is not readable JSON ({err})") from err
+    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
+        kind = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise UserError(f"{root / CONFIG} is not an n2m export config (format {kind!r}, expected {EXPORT_FORMAT!r})")
+    missing = [k for k in ("version", "stage", "spec", "net", "diffusion") if k not in config]
+    if missing or not str(config["version"]).isdigit() or int(config["version"]) > EXPORT_VERSION:
+        raise UserError(f"{root / CONFIG} is not a supported n2m export (version {config.get('version')!r}"
+                        f"{', missing ' + ', '.join(missing) if missing else ''})")
+    net = network_from_config(config, str(root / CONFIG))
+    try:
+        state = load_file(str(root / WEIGHTS))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for any damaged file
+        raise UserError(f"cannot read {root / WEIGHTS}: {str(err).strip() or type(err).__name__}") from err
+    load_weights(net, state, str(root / WEIGHTS))
     net = net.to(device).eval().requires_grad_(False)
     diffusion = config["diffusion"]
     denoiser = Denoiser(net, get_schedule(diffusion["schedule"]), diffusion["parametrisation"], diffusion["weighting"])

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from n2m.config import leaf, resolved
+from n2m.config import FRACTION, NONNEGATIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
+from training.sampling import MAX_SECONDS, SECONDS
 
 _CASCADE_HELP = "waveform: generator -> cascader -> sr_cascader; spectrogram: spec_generator -> vocoder -> sr_cascader"
 
@@ -30,14 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = what.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", nargs="+", metavar="TEXT", help="prompts (ids 0000, 0001, ... in order)")
     src.add_argument("--prompts-file", metavar="FILE",
-                     help="one prompt per line, or JSON lines with 'id' and 'text' (the id names the output files)")
+                     help="one prompt per line, or JSON lines with 'id' and 'text' (the id names the output files: "
+                          "no '/', no leading dot, no control characters)")
     what.add_argument("--cascade", required=True, choices=["waveform", "spectrogram"], help=_CASCADE_HELP)
     what.add_argument("--checkpoints", required=True, metavar="DIR|STAGE=PATH,...",
                       help="a directory holding STAGE/ (n2m export), STAGE.ckpt or STAGE/checkpoints/ for each stage, "
                            "or stage=path pairs separated by commas")
     what.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    what.add_argument("--seconds", type=float, default=30.0, help="length of each clip")
-    what.add_argument("--num-samples", type=int, default=1, help="clips per prompt")
+    what.add_argument("--seconds", type=SECONDS, default=30.0,
+                      help=f"length of each clip (at most {MAX_SECONDS:g} s)")
+    what.add_argument("--num-samples", type=POSITIVE_INT, default=1, help="clips per prompt")
     what.add_argument("--seed", type=int, default=0, help="run seed; each clip's seed derives from it and its id")
     what.add_argument("--keep-stages", action="store_true", help="also write the intermediate stages' outputs")
     what.add_argument("--overwrite", action="store_true", help="regenerate clips whose files exist")
@@ -47,25 +50,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--sampler", default="ancestral", metavar="NAME|STAGE=NAME,...",
                      help="ancestral (Noise2Music, with the stage's gamma), ddim or dpmpp (DPM-Solver++(2M))")
     how.add_argument("--steps", metavar="N|STAGE=N,...",
-                     help="sampling steps (paper: generator 1000, cascader 800, sr_cascader 800, spec_generator 1000, "
+                     help="sampling steps, at least 1 (paper: generator 1000, cascader 800, sr_cascader 800, spec_generator 1000, "
                           "vocoder 100)")
     how.add_argument("--guidance", metavar="G|STAGE=G,...",
-                     help="classifier-free guidance scale; one value applies to the text stages (paper: generator 10, "
+                     help="classifier-free guidance scale, a finite number >= 0; one value applies to the text stages (paper: generator 10, "
                           "cascader 5, spec_generator 5)")
     how.add_argument("--spacing", default="uniform", metavar="NAME|STAGE=NAME,...",
                      help="step spacing: uniform, front_heavy (short steps at high noise), back_heavy, log_snr")
-    how.add_argument("--gamma", type=float, help="ancestral stochasticity for every stage (paper: 0, cascader 1)")
-    how.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
+    how.add_argument("--gamma", type=NONNEGATIVE, help="ancestral stochasticity for every stage (paper: 0, cascader 1)")
+    how.add_argument("--eta", type=NONNEGATIVE, default=0.0, help="DDIM stochasticity")
     how.add_argument("--clip", default="dynamic", choices=["dynamic", "static", "none"],
                      help="x0 clipping: Imagen's dynamic thresholding, [-1, 1], or none")
-    how.add_argument("--clip-percentile", type=float, default=0.995, help="dynamic clipping percentile")
-    how.add_argument("--aug-t", type=float, default=0.0, help="noise level of the cascaders' and vocoder's conditioning")
+    how.add_argument("--clip-percentile", type=number(float, low=0, high=1, low_open=True), default=0.995, help="dynamic clipping percentile")
+    how.add_argument("--aug-t", type=FRACTION, default=0.0, help="noise level of the cascaders' and vocoder's conditioning")
     how.add_argument("--window-seconds", metavar="S|STAGE=S,...",
                      help="cascaders/vocoder: process in cross-faded windows of S seconds (0 = whole; default: whole, "
                           "windows if out of memory)")
 
     run = parser.add_argument_group("hardware")
-    run.add_argument("--batch-size", type=int, default=4, help="clips sampled together")
+    run.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="clips sampled together")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     run.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="bf16 autocast on auto+cuda")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -85,7 +88,7 @@ def read_prompts(path: str) -> list[Any]:
     except OSError as err:
         raise UserError(f"cannot read prompts file {path}: {err.strerror}") from err
     prompts = []
-    for number, line in enumerate(lines, 1):
+    for line_no, line in enumerate(lines, 1):
         line = line.strip()
         if not line:
             continue
@@ -96,14 +99,15 @@ def read_prompts(path: str) -> list[Any]:
             row = json.loads(line)
             prompts.append(Prompt(str(row["id"]), str(row["text"])))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise UserError(f"{path}:{number}: a JSON line needs 'id' and 'text' ({err})") from err
+            raise UserError(f"{path}:{line_no}: a JSON line needs 'id' and 'text' ({err})") from err
     if not prompts:
         raise UserError(f"{path} holds no prompts")
     return prompts
 
 
 def per_stage(text: str | None, cast, name: str) -> Any:
-    """``"V"`` -> V, ``"stage=V,stage=V"`` -> {stage: V}; None stays None."""
+    """``"V"`` -> V, ``"stage=V,stage=V"`` -> {stage: V}; None stays None. ``cast`` may be an argparse type of
+    :mod:`n2m.config` (its range message is kept)."""
     if text is None:
         return None
     try:
@@ -111,6 +115,8 @@ def per_stage(text: str | None, cast, name: str) -> Any:
             return cast(text)
         pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
         return {stage.strip(): cast(value.strip()) for stage, value in pairs}
+    except argparse.ArgumentTypeError as err:
+        raise UserError(f"--{name} {text!r}: {err}") from None
     except ValueError as err:
         raise UserError(f"--{name} takes a value or stage=value pairs, got {text!r}") from err
 
@@ -197,10 +203,22 @@ def write_result(out: Path, result, args_config: dict[str, Any]) -> list[Path]:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from training.sampling import Prompt, generate, load_cascade
+    from training.cascade import cascade_stages
+    from training.sampling import Prompt, check_prompts, generate, load_cascade, stage_settings
 
-    prompts = read_prompts(args.prompts_file) if args.prompts_file else [
-        Prompt(f"{i:04d}", text) for i, text in enumerate(args.prompts)]
+    prompts = check_prompts(read_prompts(args.prompts_file) if args.prompts_file else [
+        Prompt(f"{i:04d}", text) for i, text in enumerate(args.prompts)])
+    options = {
+        "sampler": per_stage(args.sampler, str, "sampler"),
+        "steps": per_stage(args.steps, POSITIVE_INT, "steps"),
+        "guidance": per_stage(args.guidance, NONNEGATIVE, "guidance"),
+        "spacing": per_stage(args.spacing, str, "spacing"),
+        "window_s": per_stage(args.window_seconds, NONNEGATIVE, "window-seconds"),
+        "eta": args.eta, "clip": args.clip, "clip_percentile": args.clip_percentile, "aug_t": args.aug_t,
+    }
+    if args.gamma is not None:
+        options["gamma"] = args.gamma
+    settings = stage_settings(cascade_stages(args.cascade), **options)  # every number checked before any work
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ids = lambda p: [p.id] if args.num_samples == 1 else [f"{p.id}_{k}" for k in range(args.num_samples)]  # noqa: E731
@@ -210,22 +228,12 @@ def run_sample(args: argparse.Namespace) -> int:
         print(f"n2m sample: all {len(prompts)} prompts already have their files in {out} (use --overwrite)")
         return 0
     device = _device(args.device)
-    options = {
-        "sampler": per_stage(args.sampler, str, "sampler"),
-        "steps": per_stage(args.steps, int, "steps"),
-        "guidance": per_stage(args.guidance, float, "guidance"),
-        "spacing": per_stage(args.spacing, str, "spacing"),
-        "window_s": per_stage(args.window_seconds, float, "window-seconds"),
-        "eta": args.eta, "clip": args.clip, "clip_percentile": args.clip_percentile, "aug_t": args.aug_t,
-    }
-    if args.gamma is not None:
-        options["gamma"] = args.gamma
     config = {k: v for k, v in resolved(args).items() if k != "prompts"}  # each sidecar names its own prompt
     start = time.perf_counter()
     models = load_cascade(args.cascade, checkpoint_spec(args.checkpoints), device)
     results = generate(todo, args.cascade, models, seconds=args.seconds, num_samples=args.num_samples, seed=args.seed,
-                       batch_size=args.batch_size, device=device, keep_stages=args.keep_stages,
-                       text_encoder=args.text_encoder, precision=args.precision, progress=not args.quiet, **options)
+                       batch_size=args.batch_size, device=device, keep_stages=args.keep_stages, settings=settings,
+                       text_encoder=args.text_encoder, precision=args.precision, progress=not args.quiet)
     for result in results:
         write_result(out, result, config)
     elapsed = time.perf_counter() - start

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from n2m.config import FRACTION, NONNEGATIVE, checked, number
 from n2m.errors import UserError
+from n2m.names import check_name
 from n2m.provenance import versions
 from training.cascade import (
     PAPER_DEFAULTS,
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 
 FALLBACK_WINDOW_S = 8.0  # window length when the whole signal does not fit in memory
 OVERLAP_S = 0.5
+MAX_SECONDS = 600.0  # 20x the paper's 30 s clips; 100000 s would ask for tens of GB before the first step
+SECONDS = number(float, low=0, high=MAX_SECONDS, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,18 @@ class StageSettings:
     overlap_s: float = OVERLAP_S
 
     def resolved(self, stage: str) -> StageSettings:
+        """The paper's values filled in, every number checked (finite, in range) with a one-line error."""
         paper = PAPER_DEFAULTS[stage]
-        return replace(self, steps=self.steps or paper.steps,
-                       guidance=paper.guidance if self.guidance is None else self.guidance,
-                       gamma=paper.gamma if self.gamma is None else self.gamma)
+        out = replace(self, steps=paper.steps if self.steps is None else self.steps,
+                      guidance=paper.guidance if self.guidance is None else self.guidance,
+                      gamma=paper.gamma if self.gamma is None else self.gamma)
+        rules = {"steps": number(int, low=2 if out.spacing == "log_snr" else 1), "guidance": NONNEGATIVE,
+                 "gamma": NONNEGATIVE, "eta": NONNEGATIVE, "clip_percentile": number(float, 0, 1, low_open=True),
+                 "aug_t": FRACTION, "overlap_s": NONNEGATIVE}
+        checks = {name: checked(getattr(out, name), parse, f"{stage} {name}") for name, parse in rules.items()}
+        if out.window_s is not None:
+            checks["window_s"] = checked(out.window_s, NONNEGATIVE, f"{stage} window seconds")
+        return replace(out, **checks)
 
 
 @dataclass
@@ -142,14 +154,8 @@ def stage_settings(
             raise UserError(f"unknown sampler {samplers[stage]!r}; choose from {', '.join(SAMPLERS)}")
         if spacings[stage] not in SPACINGS:
             raise UserError(f"unknown step spacing {spacings[stage]!r}; choose from {', '.join(SPACINGS)}")
-        settings = StageSettings(sampler=samplers[stage], steps=steps_[stage], spacing=spacings[stage],
-                                 guidance=guid[stage], window_s=windows[stage], **common).resolved(stage)
-        if settings.steps < (2 if settings.spacing == "log_snr" else 1) or settings.guidance < 0:
-            raise UserError(f"{stage}: need at least {2 if settings.spacing == 'log_snr' else 1} steps "
-                            f"(got {settings.steps}) and a guidance scale >= 0 (got {settings.guidance})")
-        if settings.window_s is not None and settings.window_s < 0:
-            raise UserError(f"{stage}: window seconds must be >= 0, got {settings.window_s}")
-        out[stage] = settings
+        out[stage] = StageSettings(sampler=samplers[stage], steps=steps_[stage], spacing=spacings[stage],
+                                   guidance=guid[stage], window_s=windows[stage], **common).resolved(stage)
     return out
 
 
@@ -163,10 +169,11 @@ _ENCODERS: dict[tuple[str, int, str], TextEncoder] = {}  # kept across calls: ev
 def text_encoder_for(model: StageModel, device: torch.device,
                      override: str | TextEncoder | None = None) -> TextEncoder:
     """The frozen text encoder of a text stage: ``override`` when it is a loaded encoder, else the ``KIND:DIR`` of
-    ``override`` or of the model's config, loaded once per process."""
+    ``override`` or the one the model records (found by path or content hash, :mod:`training.encoder_ref`), loaded
+    once per process."""
     if isinstance(override, TextEncoder):
         return override
-    spec = override or model.config.get("text_encoder")
+    spec = override or model.text_encoder_spec()
     if not spec:
         raise UserError(f"{model.path} is text-conditioned but records no text encoder: pass text_encoder")
     key = (spec, int(model.config["diffusion"]["token_length"]), str(device))
@@ -227,14 +234,13 @@ def load_cascade(cascade: str, checkpoints: str | Path | dict[str, str | Path],
     return models
 
 
-def _prompts(prompts: Sequence[str | Prompt]) -> list[Prompt]:
+def check_prompts(prompts: Sequence[str | Prompt]) -> list[Prompt]:
+    """Prompts with ids (``0000``, ``0001``, ... for bare strings); every id must be unique and name a file
+    (:func:`n2m.names.check_name`), else a one-line :class:`UserError`."""
     out = [p if isinstance(p, Prompt) else Prompt(f"{i:04d}", str(p)) for i, p in enumerate(prompts)]
-    ids = [p.id for p in out]
+    ids = [check_name(p.id, "prompt id") for p in out]
     if len(set(ids)) != len(ids):
         raise UserError("prompt ids must be unique")
-    bad = [i for i in ids if not i or "/" in i or i.startswith(".")]
-    if bad:
-        raise UserError(f"prompt id {bad[0]!r} cannot name a file")
     return out
 
 
@@ -265,10 +271,11 @@ def generate(
     :class:`training.text.TextEncoder`) replaces the one recorded in the checkpoints. ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA).
     Returns one :class:`Result` per (prompt, sample), prompt-major.
     """
-    if seconds <= 0 or num_samples < 1 or batch_size < 1:
-        raise UserError("seconds, num_samples and batch_size must be positive")
+    seconds = checked(seconds, SECONDS, "seconds")
+    if num_samples < 1 or batch_size < 1:
+        raise UserError("num_samples and batch_size must be positive")
     stages = cascade_stages(cascade)
-    prompts = _prompts(prompts)
+    prompts = check_prompts(prompts)
     device = torch.device(device)
     if precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"precision must be auto, fp32 or bf16, not {precision!r}")

@@ -15,10 +15,20 @@ from typing import Any
 
 import yaml
 
-from n2m.config import leaf
+from n2m.config import (
+    FRACTION,
+    NONNEGATIVE,
+    NONNEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    checked,
+    leaf,
+    number,
+)
 from n2m.errors import UserError
-from n2m.provenance import dir_hash, file_hash, read_json, versions, write_json
-from n2m.schema import BuildLayout
+from n2m.names import check_name
+from n2m.provenance import file_hash, versions, write_json
+from n2m.schema import BuildLayout, build_id, check_label_set
 from training.stages import STAGES, get_stage
 
 _TRAINER_KEYS = ("max_steps", "accelerator", "devices", "num_nodes", "strategy", "precision", "val_every",
@@ -31,58 +41,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     req.add_argument("--stage", choices=sorted(STAGES),
                      help="; ".join(f"{s.name}: {s.description}" for s in STAGES.values()))
     req.add_argument("--build", metavar="OUT", help="build output directory (n2m build --out)")
-    req.add_argument("--labels", metavar="NAME", help="label set under OUT/labels/ whose captions condition the model")
+    req.add_argument("--labels", metavar="NAME",
+                     help="label set under OUT/labels/ whose captions condition the model; it must have been made "
+                          "from this build (its manifest's build id equals build.json's)")
     req.add_argument("--preset", choices=["tiny", "paper"],
                      help="network size: paper (Noise2Music tables 7-8) or tiny (CPU tests and demos)")
     req.add_argument("--text-encoder", metavar="KIND:DIR",
                      help="frozen text encoder for text stages: t5:DIR (T5EncoderModel directory) or clap:DIR "
-                          "(a CLAP model directory's text tower)")
+                          "(a CLAP model directory's text tower); recorded as an absolute path plus the directory's "
+                          "content hash, so sampling finds it from any folder (and by hash if it moves)")
     req.add_argument("--out", metavar="RUNDIR", help="run directory (checkpoints, logs, config)")
     req.add_argument("--net", action="append", default=[], metavar="KEY=VALUE",
                      help="override a network config field, e.g. --net base_channels=128 --net 'num_res_blocks=[1,2]'")
 
     opt = parser.add_argument_group("optimisation (Noise2Music section 4 defaults)")
-    opt.add_argument("--max-steps", type=int, help="training steps (default: the paper's for the stage); 0 writes "
+    opt.add_argument("--max-steps", type=NONNEGATIVE_INT, help="training steps (default: the paper's for the stage); 0 writes "
                      "the initial, untrained weights as checkpoints/last.ckpt (a step-0 baseline for n2m eval)")
-    opt.add_argument("--batch-size", type=int, default=8, help="examples per step per device")
+    opt.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="examples per step per device")
     opt.add_argument("--optimizer", default="adam", choices=["adam", "adamw"], help="betas (0.9, 0.999)")
-    opt.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
-    opt.add_argument("--weight-decay", type=float, default=0.0, help="weight decay")
-    opt.add_argument("--warmup-steps", type=int, default=10_000, help="linear warm-up steps")
-    opt.add_argument("--decay-steps", type=int, default=2_500_000, help="cosine decay reaches --min-lr-ratio here")
-    opt.add_argument("--min-lr-ratio", type=float, default=0.0, help="final learning rate / peak")
-    opt.add_argument("--ema-decay", type=float, default=0.9999, help="EMA decay of the weights used to validate/export")
-    opt.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clipping (0 = off)")
+    opt.add_argument("--lr", type=POSITIVE, default=1e-4, help="peak learning rate")
+    opt.add_argument("--weight-decay", type=NONNEGATIVE, default=0.0, help="weight decay")
+    opt.add_argument("--warmup-steps", type=NONNEGATIVE_INT, default=10_000, help="linear warm-up steps")
+    opt.add_argument("--decay-steps", type=POSITIVE_INT, default=2_500_000, help="cosine decay reaches --min-lr-ratio here")
+    opt.add_argument("--min-lr-ratio", type=FRACTION, default=0.0, help="final learning rate / peak")
+    opt.add_argument("--ema-decay", type=number(float, low=0, high=1, high_open=True), default=0.9999, help="EMA decay of the weights used to validate/export")
+    opt.add_argument("--grad-clip", type=NONNEGATIVE, default=1.0, help="gradient norm clipping (0 = off)")
     opt.add_argument("--compile", action="store_true", help="torch.compile the network")
 
     dif = parser.add_argument_group("diffusion (default: the stage's)")
     dif.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule")
     dif.add_argument("--parametrisation", choices=["eps", "v"], help="what the network predicts")
     dif.add_argument("--weighting", choices=["simplified", "sigma"], help="loss weight: 1 or sigma_t^2")
-    dif.add_argument("--cfg-dropout", type=float, help="probability of dropping an example's text")
-    dif.add_argument("--aug-t-max", type=float, help="conditioning augmentation: max diffusion time of the low-fi input")
+    dif.add_argument("--cfg-dropout", type=FRACTION, help="probability of dropping an example's text")
+    dif.add_argument("--aug-t-max", type=FRACTION, help="conditioning augmentation: max diffusion time of the low-fi input")
 
     dat = parser.add_argument_group("data")
     dat.add_argument("--window", metavar="MIN[,MAX]", help="training window in seconds (default: the stage's)")
-    dat.add_argument("--num-workers", type=int, default=2, help="data-loader worker processes per device")
-    dat.add_argument("--shuffle-buffer", type=int, default=256, help="samples in the shuffle buffer")
+    dat.add_argument("--num-workers", type=NONNEGATIVE_INT, default=2, help="data-loader worker processes per device")
+    dat.add_argument("--shuffle-buffer", type=POSITIVE_INT, default=256, help="samples in the shuffle buffer")
     dat.add_argument("--no-meta-text", action="store_true", help="do not use the clips' metadata text as captions")
     dat.add_argument("--exclude-holdout", action="store_true",
                      help="skip clips whose source is marked held out (a 'holdout' manifest column, e.g. n2m synth "
                           "--holdout, carried into the clip json by n2m build), so held-out tracks stay unseen for eval")
-    dat.add_argument("--text-cache", type=int, default=0, metavar="N", help="cache N encoded captions (0 = off)")
-    dat.add_argument("--val-samples", type=int, default=64, help="valid-split clips in the fixed validation set")
+    dat.add_argument("--text-cache", type=NONNEGATIVE_INT, default=0, metavar="N", help="cache N encoded captions (0 = off)")
+    dat.add_argument("--val-samples", type=NONNEGATIVE_INT, default=64, help="valid-split clips in the fixed validation set")
     dat.add_argument("--seed", type=int, default=0, help="seed of weights, data order and noise")
 
     run = parser.add_argument_group("trainer (Lightning)")
     run.add_argument("--accelerator", default="auto", help="cpu, gpu, auto, ...")
     run.add_argument("--devices", default="auto", help="devices per node: N, a list, or auto")
-    run.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node DDP")
+    run.add_argument("--num-nodes", type=POSITIVE_INT, default=1, help="nodes for multi-node DDP")
     run.add_argument("--strategy", default="auto", help="auto, ddp, ddp_find_unused_parameters_true, fsdp, ...")
     run.add_argument("--precision", help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
-    run.add_argument("--val-every", type=int, default=1000, help="validate every N steps")
-    run.add_argument("--checkpoint-every", type=int, default=1000, help="write last.ckpt every N steps")
-    run.add_argument("--log-every", type=int, default=50, help="log every N steps")
+    run.add_argument("--val-every", type=POSITIVE_INT, default=1000, help="validate every N steps")
+    run.add_argument("--checkpoint-every", type=POSITIVE_INT, default=1000, help="write last.ckpt every N steps")
+    run.add_argument("--log-every", type=POSITIVE_INT, default=50, help="log every N steps")
     run.add_argument("--resume", nargs="?", const="last", metavar="CKPT",
                      help="resume exactly (weights, optimizer, step) from CKPT, or RUNDIR/checkpoints/last.ckpt")
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count, then exit")
@@ -94,15 +107,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _window(text: str | None) -> list[float] | None:
+    """``--window MIN[,MAX]`` in seconds: finite, positive, MIN <= MAX."""
     if text is None:
         return None
-    try:
-        parts = [float(p) for p in str(text).split(",")]
-    except ValueError as err:
-        raise UserError(f"--window takes MIN[,MAX] seconds, got {text!r}") from err
+    parts = [p for p in str(text).split(",")]
     if len(parts) not in (1, 2):
         raise UserError(f"--window takes MIN[,MAX] seconds, got {text!r}")
-    return [parts[0], parts[-1]]
+    low, high = (checked(p, POSITIVE, "--window") for p in (parts[0], parts[-1]))
+    if low > high:
+        raise UserError(f"--window {text!r}: MIN is above MAX")
+    return [low, high]
 
 
 def _net_overrides(net: dict[str, Any], items: list[str]) -> dict[str, Any]:
@@ -121,32 +135,31 @@ def _net_overrides(net: dict[str, Any], items: list[str]) -> dict[str, Any]:
 
 
 def _lineage(args: argparse.Namespace, strict: bool) -> dict[str, Any]:
-    """Build id, label set and text encoder identity (content hashes) recorded with the run."""
+    """Build id, label set (refused unless made from this build) and text encoder identity (absolute path + content
+    hash, :mod:`training.encoder_ref`) recorded with the run."""
+    from training.encoder_ref import record
+
     layout = BuildLayout(args.build)
     out: dict[str, Any] = {"build": str(args.build), "labels": args.labels, "text_encoder": args.text_encoder}
-    try:
-        build = read_json(layout.build_json)
-        out["build_id"] = build.get("build_id") or file_hash(layout.build_json)
-    except (OSError, ValueError) as err:
-        if strict:
-            raise UserError(f"{layout.build_json} is missing or unreadable: is {args.build} an n2m build?") from err
-        out["build_id"] = None
-    if args.labels:
-        manifest = layout.label_manifest(args.labels)
-        if Path(manifest).is_file():
-            out["label_manifest_sha1"] = file_hash(manifest)
-        elif strict:
-            raise UserError(f"label set {args.labels!r} not found ({manifest} is missing)")
+    out["build_id"] = build_id(args.build) or None
+    if strict and not out["build_id"]:
+        raise UserError(f"{layout.build_json} is missing: is {args.build} an n2m build?")
+    if args.labels and strict:
+        check_label_set(args.build, args.labels)
+        out["label_manifest_sha1"] = file_hash(layout.label_manifest(args.labels))
     if args.text_encoder and strict:
-        out["text_encoder_sha1"] = dir_hash(args.text_encoder.partition(":")[2])
+        out.update(record(args.text_encoder))
     return out
 
 
 def resolve_config(args: argparse.Namespace, strict: bool = True) -> dict[str, Any]:
     """The full training config from the command line (see the module docstring)."""
+    from training.encoder_ref import absolute
     from training.text import text_width
 
     stage = get_stage(args.stage)
+    if args.labels is not None:
+        check_name(args.labels, "--labels")
     if stage.text and not args.text_encoder:
         raise UserError(f"stage {stage.name} is text-conditioned: pass --text-encoder t5:DIR or clap:DIR")
     if stage.text and not args.labels and args.no_meta_text:
@@ -160,7 +173,7 @@ def resolve_config(args: argparse.Namespace, strict: bool = True) -> dict[str, A
         "preset": args.preset,
         "spec": stage.to_dict(),
         "net": net,
-        "text_encoder": args.text_encoder if stage.text else None,
+        "text_encoder": absolute(args.text_encoder) if stage.text else None,
         "diffusion": {
             "schedule": pick(args.schedule, stage.schedule),
             "parametrisation": pick(args.parametrisation, stage.parametrisation),
@@ -257,6 +270,7 @@ def fit(config: dict[str, Any], out: Path, resume: Path | None = None, params: i
 
     from training.callbacks import LastCheckpoint
     from training.data import DataConfig, ShardDataModule
+    from training.encoder_ref import resolve
     from training.module import DiffusionModule
     from training.text import load_text_encoder
 
@@ -268,8 +282,8 @@ def fit(config: dict[str, Any], out: Path, resume: Path | None = None, params: i
 
     module = DiffusionModule(config)
     if config["text_encoder"]:
-        encoder = load_text_encoder(config["text_encoder"], config["diffusion"]["token_length"],
-                                    data_cfg.get("text_cache", 0))
+        spec = resolve(config["text_encoder"], config["lineage"].get("text_encoder_sha1"), out)
+        encoder = load_text_encoder(spec, config["diffusion"]["token_length"], data_cfg.get("text_cache", 0))
         module.attach_text_encoder(encoder)
     else:
         module.attach_text_encoder(None)

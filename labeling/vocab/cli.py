@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from n2m.config import leaf
+from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, leaf, number
 from n2m.errors import UserError
 
 
@@ -70,7 +70,7 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
                          "(.csv/.tsv/.jsonl/.parquet) with title/artist/tags columns, e.g. n2m synth's manifest.jsonl")
     io.add_argument("--out", metavar="vocab/NAME.parquet",
                     help="(required) the vocabulary table; NAME.json (summary) and NAME.rejected.jsonl are written next to it")
-    io.add_argument("--max-tracks", type=int, default=None, metavar="N", help="use only the first N usable tracks")
+    io.add_argument("--max-tracks", type=POSITIVE_INT, default=None, metavar="N", help="use only the first N usable tracks")
     io.add_argument("--exclude-holdout", action="store_true",
                     help="skip tracks whose 'holdout' field is true (keeps held-out tracks out of the vocabulary)")
     io.add_argument("--cache", default=None, metavar="FILE",
@@ -86,29 +86,29 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     llm.add_argument("--prompts", default=None, metavar="FILE",
                      help="YAML/JSON prompt templates ({id: template} or a list of {id, template, system}); "
                           "default: describe genre, mood, instrumentation, tempo, era, production without names")
-    llm.add_argument("--per-track", type=int, default=1, metavar="N", help="answers per track and prompt template")
-    llm.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
-    llm.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
-    llm.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens")
+    llm.add_argument("--per-track", type=POSITIVE_INT, default=1, metavar="N", help="answers per track and prompt template")
+    llm.add_argument("--temperature", type=NONNEGATIVE, default=0.7, help="sampling temperature (0 = greedy)")
+    llm.add_argument("--top-p", type=number(float, low=0, high=1, low_open=True), default=0.95, help="nucleus sampling mass")
+    llm.add_argument("--max-new-tokens", type=POSITIVE_INT, default=256, help="longest answer in tokens")
     llm.add_argument("--seed", type=int, default=0, help="sampling seed (part of the cache key)")
-    llm.add_argument("--batch-size", type=int, default=8, help="hf: prompts per generate() call")
+    llm.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="hf: prompts per generate() call")
     llm.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"), help="hf: where the model runs")
     llm.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
                      help="hf: weights dtype (auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU)")
-    llm.add_argument("--concurrency", type=int, default=4, help="openai: requests in flight at once")
-    llm.add_argument("--timeout", type=float, default=120.0, help="openai: seconds to wait for one answer")
-    llm.add_argument("--retries", type=int, default=4,
+    llm.add_argument("--concurrency", type=POSITIVE_INT, default=4, help="openai: requests in flight at once")
+    llm.add_argument("--timeout", type=POSITIVE, default=120.0, help="openai: seconds to wait for one answer")
+    llm.add_argument("--retries", type=NONNEGATIVE_INT, default=4,
                      help="openai: extra attempts after timeouts, 5xx/429 answers or malformed JSON")
-    llm.add_argument("--backoff", type=float, default=1.0, help="openai: first retry wait in seconds (doubles each time)")
+    llm.add_argument("--backoff", type=NONNEGATIVE, default=1.0, help="openai: first retry wait in seconds (doubles each time)")
     llm.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
                      help="openai: environment variable holding the API key (sent as a Bearer token when set)")
-    llm.add_argument("--max-failures", type=float, default=0.1, metavar="FRAC",
+    llm.add_argument("--max-failures", type=FRACTION, default=0.1, metavar="FRAC",
                      help="fail (exit 1, nothing written) when more than this fraction of requests got no answer")
 
     clean = p.add_argument_group("cleaning")
-    clean.add_argument("--min-words", type=int, default=4, help="drop sentences with fewer words")
-    clean.add_argument("--max-words", type=int, default=60, help="drop sentences with more words")
-    clean.add_argument("--max-chars", type=int, default=400, help="drop sentences with more characters")
+    clean.add_argument("--min-words", type=POSITIVE_INT, default=4, help="drop sentences with fewer words")
+    clean.add_argument("--max-words", type=POSITIVE_INT, default=60, help="drop sentences with more words")
+    clean.add_argument("--max-chars", type=POSITIVE_INT, default=400, help="drop sentences with more characters")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,6 +133,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show = sub.add_parser("show", help="size, kinds, examples, duplicates and rejections of a vocabulary",
                           description="Summarise a vocabulary table and its JSON sidecar.")
     show.add_argument("path", metavar="vocab/NAME.parquet", help="a vocabulary written by generate or aspects")
-    show.add_argument("--examples", type=int, default=8, metavar="N", help="evenly spaced example entries to print")
+    show.add_argument("--examples", type=NONNEGATIVE_INT, default=8, metavar="N", help="evenly spaced example entries to print")
     show.add_argument("--rejected", action="store_true", help="also print example rejected sentences per reason")
     leaf(show, run_show)

@@ -47,18 +47,9 @@ def options_from(args: argparse.Namespace) -> GenerationOptions:
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name, low in (("per_track", 1), ("batch_size", 1), ("concurrency", 1), ("max_new_tokens", 1),
-                      ("min_words", 1), ("retries", 0)):
-        if getattr(args, name) < low:
-            raise UserError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}")
-    if args.max_tracks is not None and args.max_tracks < 1:
-        raise UserError(f"--max-tracks must be at least 1, got {args.max_tracks}")
+    """What the options' own types cannot say (each number is checked by its argparse type, labeling.vocab.cli)."""
     if args.max_words < args.min_words:
         raise UserError(f"--max-words ({args.max_words}) is below --min-words ({args.min_words})")
-    if not 0.0 <= args.max_failures <= 1.0:
-        raise UserError(f"--max-failures is a fraction in [0, 1], got {args.max_failures}")
-    if args.timeout <= 0 or args.temperature < 0:
-        raise UserError("--timeout must be positive and --temperature non-negative")
 
 
 def run_generate(args: argparse.Namespace) -> int:

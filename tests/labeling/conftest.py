@@ -35,12 +35,15 @@ def micro_embedder(micro_clap_dir):
 # A tiny build written directly to the contract (ARCHITECTURE.md section 2), for jobs that read one
 
 
-def write_build(root, shards: dict[str, list[list[dict]]], sample_rate: int = 24_000, corrupt: set[str] = frozenset()):
+def write_build(root, shards: dict[str, list[list[dict]]], sample_rate: int = 24_000, corrupt: set[str] = frozenset(),
+                build_id: str = "test-build-1"):
     """Write ``root/shards/{split}/{split}-NNNNNN.tar`` + marker, index.parquet, sources.parquet and build.json.
 
     ``shards``: split -> list of shards -> list of clips ``{"uri", "seconds", "freq", "meta"}``. Keys in ``corrupt``
-    get FLAC bytes cut in half. Returns ``{key: clip}``.
+    get FLAC bytes cut in half. Markers record the tar's byte count and SHA-1 and the clip keys, as n2m build's do.
+    Returns ``{key: clip}``.
     """
+    import hashlib
     import json
     from pathlib import Path
 
@@ -81,10 +84,13 @@ def write_build(root, shards: dict[str, list[list[dict]]], sample_rate: int = 24
                     sources.append({"source_id": sid, "source_uri": clip["uri"], "status": "ok", "reason": "",
                                     "message": "", "duration_s": clip["seconds"], "clips": 1, "split": split,
                                     "pcm_sha1": "", "duplicate_of": "", "meta_json": json.dumps(clip.get("meta", {}))})
-            (folder / f"{name}.json").write_text(json.dumps({"samples": len(shard)}))
+            data = (folder / f"{name}.tar").read_bytes()
+            (folder / f"{name}.json").write_text(json.dumps({
+                "shard": f"{name}.tar", "tar": {"bytes": len(data), "sha1": hashlib.sha1(data).hexdigest()},
+                "clips": [{"key": r["key"]} for r in index if r["shard"] == f"{name}.tar" and r["split"] == split]}))
     pq.write_table(pa.Table.from_pylist(index, schema=INDEX_SCHEMA), root / "index.parquet")
     pq.write_table(pa.Table.from_pylist(sources, schema=SOURCES_SCHEMA), root / "sources.parquet")
-    (root / "build.json").write_text(json.dumps({"build_id": "test-build-1", "sample_rate": sample_rate}))
+    (root / "build.json").write_text(json.dumps({"build_id": build_id, "sample_rate": sample_rate}))
     return clips
 
 

@@ -4,6 +4,7 @@ a build (WebDataset shards of ``{key}.flac`` + ``{key}.json``, commit markers, i
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -34,10 +35,12 @@ def tone(seed: int, seconds: float, sr: int = SR) -> np.ndarray:
     return (x * env).astype(np.float32)[None, :]
 
 
-def write_build(root: Path, shards: dict[str, list[int]], seconds: float = 2.0, labels: str = "tiny") -> dict:
-    """Write a build with ``shards[split] = [clips per shard, ...]`` and a label set named ``labels``.
+def write_build(root: Path, shards: dict[str, list[int]], seconds: float = 2.0, labels: str = "tiny",
+                holdout: bool = False, build_id: str = "test-build-0001") -> dict:
+    """Write a build with ``shards[split] = [clips per shard, ...]`` and a label set named ``labels`` made from it.
 
-    Returns ``{"keys": {split: [keys]}, "captions": {key: {"long": [...], "short": [...]}}}``.
+    Markers record each tar's byte count, SHA-1 and clip keys, as n2m build's do; ``holdout`` marks every source held
+    out (``meta.holdout``). Returns ``{"keys": {split: [keys]}, "captions": {key: {"long": [...], "short": [...]}}}``.
     """
     layout = BuildLayout(str(root))
     rows, keys, captions = [], {}, {}
@@ -55,7 +58,8 @@ def write_build(root: Path, shards: dict[str, list[int]], seconds: float = 2.0, 
                     audio = tone(n, seconds)
                     meta = {"key": key, "source_id": src, "source_uri": f"file:///corpus/{split}/{n}.wav",
                             "offset_s": 0.0, "duration_s": seconds, "sample_rate": SR, "channels": 1, "split": split,
-                            "rms_db": -20.0, "meta": {"title": f"track {n}"}, "text": [f"track {n} by the testers"]}
+                            "rms_db": -20.0, "meta": {"title": f"track {n}", "holdout": holdout},
+                            "text": [f"track {n} by the testers"]}
                     sink.write({"__key__": key, "flac": encode_flac(audio, SR), "json": json.dumps(meta).encode()})
                     rows.append({"key": key, "source_id": src, "source_uri": meta["source_uri"], "clip_index": 0,
                                  "split": split, "shard": Path(shard).name, "offset_s": 0.0, "duration_s": seconds,
@@ -71,16 +75,33 @@ def write_build(root: Path, shards: dict[str, list[int]], seconds: float = 2.0, 
                     ])
                     keys[split].append(key)
                     n += 1
-            write_json(layout.shard_marker(split, index), {"samples": count})
+            commit(Path(shard), keys[split][-count:] if count else [])
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), buffer)
     Path(layout.index).write_bytes(buffer.getvalue())
-    write_json(layout.build_json, {"build_id": "test-build-0001", "config": {"sample_rate": SR}, "counts": {"clips": n}})
+    write_json(layout.build_json, {"build_id": build_id, "config": {"sample_rate": SR}, "counts": {"clips": n}})
     Path(layout.label_dir(labels)).mkdir(parents=True, exist_ok=True)
     for split, table_rows in label_rows.items():
         pq.write_table(pa.Table.from_pylist(table_rows, schema=LABELS_SCHEMA), layout.label_table(labels, split, 0))
-    write_json(layout.label_manifest(labels), {"name": labels, "k": 1, "k_prime": 1, "seed": 0})
+    write_json(layout.label_manifest(labels), {"name": labels, "build": {"id": build_id}, "k": 1, "k_prime": 1,
+                                               "seed": 0})
     return {"keys": keys, "captions": captions}
+
+
+def commit(tar: Path, keys: list[str]) -> None:
+    """Write the commit marker of a shard as n2m build does: the tar's byte count and SHA-1, and its clips."""
+    data = tar.read_bytes()
+    write_json(str(tar.with_suffix(".json")), {"shard": tar.name, "clips": [{"key": k} for k in keys],
+                                                "tar": {"bytes": len(data), "sha1": hashlib.sha1(data).hexdigest()}})
+
+
+def write_index(root: Path, rows: list[tuple[str, str, str, float]]) -> None:
+    """``index.parquet`` with one row per ``(key, split, shard, seconds)``."""
+    table = pa.Table.from_pylist([
+        {"key": key, "source_id": key.split("_")[0], "source_uri": f"file:///{key}.wav", "clip_index": 0,
+         "split": split, "shard": shard, "offset_s": 0.0, "duration_s": seconds, "padded": False, "sample_rate": SR,
+         "channels": 1, "rms_db": -20.0} for key, split, shard, seconds in rows], schema=INDEX_SCHEMA)
+    pq.write_table(table, root / "index.parquet")
 
 
 def write_tiny_t5(path: Path, texts: list[str], d_model: int = 32) -> Path:

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import webdataset as wds
+from builders import commit, write_index
 
 from n2m.audio import encode_flac
 from training.data import (
@@ -209,7 +210,9 @@ def test_bad_clips_are_skipped_and_the_stream_goes_on(tmp_path, caplog):
     with wds.TarWriter(str(shard_dir / "train-000000.tar")) as sink:
         for i, audio in enumerate([encode_flac(tone, 24_000), b"not audio at all", encode_flac(tone, 24_000)]):
             sink.write({"__key__": f"{i:016x}_0000", "flac": audio, "json": json.dumps({"text": []}).encode()})
-    (shard_dir / "train-000000.json").write_text("{}")
+    keys = [f"{i:016x}_0000" for i in range(3)]
+    commit(shard_dir / "train-000000.tar", keys)
+    write_index(tmp_path, [(k, "train", "train-000000.tar", 1.0) for k in keys])
     (shard_dir / "train-000001.tar").write_bytes(b"uncommitted: no marker")
     assert committed_shards(str(tmp_path), "train") == [str(shard_dir / "train-000000.tar")]
     cfg = DataConfig(build=str(tmp_path), batch_size=1, num_workers=0, window_s=(0.5, 0.5), val_samples=0)

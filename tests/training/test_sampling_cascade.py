@@ -168,7 +168,7 @@ def test_stage_settings_take_paper_defaults_and_refuse_bad_values():
     assert settings["cascader"].gamma == 1.0 and settings["generator"].gamma == 0.0 and settings["cascader"].guidance == 7.0
     with pytest.raises(UserError, match="not in this cascade"):
         sampling.stage_settings(stages, steps={"vocoder": 3})
-    with pytest.raises(UserError, match="at least 2 steps"):
+    with pytest.raises(UserError, match="steps: expected an integer >= 2"):
         sampling.stage_settings(stages, steps=1, spacing="log_snr")
     with pytest.raises(UserError, match="unknown sampler"):
         sampling.stage_settings(stages, sampler="euler")
