@@ -1,0 +1,164 @@
+"""n2m label when its inputs are not what they should be (issue 14): a rebuilt build, names that leave the build, an
+interrupted --overwrite, damaged shards, unusable vocabulary entries, numbers out of range."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import CAPTIONS, write_build, write_vocab
+
+from labeling.vocabset import open_vocabularies
+from n2m.cli import build_parser, main
+from n2m.errors import JobFailed, ShardDamaged, UserError
+from n2m.schema import VOCAB_SCHEMA, BuildLayout, text_id
+
+IN_MEMORY = ["--", "--direct_running_mode=in_memory"]
+SHORT = ["piano", "drums", "violin", "guitar", "synth", "jazz"]
+
+
+def _label(*argv: str) -> int:
+    parser = build_parser({"label": ("pseudo-labels", "labeling.cli")})
+    args = parser.parse_args(["label", *argv])
+    return args.func(args)
+
+
+def _shards(prefix: str) -> dict:
+    return {"train": [[{"uri": f"/music/{prefix}{i}.wav", "seconds": 6, "freq": 200 + 90 * i} for i in range(2)]],
+            "valid": [[{"uri": f"/music/{prefix}v.wav", "seconds": 6, "freq": 640}]]}
+
+
+@pytest.fixture()
+def build(tmp_path, micro_clap_dir):
+    out = tmp_path / "out"
+    clips = write_build(out, _shards("a"))
+    long = write_vocab(tmp_path / "long.parquet", CAPTIONS, "long")
+    short = write_vocab(tmp_path / "short.parquet", SHORT, "short")
+    base = ["--build", str(out), "--vocab", long, "--vocab", short, "--model", micro_clap_dir, "--k", "3",
+            "--k-prime", "1,2"]
+    return {"out": out, "clips": clips, "base": base, "tmp": tmp_path}
+
+
+def _keys(label_dir: Path) -> set[str]:
+    return {k for p in label_dir.glob("*.parquet") for k in pq.read_table(p, columns=["key"])["key"].to_pylist()}
+
+
+def _index_keys(out: Path) -> set[str]:
+    return set(pq.read_table(out / "index.parquet", columns=["key"])["key"].to_pylist())
+
+
+def _rebuild(out: Path, prefix: str, build_id: str) -> dict:
+    """What ``n2m build --overwrite`` with other inputs leaves: new shards under the same names and a new build id,
+    while OUT/embeddings and OUT/labels of the old build are still there."""
+    shutil.rmtree(out / "shards")
+    return write_build(out, _shards(prefix), build_id=build_id)
+
+
+def test_a_rebuilt_build_is_labelled_from_its_own_audio_and_old_label_sets_are_refused(build):
+    assert _label(*build["base"], "--name", "v1", *IN_MEMORY) == 0
+    assert _keys(build["out"] / "labels" / "v1") == _index_keys(build["out"])
+    _rebuild(build["out"], "b", "test-build-2")
+    with pytest.raises(UserError, match="made from build test-build-1"):
+        _label(*build["base"], "--name", "v1", *IN_MEMORY)
+    # a vocabulary with unusable entries (item 15) rides along: it must not stop the job
+    dirty = build["tmp"] / "dirty.parquet"
+    rows = [{"id": text_id(t), "text": t, "kind": "short"} for t in SHORT]
+    rows += [{"id": "n0", "text": None, "kind": "short"}, {"id": "b0", "text": "  \t ", "kind": "short"},
+             {"id": text_id("piano"), "text": "piano again", "kind": "short"}]
+    full = [{"aspect": "", "track_id": "", "backend": "t", "model": "", "prompt_id": "", **r} for r in rows]
+    pq.write_table(pa.Table.from_pylist(full, schema=VOCAB_SCHEMA), dirty)
+    argv = [*build["base"][:2], "--vocab", str(dirty), *build["base"][6:]]
+    assert _label(*argv, "--name", "v2", *IN_MEMORY) == 0
+    label_dir = build["out"] / "labels" / "v2"
+    assert _keys(label_dir) == _index_keys(build["out"])  # not the keys of the old build's cached embeddings
+    manifest = json.loads((label_dir / "manifest.json").read_text())
+    assert manifest["build"]["id"] == "test-build-2" and manifest["counts"]["embeddings_cached_shards"] == 0
+    assert manifest["vocabularies"][0]["dropped"] == {"blank_text": 1, "duplicate_id": 1, "null_text": 1}
+    captions = {c for p in label_dir.glob("*.parquet") for cs in pq.read_table(p)["captions"].to_pylist() for c in cs}
+    assert captions <= set(SHORT)
+
+
+def test_vocabulary_entries_without_text_or_with_a_repeated_id_are_left_out_with_reasons(tmp_path):
+    rows = [{"id": "a", "text": "calm piano", "kind": "long"}, {"id": "b", "text": None, "kind": "long"},
+            {"id": "c", "text": " ", "kind": "long"}, {"id": "a", "text": "calm piano!", "kind": "long"},
+            {"id": None, "text": "no id", "kind": "long"}, {"id": "d", "text": "fast drums", "kind": "short"},
+            {"id": "d", "text": "fast drums", "kind": "short"}]
+    path = tmp_path / "v.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([(n, pa.string()) for n in ("id", "text", "kind")])),
+                   path)
+    long, short = open_vocabularies([str(path)])
+    assert (long.size, dict(long.dropped)) == (1, {"null_text": 1, "blank_text": 1, "duplicate_id": 1, "null_id": 1})
+    assert long.table().to_pylist() == [{"id": "a", "text": "calm piano"}]
+    assert (short.size, dict(short.dropped)) == (1, {"duplicate_id": 1})
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pylist(rows[1:3], schema=pa.schema([(n, pa.string()) for n in ("id", "text",
+                                                                                                     "kind")])), bad)
+    with pytest.raises(UserError, match="none of its 2 long entries is usable"):
+        open_vocabularies([str(bad)])
+
+
+@pytest.mark.parametrize("name", ["../../x", "..", ".", "", "a/b", ".hidden", "x\0y", "tab\there", " v1"])
+def test_label_set_names_that_leave_the_labels_folder_are_refused(build, name):
+    before = sorted(str(p.relative_to(build["tmp"])) for p in build["tmp"].rglob("*"))
+    with pytest.raises(UserError, match="--name"):
+        _label(*build["base"], "--name", name, "--overwrite", *IN_MEMORY)
+    assert sorted(str(p.relative_to(build["tmp"])) for p in build["tmp"].rglob("*")) == before
+    with pytest.raises(UserError, match="label set name"):
+        BuildLayout(str(build["out"])).label_dir(name)
+
+
+def test_overwrite_keeps_the_old_set_until_the_new_one_is_complete(build):
+    assert _label(*build["base"], "--name", "v1", *IN_MEMORY) == 0
+    label_dir = build["out"] / "labels" / "v1"
+    before = {p.name: p.read_bytes() for p in label_dir.glob("*.parquet")}
+    manifest = (label_dir / "manifest.json").read_text()
+    # the rebuild fails: a shard's content no longer matches its marker (same size, one byte changed)
+    shard = build["out"] / "shards" / "train" / "train-000000.tar"
+    good = shard.read_bytes()
+    shard.write_bytes(good[:600] + bytes([good[600] ^ 0xFF]) + good[601:])
+    shutil.rmtree(build["out"] / "embeddings")  # nothing cached: the worker must read the tar
+    with pytest.raises(JobFailed, match="previous label set is unchanged.*SHA-1"):
+        _label(*build["base"], "--name", "v1", "--seed", "5", "--overwrite", *IN_MEMORY)
+    assert {p.name: p.read_bytes() for p in label_dir.glob("*.parquet")} == before
+    assert (label_dir / "manifest.json").read_text() == manifest
+    shard.write_bytes(good)
+    assert _label(*build["base"], "--name", "v1", "--seed", "5", "--overwrite", *IN_MEMORY) == 0
+    assert json.loads((label_dir / "manifest.json").read_text())["seed"] == 5
+    assert _keys(label_dir) == _index_keys(build["out"])
+    assert [p.name for p in (build["out"] / "labels").iterdir()] == ["v1"]  # no work folder left behind
+
+
+def test_a_truncated_shard_is_refused_before_any_work(build):
+    shard = build["out"] / "shards" / "train" / "train-000000.tar"
+    shard.write_bytes(shard.read_bytes()[:3000])
+    with pytest.raises(ShardDamaged, match=r"has 3000 bytes but its marker records \d+ \(truncated"):
+        _label(*build["base"], "--name", "v1", *IN_MEMORY)
+    assert not (build["out"] / "labels").exists()
+
+
+def test_clap_train_checks_shards_against_their_markers(build, tmp_path):
+    manifest = tmp_path / "captions.jsonl"
+    manifest.write_text("".join(json.dumps({"path": f"/music/a{i}.wav", "caption": CAPTIONS[i]}) + "\n"
+                                for i in range(2)))
+    shard = build["out"] / "shards" / "train" / "train-000000.tar"
+    shard.write_bytes(shard.read_bytes()[:-512])
+    with pytest.raises(ShardDamaged, match="truncated"):
+        main_args = ["clap-train", "--build", str(build["out"]), "--captions", str(manifest), "--out",
+                     str(tmp_path / "clap"), "--preset", "micro", "--max-steps", "1", "--batch-size", "2"]
+        parser = build_parser({"clap-train": ("clap", "labeling.clap_train")})
+        args = parser.parse_args(main_args)
+        args.func(args)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--k", "0"), ("--batch-size", "-1"), ("--min-tail-s", "nan"),
+                                             ("--entry-block", "2.5"), ("--text-batch", "inf")])
+def test_numbers_out_of_range_are_one_line_errors(build, capsys, flag, value):
+    with pytest.raises(SystemExit) as done:
+        main(["label", *build["base"], "--name", "v1", flag, value])
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"n2m label: error: argument {flag}: expected")
