@@ -19,6 +19,7 @@ Intervals are percentile bootstraps over clips (:func:`eval.clap_score.bootstrap
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,17 +163,23 @@ def read_probe_labels(path: str | Path, column: str) -> ProbeLabels:
     return ProbeLabels(column, labels, tuple(centroid), tuple(held))
 
 
-def probe_rows(features, generated: EmbeddedSet, labels: ProbeLabels, preprocess: Preprocess,
+def probe_rows(musicnn, generated: EmbeddedSet, labels: ProbeLabels, preprocess: Preprocess,
                cache: Path | None, reps: int, seed: int) -> tuple[dict[str, Any], dict[str, Any], list[str], dict]:
-    """``(metrics rows, probe section, warnings, set summaries)``: centroids of the non-held-out tracks' clip
-    vectors under ``features``; generated clips (labelled through their id) and real held-out tracks classified."""
-    train = embed_files(list(labels.centroid_files), features, preprocess, cache, desc="musicnn: centroid tracks")
+    """``(metrics rows, probe section, warnings, set summaries)``: centroids of the non-held-out tracks' mean layer
+    features; generated clips (labelled through their id) and the real held-out tracks classified."""
+
+    def embedded(files: tuple[Path, ...], what: str) -> tuple[EmbeddedSet, np.ndarray]:
+        found = embed_files(list(files), musicnn, preprocess, cache, desc=f"musicnn: {what}")
+        sets[f"{what} (musicnn)"] = found.summary()
+        return found, np.stack([musicnn.split(c)[0] for c in found.clips]) if found.ids else np.zeros((0, 0))
+
+    sets: dict[str, Any] = {}
+    train, vectors = embedded(labels.centroid_files, "centroid tracks")
     if not train.ids:
         raise JobFailed(f"none of the {len(labels.centroid_files)} centroid tracks could be embedded")
-    classes, centroids = fit_centroids(np.stack(train.clips), [labels.labels[i] for i in train.ids])
-    section: dict[str, Any] = {"column": labels.column, "classes": dict(sorted(Counter(
-        labels.labels[i] for i in train.ids).items())), "centroid_tracks": len(train.ids)}
-    sets = {"centroid tracks (musicnn)": train.summary()}
+    classes, centroids = fit_centroids(vectors, [labels.labels[i] for i in train.ids])
+    section: dict[str, Any] = {"column": labels.column, "centroid_tracks": len(train.ids),
+                               "classes": dict(sorted(Counter(labels.labels[i] for i in train.ids).items()))}
     warnings = []
     known = [k for k, i in enumerate(generated.ids) if i in labels.labels]
     unlabelled = [i for i in generated.ids if i not in labels.labels]
@@ -186,26 +193,23 @@ def probe_rows(features, generated: EmbeddedSet, labels: ProbeLabels, preprocess
     rows = {}
     if known:
         ids = [generated.ids[k] for k in known]
-        predicted = nearest_centroid(classes, centroids, np.stack([generated.clips[k] for k in known]))
-        section["generated"] = probe_score(ids, predicted, [labels.labels[i] for i in ids], reps, seed)
-        g = section["generated"]
+        queries = np.stack([musicnn.split(generated.clips[k])[0] for k in known])
+        g = section["generated"] = probe_score(ids, nearest_centroid(classes, centroids, queries),
+                                               [labels.labels[i] for i in ids], reps, seed)
         rows["musicnn_probe_accuracy"] = metric(g["accuracy"], g["n"], g["low"], g["high"],
                                                 note=f"nearest {labels.column} centroid of {len(classes)}")
         rows["musicnn_probe_chance"] = metric(g["chance"], g["n"], note="predictions independent of the labels")
     else:
         warnings.append(f"probe: no generated clip has a {labels.column!r} label; accuracy not computed")
-    if labels.held_out_files:
-        held = embed_files(list(labels.held_out_files), features, preprocess, cache, desc="musicnn: held-out tracks")
-        sets["held-out tracks (musicnn)"] = held.summary()
-        if held.ids:
-            predicted = nearest_centroid(classes, centroids, np.stack(held.clips))
-            section["real_held_out"] = probe_score(held.ids, predicted, [labels.labels[i] for i in held.ids], reps,
-                                                   seed)
-            r = section["real_held_out"]
-            rows["musicnn_probe_ceiling"] = metric(r["accuracy"], r["n"], r["low"], r["high"],
-                                                   note=f"real held-out tracks (chance {r['chance']:.3f})")
-    else:
+    if not labels.held_out_files:
         warnings.append("probe: the manifest marks no track as held out; no real-audio ceiling")
+        return rows, section, warnings, sets
+    held, queries = embedded(labels.held_out_files, "held-out tracks")
+    if held.ids:
+        r = section["real_held_out"] = probe_score(held.ids, nearest_centroid(classes, centroids, queries),
+                                                   [labels.labels[i] for i in held.ids], reps, seed)
+        rows["musicnn_probe_ceiling"] = metric(r["accuracy"], r["n"], r["low"], r["high"],
+                                               note=f"real held-out tracks (chance {r['chance']:.3f})")
     return rows, section, warnings, sets
 
 
@@ -213,45 +217,39 @@ def probe_rows(features, generated: EmbeddedSet, labels: ProbeLabels, preprocess
 # Report glue
 
 
-def judge(report: dict[str, Any], features, generated: EmbeddedSet | None, generated_files: list[Path],
-          reference_files: list[Path], labels: ProbeLabels | None, preprocess: Preprocess, cache: Path | None,
-          reps: int, seed: int) -> None:
+def judge(report: dict[str, Any], musicnn, generated: EmbeddedSet, reference: EmbeddedSet | None,
+          labels: ProbeLabels | None, preprocess: Preprocess, cache: Path | None, reps: int, seed: int) -> None:
     """Add the ``adherence`` section, its metrics rows, set summaries and warnings to ``report``: tag agreement when
-    there are reference files, the probe when there are ``labels``. ``features`` is a musicnn embedder
-    (:class:`eval.embeddings.MusicnnEmbedder`); ``generated``: the generated files embedded by it, when already done."""
-    section: dict[str, Any] = {"model": features.model_id, "layer": features.layer}
-    if reference_files:
-        tagger = features.tagger()
-        gen = embed_files(generated_files, tagger, preprocess, cache, desc="musicnn tags: generated")
-        ref = embed_files(reference_files, tagger, preprocess, cache, desc="musicnn tags: reference")
-        report["sets"].update({"generated (musicnn tags)": gen.summary(), "reference (musicnn tags)": ref.summary()})
-        rows, section["tags"] = tag_rows(tag_agreement(gen.clips_by_id(), ref.clips_by_id()), reps, seed)
+    there is a ``reference`` set, the probe when there are ``labels``. ``musicnn`` is the
+    :class:`eval.embeddings.MusicnnEmbedder` that embedded ``generated`` and ``reference``."""
+    section: dict[str, Any] = {"model": musicnn.model_id, "layer": musicnn.layer}
+    if reference is not None:
+        tags = [{i: musicnn.split(c)[1] for i, c in s.clips_by_id().items()} for s in (generated, reference)]
+        rows, section["tags"] = tag_rows(tag_agreement(*tags), reps, seed)
         report["metrics"].update(rows)
     if labels is not None:
-        if generated is None:
-            generated = embed_files(generated_files, features, preprocess, cache, desc="musicnn: generated")
-            report["sets"]["generated (musicnn)"] = generated.summary()
-        rows, section["probe"], warnings, sets = probe_rows(features, generated, labels, preprocess, cache, reps, seed)
+        rows, section["probe"], warnings, sets = probe_rows(musicnn, generated, labels, preprocess, cache, reps, seed)
         report["metrics"].update(rows)
         report["warnings"] += warnings
         report["sets"].update(sets)
     report["adherence"] = section
 
 
-def tag_samples(report: dict[str, Any], features, preprocess: Preprocess, cache: Path | None,
-                top: int = TOP_TAGS) -> None:
+def tag_samples(report: dict[str, Any], musicnn, known: Sequence[EmbeddedSet], preprocess: Preprocess,
+                cache: Path | None, top: int = TOP_TAGS) -> None:
     """Each audio-player row (``report["samples"]``) gets ``generated_tags`` / ``reference_tags``: the clip's ``top``
-    musicnn tags as ``[[tag, mean probability], ...]``."""
+    musicnn tags as ``[[tag, mean probability], ...]``, from the ``known`` sets or else embedded now."""
     samples = report.get("samples") or []
-    paths = sorted({Path(s[side]) for s in samples for side in ("generated", "reference") if s.get(side)})
-    if not paths:
-        return
-    tagger = features.tagger()
-    tagged = embed_files(paths, tagger, preprocess, cache, desc="musicnn tags: players", progress=False)
-    found = dict(zip(tagged.paths, tagged.clips))
+    clips = {path: clip for found in known for path, clip in zip(found.paths, found.clips)}
+    paths = {str(s[side]) for s in samples for side in ("generated", "reference") if s.get(side)}
+    if paths - set(clips):
+        tagged = embed_files(sorted(map(Path, paths - set(clips))), musicnn, preprocess, cache,
+                             desc="musicnn: players", progress=False)
+        clips.update(zip(tagged.paths, tagged.clips))
+    found = {path: musicnn.split(clip)[1] for path, clip in clips.items() if path in paths}
     for s in samples:
         for side in ("generated", "reference"):
             vector = found.get(str(s.get(side)))
             if vector is not None:
                 order = np.argsort(-vector, kind="stable")[:top]
-                s[f"{side}_tags"] = [[tagger.tags[k], round(float(vector[k]), 4)] for k in order]
+                s[f"{side}_tags"] = [[musicnn.tags[k], round(float(vector[k]), 4)] for k in order]

@@ -1,5 +1,5 @@
-"""``n2m eval fad | clap-score | adherence | musiccaps | prompts | compare``: each prints its figures as a table and writes
-``report.json`` + ``report.html`` under ``--out``."""
+"""``n2m eval fad | clap-score | adherence | musiccaps | prompts | compare``: each prints its figures as a table and
+writes ``report.json`` + ``report.html`` under ``--out``."""
 
 from __future__ import annotations
 
@@ -54,10 +54,11 @@ def run_fad(args: argparse.Namespace) -> int:
         report["metrics"].update(rows)
         report["fad"][embedder.name] = section
         report["warnings"] += warnings
-        musicnn = embedder if embedder.name == "musicnn" else musicnn
+        if embedder.name == "musicnn":
+            musicnn = (embedder, ref, gen)
     reports.attach_samples(report, pair_items(generated, reference), args.samples, args.seed)
     if musicnn is not None:
-        adherence.tag_samples(report, musicnn, preprocess, cache_root(args))
+        adherence.tag_samples(report, musicnn[0], musicnn[1:], preprocess, cache_root(args))
     return finish(report, out)
 
 
@@ -138,9 +139,14 @@ def run_adherence(args: argparse.Namespace) -> int:
     preprocess, cache = Preprocess(args.crop_seconds, args.band_rate), cache_root(args)
     report.update(preprocess=preprocess.as_dict(), models={"musicnn": model_info(features)}, sets={}, warnings=[],
                   lineage=reports.lineage(generated))
-    adherence.judge(report, features, None, generated, reference, labels, preprocess, cache, args.bootstrap, args.seed)
+    gen = embed_files(generated, features, preprocess, cache, desc="musicnn: generated")
+    ref = embed_files(reference, features, preprocess, cache, desc="musicnn: reference") if reference else None
+    report["sets"]["generated (musicnn)"] = gen.summary()
+    if ref is not None:
+        report["sets"]["reference (musicnn)"] = ref.summary()
+    adherence.judge(report, features, gen, ref, labels, preprocess, cache, args.bootstrap, args.seed)
     reports.attach_samples(report, pair_items(generated, reference, prompts), args.samples, args.seed)
-    adherence.tag_samples(report, features, preprocess, cache)
+    adherence.tag_samples(report, features, [s for s in (gen, ref) if s], preprocess, cache)
     return finish(report, out)
 
 

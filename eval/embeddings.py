@@ -8,7 +8,6 @@ go into the cache key and the report.
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,7 +129,6 @@ class _Clap:
 
 MUSICNN_MODEL = "MSD_musicnn"
 MUSICNN_LAYER = "penultimate"
-TAGGRAM = "taggram"
 
 
 @functools.lru_cache(maxsize=4)
@@ -141,47 +139,44 @@ def _musicnn_model(name: str, device: str):
 
 
 class MusicnnEmbedder:
-    """One row per non-overlapping 3 s patch of a musicnn layer ``[P, D]`` (``taggram``: the tag probabilities
-    ``[P, 50]``). As VGGish frames are in FAD (Kilgour et al. 2019, arXiv 1812.08466), every patch is one sample of
-    FAD_musicnn; a clip's vector is the mean over its patches. ``MODEL`` is an installed model name (``n2m models
-    fetch``) or a model directory; default ``MSD_musicnn:penultimate``."""
+    """musicnn features, one row per non-overlapping 3 s patch. As VGGish frames are in FAD (Kilgour et al. 2019,
+    arXiv 1812.08466), every patch of the chosen layer ``[P, D]`` is one sample of FAD_musicnn. ``MODEL`` is an
+    installed model name (``n2m models fetch``) or a model directory; the default layer is ``penultimate`` (the VGG
+    models: ``pool5``, the tag layer's input). A clip shorter than 3 s is one patch, repeat-padded by the model; below
+    ``min_seconds`` it is excluded.
+
+    One forward pass serves FAD, the probe and the tags (:mod:`eval.adherence`): the cache holds ``[P, D + T]``, the
+    layer's features followed by the ``T`` tag probabilities, and a clip's vector is the mean over patches of both,
+    ``[D + T]``, which :meth:`split` separates."""
 
     name = "musicnn"
-    min_seconds = 3.0  # one patch (187 frames at hop 256 of 16 kHz)
+    min_seconds = 1.0
 
     def __init__(self, spec: str, options: EmbeddingOptions):
         model, _, layer = spec.partition(":")
         self.model = _musicnn_model(model or MUSICNN_MODEL, options.device)
-        self.layer = layer or MUSICNN_LAYER
-        if self.layer not in (*self.model.layers, TAGGRAM):
-            raise UserError(f"musicnn has no layer {self.layer!r}; choose from {', '.join(self.model.layers)}, "
-                            f"{TAGGRAM}")
+        self.layer = layer or (MUSICNN_LAYER if MUSICNN_LAYER in self.model.layers else self.model.layers[-1])
+        if self.layer not in self.model.layers:
+            raise UserError(f"musicnn has no layer {self.layer!r}; choose from {', '.join(self.model.layers)}")
         self.model_id = self.model.model_id
         self.sample_rate = int(self.model.SAMPLE_RATE)
         self.tags = list(self.model.tags)
         self.settings = {"layer": self.layer, "patch_s": 3.0, "patch_hop": "none (non-overlapping)",
-                         "clip": "mean over patches"}
-
-    def tagger(self) -> MusicnnEmbedder:
-        """The same model's tag probabilities (layer ``taggram``): clip vectors are mean tag probabilities ``[50]``."""
-        if self.layer == TAGGRAM:
-            return self
-        twin = copy.copy(self)
-        twin.layer, twin.settings = TAGGRAM, {**self.settings, "layer": TAGGRAM}
-        return twin
+                         "cached": "layer features + tag probabilities", "clip": "mean over patches"}
 
     def embed(self, wave: np.ndarray) -> np.ndarray:
         out = self.model.analyse(wave, self.sample_rate)
-        rows = out.taggram if self.layer == TAGGRAM else out.features[self.layer]
-        if len(rows) == 0:
-            raise AudioError("too_short", "no 3 s musicnn patch in the clip")
-        return np.asarray(rows, np.float32)
+        return np.concatenate([out.features[self.layer], out.taggram], axis=1).astype(np.float32)
 
     def fad_frames(self, raw: np.ndarray) -> np.ndarray:
-        return raw
+        return raw[:, : -len(self.tags)]
 
     def clip_embedding(self, raw: np.ndarray) -> np.ndarray:
         return raw.mean(axis=0)
+
+    def split(self, clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A clip vector ``[D + T]`` -> (mean layer features ``[D]``, mean tag probabilities ``[T]``)."""
+        return clip[: -len(self.tags)], clip[-len(self.tags):]
 
 
 def _require_path(name: str, path: str, what: str) -> None:

@@ -176,14 +176,13 @@ def run(args: argparse.Namespace) -> int:
             report["clap_score"] = section
             report["warnings"] += [w for w in warnings if "prompts have no generated audio" not in w]
         if name == "musicnn":
-            musicnn = embedder
-            adherence.judge(report, embedder, gen, generated, reference, labels, preprocess, cache, args.bootstrap,
-                            args.seed)
+            musicnn = (embedder, gen, ref)
+            adherence.judge(report, embedder, gen, ref, labels, preprocess, cache, args.bootstrap, args.seed)
     if labels is not None and musicnn is None:
         report["warnings"].append("--probe-labels needs --embedding musicnn; no probe was run")
     reports.attach_samples(report, pair_items(generated, reference, prompts), args.samples, args.seed)
     if musicnn is not None:
-        adherence.tag_samples(report, musicnn, preprocess, cache)
+        adherence.tag_samples(report, musicnn[0], musicnn[1:], preprocess, cache)
     return finish(report, out)
 
 

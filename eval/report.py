@@ -255,7 +255,8 @@ def _samples(report: dict[str, Any]) -> str:
         rows.append("<tr>" + "".join(cells) + "</tr>")
     tagged = any(s.get("generated_tags") or s.get("reference_tags") for s in samples)
     note = " Under each player: its top musicnn tags with their mean probability." if tagged else ""
-    return (f"<h2>Listen</h2><p class=meta>Middle 10 s of each clip, mono 16 kHz Ogg Vorbis.{note}</p><table><tr><th>id</th>"
+    return (f"<h2>Listen</h2><p class=meta>Middle 10 s of each clip, mono 16 kHz Ogg Vorbis.{note}</p>"
+            "<table><tr><th>id</th>"
             "<th>prompt</th><th>generated</th><th>reference</th></tr>" + "".join(rows) + "</table>")
 
 

@@ -12,8 +12,8 @@ Every encoder maps captions to ``(states [B, L, D] float32, mask [B, L] bool)`` 
 or truncated); an empty caption has an all-False mask (the network treats it as unconditional). The cross-attention
 layers read the states and the U-Net's pooled path their masked mean (after its own per-token projection);
 :meth:`TextEncoder.pooled` gives the masked mean of the states themselves, which for MiniLM is the sentence embedding
-it was trained to give (mean pooling, Reimers & Gurevych 2019, arXiv 1908.10084). Weights never train and are not part of n2m checkpoints: the spec and the
-directory's content hash are recorded instead.
+it was trained to give (mean pooling, Reimers & Gurevych 2019, arXiv 1908.10084). Weights never train and are not
+part of n2m checkpoints: the spec and the directory's content hash are recorded instead.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class HFTextEncoder(TextEncoder):
 
         try:
             config = AutoConfig.from_pretrained(path, local_files_only=True)
-            loader = AutoModelForTextEncoding if config.model_type in MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES else AutoModel
+            known = config.model_type in MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES
+            loader = AutoModelForTextEncoding if known else AutoModel
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             model = loader.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -204,7 +205,8 @@ class CachedTextEncoder(TextEncoder):
 
 
 def load_text_encoder(spec: str, max_length: int, cache_items: int = 0) -> TextEncoder:
-    """Load the encoder of ``spec`` (``hf:DIR`` | ``t5:DIR`` | ``clap:DIR``) on CPU; ``cache_items > 0`` adds an LRU cache."""
+    """Load the encoder of ``spec`` (``hf:DIR`` | ``t5:DIR`` | ``clap:DIR``) on CPU; ``cache_items > 0`` adds an LRU
+    cache."""
     kind, path = parse_spec(spec)
     encoder = TEXT_ENCODERS[kind].load(path, max_length)
     return CachedTextEncoder(encoder, cache_items) if cache_items > 0 else encoder

@@ -79,4 +79,161 @@ def test_probe_manifest_errors_are_one_line_user_errors(tmp_path):
             read_probe_labels(manifest, "style")
     manifest.write_text('{"path": "a.wav", "style": "rock"}\n')
     labels = read_probe_labels(manifest, "style")
-    assert labels.labels == {"a": "rock"} and labels.centroid_files == (tmp_path / "a.wav",) and not labels.held_out_files
+    assert labels.labels == {"a": "rock"} and labels.centroid_files == (tmp_path / "a.wav",)
+    assert not labels.held_out_files
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# End to end with the real musicnn weights
+
+SR = 16000
+
+
+def _track(kind: str, seed: int, seconds: float = 4.0) -> np.ndarray:
+    """``[1, T]``: a harmonic tone with vibrato (``tonal``) or decaying noise bursts every 0.25 s (``drums``)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    if kind == "tonal":
+        phase = 2 * np.pi * rng.uniform(180, 440) * t + 0.2 * np.sin(2 * np.pi * 5 * t)
+        x = sum(0.3 / k * np.sin(k * phase) for k in range(1, 6))
+    else:
+        x = rng.standard_normal(t.size) * np.exp(-30 * (t % 0.25)) * 0.5
+    return x.astype(np.float32)[None]
+
+
+@pytest.fixture(scope="module")
+def musicnn_corpus(tmp_path_factory):
+    """A manifest of 10 tracks in two classes (2 held out per class), generated clips named by the held-out ids
+    (their track plus noise), and an installed MSD_musicnn (skip when ``n2m models fetch`` has not run)."""
+    try:
+        from n2m.models import model_dir
+
+        model_dir("MSD_musicnn")
+    except (ImportError, UserError) as err:
+        pytest.skip(f"the real musicnn weights are not installed (run `n2m models fetch`): {err}")
+    from n2m import audio
+
+    root = tmp_path_factory.mktemp("musicnn")
+    for name in ("tracks", "gen"):
+        (root / name).mkdir()
+    rows = []
+    for k in range(10):
+        kind, held = ("tonal", "drums")[k % 2], k >= 6
+        track = _track(kind, seed=k)
+        audio.write(root / "tracks" / f"t{k}.wav", track, SR)
+        rows.append({"path": f"tracks/t{k}.wav", "style": kind, "holdout": held, "caption": f"{kind} track {k}"})
+        if held:
+            noisy = track + 0.01 * np.random.default_rng(100 + k).standard_normal(track.shape).astype(np.float32)
+            audio.write(root / "gen" / f"t{k}.wav", noisy, SR)
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "held.txt").write_text("".join(f"tracks/t{k}.wav\n" for k in range(6, 10)))
+    (root / "captions.jsonl").write_text("".join(json.dumps({"id": f"t{k}", "text": rows[k]["caption"]}) + "\n"
+                                                 for k in range(6, 10)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def eval_cli():
+    from n2m import cli
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(cli.COMMANDS, "eval", ("evaluate generated audio", "eval.cli"))
+        yield cli.main
+
+
+@pytest.fixture(scope="module")
+def direct(musicnn_corpus) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per file name (``t3.wav``, ``gen/t7.wav``): penultimate ``[P, 200]`` and taggram ``[P, 50]`` straight from
+    n2m.musicnn, not through eval."""
+    from n2m import audio
+    from n2m.musicnn import Musicnn
+
+    model = Musicnn.from_pretrained("MSD_musicnn")
+    out = {}
+    for path in sorted(musicnn_corpus.rglob("*.wav")):
+        analysis = model.analyse(audio.decode(str(path)).samples, SR)
+        out[str(path.relative_to(musicnn_corpus / "tracks")) if path.parent.name == "tracks"
+            else f"gen/{path.name}"] = (analysis.features["penultimate"], analysis.taggram)
+    return out
+
+
+def test_adherence_command_end_to_end(musicnn_corpus, eval_cli, direct, tmp_path):
+    root = musicnn_corpus
+    out = tmp_path / "adh"
+    assert eval_cli(["eval", "adherence", "--generated", str(root / "gen"), "--reference", str(root / "held.txt"),
+                     "--probe-labels", str(root / "manifest.jsonl"), "--prompts", str(root / "captions.jsonl"),
+                     "--bootstrap", "200", "--samples", "2", "--out", str(out), "--cache-dir",
+                     str(root / "cache")]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    m = rep["metrics"]
+    # Tag agreement by hand from the model's own taggrams: clip tag vector = mean over patches.
+    g = np.stack([direct[f"gen/t{k}.wav"][1].mean(0) for k in range(6, 10)])
+    r = np.stack([direct[f"t{k}.wav"][1].mean(0) for k in range(6, 10)])
+    cos = (g / np.linalg.norm(g, axis=1, keepdims=True)) @ (r / np.linalg.norm(r, axis=1, keepdims=True)).T
+    assert m["musicnn_tag_agreement"]["value"] == pytest.approx(np.diag(cos).mean(), abs=1e-5)
+    assert m["musicnn_tag_agreement_shuffled"]["value"] == pytest.approx((cos.sum() - np.trace(cos)) / 12, abs=1e-5)
+    assert m["musicnn_tag_gain"]["value"] > 0
+    probe = rep["adherence"]["probe"]
+    assert probe["classes"] == {"drums": 3, "tonal": 3} and probe["centroid_tracks"] == 6
+    assert m["musicnn_probe_accuracy"]["n"] == 4 and m["musicnn_probe_ceiling"]["n"] == 4
+    assert m["musicnn_probe_ceiling"]["value"] == 1.0  # a tone and a drum loop are far apart for any music tagger
+    assert m["musicnn_probe_chance"]["value"] == pytest.approx(0.5)
+    from n2m.musicnn import Musicnn
+
+    tagger_tags = set(Musicnn.from_pretrained("MSD_musicnn").tags)
+    for sample in rep["samples"]:
+        assert len(sample["generated_tags"]) == 5 and {t for t, _ in sample["generated_tags"]} <= tagger_tags
+        assert sample["prompt"].endswith(f"track {sample['id'][1:]}")
+    html = (out / "report.html").read_text()
+    assert "Adherence (musicnn)" in html and "real held-out tracks (ceiling)" in html
+    assert sample["generated_tags"][0][0] in html.split("<h2>Listen</h2>")[1]
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # 5 patches in 200 dimensions: sqrtm of a singular product
+def test_fad_musicnn_zero_for_a_set_with_itself_symmetric_and_matching_a_direct_computation(
+        musicnn_corpus, eval_cli, direct, tmp_path):
+    from scipy import linalg
+
+    root = musicnn_corpus
+    tonal = [str(root / "tracks" / f"t{k}.wav") for k in (0, 2, 4, 6, 8)]
+    drums = [str(root / "tracks" / f"t{k}.wav") for k in (1, 3, 5, 7, 9)]
+    (tmp_path / "tonal.txt").write_text("\n".join(tonal) + "\n")
+    (tmp_path / "drums.txt").write_text("\n".join(drums) + "\n")
+    values = {}
+    for a, b in (("tonal", "tonal"), ("tonal", "drums"), ("drums", "tonal")):
+        out = tmp_path / f"{a}-{b}"
+        assert eval_cli(["eval", "fad", "--reference", str(tmp_path / f"{a}.txt"), "--generated",
+                         str(tmp_path / f"{b}.txt"), "--embedding", "musicnn", "--bootstrap", "0", "--samples", "1",
+                         "--out", str(out), "--cache-dir", str(root / "cache")]) == 0
+        rep = json.loads((out / "report.json").read_text())
+        values[a, b] = rep["metrics"]["FAD_musicnn"]["value"]
+    assert values["tonal", "tonal"] == 0.0
+    assert values["tonal", "drums"] == pytest.approx(values["drums", "tonal"], rel=1e-6)
+    assert rep["fad"]["musicnn"]["generated"]["frames"] == 5  # one 3 s patch per 4 s clip
+    assert rep["models"]["musicnn"]["settings"]["layer"] == "penultimate"
+    assert len(rep["samples"][0]["generated_tags"]) == 5
+    # FAD by a second path: n2m.musicnn features and the Fréchet distance written out with scipy's sqrtm.
+    x = np.concatenate([direct[f"t{k}.wav"][0] for k in (0, 2, 4, 6, 8)]).astype(np.float64)
+    y = np.concatenate([direct[f"t{k}.wav"][0] for k in (1, 3, 5, 7, 9)]).astype(np.float64)
+    mu, sx, sy = x.mean(0) - y.mean(0), np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    direct = mu @ mu + np.trace(sx) + np.trace(sy) - 2 * np.trace(linalg.sqrtm(sx @ sy).real)
+    assert values["tonal", "drums"] == pytest.approx(direct, rel=1e-3)
+
+
+def test_musiccaps_with_musicnn_reports_fad_and_adherence(musicnn_corpus, eval_cli, tmp_path, capsys):
+    root = musicnn_corpus
+    out = tmp_path / "mc"
+    assert eval_cli(["eval", "musiccaps", "--captions", str(root / "captions.jsonl"), "--id-column", "id",
+                     "--caption-column", "text", "--reference-audio", str(root / "tracks"), "--generated",
+                     str(root / "gen"), "--embedding", "musicnn:MSD_musicnn:penultimate", "--probe-labels",
+                     str(root / "manifest.jsonl"), "--bootstrap", "50", "--out", str(out), "--no-cache"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    for key in ("FAD_musicnn", "musicnn_tag_agreement", "musicnn_tag_gain", "musicnn_probe_accuracy",
+                "musicnn_probe_ceiling"):
+        assert rep["metrics"][key]["value"] is not None, key
+    assert rep["metrics"]["musicnn_tag_agreement"]["n"] == 4
+    assert rep["models"]["musicnn"]["id"].startswith("musicnn:MSD_musicnn@")
+    assert "FAD_musicnn" in capsys.readouterr().out
+    code = eval_cli(["eval", "fad", "--reference", str(root / "gen"), "--generated", str(root / "gen"),
+                     "--embedding", "musicnn:MSD_musicnn:no_such_layer", "--out", str(tmp_path / "bad")])
+    assert code == 2 and "no layer 'no_such_layer'" in capsys.readouterr().err
