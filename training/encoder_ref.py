@@ -28,7 +28,7 @@ from training.text import parse_spec
 log = logging.getLogger(__name__)
 
 SEARCH_LEVELS = 6  # how many folders above the model file are searched
-_HASHES: dict[tuple[str, int], str] = {}  # (resolved dir, mtime_ns of its config.json) -> content hash
+_HASHES: dict[tuple, str] = {}  # (resolved dir, (name, size, mtime_ns) of every file) -> content hash
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -40,9 +40,11 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 
 def content_hash(path: str | Path) -> str:
-    """SHA-1 of a model directory's content, computed once per process (keyed by its config.json's mtime)."""
+    """SHA-1 of a model directory's content; computed again only when a file's name, size or mtime changed."""
     root = Path(path).resolve()
-    key = (str(root), (root / "config.json").stat().st_mtime_ns)
+    files = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                   for p in root.rglob("*") if p.is_file())
+    key = (str(root), tuple(files))
     if key not in _HASHES:
         _HASHES[key] = dir_hash(root)
     return _HASHES[key]

@@ -104,6 +104,37 @@ def write_index(root: Path, rows: list[tuple[str, str, str, float]]) -> None:
     pq.write_table(table, root / "index.parquet")
 
 
+def tiny_checkpoint(stage: str, path: Path, text_encoder: str | None, build: str | None = None,
+                    seed: int = 0) -> Path:
+    """An ``n2m train`` checkpoint of an untrained tiny model at ``path``: the training CLI's own resolved config
+    (its lineage resolved strictly, with hashes, when ``build`` is given), the network factory, and the checkpoint
+    layout the training module writes (``net.*`` / ``ema.*`` weights, ``n2m`` section)."""
+    import argparse
+
+    import torch
+
+    from n2m.provenance import now_iso, versions
+    from training.networks.presets import build_network
+    from training.train_cli import add_arguments, resolve_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--stage", stage, "--build", build or str(path.parent / "no-build"), "--preset", "tiny",
+            "--out", str(path.parent / stage), "--labels", "tiny"]
+    argv += ["--text-encoder", text_encoder] if text_encoder else []
+    # the tiny waveform generator attends over 1/4 of 3.2 kHz; coarser strides keep 30 s of attention cheap on CPU
+    argv += ["--net", "strides=[16, 16]"] if stage == "generator" else []
+    config = resolve_config(parser.parse_args(argv), strict=build is not None)
+    torch.manual_seed(seed)
+    net = build_network(config["net"])
+    torch.nn.init.normal_(net.head.weight, std=0.05)  # the output layer starts at zero; give the model a voice
+    weights = net.state_dict()
+    state = {**{f"net.{k}": v for k, v in weights.items()}, **{f"ema.{k}": v.clone() for k, v in weights.items()}}
+    torch.save({"state_dict": state, "global_step": 3,
+                "n2m": {"config": config, "versions": versions(), "saved_at": now_iso(), "global_step": 3}}, path)
+    return path
+
+
 def write_tiny_t5(path: Path, texts: list[str], d_model: int = 32) -> Path:
     """A random 1-layer T5 encoder and a word-level tokenizer trained on ``texts``, saved as a HF directory."""
     import torch

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+from builders import tiny_checkpoint
 
 import training.sampling as sampling  # registers the spectrogram stages before the train CLI reads STAGES
 from n2m.errors import UserError
@@ -17,34 +17,6 @@ from training.cascade import load_stage
 from training.sampling import Prompt, generate, load_cascade
 
 STAGES = ("generator", "cascader", "sr_cascader", "spec_generator", "vocoder")
-
-
-def _tiny_checkpoint(stage: str, root: Path, t5: str) -> Path:
-    """An ``n2m train`` checkpoint of an untrained tiny model: the training CLI's own resolved config, the network
-    factory, and the checkpoint layout the training module writes (``net.*`` / ``ema.*`` weights, ``n2m`` section)."""
-    import argparse
-
-    from n2m.provenance import now_iso, versions
-    from training.networks.presets import build_network
-    from training.train_cli import add_arguments, resolve_config
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    # the tiny waveform generator attends over 1/4 of 3.2 kHz; coarser strides keep 30 s of attention cheap on CPU
-    net = ["--net", "strides=[16, 16]"] if stage == "generator" else []
-    args = parser.parse_args(["--stage", stage, "--build", str(root / "no-build"), "--preset", "tiny",
-                              "--out", str(root / stage), "--text-encoder", f"t5:{t5}", "--labels", "tiny", *net])
-    config = resolve_config(args, strict=False)
-    torch.manual_seed(STAGES.index(stage))
-    net = build_network(config["net"])
-    torch.nn.init.normal_(net.head.weight, std=0.05)  # the output layer starts at zero; give the model a voice
-    weights = net.state_dict()
-    state = {**{f"net.{k}": v for k, v in weights.items()}, **{f"ema.{k}": v.clone() for k, v in weights.items()}}
-    ckpt = {"state_dict": state, "global_step": 3,
-            "n2m": {"config": config, "versions": versions(), "saved_at": now_iso(), "global_step": 3}}
-    path = root / f"{stage}.ckpt"
-    torch.save(ckpt, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +27,7 @@ def models_dir(tmp_path_factory, tiny_t5) -> Path:
     root = tmp_path_factory.mktemp("models")
     work = tmp_path_factory.mktemp("ckpts")
     for stage in STAGES:
-        ckpt = _tiny_checkpoint(stage, work, tiny_t5)
+        ckpt = tiny_checkpoint(stage, work / f"{stage}.ckpt", f"t5:{tiny_t5}", seed=STAGES.index(stage))
         if stage in ("generator", "spec_generator", "vocoder"):
             export_checkpoint(ckpt, root / stage)
         else:
