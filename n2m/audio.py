@@ -98,12 +98,17 @@ def read_bytes(source: str | os.PathLike | BinaryIO, max_bytes: int | None = Non
 
 def _read_regular_file(path: Path, max_bytes: int | None) -> bytes:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as handle:
+    try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = "folder" if stat.S_ISDIR(info.st_mode) else "FIFO" if stat.S_ISFIFO(info.st_mode) else (
-                "device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "socket or special file")
-            raise AudioError("not_a_file", f"{path} is a {kind}, not a regular file")
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "folder" if stat.S_ISDIR(info.st_mode) else "FIFO" if stat.S_ISFIFO(info.st_mode) else (
+            "device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "socket or special file")
+        raise AudioError("not_a_file", f"{path} is a {kind}, not a regular file")
+    with os.fdopen(fd, "rb") as handle:
         if max_bytes is not None and info.st_size > max_bytes:
             raise AudioError("too_large", f"{path} has {info.st_size} bytes, limit {max_bytes}")
         return handle.read(-1 if max_bytes is None else max_bytes + 1)

@@ -1,6 +1,7 @@
 """The shared audio core against bad inputs (each gives its typed reason) and a lossless round trip."""
 
 import io
+import os
 import struct
 
 import av
@@ -177,3 +178,78 @@ def test_long_ogg_encodes_without_crashing():
     x = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)[None]
     decoded = audio.decode(audio.encode(x, 32000, "OGG"))
     assert abs(decoded.duration_s - 90.0) < 0.1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Declared lengths: which decoder can vouch for the end of a file (issue 14, item 0)
+
+_MPEG1_L3_KBPS = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+
+
+def _mp3_frames(data: bytes, sr: int) -> list[tuple[int, int]]:
+    """(offset, length) of every frame of an MPEG-1 Layer III stream without tags: length = 144 * bitrate / sr +
+    padding bit (ISO/IEC 11172-3, 2.4.3.1)."""
+    frames, pos = [], 0
+    while pos + 4 <= len(data):
+        assert data[pos] == 0xFF and data[pos + 1] & 0xE0 == 0xE0, f"no frame sync at {pos}"
+        length = 144000 * _MPEG1_L3_KBPS[data[pos + 2] >> 4] // sr + ((data[pos + 2] >> 1) & 1)
+        frames.append((pos, length))
+        pos += length
+    return frames
+
+
+@pytest.fixture(scope="module")
+def song() -> tuple[np.ndarray, int]:
+    """6 s of mono tone plus noise at 44.1 kHz (MPEG-1 Layer III when encoded as MP3)."""
+    sr = 44100
+    t = np.arange(6 * sr) / sr
+    noise = np.random.default_rng(1).standard_normal(t.shape)
+    return (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * noise).astype(np.float32)[None], sr
+
+
+def test_mp3_frame_count_is_exact_so_a_short_decode_is_truncated(song):
+    x, sr = song
+    mp3 = audio.encode(x, sr, "MP3")  # LAME writes a Xing/Info frame with the frame count and gapless trims
+    assert audio.decode(mp3).samples.shape[1] == x.shape[1]
+    frames = _mp3_frames(mp3, sr)
+    cut = mp3[: frames[-3][0]]  # the last three frames gone: under 2% of the audio, which an estimate would forgive
+    with pytest.raises(audio.AudioError) as caught:
+        audio.decode(cut)
+    assert caught.value.reason == "truncated" and "pyav" in str(caught.value)
+
+
+def test_mp3_without_frame_count_is_decoded_to_its_last_frame(song):
+    x, sr = song
+    mp3 = audio.encode(x, sr, "MP3")
+    frames = _mp3_frames(mp3, sr)
+    bare = mp3[frames[1][0]:]  # without the Xing/Info frame, libmpg123 estimates the length from the first frame
+    decoded = audio.decode(bare)
+    assert decoded.samples.shape[1] == 1152 * (len(frames) - 1)  # 1152 samples per Layer III frame, none trimmed
+    assert decoded.decoder.startswith("pyav") and "frame count" in decoded.note
+
+
+def test_flac_without_declared_length_decodes_whole(song):
+    x, sr = song
+    flac = audio.encode(x, sr, "FLAC")
+    streamed = bytearray(flac)
+    # STREAMINFO (FLAC format: 'fLaC', 4-byte block header, then the block): total samples is 36 bits, from the low
+    # nibble of byte 21 through byte 25; 0 means unknown, as a streaming encoder writes it
+    streamed[21] &= 0xF0
+    streamed[22:26] = bytes(4)
+    decoded = audio.decode(bytes(streamed), max_seconds=10.0)
+    np.testing.assert_array_equal(decoded.samples, audio.decode(flac).samples)  # lossless: bit-identical
+    assert "declares no length" in decoded.note
+
+
+@pytest.mark.timeout(30)
+def test_read_bytes_refuses_what_is_not_a_regular_file(tmp_path):
+    """A FIFO would block forever and /dev/zero never ends; both report a size of 0 (issue 14, item 7)."""
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path, "/dev/zero"):
+        with pytest.raises(audio.AudioError) as caught:
+            audio.read_bytes(path, max_bytes=1 << 20)
+        assert caught.value.reason == "not_a_file", path
+    with pytest.raises(audio.AudioError) as caught:
+        audio.decode(fifo)
+    assert caught.value.reason == "not_a_file"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from build_helpers import SLOW_S, build, music, video_only_mp4, write_ogg
+from build_helpers import SLOW_S, TRICKLE_S, build, music, video_only_mp4, write_ogg
 
 from n2m import audio
 from n2m.schema import source_id
@@ -41,12 +41,28 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (size cap, timeout): fine
             pass
 
+    def _trickle(self, size: int) -> None:
+        """Send ``size`` bytes one at a time (bounded: at most ``size * TRICKLE_S`` seconds, less once the client
+        hangs up)."""
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        try:
+            for _ in range(size):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(TRICKLE_S)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         if self.path == "/slow.wav":
             time.sleep(SLOW_S)  # bounded: the handler thread always finishes
             self._send(200, b"late")
         elif self.path == "/big.wav":  # no Content-Length: the size cap must trip while streaming
             self._send(200, b"\0" * (2 << 20), length=False)
+        elif self.path == "/trickle.wav":  # a byte every TRICKLE_S: no read ever stalls for --fetch-timeout
+            self._trickle(200)
         elif self.path == "/flaky.wav":
             if self.flaky_ok.is_set():
                 self._send(200, self.files["/flaky.wav"])
