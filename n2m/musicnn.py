@@ -37,6 +37,36 @@ from n2m.errors import UserError
 from n2m.musicnn_net import ARCHITECTURES
 from n2m.provenance import dir_hash
 
+SAMPLE_RATE = 16000
+N_FFT = 512
+HOP_LENGTH = 256
+N_MELS = 96
+PATCH_FRAMES = 187
+
+
+def log_mel(wave_16k: np.ndarray) -> np.ndarray:
+    """Mono ``[T]`` at 16 kHz -> ``log10(1 + 10000 * mel)`` float32 ``[frames, 96]``, ``frames = 1 + T // 256``."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(y=np.ascontiguousarray(wave_16k, dtype=np.float32), sr=SAMPLE_RATE,
+                                         n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=N_MELS, pad_mode="reflect").T
+    return np.log10(10000 * mel + 1).astype(np.float32, copy=False)  # [frames, mels]
+
+
+def patches(wave_16k: np.ndarray, hop_frames: int | None = None) -> np.ndarray:
+    """Mono ``[T]`` at 16 kHz -> log-mel patches float32 ``[P, 187, 96]`` (module docstring, steps 2-4)."""
+    wave = np.asarray(wave_16k)
+    if wave.ndim != 1 or wave.size == 0:
+        raise UserError(f"musicnn needs a non-empty mono signal, got shape {wave.shape}")
+    hop = PATCH_FRAMES if hop_frames is None else int(hop_frames)
+    if hop < 1:
+        raise UserError(f"hop_frames must be at least 1, got {hop}")
+    frames = log_mel(wave)
+    if frames.shape[0] < PATCH_FRAMES:
+        frames = np.tile(frames, (-(-PATCH_FRAMES // frames.shape[0]), 1))[:PATCH_FRAMES]
+    starts = range(0, frames.shape[0] - PATCH_FRAMES + 1, hop)
+    return np.stack([frames[s:s + PATCH_FRAMES] for s in starts])
+
 
 @dataclass
 class MusicnnOutput:
@@ -50,11 +80,8 @@ class MusicnnOutput:
 class Musicnn:
     """A musicnn or VGG tagger loaded from an ``n2m models fetch`` folder (``model.safetensors`` + ``config.json``)."""
 
-    SAMPLE_RATE = 16000
-    PATCH_FRAMES = 187
-    N_FFT = 512
-    HOP_LENGTH = 256
-    N_MELS = 96
+    SAMPLE_RATE = SAMPLE_RATE
+    PATCH_FRAMES = PATCH_FRAMES
 
     def __init__(self, net: torch.nn.Module, config: dict, model_id: str, path: str, device: str = "cpu"):
         self.net = net.to(device).eval()
@@ -90,32 +117,9 @@ class Musicnn:
             raise UserError(f"device {device} requested but no CUDA device is available")
         return cls(net, config, f"musicnn:{config['name']}@{dir_hash(root)}", str(root), device=device)
 
-    # -----------------------------------------------------------------------------------------------------------------
-    # Front end
-
-    def log_mel(self, wave_16k: np.ndarray) -> np.ndarray:
-        """Mono ``[T]`` at 16 kHz -> ``log10(1 + 10000 * mel)`` float32 ``[frames, 96]``, ``frames = 1 + T // 256``."""
-        import librosa
-
-        mel = librosa.feature.melspectrogram(y=np.ascontiguousarray(wave_16k, dtype=np.float32), sr=self.SAMPLE_RATE,
-                                             n_fft=self.N_FFT, hop_length=self.HOP_LENGTH, n_mels=self.N_MELS,
-                                             pad_mode="reflect").T  # [frames, mels] float32
-        return np.log10(10000 * mel + 1).astype(np.float32, copy=False)
-
     def patches(self, wave_16k: np.ndarray, hop_frames: int | None = None) -> np.ndarray:
-        """Mono ``[T]`` at 16 kHz -> log-mel patches float32 ``[P, 187, 96]`` (module docstring, steps 2-4)."""
-        wave = np.asarray(wave_16k)
-        if wave.ndim != 1 or wave.size == 0:
-            raise UserError(f"musicnn needs a non-empty mono signal, got shape {wave.shape}")
-        hop = self.PATCH_FRAMES if hop_frames is None else int(hop_frames)
-        if hop < 1:
-            raise UserError(f"hop_frames must be at least 1, got {hop}")
-        frames = self.log_mel(wave)
-        n = self.PATCH_FRAMES
-        if frames.shape[0] < n:
-            frames = np.tile(frames, (-(-n // frames.shape[0]), 1))[:n]
-        starts = range(0, frames.shape[0] - n + 1, hop)
-        return np.stack([frames[s:s + n] for s in starts])
+        """Mono ``[T]`` at 16 kHz -> log-mel patches float32 ``[P, 187, 96]`` (:func:`patches`)."""
+        return patches(wave_16k, hop_frames)
 
     # -----------------------------------------------------------------------------------------------------------------
     # Network
@@ -162,8 +166,8 @@ def model_config(name: str, architecture: str, tags: list[str], network: dict) -
     """The ``config.json`` of a converted model: what :meth:`Musicnn.from_pretrained` rebuilds it from."""
     return {
         "name": name, "architecture": architecture, "tags": tags, "network": network,
-        "sample_rate": Musicnn.SAMPLE_RATE, "n_fft": Musicnn.N_FFT, "hop_length": Musicnn.HOP_LENGTH,
-        "n_mels": Musicnn.N_MELS, "patch_frames": Musicnn.PATCH_FRAMES,
+        "sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH, "n_mels": N_MELS,
+        "patch_frames": PATCH_FRAMES,
         "front_end": "log10(1 + 10000 * mel), Slaney mel, reflect-padded centred STFT",
     }
 

@@ -52,6 +52,19 @@ class ConvBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(F.relu(self.conv(x)))
 
+    def max_over_last(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x).amax(-1)`` without the full-size relu and batch norm: ``[B, C, T, F]`` conv -> ``[B, C, T]``.
+
+        relu and an inference batch norm act per element and are monotone (increasing where the norm's scale
+        ``gamma / sqrt(var + eps)`` is >= 0, decreasing where it is negative), so the max over F of their output is
+        their output at the max over F of the conv (at the min, for a negative scale): the same float values.
+        """
+        lo, hi = torch.aminmax(self.conv(x), dim=-1)  # [B, C, T] each
+        bn = self.bn
+        increasing = (bn.weight * torch.rsqrt(bn.running_var + bn.eps) >= 0)[:, None]
+        return F.batch_norm(F.relu(torch.where(increasing, hi, lo)), bn.running_mean, bn.running_var, bn.weight,
+                            bn.bias, False, 0.0, bn.eps)
+
 
 class MusicnnNet(nn.Module):
     """musicnn (``build_musicnn``): musically motivated front end, dense mid-end, temporal-pooling back end."""
@@ -81,8 +94,8 @@ class MusicnnNet(nn.Module):
         """Patches ``[B, T, mels]`` -> ``logits`` and the named layers (module docstring)."""
         x = self.bn_input(x.unsqueeze(1))  # [B, 1, T, mels]
         padded = F.pad(x, (0, 0, 3, 3))  # time only; frequency is max-pooled whole afterwards
-        timbral = [block(padded).amax(dim=3) for block in (self.timbral74, self.timbral77)]  # [B, 204, T] each
-        temporal = [block(F.pad(x, (0, 0, *_same_pad(block.conv.kernel_size[0])))).amax(dim=3)
+        timbral = [block.max_over_last(padded) for block in (self.timbral74, self.timbral77)]  # [B, 204, T] each
+        temporal = [block.max_over_last(F.pad(x, (0, 0, *_same_pad(block.conv.kernel_size[0]))))
                     for block in self.temporal]  # [B, 51, T] each
         front = torch.cat(timbral + temporal, dim=1)  # [B, 561, T]
         cnn1 = self.mid[0](F.pad(front, (3, 3)))
