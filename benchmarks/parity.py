@@ -52,7 +52,7 @@ def _loss_and_grad(step: Step, bf16: bool, t: torch.Tensor, noise: torch.Tensor)
     return float(loss.detach()), grad
 
 
-def training_parity(stage: str, preset: str, device: torch.device, batch: int) -> dict:
+def training_parity(stage: str, preset: str, device: torch.device, batch: int, diagnose: bool = False) -> dict:
     spec = STAGES[stage]
     step = Step(spec, preset, device, bf16=False, batch=batch, compile_=False)
     with torch.no_grad():  # the zero-initialised output convs would make every early gradient trivially equal
@@ -66,9 +66,41 @@ def training_parity(stage: str, preset: str, device: torch.device, batch: int) -
     loss16, grad16 = _loss_and_grad(step, True, t, noise)
     cosine = float(torch.nn.functional.cosine_similarity(grad32, grad16, dim=0))
     rel = abs(loss16 - loss32) / abs(loss32)
+    row = {"stage": stage, "loss_fp32": loss32, "loss_bf16": loss16, "loss_rel_diff": rel, "grad_cosine": cosine,
+           "ok": rel <= LOSS_RTOL and cosine >= GRAD_COSINE}
+    if diagnose:
+        row["worst_params"] = _worst_params(step, grad32, grad16)
+        row["cosine_by_sdpa_backend"] = _by_backend(step, grad32, t, noise)
     del step
-    return {"stage": stage, "loss_fp32": loss32, "loss_bf16": loss16, "loss_rel_diff": rel, "grad_cosine": cosine,
-            "ok": rel <= LOSS_RTOL and cosine >= GRAD_COSINE}
+    return row
+
+
+def _worst_params(step: Step, grad32: torch.Tensor, grad16: torch.Tensor, top: int = 6) -> list[tuple[str, float, float]]:
+    """``(name, |g16 - g32| / |g32|, share of |g32|^2)`` of the parameters whose bf16 gradient is furthest off."""
+    rows, start, total = [], 0, float(grad32.norm()) ** 2
+    for name, p in step.net.named_parameters():
+        if p.grad is None:
+            continue
+        a, b = grad32[start:start + p.numel()], grad16[start:start + p.numel()]
+        start += p.numel()
+        rows.append((name, float((a - b).norm() / a.norm().clamp_min(1e-30)), float(a.norm()) ** 2 / total))
+    return sorted(rows, key=lambda r: -r[1] * r[2])[:top]
+
+
+def _by_backend(step: Step, grad32: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> dict[str, float | str]:
+    """Gradient cosine of bf16 against fp32 with each scaled-dot-product-attention kernel forced."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    out: dict[str, float | str] = {}
+    for backend in (SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION,
+                    SDPBackend.CUDNN_ATTENTION):
+        try:
+            with sdpa_kernel(backend):
+                _, grad = _loss_and_grad(step, True, t, noise)
+            out[backend.name] = float(torch.nn.functional.cosine_similarity(grad32, grad, dim=0))
+        except RuntimeError as err:
+            out[backend.name] = f"unavailable: {str(err).splitlines()[0][:80]}"
+    return out
 
 
 def _snr_db(reference: np.ndarray, other: np.ndarray) -> float:
@@ -107,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of the parity samples")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps per stage of the parity samples")
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--diagnose", action="store_true", help="per stage: the parameters whose bf16 gradient is "
+                                                                 "furthest off, and the cosine per attention kernel")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here
@@ -116,12 +150,15 @@ def main(argv: list[str] | None = None) -> int:
                                                           "sample_db": SAMPLE_DB}, "training": [], "sampling": []}
     print(f"bf16 vs fp32 on {report['device']}, preset {args.preset}")
     for stage in args.stages.split(","):
-        row = training_parity(stage, args.preset, device, args.batch)
+        row = training_parity(stage, args.preset, device, args.batch, args.diagnose)
         report["training"].append(row)
         print(f"train  {stage:<15} loss fp32 {row['loss_fp32']:.6f} bf16 {row['loss_bf16']:.6f} "
               f"rel {row['loss_rel_diff']:.2e}  grad cosine {row['grad_cosine']:.5f}  {'ok' if row['ok'] else 'MISS'}",
               flush=True)
-    for cascade in args.cascades.split(","):
+        for key in ("worst_params", "cosine_by_sdpa_backend"):
+            if key in row:
+                print(f"       {key}: {row[key]}", flush=True)
+    for cascade in filter(None, args.cascades.split(",")):
         for row in sampling_parity(cascade, args.preset, device, args.seconds, args.steps):
             report["sampling"].append(row)
             print(f"sample {cascade:<11} {row['stage']:<15} SNR {row['snr_db_min']:.1f} dB  "

@@ -87,13 +87,15 @@ def training_length(spec: StageSpec, stride: int) -> int:
 class Step:
     """One training step of a stage on synthetic data (see the module docstring)."""
 
-    def __init__(self, spec: StageSpec, preset: str, device: torch.device, bf16: bool, batch: int, compile_: bool):
+    def __init__(self, spec: StageSpec, preset: str, device: torch.device, bf16: bool, batch: int, compile_: str):
         cfg = spec.network(preset, PAPER_TEXT_DIM if spec.text else None)
         self.net = build_network(cfg, device)
         self.params = sum(p.numel() for p in self.net.parameters())
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
-        if compile_:
+        if compile_ == "whole":
             self.net.compile()
+        elif compile_ == "blocks":
+            self.net.compile_blocks()
         schedule = get_schedule(spec.schedule)
         self.denoiser = Denoiser(self.net, schedule, spec.parametrisation, spec.weighting)
         self.cond_field = conditioning_field(cfg)
@@ -117,14 +119,16 @@ class Step:
             frames = self.length // MEL.hop
             self.signal = torch.rand(batch, cfg.aligned_channels, frames, device=device, generator=g) * 2 - 1
 
-    def forward_backward(self) -> None:
+    def forward_backward(self, n: int | None = None) -> None:
+        """Loss and backward on the first ``n`` examples (all by default)."""
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16
                     else contextlib.nullcontext())
+        rows = slice(0, n or self.batch)
         with autocast:
-            fields = {"text": self.text, "text_mask": self.mask}
+            fields = {"text": _rows(self.text, rows), "text_mask": _rows(self.mask, rows)}
             if self.augment is not None:
-                fields[self.cond_field], fields["aug_t"] = self.augment(self.signal)
-            loss = self.denoiser.loss(self.x0, Conditioning(**fields), cfg_p=self.spec.cfg_dropout).mean()
+                fields[self.cond_field], fields["aug_t"] = self.augment(self.signal[rows])
+            loss = self.denoiser.loss(self.x0[rows], Conditioning(**fields), cfg_p=self.spec.cfg_dropout).mean()
         loss.backward()
 
     def __call__(self) -> None:
@@ -136,12 +140,18 @@ class Step:
             torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1e-4)
 
     def count_flops(self) -> int:
+        """FLOPs of one step's forward + backward, counted on one example and scaled by the batch (every counted op,
+        convolution, matmul and attention, is linear in the batch; counting the whole batch needs extra memory)."""
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as counter:
-            self.forward_backward()
+            self.forward_backward(1)
         self.opt.zero_grad(set_to_none=True)
-        return counter.get_total_flops()
+        return counter.get_total_flops() * self.batch
+
+
+def _rows(x: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    return None if x is None else x[rows]
 
 
 def _free() -> None:
@@ -216,10 +226,10 @@ def measure(spec, preset, device, bf16, batch, steps, warmup, compile_, peak, ge
     flops = step.count_flops()
     if profile_dir is not None:
         profile_step(step, profile_dir / f"{spec.name}-{preset}-{'bf16' if bf16 else 'fp32'}"
-                                          f"{'-compile' if compile_ else ''}.txt")
+                                          f"{'-' + compile_ if compile_ else ''}.txt")
     achieved = flops / seconds / 1e12
     row = {
-        "stage": spec.name, "preset": preset, "precision": "bf16" if bf16 else "fp32", "compile": compile_,
+        "stage": spec.name, "preset": preset, "precision": "bf16" if bf16 else "fp32", "compile": compile_ or "eager",
         "batch": batch, "length": step.length, "seconds_of_audio": step.length / spec.sample_rate,
         "params": step.params, "step_s": seconds, "steps_per_s": 1 / seconds, "samples_per_s": batch / seconds,
         "gflop_per_step": flops / 1e9, "tflops": achieved, "mfu": achieved / peak if peak else None,
@@ -265,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=256, help="upper limit of the auto search")
     parser.add_argument("--steps", type=int, help="timed steps (default 10 on cuda, 3 on cpu)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 3 on cuda, 1 on cpu)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--compile", nargs="?", const="whole", default="", choices=["", "whole", "blocks"],
+                        help="torch.compile the whole network (default) or each block (regional: compiles faster)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--profile", metavar="DIR", type=Path, help="profile one step per stage: top kernels to DIR")
     args = parser.parse_args(argv)
@@ -290,8 +301,13 @@ def main(argv: list[str] | None = None) -> int:
         if batch == "auto":
             batch = largest_batch(spec, args.preset, device, bf16, args.compile, args.max_batch) \
                 if device.type == "cuda" else 4
-        rows.append(measure(spec, args.preset, device, bf16, batch, steps, warmup, args.compile, peak, gemm,
-                            args.profile))
+        try:
+            rows.append(measure(spec, args.preset, device, bf16, batch, steps, warmup, args.compile, peak, gemm,
+                                args.profile))
+        except torch.OutOfMemoryError as err:  # report it and go on with the other stages
+            print(f"{name}: out of memory at batch {batch}: {str(err).splitlines()[0]}", flush=True)
+            _free()
+            continue
         if args.json:  # rows so far, so a run stopped at its time limit still leaves its figures
             Path(args.json).write_text(json.dumps({"device": device_name, "gemm_tflops": gemm, "peak_tflops": peak,
                                                    "rows": rows}, indent=2))
