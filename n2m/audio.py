@@ -219,13 +219,15 @@ def _decode_soundfile(data: bytes, max_seconds: float | None, label: str) -> Dec
                 blocks.append(block)
                 total += block.shape[0]
         except Exception as err:  # noqa: BLE001 - LibsndfileError or codec errors mid-stream
+            blocks.clear()  # the traceback keeps this frame alive while FFmpeg decodes
             if declared > total:
                 raise _ShortDecode(declared, total, decoder, f"stopped after {total} of {declared} frames ({err})") from err
             raise AudioError("decode_error", f"{label}: decoding stopped after {total} frames ({err})") from err
-        if total < declared:
-            raise _ShortDecode(declared, total, decoder)
-        if _SF_OGG_HOLE in handle.extra_info:  # it dropped audio there and soundfile's block seeks hid the loss
-            raise _ShortDecode(declared, total, decoder, "ran over a gap in the Ogg page sequence (libogg: hole)")
+        hole = _SF_OGG_HOLE in handle.extra_info  # libsndfile dropped audio there; soundfile's block seeks hid it
+        if total < declared or hole:
+            blocks.clear()
+            raise _ShortDecode(declared, total, decoder,
+                               "ran over a gap in the Ogg page sequence (libogg: hole)" if hole else "")
         channels = handle.channels
     samples = np.concatenate(blocks, axis=0).T if blocks else np.zeros((max(channels, 1), 0), np.float32)
     return Decoded(np.ascontiguousarray(samples, dtype=np.float32), sr, decoder)

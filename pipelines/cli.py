@@ -22,14 +22,20 @@ _FLAC_RATIO = 0.6  # FLAC bytes / PCM_16 bytes of typical music, for turning --s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    io = parser.add_argument_group("input and output")
+    io = parser.add_argument_group(
+        "input and output",
+        "Entries that cannot be read never stop a build: a symlink loop, a name that is not UTF-8, a FIFO or device, "
+        "a malformed manifest row each become a failed source with its reason in OUT/sources.parquet. A file that "
+        "libsndfile decodes short of the length its header declares (Ogg end granule, FLAC STREAMINFO, MP3 "
+        "Xing/VBRI frame count, WAV data size) is decoded again with FFmpeg; it fails as truncated only when neither "
+        "reaches the declared end, and the message column says when FFmpeg's decode was kept.")
     io.add_argument("--input", required=True, metavar="SRC",
                     help="a folder (searched recursively), a glob ('music/**/*.mp3'), one audio file, or a manifest "
                          "(.csv/.tsv/.jsonl/.parquet) with a 'path' or 'url' column; other columns go to each clip's "
                          "meta and a 'caption' column to its text. Paths and URLs may be local, http(s) or fsspec "
                          "URIs. An existing path is never read as a glob, and an input that lists no sources is an "
                          "error. A URI listed twice keeps its first row (a repeat with other captions is noted in "
-                         "sources.parquet); NaN/Infinity values are stored as null and noted")
+                         "sources.parquet); NaN/Infinity become null and bytes become UTF-8 text, noted there too")
     io.add_argument("--output", required=True, metavar="OUT",
                     help="build folder (local path or fsspec URI); one build at a time holds OUT/build.lock")
     io.add_argument("--extensions", default=",".join(_audio_extensions()),
@@ -186,7 +192,7 @@ def _settings(args: argparse.Namespace):
 def run_build(args: argparse.Namespace) -> int:
     """Plan, run the Beam pipeline over pending shards, write the tables and build.json, print a summary."""
     started, started_iso = time.time(), now_iso()
-    with _quiet_beam(args.verbose):  # importing Beam logs notes about absent GCP clients
+    with _quiet_beam(args.verbose):  # Beam's import chatter (its GCP-client notes are dropped by n2m.beam)
         from pipelines import job
         from pipelines.lock import build_lock
         from pipelines.sources import is_remote

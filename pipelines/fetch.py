@@ -76,10 +76,9 @@ class _Deadline:
 
 def _with_retries(uri: str, settings: FetchSettings, deadline: _Deadline,
                   attempt_once: Callable[[], bytes]) -> bytes:
+    """Call ``attempt_once`` until it succeeds, raises a final error, or the retries or the deadline run out."""
     last: FetchError | None = None
-    attempts = 0
     for attempt in range(settings.retries + 1):
-        attempts += 1
         try:
             return attempt_once()
         except _Retryable as err:
@@ -89,8 +88,9 @@ def _with_retries(uri: str, settings: FetchSettings, deadline: _Deadline,
             break
         time.sleep(wait)
     assert last is not None
-    cut = " before --fetch-deadline" if attempts <= settings.retries else ""
-    raise FetchError(last.reason, f"{last.message} (after {attempts} attempt{'s' * (attempts > 1)}{cut})")
+    tried = attempt + 1
+    cut = " before --fetch-deadline" if tried <= settings.retries else ""
+    raise FetchError(last.reason, f"{last.message} (after {tried} attempt{'s' * (tried > 1)}{cut})")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -168,6 +168,7 @@ def fetch_fsspec(uri: str, settings: FetchSettings) -> bytes:
         fs_class = fsspec.get_filesystem_class(scheme)
     except (ValueError, ImportError) as err:
         raise FetchError("unsupported_scheme", f"{uri}: no reader for {scheme}:// ({err})") from err
+    deadline = _Deadline(uri, settings.deadline_s)
 
     def once() -> bytes:
         try:
@@ -189,7 +190,6 @@ def fetch_fsspec(uri: str, settings: FetchSettings) -> bytes:
             raise FetchError("too_large", f"{uri}: more than {settings.max_bytes} bytes")
         return bytes(data)
 
-    deadline = _Deadline(uri, settings.deadline_s)
     return _with_retries(uri, settings, deadline, once)
 
 

@@ -91,14 +91,18 @@ def _walk_local(root: str, extensions: tuple[str, ...], exclude: tuple[str, ...]
             continue
         path = os.path.abspath(entry.path)
         try:
-            info = entry.stat(follow_symlinks=True)
+            if entry.is_file(follow_symlinks=False):  # the folder listing says so: no system call
+                mode, ident = stat.S_IFREG, None
+            else:
+                info = entry.stat(follow_symlinks=True)
+                mode, ident = info.st_mode, (info.st_dev, info.st_ino)
         except FileNotFoundError:  # a dangling link: listed by name, it fails as missing
-            info = None
+            mode, ident = stat.S_IFREG, None
         except OSError as err:
             yield _os_failure(path, err)
             continue
-        if info is not None and stat.S_ISDIR(info.st_mode):
-            if (info.st_dev, info.st_ino) in ancestors:
+        if stat.S_ISDIR(mode):
+            if ident in ancestors:
                 yield _failed_entry(path, "symlink_loop", "links back to a folder that contains it (not followed)")
             elif not _is_utf8(path):
                 yield _failed_entry(path, "bad_file_name", "the folder name is not valid UTF-8 (not listed)")
@@ -107,7 +111,7 @@ def _walk_local(root: str, extensions: tuple[str, ...], exclude: tuple[str, ...]
         elif not entry.name.lower().endswith(extensions):
             stats.skipped_files += 1
         else:
-            yield Source(path) if info is None else _local_file(path, info.st_mode)
+            yield _local_file(path, mode)
 
 
 def list_directory(root: str, extensions: tuple[str, ...], exclude: tuple[str, ...], stats: ListingStats) -> Iterator[Source]:
