@@ -225,8 +225,11 @@ def judge(report: dict[str, Any], musicnn, generated: EmbeddedSet, reference: Em
     section: dict[str, Any] = {"model": musicnn.model_id, "layer": musicnn.layer}
     if reference is not None:
         tags = [{i: musicnn.split(c)[1] for i, c in s.clips_by_id().items()} for s in (generated, reference)]
-        rows, section["tags"] = tag_rows(tag_agreement(*tags), reps, seed)
-        report["metrics"].update(rows)
+        try:
+            rows, section["tags"] = tag_rows(tag_agreement(*tags), reps, seed)
+            report["metrics"].update(rows)
+        except JobFailed as err:
+            report["warnings"].append(f"musicnn tag agreement skipped: {err}")
     if labels is not None:
         rows, section["probe"], warnings, sets = probe_rows(musicnn, generated, labels, preprocess, cache, reps, seed)
         report["metrics"].update(rows)

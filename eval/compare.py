@@ -16,7 +16,8 @@ from n2m.provenance import now_iso, versions, write_json
 
 # Direction of "better" for known metric families (prefix match); others are not ranked.
 LOWER_IS_BETTER = ("FAD",)
-HIGHER_IS_BETTER = ("CLAP_score", "CLAP_gt_audio")
+HIGHER_IS_BETTER = ("CLAP_score", "CLAP_gt_audio", "musicnn_tag_agreement", "musicnn_tag_gain",
+                    "musicnn_probe_accuracy")
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def render_html(runs: list[dict[str, Any]], header: list[str], rows: list[list[s
                       f"{_page_link(r)}</li>" for r in runs)
     sections = "".join(f"<h2>{escape(k)}</h2>{v}" for k, v in (extras or {}).items())
     content = (f"<h1>{escape(title)}</h1><p class=meta>{len(runs)} reports; best per metric highlighted (lower FAD, "
-               f"higher CLAP score)</p><table><tr>{head}</tr>{''.join(body)}</table>{sections}"
+               f"higher CLAP score, musicnn tag agreement and probe accuracy)</p><table><tr>{head}</tr>{''.join(body)}</table>{sections}"
                f"<h2>Reports</h2><ul>{sources}</ul>")
     return reports.page(title, content)
 

@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         + list(args.embedding or [])
     if not specs:
         raise UserError("give --vggish WEIGHTS, --clap DIR and/or --embedding musicnn")
+    if args.probe_labels and not any(spec.partition(":")[0] == "musicnn" for spec in specs):
+        raise UserError("--probe-labels needs --embedding musicnn (the probe's judge)")
     labels = probe_labels(args)
     prompts, rows = read_captions(args.captions, args.id_column, args.caption_column, args.subset)
     out = out_dir(args, "musiccaps")
@@ -178,8 +180,6 @@ def run(args: argparse.Namespace) -> int:
         if name == "musicnn":
             musicnn = (embedder, gen, ref)
             adherence.judge(report, embedder, gen, ref, labels, preprocess, cache, args.bootstrap, args.seed)
-    if labels is not None and musicnn is None:
-        report["warnings"].append("--probe-labels needs --embedding musicnn; no probe was run")
     reports.attach_samples(report, pair_items(generated, reference, prompts), args.samples, args.seed)
     if musicnn is not None:
         adherence.tag_samples(report, musicnn[0], musicnn[1:], preprocess, cache)

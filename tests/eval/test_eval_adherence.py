@@ -237,3 +237,16 @@ def test_musiccaps_with_musicnn_reports_fad_and_adherence(musicnn_corpus, eval_c
     code = eval_cli(["eval", "fad", "--reference", str(root / "gen"), "--generated", str(root / "gen"),
                      "--embedding", "musicnn:MSD_musicnn:no_such_layer", "--out", str(tmp_path / "bad")])
     assert code == 2 and "no layer 'no_such_layer'" in capsys.readouterr().err
+
+
+def test_adherence_user_mistakes_are_one_line_errors(eval_cli, tmp_path, capsys):
+    from n2m import audio
+
+    audio.write(tmp_path / "a.wav", _track("tonal", 0, 1.5), SR)
+    assert eval_cli(["eval", "adherence", "--generated", str(tmp_path / "a.wav")]) == 2
+    assert "give --reference (tag agreement) and/or --probe-labels" in capsys.readouterr().err
+    (tmp_path / "caps.jsonl").write_text('{"id": "a", "text": "a tone"}\n')
+    code = eval_cli(["eval", "musiccaps", "--captions", str(tmp_path / "caps.jsonl"), "--id-column", "id",
+                     "--caption-column", "text", "--reference-audio", str(tmp_path), "--generated", str(tmp_path),
+                     "--clap", "/nowhere", "--probe-labels", str(tmp_path / "caps.jsonl")])
+    assert code == 2 and "--probe-labels needs --embedding musicnn" in capsys.readouterr().err
