@@ -1,8 +1,8 @@
 """Frozen text encoders for cross-attention: a registry ``kind -> loader``, chosen by a spec ``KIND:DIR``.
 
 - ``hf:DIR``: any transformers text encoder directory with its tokenizer (BERT, MiniLM, RoBERTa, T5/mT5 encoders; of an
-  encoder-decoder checkpoint, its encoder). sentence-transformers' all-MiniLM-L6-v2 (384-d, 22 M parameters) is the
-  embedded default's text encoder.
+  encoder-decoder checkpoint, its encoder). sentence-transformers' all-MiniLM-L6-v2 (384-d, 22 M parameters), which
+  ``n2m models fetch`` installs, is the embedded default's text encoder: ``hf:all-MiniLM-L6-v2``.
 - ``t5:DIR``: the same loader, kept as a name for T5 directories (Noise2Music conditions on T5 token states,
   arXiv 2302.03917 section 3.1; the paper does not name the T5 size).
 - ``clap:DIR``: the token states of a CLAP model's text tower (:meth:`n2m.clap.ClapEmbedder.text_token_states`), for
@@ -30,10 +30,15 @@ from n2m.errors import UserError
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
-    """``"KIND:DIR"`` -> ``(kind, dir)`` with a one-line error for anything else."""
+    """``"KIND:DIR"`` -> ``(kind, dir)`` with a one-line error for anything else. ``DIR`` may also name a model that
+    ``n2m models fetch`` installs (``hf:all-MiniLM-L6-v2``): its folder is returned."""
+    from n2m.models import known_models, model_dir
+
     kind, sep, path = spec.partition(":")
     if not sep or kind not in TEXT_ENCODERS or not path:
         raise UserError(f"--text-encoder must be KIND:DIR with KIND one of {sorted(TEXT_ENCODERS)}, got {spec!r}")
+    if not Path(path).is_dir() and path in known_models():
+        path = str(model_dir(path))
     if not (Path(path) / "config.json").is_file():
         raise UserError(f"text encoder directory {path} has no config.json")
     return kind, path

@@ -100,37 +100,6 @@ def test_bad_hf_directories_are_user_errors(tmp_path):
         load_text_encoder(f"hf:{tmp_path / 'missing'}", 16)
 
 
-def test_n2m_train_conditions_on_a_hf_encoder(tiny_build, tiny_bert, tmp_path):
-    from lightning.pytorch.callbacks import Callback
-
-    from training.train_cli import run_train
-
-    seen = {}
-
-    class Conditioned(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            cond = pl_module.conditioning(batch, augment=False)
-            seen.setdefault("text", (cond.text.detach().clone(), cond.text_mask.clone(), list(batch["text"])))
-
-    out = tmp_path / "run"
-    argv = ["train", "--stage", "generator", "--build", tiny_build["root"], "--labels", "tiny", "--preset", "tiny",
-            "--text-encoder", f"hf:{tiny_bert}", "--out", str(out), "--window", "0.5", "--batch-size", "4",
-            "--num-workers", "0", "--max-steps", "3", "--val-every", "1000", "--accelerator", "cpu", "--devices", "1"]
-    parser = build_parser({"train": ("train", "training.train_cli")})
-    args = apply_config(parser, parser.parse_args(argv), argv)
-    assert run_train(args, extra_callbacks=(Conditioned(),)) == 0
-
-    states, mask, texts = seen["text"]
-    direct, direct_mask = HFTextEncoder(tiny_bert, states.shape[1]).encode(texts)
-    torch.testing.assert_close(states.cpu(), direct, atol=1e-5, rtol=1e-4)  # the batch's captions, through BERT
-    assert torch.equal(mask.cpu(), direct_mask) and mask.any(1).all()
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    config = ckpt["n2m"]["config"]
-    assert config["text_encoder"].startswith("hf:") and config["net"]["text_dim"] == 32
-    assert ckpt["global_step"] == 3
-    assert ckpt["state_dict"]["net.text_proj.0.weight"].shape[1] == 32
-
-
 def _minilm() -> str:
     try:
         from n2m.models import model_dir
@@ -140,10 +109,45 @@ def _minilm() -> str:
         pytest.skip(f"all-MiniLM-L6-v2 is not installed (run `n2m models fetch`): {err}")
 
 
+@pytest.mark.parametrize("encoder", ["tiny-bert", "all-MiniLM-L6-v2"])
+def test_n2m_train_conditions_on_a_hf_encoder(tiny_build, tiny_bert, encoder, tmp_path):
+    from lightning.pytorch.callbacks import Callback
+
+    from n2m.provenance import dir_hash
+    from training.train_cli import run_train
+
+    path, width = (tiny_bert, 32) if encoder == "tiny-bert" else (_minilm(), 384)
+    seen = {}
+
+    class Conditioned(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            cond = pl_module.conditioning(batch, augment=False)
+            seen.setdefault("text", (cond.text.detach().clone(), cond.text_mask.clone(), list(batch["text"])))
+
+    out = tmp_path / "run"
+    argv = ["train", "--stage", "generator", "--build", tiny_build["root"], "--labels", "tiny", "--preset", "tiny",
+            "--text-encoder", f"hf:{path}", "--out", str(out), "--window", "0.5", "--batch-size", "4",
+            "--num-workers", "0", "--max-steps", "3", "--val-every", "1000", "--accelerator", "cpu", "--devices", "1"]
+    parser = build_parser({"train": ("train", "training.train_cli")})
+    args = apply_config(parser, parser.parse_args(argv), argv)
+    assert run_train(args, extra_callbacks=(Conditioned(),)) == 0
+
+    states, mask, texts = seen["text"]
+    direct, direct_mask = HFTextEncoder(path, states.shape[1]).encode(texts)
+    torch.testing.assert_close(states.cpu(), direct, atol=1e-5, rtol=1e-4)  # the batch's captions, through the encoder
+    assert torch.equal(mask.cpu(), direct_mask) and mask.any(1).all()
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    config = ckpt["n2m"]["config"]
+    assert config["text_encoder"].startswith("hf:") and config["net"]["text_dim"] == width
+    assert config["lineage"]["text_encoder_sha1"] == dir_hash(path)  # recorded by content hash
+    assert ckpt["global_step"] == 3
+    assert ckpt["state_dict"]["net.text_proj.0.weight"].shape[1] == width
+
+
 def test_minilm_paraphrases_are_closer_than_unrelated_captions():
     path = _minilm()
-    encoder = load_text_encoder(f"hf:{path}", 64)
-    assert encoder.dim == 384
+    encoder = load_text_encoder("hf:all-MiniLM-L6-v2", 64)  # an installed model by name
+    assert encoder.dim == 384 and text_width(f"hf:{path}") == 384
     pairs = [("a calm piano piece with soft strings", "gentle piano music with quiet strings"),
              ("an energetic rock song with loud drums", "a loud, fast rock track with heavy drumming"),
              ("a sad violin melody", "a melancholic tune played on the violin"),
