@@ -173,7 +173,9 @@ def _why_missing(shards, manifest: dict) -> str:
         verify_shard(first.tar)
     except ShardDamaged as err:
         return str(err)
-    return f"{first.name} and others failed during the job; re-run the same command to resume"
+    others = len(manifest["missing_shards"]) - 1
+    return f"{first.name}{f' and {others} more' if others else ''} failed during the job; re-run the same command " \
+           "to resume"
 
 
 def write_manifest(settings: LabelSettings, args: argparse.Namespace, shards, splits, text_s: float,
