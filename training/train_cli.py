@@ -1,5 +1,7 @@
 """``n2m train``: train one stage of the Noise2Music cascade from a build's shards and a label set.
 
+Before training, every shard is checked against its commit marker (byte count and SHA-1), the label set must have
+been made from this build, and at least one training example must be possible (n2m.schema, training.data_checks).
 The resolved config (sections ``net``, ``diffusion``, ``optim``, ``data``, ``trainer``, ``lineage``) is printed by
 ``--dry-run``, written to ``RUNDIR/config.json`` and stored in every checkpoint. ``RUNDIR`` gets ``checkpoints/last.ckpt``
 (every ``--checkpoint-every`` steps and at the end) and ``checkpoints/best.ckpt`` (lowest validation loss), CSV logs
@@ -76,13 +78,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dif.add_argument("--aug-t-max", type=FRACTION, help="conditioning augmentation: max diffusion time of the low-fi input")
 
     dat = parser.add_argument_group("data")
-    dat.add_argument("--window", metavar="MIN[,MAX]", help="training window in seconds (default: the stage's)")
+    dat.add_argument("--window", metavar="MIN[,MAX]",
+                     help="training window in seconds (default: the stage's); clips shorter than the window are "
+                          "zero-padded, with one warning giving the padding share when it exceeds 10%%")
     dat.add_argument("--num-workers", type=NONNEGATIVE_INT, default=2, help="data-loader worker processes per device")
     dat.add_argument("--shuffle-buffer", type=POSITIVE_INT, default=256, help="samples in the shuffle buffer")
     dat.add_argument("--no-meta-text", action="store_true", help="do not use the clips' metadata text as captions")
     dat.add_argument("--exclude-holdout", action="store_true",
                      help="skip clips whose source is marked held out (a 'holdout' manifest column, e.g. n2m synth "
-                          "--holdout, carried into the clip json by n2m build), so held-out tracks stay unseen for eval")
+                          "--holdout, carried into the clip json by n2m build), so held-out tracks stay unseen for "
+                          "eval; an error before training when no clip is left")
     dat.add_argument("--text-cache", type=NONNEGATIVE_INT, default=0, metavar="N", help="cache N encoded captions (0 = off)")
     dat.add_argument("--val-samples", type=NONNEGATIVE_INT, default=64, help="valid-split clips in the fixed validation set")
     dat.add_argument("--seed", type=int, default=0, help="seed of weights, data order and noise")
