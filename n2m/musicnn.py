@@ -8,8 +8,9 @@ Front end (as ``musicnn/extractor.py``'s ``batch_data``):
   1. Channels averaged to mono (:func:`n2m.audio.downmix`), resampled to 16 kHz with soxr HQ (:func:`n2m.audio.resample`).
   2. Power mel spectrogram with librosa: 512-point FFT (Hann), hop 256, 96 Slaney mel bands, centred frames with the
      ends padded by reflection (librosa 0.7's default, which the models were trained with; librosa >= 0.10 pads zeros).
-  3. ``log10(1 + 10000 * mel)`` in float32. The original casts the mel spectrogram to float16 first; with current
-     numpy ``10000 * mel`` then overflows to inf on loud bins and corrupts every later layer, so no cast here.
+  3. ``log10(1 + 10000 * mel)`` in float32. The original casts the mel spectrogram to float16 first; with numpy >= 2
+     (NEP 50: the Python scalar no longer promotes the product to float32) ``10000 * mel`` stays float16 and
+     overflows to inf on loud bins, which corrupts every later layer. No cast here.
   4. Patches of 187 frames (3 s) from frame 0, every ``hop_frames`` frames (default 187: no overlap); frames after the
      last whole patch are dropped, as in the original. A clip shorter than one patch is one patch, its frames tiled
      and cut to 187 (``repeat-pad``, the padding of the models' training code, musicnn-training ``pad_short``; the
@@ -96,6 +97,7 @@ class Musicnn:
     @classmethod
     def from_pretrained(cls, name_or_dir: str, device: str = "cpu") -> Musicnn:
         """Load ``MSD_musicnn``, ``MTT_vgg``, ... (installed by ``n2m models fetch``) or a model folder by path."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         from n2m.models import model_dir
@@ -106,7 +108,7 @@ class Musicnn:
             arch = ARCHITECTURES[config["architecture"]]
             net = arch(**config["network"])
             state = load_file(str(root / "model.safetensors"))
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
             raise UserError(f"{root} is not a musicnn model folder ({type(err).__name__}: {err})") from err
         missing, unexpected = net.load_state_dict(state, strict=False)
         missing = [key for key in missing if not key.endswith("num_batches_tracked")]

@@ -163,20 +163,21 @@ def _table_items(data: bytes, label: str) -> list[tuple[bytes, bytes]]:
 # Bundles
 
 
+_ENTRY_INTS = {1: "dtype", 3: "shard_id", 4: "offset", 5: "size", 6: "crc32c"}  # BundleEntryProto field numbers
+
+
 def _entry(name: str, value: bytes) -> BundleEntry:
-    fields = dict(dtype=0, shard_id=0, offset=0, size=0, crc32c=0)
+    fields = dict.fromkeys(_ENTRY_INTS.values(), 0)
     shape: list[int] = []
     for number, item in _proto_fields(value):
-        if number == 1:
-            fields["dtype"] = int(item)
-        elif number == 2:
+        if number in _ENTRY_INTS:
+            fields[_ENTRY_INTS[number]] = int(item)
+        elif number == 2:  # TensorShapeProto: repeated Dim dim = 2 (int64 size = 1); bool unknown_rank = 3
             for dim_field, dim in _proto_fields(item):
                 if dim_field == 2:
                     shape.append(int(dict(_proto_fields(dim)).get(1, 0)))
                 elif dim_field == 3 and dim:
                     raise BundleError(f"tensor {name!r} has an unknown rank")
-        elif number in (3, 4, 5, 6):
-            fields[("", "", "", "shard_id", "offset", "size", "crc32c")[number]] = int(item)
         elif number == 7:
             raise BundleError(f"tensor {name!r} is stored in slices (partitioned variables are not supported)")
     return BundleEntry(name=name, shape=tuple(shape), **fields)
@@ -220,6 +221,8 @@ def read_tensors(prefix: str | Path, names: list[str] | None = None) -> dict[str
     for name in wanted:
         entry = entries[name]
         dtype = DTYPES.get(entry.dtype)
+        if entry.shard_id != 0:
+            raise BundleError(f"tensor {name!r} is in shard {entry.shard_id}; only single-shard checkpoints are read")
         if dtype is None:
             raise BundleError(f"tensor {name!r} has unsupported dtype {entry.dtype}")
         count = int(np.prod(entry.shape, dtype=np.int64))

@@ -174,3 +174,7 @@ def test_missing_model_names_the_fetch_command(tmp_path, monkeypatch):
         Musicnn.from_pretrained("MSD_vgg")
     with pytest.raises(UserError, match="not a musicnn model folder"):
         Musicnn.from_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"name": "x", "architecture": "vgg", "tags": [], "network": {}}')
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="not a musicnn model folder.*SafetensorError"):
+        Musicnn.from_pretrained(str(tmp_path))

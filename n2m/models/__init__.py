@@ -37,14 +37,14 @@ def model_dir(name: str) -> Path:
 
     A known name that is not installed raises ``UserError("model NAME is not installed: run `n2m models fetch`")``.
     """
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path.resolve()
     if name in known_models():
         folder = models_dir() / name
         if (folder / "config.json").is_file():
             return folder
         raise UserError(f"model {name} is not installed: {FETCH_HINT}")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path.resolve()
     if os.sep in name or name.startswith("."):
         raise UserError(f"model directory {name} does not exist")
     raise UserError(f"unknown model {name!r}: give a model folder or one of {', '.join(known_models())}")

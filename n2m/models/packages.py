@@ -90,7 +90,7 @@ def install_musicnn(wheel: zipfile.ZipFile, name: str, folder: Path) -> None:
         _copy(wheel, {f"musicnn/{name}/.index": "checkpoint.index",
                       f"musicnn/{name}/.data-00000-of-00001": "checkpoint.data-00000-of-00001"}, Path(tmp))
         state = convert_tf_variables(read_tensors(prefix), architecture, **network)
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt", "source": f"musicnn/{name}"})
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})  # one key: byte-identical files
     config = model_config(name, architecture, tags, network)
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     _copy(wheel, {"musicnn-0.1.0.dist-info/LICENSE.md": "LICENSE"}, folder)
