@@ -7,8 +7,9 @@ model's content hash, never a working-directory-relative path). Loading resolves
 1. the recorded directory, when it exists and holds the recorded content (a relative path, as older runs stored it,
    is taken from the working directory);
 2. else a directory with the recorded content and the same folder name found near the model: under each folder
-   that contains the model file (its parent, grandparent, ...) and under the working directory, so a project folder
-   that was moved or copied elsewhere still works;
+   that contains the model file (its parent, grandparent, ...), under the working directory and in the folder
+   ``n2m models fetch`` fills (:func:`n2m.models.models_dir`), so a project folder that was moved or copied elsewhere,
+   or a fetched model installed on another machine, still works;
 3. else a one-line error that names the encoder and its hash and says to pass ``--text-encoder``.
 
 A directory that exists but holds other content is never used silently: the model was trained on the token states of
@@ -67,7 +68,9 @@ def _holds(path: Path, sha1: str) -> bool:
 
 
 def _candidates(name: str, near: Path | None) -> list[Path]:
-    roots = [Path.cwd()]
+    from n2m.models import models_dir
+
+    roots = [Path.cwd(), models_dir()]
     if near is not None:
         roots = [*list(near.resolve().parents)[:SEARCH_LEVELS], *roots]
     seen, out = set(), []
