@@ -131,12 +131,16 @@ class Musicnn:
         """Patches ``[P, 187, 96]`` -> ``taggram`` ``[P, tags]``, ``logits`` and every layer unreduced, in the
         original's layout (:mod:`n2m.musicnn_net`), float32 numpy."""
         chunks: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(patches), batch_size):
-            x = torch.as_tensor(np.asarray(patches[start:start + batch_size], dtype=np.float32), device=self.device)
-            out = self.net(x)
-            out["taggram"] = torch.sigmoid(out["logits"])
-            for key, value in out.items():
-                chunks.setdefault(key, []).append(value.float().cpu().numpy())
+        cudnn = torch.backends.cudnn  # full float32 convolutions: cuDNN's default TF32 keeps 10 mantissa bits
+        with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                         allow_tf32=False):
+            for start in range(0, len(patches), batch_size):
+                x = torch.as_tensor(np.asarray(patches[start:start + batch_size], dtype=np.float32),
+                                    device=self.device)
+                out = self.net(x)
+                out["taggram"] = torch.sigmoid(out["logits"])
+                for key, value in out.items():
+                    chunks.setdefault(key, []).append(value.float().cpu().numpy())
         return {key: np.concatenate(parts) for key, parts in chunks.items()}
 
     @staticmethod

@@ -92,6 +92,8 @@ def test_analyse_takes_any_rate_and_channels(golden, waves):
         "timbral": (2, 408), "temporal": (2, 153), "cnn1": (2, 64), "cnn2": (2, 64), "cnn3": (2, 64),
         "mean_pool": (2, 753), "max_pool": (2, 753), "penultimate": (2, 200)}
     _close(out.features["penultimate"], golden["MSD_musicnn/chirp/penultimate"], "analyse penultimate")
+    small_batches = model.layer_outputs(model.patches(wave), batch_size=1)
+    np.testing.assert_allclose(small_batches["taggram"], out.taggram, rtol=0, atol=1e-5)  # other conv algorithms
     stereo = np.stack([wave, wave])
     up = np.stack([librosa.resample(c, orig_sr=16000, target_sr=44100, res_type="soxr_vhq") for c in stereo])
     np.testing.assert_allclose(model.analyse(up, 44100).taggram, out.taggram, rtol=0, atol=1e-3)
