@@ -1,4 +1,4 @@
-"""Shard specs and the shard writer (ARCHITECTURE.md section 2, img2dataset's pattern).
+"""Shard specs and the shard writer (docs/architecture.md section 3, img2dataset's pattern).
 
 Planning: each source gets a split from a hash of its id (so no source has clips in two splits); the sources of each
 split are grouped, in listing order, into specs of ``per_shard`` sources named ``{split}-NNNNNN``. The same listing

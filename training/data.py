@@ -44,7 +44,7 @@ LOWFI_MARGIN_S = 0.25  # context kept on both sides of a window while making its
 
 
 def committed_shards(build: str, split: str) -> list[str]:
-    """Shard paths of a split that have their commit marker (ARCHITECTURE.md section 2), sorted."""
+    """Shard paths of a split that have their commit marker (docs/architecture.md section 3), sorted."""
     layout = BuildLayout(build)
     fs, _, tars = fsspec.get_fs_token_paths(layout.shard_dir(split).rstrip("/") + "/*.tar")
     markers = set(fs.glob(layout.shard_dir(split).rstrip("/") + "/*.json"))

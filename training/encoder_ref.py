@@ -1,7 +1,7 @@
 """Where a model's frozen text encoder lives: recorded by content, found again from any folder.
 
 Training records the encoder as ``KIND:/absolute/dir`` plus the SHA-1 of the directory's content
-(:func:`n2m.provenance.dir_hash`) in the run's config and lineage (ARCHITECTURE.md section 2: every consumer records a
+(:func:`n2m.provenance.dir_hash`) in the run's config and lineage (docs/architecture.md section 3: every consumer records a
 model's content hash, never a working-directory-relative path). Loading resolves the record in this order:
 
 1. the recorded directory, when it exists and holds the recorded content (a relative path, as older runs stored it,
