@@ -19,6 +19,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from n2m.containers import looks_truncated, mp3_has_frame_count
+
 REASONS = (
     "empty",  # zero bytes
     "too_large",  # more bytes than the read limit
@@ -190,7 +192,7 @@ def _decode_soundfile(data: bytes, max_seconds: float | None, label: str) -> Dec
     except sf.LibsndfileError as err:
         if err.code == _SF_ERR_UNRECOGNISED_FORMAT:
             raise _NotRecognised(str(err)) from err
-        reason = "truncated" if _looks_truncated(data) else "decode_error"
+        reason = "truncated" if looks_truncated(data) else "decode_error"
         raise AudioError(reason, f"{label}: {err.error_string}") from err
     except Exception as err:  # noqa: BLE001 - libsndfile may raise RuntimeError/TypeError for odd headers
         raise _NotRecognised(str(err)) from err
@@ -200,12 +202,12 @@ def _decode_soundfile(data: bytes, max_seconds: float | None, label: str) -> Dec
         decoder = f"soundfile:{fmt.lower()}"
         if sr <= 0:
             raise AudioError("decode_error", f"{label}: invalid sample rate {sr}")
-        if _looks_truncated(data):
+        if looks_truncated(data):
             raise AudioError("truncated", f"{label}: the {fmt} container ends before its declared end")
         declared = handle.frames if handle.seekable() else _SF_COUNT_MAX
         if declared < 0 or declared >= _SF_COUNT_MAX:
             raise _NoExactLength(f"the {fmt} header declares no length")
-        if fmt == "MP3" and not _mp3_has_frame_count(data):
+        if fmt == "MP3" and not mp3_has_frame_count(data):
             raise _NoExactLength("the MP3 has no Xing/VBRI frame count, and libmpg123 stops at its estimate")
         if max_seconds is not None and declared / sr > max_seconds:
             raise AudioError("too_long", f"{label}: {declared / sr:.1f} s, limit {max_seconds:g} s")
@@ -246,52 +248,6 @@ def _second_opinion(data: bytes, max_seconds: float | None, label: str, short: _
     if got < short.declared:
         raise AudioError("truncated", f"{label}: {short}; {other.decoder} decoded {got} of {short.declared} frames")
     return replace(other, note=f"decoded by {other.decoder}: {short}")
-
-
-def _looks_truncated(data: bytes) -> bool:
-    """Container-level truncation checks that libsndfile papers over.
-
-    WAV: the ``data`` chunk declares more bytes than follow it (libsndfile silently clamps). Ogg (RFC 3533): the last page
-    lacks the end-of-stream flag (header_type bit 0x04) or its segment table promises more body bytes than remain.
-    """
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        pos = 12
-        while pos + 8 <= len(data):
-            chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
-            if chunk == b"data":
-                return size != 0xFFFFFFFF and size > len(data) - pos - 8
-            pos += 8 + size + (size & 1)
-        return True  # no data chunk before the bytes ran out
-    if data[:4] == b"OggS":
-        last = data.rfind(b"OggS")
-        if last + 27 > len(data) or not data[last + 5] & 0x04:
-            return True
-        segments = data[last + 26]
-        lacing = data[last + 27 : last + 27 + segments]
-        return len(lacing) < segments or last + 27 + segments + sum(lacing) > len(data)
-    return False
-
-
-def _mp3_has_frame_count(data: bytes) -> bool:
-    """Whether the first MPEG audio frame (after an ID3v2 tag) is a Xing/Info header with its frame-count flag, or a
-    VBRI header: only then is the length in the header exact.
-
-    Layout (the LAME project's Xing/Info description, Fraunhofer's VBRI): ID3v2 size is four 7-bit bytes after
-    ``ID3`` + version + flags (+10 with a footer, flag 0x10); the Xing tag follows the 4-byte frame header and the
-    side information (MPEG-1: 32 bytes, 17 mono; MPEG-2/2.5: 17, 9 mono) and its big-endian flags have bit 0 for
-    "frames present"; a VBRI tag sits 32 bytes after the frame header.
-    """
-    pos = 0
-    if data[:3] == b"ID3" and len(data) >= 10:
-        pos = 10 + sum((data[6 + i] & 0x7F) << (7 * (3 - i)) for i in range(4)) + (10 if data[5] & 0x10 else 0)
-    header = data[pos : pos + 4]
-    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
-        return False
-    mpeg1, mono = (header[1] >> 3) & 3 == 3, header[3] >> 6 == 3
-    tag = pos + 4 + ((17 if mono else 32) if mpeg1 else (9 if mono else 17))
-    if data[tag : tag + 4] in (b"Xing", b"Info"):
-        return bool(int.from_bytes(data[tag + 4 : tag + 8], "big") & 1)
-    return data[pos + 36 : pos + 40] == b"VBRI"
 
 
 def _decode_ffmpeg(data: bytes, max_seconds: float | None, label: str) -> Decoded:

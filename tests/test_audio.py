@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from n2m import audio
+from n2m import audio, containers
 
 SR = 24000
 
@@ -253,3 +253,61 @@ def test_read_bytes_refuses_what_is_not_a_regular_file(tmp_path):
     with pytest.raises(audio.AudioError) as caught:
         audio.decode(fifo)
     assert caught.value.reason == "not_a_file"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Container header checks (n2m.containers), on bytes laid out by hand
+
+
+def _wav(chunks: list[tuple[bytes, bytes]], declared: dict[bytes, int] | None = None) -> bytes:
+    """A RIFF/WAVE file of ``(id, body)`` chunks, each padded to an even length; ``declared`` overrides a size field."""
+    body = b"WAVE"
+    for cid, data in chunks:
+        size = (declared or {}).get(cid, len(data))
+        body += cid + struct.pack("<I", size) + data + b"\0" * (len(data) & 1)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def test_wav_data_chunk_checks():
+    fmt = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)  # PCM, mono, 8 kHz, 16-bit
+    pcm = bytes(range(200))
+    whole = _wav([(b"fmt ", fmt), (b"LIST", b"odd"), (b"data", pcm)])  # a 3-byte chunk is followed by a pad byte
+    assert sf.info(io.BytesIO(whole)).frames == 100  # libsndfile reads the same layout
+    assert not containers.looks_truncated(whole)
+    assert containers.looks_truncated(whole[:-1])  # one byte of PCM missing
+    assert containers.looks_truncated(_wav([(b"fmt ", fmt), (b"data", pcm)], {b"data": 202}))
+    assert not containers.looks_truncated(_wav([(b"fmt ", fmt), (b"data", pcm)], {b"data": 0xFFFFFFFF}))  # streamed
+    assert containers.looks_truncated(_wav([(b"fmt ", fmt)]))  # no data chunk at all
+    assert not containers.looks_truncated(b"fLaC" + bytes(40))  # other formats are not judged here
+
+
+def test_ogg_last_page_checks(tone):
+    ogg = audio.encode(tone, SR, "OGG")
+    last = ogg.rfind(b"OggS")
+    assert not containers.looks_truncated(ogg)
+    assert containers.looks_truncated(ogg[:-1])  # the last page's body is one byte short
+    assert containers.looks_truncated(ogg[: last + 20])  # the last page's header is cut
+    no_eos = bytearray(ogg)
+    no_eos[last + 5] &= ~0x04 & 0xFF  # header_type without "end of stream" (RFC 3533 section 6)
+    assert containers.looks_truncated(bytes(no_eos))
+
+
+def test_mp3_frame_count_headers(song):
+    x, sr = song
+    mp3 = audio.encode(x, sr, "MP3")
+    tag = max(mp3.find(b"Xing"), mp3.find(b"Info"))
+    assert tag == 4 + 17  # MPEG-1 mono: after the 4-byte frame header and 17 bytes of side information
+    assert containers.mp3_has_frame_count(mp3)
+    synchsafe = bytes([0, 0, 2, 44])  # 300 = 2 * 128 + 44, seven bits per byte
+    id3 = b"ID3" + bytes([4, 0, 0x10]) + synchsafe + bytes(300) + b"3DI" + bytes(7)  # flag 0x10: a 10-byte footer
+    assert containers.mp3_has_frame_count(id3 + mp3)
+    assert not containers.mp3_has_frame_count(id3[:-10] + mp3)  # footer flag set but no footer: no frame sync
+    unflagged = bytearray(mp3)
+    unflagged[tag + 7] &= 0xFE  # flags are big-endian: bit 0 of the last byte is "frames present"
+    assert not containers.mp3_has_frame_count(bytes(unflagged))
+    bare = mp3[_mp3_frames(mp3, sr)[1][0]:]
+    assert not containers.mp3_has_frame_count(bare)
+    vbri = bytearray(bare)
+    vbri[4 + 32 : 4 + 36] = b"VBRI"  # Fraunhofer's tag: 32 bytes after the frame header
+    assert containers.mp3_has_frame_count(bytes(vbri))
+    assert not containers.mp3_has_frame_count(b"ID3")
