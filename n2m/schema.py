@@ -136,6 +136,7 @@ SOURCES_SCHEMA = pa.schema(
         ("pcm_sha1", pa.string()),
         ("duplicate_of", pa.string()),
         ("meta_json", pa.string()),  # manifest columns as JSON
+        ("decoder", pa.string()),  # n2m.audio.Decoded.decoder, e.g. soundfile:flac, pyav:ogg; "" when none decoded it
     ]
 )
 
