@@ -219,7 +219,7 @@ def test_model_dir_names_the_fetch_command(tmp_path, monkeypatch):
 def test_cli_list_and_bad_find_links(tmp_path, capsys):
     assert main(["models", "list", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "MSD_musicnn" in out and "5 model(s) missing: run `n2m models fetch`" in out
+    assert "MSD_musicnn" in out and f"5 model(s) missing: run `n2m models fetch --dir {tmp_path.resolve()}`" in out
     assert main(["models", "fetch", "--dir", str(tmp_path), "--find-links", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such folder" in err[0]

@@ -60,5 +60,6 @@ def run_list(args: argparse.Namespace) -> int:
             print(f"  {status.name:<{width}}  not installed")
     missing = [status.name for status in statuses if not status.installed]
     if missing:
-        print(f"{len(missing)} model(s) missing: {FETCH_HINT}" + (f" --dir {dest}" if args.dir else ""))
+        hint = f"run `n2m models fetch --dir {dest}`" if args.dir else FETCH_HINT
+        print(f"{len(missing)} model(s) missing: {hint}")
     return 0
