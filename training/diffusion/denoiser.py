@@ -62,6 +62,26 @@ def cfg_dropout(cond: Conditioning, p: float, generator: torch.Generator | None 
     return cond.without_text(drop), drop
 
 
+def cfg_dropout_pair(batch: int, p_text: float, p_audio: float, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent classifier-free-guidance dropout of two conditions: ``(drop_text [B], drop_audio [B])`` bool masks.
+
+    Each example drops its text with probability ``p_text`` and, independently, its audio with probability ``p_audio``
+    (one ``[2, B]`` uniform draw from ``generator``), so a batch holds all four cases: both kept, text only dropped
+    (``p_text (1 - p_audio)``), audio only dropped, both dropped (``p_text p_audio``). Double classifier-free guidance
+    (:func:`training.diffusion.guidance.double_classifier_free`) needs the model under "audio only" and "neither";
+    MusicGen-Style trains its text + style model this way (Rouard et al. 2024, section 4.3). The masks are on
+    ``device`` (default: the generator's).
+    """
+    for name, p in (("p_text", p_text), ("p_audio", p_audio)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {p}")
+    gen_device = generator.device if generator is not None else device
+    u = torch.rand(2, batch, generator=generator, device=gen_device)
+    target = device if device is not None else u.device
+    return (u[0] < p_text).to(target), (u[1] < p_audio).to(target)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Parametrisations: the training target, and (eps, x0) from the network output
 

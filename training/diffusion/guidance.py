@@ -3,6 +3,9 @@
 - :func:`classifier_free` wraps ``denoise(x, t, cond) -> eps`` into the guided denoiser
   ``eps = eps_u + w (eps_c - eps_u)`` (Ho & Salimans 2022, eq. 6), evaluating the conditional and the unconditional
   halves in one batch. Noise2Music (section 3.5) guides with ``w = 10`` (generator) and ``w = 5`` (cascader).
+- :func:`double_classifier_free` guides a denoiser conditioned on text and audio at once with two scales, MusicGen-Style's
+  double classifier-free guidance (Rouard et al. 2024, "Audio Conditioning for Music Generation via Discrete Bottleneck
+  Features", section 4.3; audiocraft's ``cfg_coef`` = alpha and ``cfg_coef_beta`` = beta).
 - :func:`dynamic_clip` is Imagen's dynamic thresholding (Saharia et al. 2022, section 2.3): per sample,
   ``s = max(1, quantile_p(|x0|))``, then ``x0 <- clip(x0, -s, s) / s``.
 """
@@ -38,6 +41,43 @@ def classifier_free(denoise: Denoiser, scale: float, uncond: Cond) -> Denoiser:
         both = denoise(torch.cat([x, x]), torch.cat([t, t]), concat_cond(cond, uncond))
         eps_c, eps_u = both.chunk(2, dim=0)
         return eps_u + scale * (eps_c - eps_u)
+
+    return guided
+
+
+def double_classifier_free(denoise: Denoiser, text_scale: float, audio_scale: float, audio_only: Cond,
+                           uncond: Cond) -> Denoiser:
+    """Double classifier-free guidance for a text + audio conditioned denoiser (Rouard et al. 2024, section 4.3)::
+
+        eps = eps_0 + alpha * (eps_a + beta * (eps_ta - eps_a) - eps_0)
+            = eps_0 + alpha * (eps_a - eps_0) + alpha * beta * (eps_ta - eps_a)
+
+    with ``alpha = audio_scale`` (audiocraft's ``cfg_coef``), ``beta = text_scale`` (``cfg_coef_beta``), ``eps_ta`` the
+    denoiser under the full ``cond`` (text and audio), ``eps_a`` under ``audio_only`` (the same batch with its text
+    dropped) and ``eps_0`` under ``uncond`` (both dropped). The three run as one batch ``[3B, C, T]``. The model must
+    have been trained with the two conditions dropped independently (:func:`training.diffusion.denoiser.
+    cfg_dropout_pair`), so that it knows ``eps_a`` and ``eps_0``.
+
+    The scales reduce to single guidance: ``beta = 1`` is :func:`classifier_free` on the joint condition at scale
+    ``alpha``; ``beta = 0`` is classifier-free guidance by audio alone (text ignored); ``alpha = 1`` is
+    classifier-free guidance of text at scale ``beta`` over the audio-only model; ``alpha = 0`` is the unconditional
+    model. Those cases run the two (or one) conditionings they need.
+    """
+    if audio_scale == 0.0:
+        return lambda x, t, cond: denoise(x, t, uncond)
+    if text_scale == 1.0:
+        return classifier_free(denoise, audio_scale, uncond)
+    if text_scale == 0.0:
+        by_audio = classifier_free(denoise, audio_scale, uncond)
+        return lambda x, t, cond: by_audio(x, t, audio_only)
+    if audio_scale == 1.0:
+        return classifier_free(denoise, text_scale, audio_only)
+
+    def guided(x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        three = denoise(torch.cat([x, x, x]), torch.cat([t, t, t]),
+                        concat_cond(concat_cond(cond, audio_only), uncond))
+        eps_ta, eps_a, eps_0 = three.chunk(3, dim=0)
+        return eps_0 + audio_scale * (eps_a + text_scale * (eps_ta - eps_a) - eps_0)
 
     return guided
 
