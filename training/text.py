@@ -84,17 +84,28 @@ class HFTextEncoder(TextEncoder):
     length or the model's own limit, whichever is shorter (:meth:`TextEncoder.encode` pads the rest)."""
 
     def __init__(self, path: str, max_length: int):
+        from safetensors import SafetensorError
         from transformers import AutoConfig, AutoModel, AutoModelForTextEncoding, AutoTokenizer
         from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES
+        from transformers.utils import logging as hf_logging
 
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()  # a misfit is reported below in one line, not as transformers' key table
+        hf_logging.disable_progress_bar()
         try:
             config = AutoConfig.from_pretrained(path, local_files_only=True)
             known = config.model_type in MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES
             loader = AutoModelForTextEncoding if known else AutoModel
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            model = loader.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            model, loading = loader.from_pretrained(path, local_files_only=True, output_loading_info=True,
+                                                    ignore_mismatched_sizes=True)
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
             raise UserError(f"cannot load text encoder from {path}: {str(err).strip().splitlines()[0]}") from err
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
+        _check_fit(path, loading)
         if getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()
         self.model = model.eval().requires_grad_(False)
@@ -136,6 +147,27 @@ class ClapTextEncoder(TextEncoder):
 
     def _states(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.embedder.text_token_states(texts, self.max_length)
+
+
+_KEYS_SHOWN = 3  # keys named per kind of misfit
+
+
+def _check_fit(path: str, loading: dict) -> None:
+    """Refuse weights that do not fit the config: transformers would initialise missing or misshapen tensors at random
+    and drop unexpected ones, and an encoder like that conditions training on noise. ``loading`` is
+    ``from_pretrained(..., output_loading_info=True)``'s report (``mismatched_keys`` holds ``(key, file shape, model
+    shape)``); the error names the first few keys of each kind."""
+    kinds = {
+        "missing": sorted(loading.get("missing_keys") or ()),
+        "unexpected": sorted(loading.get("unexpected_keys") or ()),
+        "misshapen": [f"{key} file {list(got)} vs model {list(want)}"
+                      for key, got, want in sorted(loading.get("mismatched_keys") or (), key=lambda m: m[0])],
+    }
+    problems = [f"{len(keys)} {kind} ({', '.join(keys[:_KEYS_SHOWN])}{', ...' if len(keys) > _KEYS_SHOWN else ''})"
+                for kind, keys in kinds.items() if keys]
+    if problems:
+        raise UserError(f"text encoder weights in {path} do not fit its config.json: {'; '.join(problems)} "
+                        "(a damaged or edited weights file, or a config of another model)")
 
 
 def _width(config) -> int:

@@ -4,6 +4,8 @@ and all-MiniLM-L6-v2 when ``n2m models fetch`` has installed it."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +100,54 @@ def test_bad_hf_directories_are_user_errors(tmp_path):
         load_text_encoder(f"hf:{tmp_path}", 16)
     with pytest.raises(UserError, match="config.json"):
         load_text_encoder(f"hf:{tmp_path / 'missing'}", 16)
+
+
+def _with_weights(src: str, dst: Path, edit: Callable[[dict[str, torch.Tensor]], None]) -> str:
+    """A copy of the HF directory ``src`` whose safetensors tensors ``edit`` changed in place; returns its spec."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    tensors = load_file(dst / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    return f"hf:{dst}"
+
+
+def test_weights_that_do_not_fit_the_config_are_one_line_errors(tiny_bert, tmp_path, capfd):
+    query = "encoder.layer.0.attention.self.query.weight"
+
+    def rename(t):
+        t["encoder.layer.0.attention.self.kwery.weight"] = t.pop(query)
+
+    def narrow(t):
+        t[query] = t[query][:, :16].contiguous()
+
+    def drop_layer(t):
+        for key in [k for k in t if k.startswith("encoder.layer.1.")]:
+            del t[key]
+
+    expected = {
+        "renamed": (rename, [f"1 missing ({query})", "1 unexpected (encoder.layer.0.attention.self.kwery.weight)"]),
+        "narrowed": (narrow, [f"1 misshapen ({query} file [32, 16] vs model [32, 32])"]),
+        # a BERT layer has 16 tensors: q, k, v, attention output, its LayerNorm, intermediate, output, its LayerNorm
+        # (weight and bias each); sorted, the first three are the attention output's dense and LayerNorm tensors
+        "layer_dropped": (drop_layer, ["16 missing (encoder.layer.1.attention.output.LayerNorm.bias, "
+                                       "encoder.layer.1.attention.output.LayerNorm.weight, "
+                                       "encoder.layer.1.attention.output.dense.bias, ...)"]),
+    }
+    for name, (edit, parts) in expected.items():
+        with pytest.raises(UserError) as caught:
+            load_text_encoder(_with_weights(tiny_bert, tmp_path / name, edit), 16)
+        message = str(caught.value)
+        assert "\n" not in message and "do not fit its config.json" in message, message
+        assert all(part in message for part in parts), message
+    cut = tmp_path / "cut"
+    shutil.copytree(tiny_bert, cut)
+    data = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="cannot load text encoder"):
+        load_text_encoder(f"hf:{cut}", 16)
+    assert capfd.readouterr().err == ""  # no key table or progress bar beside the one-line error
 
 
 def _minilm() -> str:
