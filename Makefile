@@ -4,9 +4,10 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
-# TORCH=auto picks cuda when nvidia-smi finds a GPU, else cpu. Force with TORCH=cpu or TORCH=cuda.
+# TORCH=auto picks cuda when nvidia-smi finds a GPU, else cpu. Force with TORCH=cpu or TORCH=cuda. torch comes from pip's
+# configured index: for a CPU build on a machine whose index serves CUDA builds, point pip at a CPU wheel index through
+# pip's own settings (PIP_EXTRA_INDEX_URL or pip.conf); setup prints which build it got.
 TORCH ?= auto
-TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -28,11 +29,9 @@ $(BIN)/n2m: pyproject.toml
 	echo "setup: torch $(TORCH_VERSION) ($$flavour build)"; \
 	if $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$(TORCH_VERSION)' and ((torch.version.cuda is None) == ('$$flavour' == 'cpu')) else 1)" 2>/dev/null; then \
 	  echo "setup: torch already installed"; \
-	elif [ "$$flavour" = cpu ]; then \
-	  $(BIN)/pip install -q --no-deps --no-index "torch==$(TORCH_VERSION)" 2>/dev/null \
-	  || $(BIN)/pip install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
 	else \
 	  $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
+	  $(BIN)/python -c "import torch; print('setup: got torch', torch.__version__, 'CUDA', torch.version.cuda)"; \
 	fi
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(BIN)/n2m
