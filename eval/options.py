@@ -11,6 +11,7 @@ from eval import report as reports
 from eval.audio_sets import Preprocess, embed_files
 from eval.embeddings import EmbeddingOptions
 from eval.scoring import FadOptions
+from n2m.names import check_name
 
 FAD_LABELS = {"vggish": "FAD_VGG", "clap": "FAD_CLAP", "musicnn": "FAD_musicnn"}
 EMBEDDING_HELP = ("vggish:WEIGHTS.pth (torchvggish state dict), clap:DIR (a CLAP model directory) or "
@@ -74,8 +75,13 @@ def cache_root(args: argparse.Namespace) -> Path | None:
 
 
 def out_dir(args: argparse.Namespace, job: str) -> Path:
+    """The report folder: ``--out``, else ``reports/{job}-{time}``. Its last part names the report (report.json, the
+    page title, the columns and ``--baseline`` of n2m eval compare), so it must be one safe name
+    (:func:`n2m.names.check_name`): ``--out .`` or ``--out runs/..`` is refused before any work."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(args.out or f"reports/{job}-{stamp}")
+    out = Path(args.out or f"reports/{job}-{stamp}")
+    check_name(out.name, f"the report name (last part of --out {args.out!r})")
+    return out
 
 
 def model_info(embedder) -> dict[str, Any]:

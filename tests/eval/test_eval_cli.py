@@ -261,3 +261,27 @@ def test_statistics_do_not_depend_on_file_order(fad_run, audio_sets, clap_dir):
     fa = frechet.frechet_distance(ref, frechet.stats_of(a.all_frames())).value
     fb = frechet.frechet_distance(ref, frechet.stats_of(b.all_frames())).value
     assert fa == pytest.approx(fb, abs=1e-9)  # on traces of order 1
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("..", "'.' and '..' are not names"),
+    (".", "it is empty"),
+    (".hidden", "starts with a dot"),
+    ("two\nlines", "control character"),
+    ("n" * 201, "longer than 200 bytes"),
+])
+def test_report_names_from_out_are_checked_before_any_work(tmp_path, capsys, monkeypatch, audio_sets, name, problem):
+    monkeypatch.chdir(tmp_path)
+    out = name if name == "." else str(tmp_path / "reports" / name)
+    sets = ["--reference", str(audio_sets["reference"]), "--generated", str(audio_sets["generated"])]
+    (tmp_path / "prompts.jsonl").write_text(json.dumps({"id": "a", "text": "a tone"}) + "\n")
+    commands = {
+        "fad": ["eval", "fad", *sets, "--embedding", "vggish:/no/such/weights.pth", "--out", out],
+        "clap-score": ["eval", "clap-score", "--audio", str(audio_sets["generated"]), "--prompts", "prompts.jsonl",
+                       "--model", "/no/such/clap", "--out", out],
+    }
+    for argv in commands.values():
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "report name" in err and problem in err, err  # not the missing model
+    assert not list(tmp_path.rglob("report.json")) and not (tmp_path / "reports").exists()
