@@ -170,7 +170,7 @@ def add_adherence(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from eval import compare, musiccaps, prompts
+    from eval import compare, memorization, musiccaps, prompts
 
     sub = parser.add_subparsers(dest="eval_command", metavar="COMMAND", required=True)
     add_fad(sub.add_parser("fad", help="Fréchet Audio Distance between two sets of audio (VGGish and/or CLAP)",
@@ -195,3 +195,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "clap-score, and the matching reference audio list for fad and clap-score, paired by file stem."))
     compare.add_arguments(sub.add_parser("compare", help="put report.json files side by side",
                                          description="Compare the headline metrics of several eval reports."))
+    memorization.add_arguments(sub.add_parser(
+        "memorization", help="does a model reproduce its training clips? nearest training clips by embedding and by "
+                             "an alignment-robust audio match, thresholds calibrated on held-out clips",
+        description="For every generated clip, its nearest training clips of --build by embedding and by a chroma "
+                    "match over all time offsets; the share of clips above thresholds calibrated on the build's "
+                    "held-out clips (split conformal, false-positive rate alpha); matches playable side by side; with "
+                    "audio prompts, closeness to the prompt vs the training clips."))
