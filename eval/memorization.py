@@ -82,11 +82,17 @@ class BuildFeatures:
                 self.vectors[clip.role].append(vectors.get(clip.key))
 
 
-def read_build(build: str, train_splits: set[str], exclude_holdout: bool, embedder, cache) -> BuildFeatures:
-    """Every committed shard, checked against its marker, extracted one at a time and embedded twice."""
+def build_shards(build: str) -> list[tuple[str, str]]:
+    """The committed shards of ``build``, refused up front when there are none."""
     shards = committed_shards(build)
     if not shards:
         raise UserError(f"build {build} has no committed shards")
+    return shards
+
+
+def read_build(build: str, shards: list[tuple[str, str]], train_splits: set[str], exclude_holdout: bool, embedder,
+               cache) -> BuildFeatures:
+    """Every committed shard, checked against its marker, extracted one at a time and embedded twice."""
     out = BuildFeatures()
     match, plain = MatchFrames(), Preprocess()
     for split, tar in tqdm(shards, desc="build shards", unit="shard", leave=False):
@@ -192,6 +198,10 @@ def prompt_paths(generated: list[Path], prompts_dir: str | None) -> dict[str, Pa
             out[path.stem] = given.get(path.stem) or given[str(sidecar.get("prompt_id"))]
         elif isinstance(named, str) and named:
             out[path.stem] = (path.parent / named) if not Path(named).is_absolute() else Path(named)
+    missing = sorted(str(p) for p in set(out.values()) if not p.is_file())
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UserError(f"audio prompt not found: {missing[0]}{more}")
     return out
 
 
@@ -207,10 +217,6 @@ def prompt_section(items: list[dict], prompts: dict[str, Path], gen: dict[str, t
                    limits: dict[str, Threshold]) -> dict[str, Any]:
     """Per prompted clip: match and embedding similarity to its prompt vs its best training clip; the shares that
     are nearer their prompt than any training clip, and that match their prompt above the copy threshold."""
-    missing = sorted(str(p) for p in set(prompts.values()) if not p.is_file())
-    if missing:
-        raise UserError(f"audio prompt not found: {missing[0]}" + (f" (and {len(missing) - 1} more)"
-                                                                     if len(missing) > 1 else ""))
     files = sorted(set(prompts.values()))
     match = embed_files(files, MatchFrames(), Preprocess(), cache, desc="prompts: match")
     embedded = embed_files(files, embedder, Preprocess(), cache, desc="prompts: embedding")
@@ -260,6 +266,10 @@ def run(args: argparse.Namespace) -> int:
     if not generated:
         raise UserError("no generated audio files found")
     train_splits = {s.strip() for s in args.train_splits.split(",") if s.strip()}
+    if not train_splits:
+        raise UserError("--train-splits names no split")
+    shards = build_shards(args.build)
+    prompts = prompt_paths(generated, args.prompts_audio)
     embedder = embeddings.load(args.embedding, embedding_options(args))
     cache, plain, rng = cache_root(args), Preprocess(), np.random.default_rng(args.seed)
     out = out_dir(args, "memorization")
@@ -268,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
                   lineage=reports.lineage(generated), preprocess=plain.as_dict())
     gen_match = embed_files(generated, MatchFrames(), plain, cache, desc="generated: match")
     gen_embedded = embed_files(generated, embedder, plain, cache, desc=f"generated: {embedder.name}")
-    data = read_build(args.build, train_splits, args.exclude_holdout, embedder, cache)
+    data = read_build(args.build, shards, train_splits, args.exclude_holdout, embedder, cache)
     limits, heldout = thresholds(data, args, rng)
 
     ids, vectors = gen_match.ids, gen_embedded.clips_by_id()
@@ -278,7 +288,6 @@ def run(args: argparse.Namespace) -> int:
     train_vectors, _ = _vectors(data.vectors["train"])
     gen = {"frames": dict(zip(ids, gen_match.frames)), "vectors": vectors,
            "centre": train_vectors.mean(axis=0) if len(train_vectors) else None}
-    prompts = prompt_paths([Path(p) for p in gen_match.paths], args.prompts_audio)
     section = prompt_section(items, prompts, gen, embedder, cache, limits) if prompts else None
 
     report["sets"] = {"generated (match)": gen_match.summary(), f"generated ({embedder.name})": gen_embedded.summary(),

@@ -18,7 +18,8 @@ def _inputs(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, C, T, generator=g, dtype=torch.float64)
     t = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
-    text, audio = torch.randn(B, D, generator=g, dtype=torch.float64), torch.randn(B, D, generator=g, dtype=torch.float64)
+    text = torch.randn(B, D, generator=g, dtype=torch.float64)
+    audio = torch.randn(B, D, generator=g, dtype=torch.float64)
     full = {"text": text, "audio": audio}
     audio_only = {"text": torch.zeros_like(text), "audio": audio}
     uncond = {"text": torch.zeros_like(text), "audio": torch.zeros_like(audio)}
@@ -29,15 +30,17 @@ def _linear_model(calls: list):
     """``eps = 0.5 x + t + u(text) + v(audio)``: linear in each condition, so the text and audio effects are the
     two terms ``u = W_t text``, ``v = W_a audio`` (zeroed conditions contribute nothing)."""
     g = torch.Generator().manual_seed(1)
-    w_text, w_audio = torch.randn(D, C * T, generator=g, dtype=torch.float64), torch.randn(D, C * T, generator=g,
-                                                                                          dtype=torch.float64)
+    w_text = torch.randn(D, C * T, generator=g, dtype=torch.float64)
+    w_audio = torch.randn(D, C * T, generator=g, dtype=torch.float64)
 
     def model(x, t, cond):
         calls.append(x.shape[0])
         effect = (cond["text"] @ w_text + cond["audio"] @ w_audio).view(-1, C, T)
         return 0.5 * x + t.view(-1, 1, 1) + effect
 
-    terms = lambda cond: ((cond["text"] @ w_text).view(-1, C, T), (cond["audio"] @ w_audio).view(-1, C, T))  # noqa: E731
+    def terms(cond):
+        return (cond["text"] @ w_text).view(-1, C, T), (cond["audio"] @ w_audio).view(-1, C, T)
+
     return model, terms
 
 
@@ -54,8 +57,8 @@ def _interacting_model(calls: list):
 
 @pytest.mark.parametrize("alpha, beta", [(3.0, 6.0), (2.0, 0.5), (0.4, 9.0), (-1.0, 2.0)])
 def test_linear_denoiser_gives_the_exact_combination(alpha, beta):
-    """For ``eps = base + u(text) + v(audio)``, the double guidance is ``base + alpha v + alpha beta u``: audio is guided by
-    alpha, text by alpha * beta (the expanded form of the paper's formula), in one batched call of 3B."""
+    """For ``eps = base + u(text) + v(audio)``, the double guidance is ``base + alpha v + alpha beta u``: audio is
+    guided by alpha, text by alpha * beta (the expanded form of the paper's formula), in one batched call of 3B."""
     calls: list = []
     model, terms = _linear_model(calls)
     x, t, full, audio_only, uncond = _inputs()

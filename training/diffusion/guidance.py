@@ -3,9 +3,9 @@
 - :func:`classifier_free` wraps ``denoise(x, t, cond) -> eps`` into the guided denoiser
   ``eps = eps_u + w (eps_c - eps_u)`` (Ho & Salimans 2022, eq. 6), evaluating the conditional and the unconditional
   halves in one batch. Noise2Music (section 3.5) guides with ``w = 10`` (generator) and ``w = 5`` (cascader).
-- :func:`double_classifier_free` guides a denoiser conditioned on text and audio at once with two scales, MusicGen-Style's
-  double classifier-free guidance (Rouard et al. 2024, "Audio Conditioning for Music Generation via Discrete Bottleneck
-  Features", section 4.3; audiocraft's ``cfg_coef`` = alpha and ``cfg_coef_beta`` = beta).
+- :func:`double_classifier_free` guides a denoiser conditioned on text and audio at once with two scales,
+  MusicGen-Style's double classifier-free guidance (Rouard et al. 2024, "Audio Conditioning for Music Generation via
+  Discrete Bottleneck Features", section 4.3; audiocraft's ``cfg_coef`` = alpha and ``cfg_coef_beta`` = beta).
 - :func:`dynamic_clip` is Imagen's dynamic thresholding (Saharia et al. 2022, section 2.3): per sample,
   ``s = max(1, quantile_p(|x0|))``, then ``x0 <- clip(x0, -s, s) / s``.
 """
