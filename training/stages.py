@@ -43,7 +43,7 @@ class StageSpec:
     architecture: Architecture
 
     def network(self, preset: str, text_dim: int | None = None) -> UNetConfig:
-        """The preset factory: this stage's network at ``preset`` size (``tiny`` | ``paper``)."""
+        """The preset factory: this stage's network at ``preset`` size (``tiny`` | ``small`` | ``paper``)."""
         return network_config(self.architecture, preset, text_dim if self.text else 0, name=f"{self.name}-{preset}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,9 +17,6 @@ takes :func:`spectrogram_augmentation` for the ``aligned`` conditioning field.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,7 +26,6 @@ from training.diffusion.augment import ConditioningAugmentation
 from training.diffusion.schedules import Schedule
 from training.mel import MelConfig, MelFrontend
 from training.networks.presets import Architecture
-from training.networks.unet1d import UNetConfig
 from training.stages import STAGES, StageSpec
 
 MEL = MelConfig()
@@ -42,32 +38,21 @@ SPEC_GENERATOR = Architecture(
     channel_mults=(1, 2, 2, 3, 4), strides=(4, 3, 2, 2, 2), num_res_blocks=(2, 4, 8, 16, 28),
     self_attention=(_D, _D, _T, _T, _T), cross_attention=(_D, _D, _T, _T, _T), text=True,
     in_channels=MEL.n_mels, out_channels=MEL.n_mels,
+    # small: 80 mel channels in and out at 100 frames/s are cheap, so a wider top level (64) and the paper's gentler growth
+    preset_overrides={"small": {"base_channels": 64, "channel_mults": (1, 2, 3, 4)}},
 )
 VOCODER = Architecture(
     channel_mults=(1, 1, 2, 4), strides=(2, 4, 4, 5), num_res_blocks=(1, 1, 3, 4),
     self_attention=(_D,) * 4, cross_attention=(_D,) * 4, text=False, aligned_channels=MEL.n_mels,
+    # every preset keeps a total stride of 160 (the mel hop), so the bottom runs at the frame rate; paper: base 128;
+    # small: stride 4 first, so the full-rate level is a quarter of the paper's cost
+    preset_overrides={"paper": {"base_channels": 128}, "tiny": {"strides": (10, 16)},
+                      "small": {"strides": (4, 4, 2, 5)}},
 )
 
 
-@dataclass(frozen=True)
-class SpectrogramStageSpec(StageSpec):
-    """A :class:`StageSpec` whose ``paper`` network may have its own base width (the vocoder's is 128, not 256) and
-    whose ``tiny`` network may have its own strides (the tiny vocoder keeps a total stride of 160, the mel hop)."""
-
-    paper_base_channels: int | None = None
-    tiny_strides: tuple[int, ...] | None = None
-
-    def network(self, preset: str, text_dim: int | None = None) -> UNetConfig:
-        cfg = super().network(preset, text_dim)
-        if preset == "paper" and self.paper_base_channels is not None:
-            cfg = dataclasses.replace(cfg, base_channels=self.paper_base_channels)
-        if preset == "tiny" and self.tiny_strides is not None:
-            cfg = dataclasses.replace(cfg, strides=list(self.tiny_strides))
-        return cfg
-
-
-SPECTROGRAM_STAGES: dict[str, SpectrogramStageSpec] = {
-    "spec_generator": SpectrogramStageSpec(
+SPECTROGRAM_STAGES: dict[str, StageSpec] = {
+    "spec_generator": StageSpec(
         name="spec_generator",
         description="text -> 80-channel log-mel spectrogram at 100 frames/s, full 30 s clips",
         example="spectrogram",
@@ -85,7 +70,7 @@ SPECTROGRAM_STAGES: dict[str, SpectrogramStageSpec] = {
         paper_steps=1_800_000,
         architecture=SPEC_GENERATOR,
     ),
-    "vocoder": SpectrogramStageSpec(
+    "vocoder": StageSpec(
         name="vocoder",
         description="log-mel spectrogram (100 frames/s) -> 16 kHz waveform (no text), random 3-4 s windows",
         example="vocoder",
@@ -102,8 +87,6 @@ SPECTROGRAM_STAGES: dict[str, SpectrogramStageSpec] = {
         aug_blur_sigma=(0.2, 1.0),
         paper_steps=840_000,
         architecture=VOCODER,
-        paper_base_channels=128,
-        tiny_strides=(10, 16),
     ),
 }
 

@@ -31,6 +31,7 @@ from n2m.errors import UserError
 from n2m.names import check_name
 from n2m.provenance import file_hash, versions, write_json
 from n2m.schema import BuildLayout, build_id, check_label_set
+from training.networks.presets import PRESETS
 from training.stages import STAGES, get_stage
 
 _TRAINER_KEYS = ("max_steps", "accelerator", "devices", "num_nodes", "strategy", "precision", "val_every",
@@ -46,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     req.add_argument("--labels", metavar="NAME",
                      help="label set under OUT/labels/ whose captions condition the model; it must have been made "
                           "from this build (its manifest's build id equals build.json's)")
-    req.add_argument("--preset", choices=["tiny", "paper"],
-                     help="network size: paper (Noise2Music tables 7-8) or tiny (CPU tests and demos)")
+    req.add_argument("--preset", choices=sorted(PRESETS),
+                     help="network size: paper (Noise2Music tables 7-8), small (3-7M parameters a stage, CPU demos) "
+                          "or tiny (CPU tests)")
     req.add_argument("--text-encoder", metavar="KIND:DIR",
                      help="frozen text encoder for text stages: t5:DIR (T5EncoderModel directory) or clap:DIR "
                           "(a CLAP model directory's text tower); recorded as an absolute path plus the directory's "

@@ -1,16 +1,29 @@
-"""Network presets: one factory turns a stage's architecture and a size preset (``tiny`` | ``paper``) into a UNetConfig.
+"""Network presets: one factory turns a stage's architecture and a size preset (``tiny`` | ``small`` | ``paper``) into
+a UNetConfig.
 
 The ``paper`` sizes follow Noise2Music (arXiv 2302.03917) tables 7-8: base width, depth, strides and channel multipliers
 as printed. The paper does not print the residual blocks per level; n2m's choice (more blocks at coarser levels, as
 Imagen's Efficient U-Net does) matches the paper's parameter counts: generator 729M (paper 724M), cascader 485M (487M),
 super-resolution cascader 84M (81M), counted with a 1024-wide text encoder (the paper does not name its T5 size).
-``tiny`` keeps each stage's pattern (input/conditioning wiring, cross-attention at the deepest levels, self-attention
-at the bottom) at two levels of width 16, for CPU tests.
+
+The reduced presets keep each stage's pattern (input/conditioning wiring, cross-attention at the deepest levels,
+self-attention only at the bottom, where the sequence is shortest):
+
+- ``tiny``: two levels of width 16, for CPU tests.
+- ``small``: four levels (a total stride of 256 on the waveform stages), width 32 doubling per level (32, 64, 128, 256),
+  two residual blocks per level: 3-7M parameters a stage, sized so that CPU minutes teach it something. Widths that
+  double while the length quarters keep the cost of every level about equal (channels^2 x length), so the full-rate
+  top level, where a CPU spends its time, stays thin and the short deep levels hold the parameters.
+
+An architecture may change a preset's result for its stage (``Architecture.preset_overrides``): the paper vocoder's
+base width is 128, the tiny vocoder's two strides multiply to the mel hop, and so on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -33,11 +46,14 @@ class Architecture:
     aligned_channels: int = 0
     in_channels: int = 1
     out_channels: int = 1
+    # preset -> UNetConfig fields that differ from the factory's result for this stage, e.g. {"paper": {"base_channels": 128}}
+    preset_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Size:
-    """How a preset scales an architecture. ``levels``/``res_blocks`` of None keep the architecture's own."""
+    """How a preset scales an architecture. ``levels``/``res_blocks``/``width_mults`` of None keep the
+    architecture's own."""
 
     base_channels: int
     num_heads: int
@@ -45,10 +61,13 @@ class Size:
     norm_groups: int
     levels: int | None = None  # keep the first N levels (cross-attention flags from the deepest N)
     res_blocks: int | None = None
+    width_mults: tuple[int, ...] | None = None  # channel multipliers of the kept levels, shallowest first
 
 
 PRESETS: dict[str, Size] = {
     "paper": Size(base_channels=256, num_heads=8, cond_dim=1024, norm_groups=32),
+    "small": Size(base_channels=32, num_heads=4, cond_dim=256, norm_groups=8, levels=4, res_blocks=2,
+                  width_mults=(1, 2, 4, 8)),
     "tiny": Size(base_channels=16, num_heads=2, cond_dim=32, norm_groups=4, levels=2, res_blocks=1),
 }
 
@@ -75,10 +94,13 @@ def network_config(arch: Architecture, preset: str, text_dim: int | None = None,
     size = PRESETS[preset]
     depth = len(arch.channel_mults)
     keep = min(size.levels or depth, depth)
+    if size.width_mults and len(size.width_mults) < keep:
+        raise ValueError(f"preset {preset!r} gives {len(size.width_mults)} width multipliers for {keep} levels")
     blocks = [size.res_blocks or n for n in arch.num_res_blocks[:keep]]
-    return UNetConfig(
+    mults = size.width_mults[:keep] if size.width_mults else arch.channel_mults[:keep]
+    cfg = UNetConfig(
         base_channels=size.base_channels,
-        channel_mults=list(arch.channel_mults[:keep]),
+        channel_mults=list(mults),
         strides=list(arch.strides[:keep]),
         num_res_blocks=blocks,
         # a reduced preset keeps self-attention at its bottom level only (its upper levels are long sequences)
@@ -96,6 +118,8 @@ def network_config(arch: Architecture, preset: str, text_dim: int | None = None,
         norm_groups=size.norm_groups,
         name=name or preset,
     )
+    overrides = arch.preset_overrides.get(preset, {})
+    return dataclasses.replace(cfg, **{k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()})
 
 
 def build_network(cfg: UNetConfig | dict, device: str | torch.device | None = None) -> UNet1D:
