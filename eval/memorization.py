@@ -45,9 +45,12 @@ from eval.memorization_match import (
 from eval.options import add_embedding_options, add_output_options, cache_root, embedding_options, model_info, out_dir
 from n2m.config import FRACTION, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
-from n2m.schema import build_id
+from n2m.schema import BuildLayout, build_id
 
 VIEWS = ("match", "embedding")
+NO_HELDOUT = ("the build has no held-out clips to calibrate the thresholds on: build it with a split besides the "
+              "training splits (n2m build --split train=0.9,valid=0.1), mark held-out tracks and pass "
+              "--exclude-holdout, or give --match-threshold and --embedding-threshold")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -82,11 +85,21 @@ class BuildFeatures:
                 self.vectors[clip.role].append(vectors.get(clip.key))
 
 
-def build_shards(build: str) -> list[tuple[str, str]]:
-    """The committed shards of ``build``, refused up front when there are none."""
-    shards = committed_shards(build)
+def build_shards(args: argparse.Namespace, train_splits: set[str]) -> list[tuple[str, str]]:
+    """The committed shards of ``--build``, refused up front when there are none, or (from the splits in its
+    ``index.parquet``) when no split is a training split or nothing is left to calibrate the thresholds on."""
+    import pyarrow.parquet as pq
+
+    shards = committed_shards(args.build)
     if not shards:
-        raise UserError(f"build {build} has no committed shards")
+        raise UserError(f"build {args.build} has no committed shards")
+    splits = set(pq.read_table(BuildLayout(args.build).index, columns=["split"]).column("split").to_pylist())
+    if not splits & train_splits:
+        raise UserError(f"build {args.build} has no training clips: its splits are {', '.join(sorted(splits))}, "
+                        f"--train-splits names {', '.join(sorted(train_splits))}")
+    needs_heldout = args.match_threshold is None or args.embedding_threshold is None
+    if needs_heldout and splits <= train_splits and not args.exclude_holdout:
+        raise UserError(NO_HELDOUT)
     return shards
 
 
@@ -135,9 +148,7 @@ def thresholds(data: BuildFeatures, args: argparse.Namespace, rng: np.random.Gen
     fixed = {"match": args.match_threshold, "embedding": args.embedding_threshold}
     count = len(data.clips["heldout"])
     if count == 0 and any(v is None for v in fixed.values()):
-        raise UserError("the build has no held-out clips to calibrate the thresholds on: build it with a split besides "
-                        "the training splits (n2m build --split train=0.9,valid=0.1), mark held-out tracks and pass "
-                        "--exclude-holdout, or give --match-threshold and --embedding-threshold")
+        raise UserError(NO_HELDOUT)
     chosen = np.sort(rng.choice(count, size=min(count, args.calibration_clips), replace=False)) if count else []
     scores = view_scores([data.frames["heldout"][i] for i in chosen], [data.vectors["heldout"][i] for i in chosen],
                          data)
@@ -268,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
     train_splits = {s.strip() for s in args.train_splits.split(",") if s.strip()}
     if not train_splits:
         raise UserError("--train-splits names no split")
-    shards = build_shards(args.build)
+    shards = build_shards(args, train_splits)
     prompts = prompt_paths(generated, args.prompts_audio)
     embedder = embeddings.load(args.embedding, embedding_options(args))
     cache, plain, rng = cache_root(args), Preprocess(), np.random.default_rng(args.seed)

@@ -123,7 +123,7 @@ def corpus(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("memorization")
     corpus = root / "corpus"
     assert main(["synth", "--out", str(corpus), "--tracks", "14", "--seed", "3", "--min-seconds", "8",
-                 "--max-seconds", "9", "--formats", "flac,wav", "--workers", "0"]) == 0
+                 "--max-seconds", "9", "--formats", "flac,wav", "--holdout", "0.25", "--workers", "0"]) == 0
     lines = (corpus / "manifest.jsonl").read_text().splitlines()
     (corpus / "built.jsonl").write_text("\n".join(lines[:11]) + "\n")
     build = root / "build"
@@ -153,7 +153,8 @@ def corpus(tmp_path_factory) -> dict:
     prompts.mkdir()
     decoded = audio.decode(Path(train_uris[0].removeprefix("file://")).read_bytes())
     audio.write(prompts / f"{Path(train_uris[0]).stem}.wav", decoded.samples, decoded.sample_rate)
-    return {"root": root, "build": build, "generated": gen, "copies": copies, "index": index}
+    held = {str((corpus / json.loads(line)["path"]).resolve()) for line in lines[:11] if json.loads(line)["holdout"]}
+    return {"root": root, "build": build, "generated": gen, "copies": copies, "index": index, "marked": held}
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +200,25 @@ def test_thresholds_are_calibrated_on_the_held_out_clips_only(run, corpus):
         assert t["false_positive_bound"] == pytest.approx((n + 1 - k) / (n + 1))
     warned = any("held-out clips calibrate" in w for w in run["report"]["warnings"])
     assert warned == (section["thresholds"]["match"]["false_positive_bound"] > 0.05)
+
+
+def test_exclude_holdout_moves_marked_training_clips_to_the_calibration(run, corpus, clap_dir, tmp_path):
+    """As n2m train --exclude-holdout: train-split clips of tracks marked held out are not training clips."""
+    marked = [r for r in corpus["index"] if r["split"] == "train" and r["source_uri"] in corpus["marked"]]
+    assert marked  # the corpus has some
+    out = tmp_path / "excluded"
+    assert main([*run["argv"][:-1], str(out), "--exclude-holdout", "--samples", "0"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["build"]["training_clips"] == run["report"]["build"]["training_clips"] - len(marked)
+    assert rep["build"]["heldout_clips"] == run["report"]["build"]["heldout_clips"] + len(marked)
+    assert rep["memorization"]["thresholds"]["match"]["heldout_clips"] == rep["build"]["heldout_clips"]
+    assert "<audio" not in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("value, held", [(True, True), ("true", True), ("1", True), ("yes", True), (False, False),
+                                         ("false", False), (None, False)])
+def test_marked_held_out_follows_the_training_rule(value, held):
+    assert mm.marked_held_out({"meta": {} if value is None else {"holdout": value}}) is held
 
 
 def test_prompt_named_by_a_sidecar_is_measured(run):
