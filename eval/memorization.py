@@ -104,14 +104,14 @@ def build_shards(args: argparse.Namespace, train_splits: set[str]) -> list[tuple
 
 
 def read_build(build: str, shards: list[tuple[str, str]], train_splits: set[str], exclude_holdout: bool, embedder,
-               cache) -> BuildFeatures:
+               preprocess: Preprocess, cache) -> BuildFeatures:
     """Every committed shard, checked against its marker, extracted one at a time and embedded twice."""
     out = BuildFeatures()
-    match, plain = MatchFrames(), Preprocess()
+    match = MatchFrames()
     for split, tar in tqdm(shards, desc="build shards", unit="shard", leave=False):
         with open_shard(split, tar, train_splits, exclude_holdout) as shard:
-            out.add(shard, embed_files(shard.files, match, plain, cache, progress=False),
-                    embed_files(shard.files, embedder, plain, cache, progress=False))
+            out.add(shard, embed_files(shard.files, match, preprocess, cache, progress=False),
+                    embed_files(shard.files, embedder, preprocess, cache, progress=False))
         out.shards += 1
     if not out.clips["train"]:
         raise UserError(f"build {build} has no training clips in split(s) {', '.join(sorted(train_splits))}"
@@ -224,13 +224,13 @@ def _sidecar(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def prompt_section(items: list[dict], prompts: dict[str, Path], gen: dict[str, tuple], embedder, cache,
-                   limits: dict[str, Threshold]) -> dict[str, Any]:
+def prompt_section(items: list[dict], prompts: dict[str, Path], gen: dict[str, Any], embedder,
+                   preprocess: Preprocess, cache, limits: dict[str, Threshold]) -> dict[str, Any]:
     """Per prompted clip: match and embedding similarity to its prompt vs its best training clip; the shares that
     are nearer their prompt than any training clip, and that match their prompt above the copy threshold."""
     files = sorted(set(prompts.values()))
-    match = embed_files(files, MatchFrames(), Preprocess(), cache, desc="prompts: match")
-    embedded = embed_files(files, embedder, Preprocess(), cache, desc="prompts: embedding")
+    match = embed_files(files, MatchFrames(), preprocess, cache, desc="prompts: match")
+    embedded = embed_files(files, embedder, preprocess, cache, desc="prompts: embedding")
     p_frames, p_vectors = dict(zip(match.paths, match.frames)), dict(zip(embedded.paths, embedded.clips))
     rows, centre = [], gen["centre"]
     for item in items:
@@ -282,14 +282,15 @@ def run(args: argparse.Namespace) -> int:
     shards = build_shards(args, train_splits)
     prompts = prompt_paths(generated, args.prompts_audio)
     embedder = embeddings.load(args.embedding, embedding_options(args))
-    cache, plain, rng = cache_root(args), Preprocess(), np.random.default_rng(args.seed)
+    cache, rng = cache_root(args), np.random.default_rng(args.seed)
+    preprocess = Preprocess(args.crop_seconds, args.band_rate)  # every clip of every set, both views
     out = out_dir(args, "memorization")
     report = reports.base_report("memorization", out.name, resolved(args))
     report.update(models={"match": model_info(MatchFrames()), embedder.name: model_info(embedder)}, warnings=[],
-                  lineage=reports.lineage(generated), preprocess=plain.as_dict())
-    gen_match = embed_files(generated, MatchFrames(), plain, cache, desc="generated: match")
-    gen_embedded = embed_files(generated, embedder, plain, cache, desc=f"generated: {embedder.name}")
-    data = read_build(args.build, shards, train_splits, args.exclude_holdout, embedder, cache)
+                  lineage=reports.lineage(generated), preprocess=preprocess.as_dict())
+    gen_match = embed_files(generated, MatchFrames(), preprocess, cache, desc="generated: match")
+    gen_embedded = embed_files(generated, embedder, preprocess, cache, desc=f"generated: {embedder.name}")
+    data = read_build(args.build, shards, train_splits, args.exclude_holdout, embedder, preprocess, cache)
     limits, heldout = thresholds(data, args, rng)
 
     ids, vectors = gen_match.ids, gen_embedded.clips_by_id()
@@ -299,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     train_vectors, _ = _vectors(data.vectors["train"])
     gen = {"frames": dict(zip(ids, gen_match.frames)), "vectors": vectors,
            "centre": train_vectors.mean(axis=0) if len(train_vectors) else None}
-    section = prompt_section(items, prompts, gen, embedder, cache, limits) if prompts else None
+    section = prompt_section(items, prompts, gen, embedder, preprocess, cache, limits) if prompts else None
 
     report["sets"] = {"generated (match)": gen_match.summary(), f"generated ({embedder.name})": gen_embedded.summary(),
                       "build clips": data.summary()}
@@ -359,9 +360,10 @@ def _warnings(report: dict, data: BuildFeatures, gen_match: EmbeddedSet, limits:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generated", required=True, nargs="+", help="generated audio: directories, globs or .txt lists")
     p.add_argument("--build", required=True, help="the n2m build the model was trained on (OUT of n2m build)")
-    p.add_argument("--embedding", default="musicnn", metavar="musicnn[:MODEL[:LAYER]]|clap:DIR",
-                   help="embedding of the nearest-neighbour view (default musicnn: MSD_musicnn penultimate, installed "
-                        "by n2m models fetch)")
+    p.add_argument("--embedding", default="musicnn", metavar="NAME[:ARGS]",
+                   help="embedding of the nearest-neighbour view: musicnn[:MODEL[:LAYER]] (default: MSD_musicnn "
+                        "penultimate, installed by n2m models fetch), clap:DIR or vggish:WEIGHTS.pth. --crop-seconds "
+                        "and --band-rate apply to every clip, in both views")
     p.add_argument("--prompts-audio", metavar="DIR", help="audio prompts, named by generated id (or by the sidecar's "
                                                           "prompt_id); default: the audio_prompt of each sidecar")
     data = p.add_argument_group("training and held-out clips")
