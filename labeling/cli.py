@@ -9,18 +9,21 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from labeling.beam import add_beam_argument, options_for, run_beam, threads_per_worker
 from labeling.io import exists, move_dir, read_bytes, remove_work_dir
 from labeling.job import (
     FAILURES_IN_MANIFEST,
     LabelSettings,
-    build_pipeline,
+    assign_pipeline,
     committed_shards,
     embed_vocabularies,
+    global_counts,
     parse_k_prime,
+    score_pipeline,
     text_cache_path,
+    threads_per_worker,
 )
 from labeling.vocabset import open_vocabularies
+from n2m.beam import BeamSession, add_beam_arguments, beam_setup
 from n2m.config import NONNEGATIVE, POSITIVE_INT, leaf, resolved
 from n2m.errors import JobFailed, ShardDamaged, UserError
 from n2m.names import check_name
@@ -57,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "new set is built beside the old one and swapped in only when it is complete, so a "
                              "failed run leaves the old set as it was")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved settings and shard count, then stop")
-    add_beam_argument(parser)
+    add_beam_arguments(parser, "shard")
     leaf(parser, run)
 
 
@@ -129,18 +132,19 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {} if args.min_tail_s is None else {"min_tail_s": args.min_tail_s}
     embedder = ClapEmbedder.from_pretrained(args.model, device=args.device, **kwargs)
     embed_dir = layout.embedding_dir(embedder.model_id[:16])
-    _, direct, workers = options_for(args.beam_args or [], len(shards), args.verbose)
+    setup = beam_setup(args, max_workers=len(shards))
     settings = LabelSettings(
         build=args.build, name=args.name, out_dir=layout.label_dir(args.name), build_id=build_id(args.build),
         model=str(Path(args.model).resolve()), model_id=embedder.model_id,
         vocabs=tuple(vocabs), text_caches=tuple(text_cache_path(embed_dir, v) for v in vocabs), k=args.k,
         k_prime=tuple(k_prime[v.kind] for v in vocabs), seed=args.seed, batch_size=args.batch_size,
         device=args.device, entry_block=args.entry_block, min_tail_s=args.min_tail_s,
-        threads=threads_per_worker(workers if direct else 1),
+        threads=threads_per_worker(setup.workers if setup.local else 1),
     )
     if args.dry_run:
         print(json.dumps({"config": resolved(args), "shards": len(shards), "model_id": embedder.model_id,
-                          "vocabularies": [v.to_json() for v in vocabs], "workers": workers}, indent=2, default=str))
+                          "vocabularies": [v.to_json() for v in vocabs], "runner": setup.describe(),
+                          "beam_args": setup.args}, indent=2, default=str))
         return 0
     settings = replace(settings, out_dir=claim_label_dir(layout, args.name, _identity(settings, splits),
                                                          args.overwrite))
@@ -149,9 +153,12 @@ def run(args: argparse.Namespace) -> int:
     text_s = time.perf_counter() - text_started
     del embedder
     print(f"n2m label: {len(shards)} shards x {len(vocabs)} vocabularies "
-          f"({', '.join(f'{v.name}: {v.size} {v.kind}' + _dropped(v) for v in vocabs)}) "
-          f"with {workers or 'runner'} worker(s)")
-    run_beam(lambda p: build_pipeline(p, settings, shards), args.beam_args or [], len(shards), args.verbose)
+          f"({', '.join(f'{v.name}: {v.size} {v.kind}' + _dropped(v) for v in vocabs)}) on {setup.describe()}")
+    with BeamSession(setup) as session:
+        session.run(lambda p: score_pipeline(p, settings, shards))
+        scored, _ = global_counts(settings, shards)
+        if scored:
+            session.run(lambda p: assign_pipeline(p, settings, scored))
     manifest = write_manifest(settings, args, shards, splits, text_s, time.perf_counter() - started)
     missing = manifest["counts"]["shards_missing"]
     if missing:

@@ -1,6 +1,6 @@
 """``n2m label``: pseudo-label every clip of a build with CLAP, as a Beam job over shards (Noise2Music section 3.3).
 
-Stages (one Beam pipeline; every stage resumable per shard):
+Stages (two Beam jobs with the driver between them; every stage resumable per shard):
 
 1. driver: the vocabularies' text embeddings, computed in blocks and cached in
    ``OUT/embeddings/{model}/text/{vocab}.npy`` (a new label set with the same vocabulary and model reuses them);
@@ -9,12 +9,15 @@ Stages (one Beam pipeline; every stage resumable per shard):
    reused across label sets and never across different audio; the tar is checked against its marker's byte count and
    SHA-1 before it is read), then per vocabulary the streaming top-K (``labeling.topk``) into
    ``labels/NAME/_topk/{shard}.npz``;
-3. global count pass: how many top-K lists hold each entry (``CombinePerKey`` over the shards' sparse counts);
-4. ``AssignShard``: ``K'`` captions per clip and vocabulary sampled with ``P ~ 1 / count`` (``labeling.assign``), written
+3. driver: every shard's top-K lists checked (a shard the runner did not score fails the job; a damaged one is named
+   at the end), then how many top-K lists hold each entry, written to ``labels/NAME/_counts.npz``;
+4. ``AssignShard`` (second job): ``K'`` captions per clip and vocabulary sampled with ``P ~ 1 / count`` (``labeling.assign``), written
    to ``labels/NAME/{split}-NNNNNN.parquet`` (``n2m.schema.LABELS_SCHEMA``) with its marker
    ``labels/NAME/_markers/{shard}.json`` written last;
 5. driver: ``labels/NAME/manifest.json`` from the markers.
 
+The global counts travel through a file rather than a side input: Beam's DaskRunner recomputes a side input's whole
+upstream graph inside each task that reads it and, there, returned every element twice (Beam 2.77; n2m.beam).
 A re-run skips every shard whose outputs carry the same settings digest (which includes the shard's SHA-1); audio shards
 are never rewritten. A damaged shard produces no labels and fails the job (the driver names it).
 Inference runs inside a per-shard DoFn rather than Beam's RunInference: the unit of resumption, storage and batching is
@@ -35,7 +38,7 @@ import numpy as np
 
 from labeling.io import exists, glob, load_npz, read_bytes, save_npz, write_bytes_atomic
 from labeling.vocabset import Vocabulary
-from n2m.errors import ShardDamaged, UserError
+from n2m.errors import JobFailed, ShardDamaged, UserError
 from n2m.schema import LABELS_SCHEMA, LABELS_VERSION, BuildLayout, verify_shard
 
 FAILURES_IN_MANIFEST = 1_000
@@ -84,6 +87,11 @@ class LabelSettings:
     @property
     def label_dir(self) -> str:
         return self.out_dir
+
+    @property
+    def counts_path(self) -> str:
+        """Stage 3's global counts (written by the driver between the two jobs)."""
+        return f"{self.out_dir}/_counts.npz"
 
     @property
     def embed_dir(self) -> str:
@@ -170,8 +178,23 @@ def embed_vocabularies(embedder, settings: LabelSettings, text_batch: int) -> No
 # Beam stages
 
 
+_EMBEDDERS: dict[tuple, Any] = {}  # one CLAP model per worker process, for runners that set a DoFn up per bundle
+
+
+def _embedder(model: str, device: str, min_tail_s: float | None):
+    """The process's CLAP embedder for these settings (loaded once; a different model replaces it)."""
+    key = (model, device, min_tail_s)
+    if key not in _EMBEDDERS:
+        from n2m.clap import ClapEmbedder
+
+        _EMBEDDERS.clear()
+        kwargs = {} if min_tail_s is None else {"min_tail_s": min_tail_s}
+        _EMBEDDERS[key] = ClapEmbedder.from_pretrained(model, device=device, **kwargs)
+    return _EMBEDDERS[key]
+
+
 class ScoreShard:
-    """Stage 2 DoFn body: ``ShardRef`` -> ``{"shard", "counts": {vocab: (ids, counts)}, "stats"}``."""
+    """Stage 2 DoFn body: ``ShardRef`` -> its stats (top-K lists stored in ``labels/NAME/_topk/{shard}.npz``)."""
 
     def __init__(self, settings: LabelSettings):
         self.settings = settings
@@ -181,11 +204,8 @@ class ScoreShard:
     def setup(self) -> None:
         import torch
 
-        from n2m.clap import ClapEmbedder
-
         torch.set_num_threads(self.settings.threads)
-        kwargs = {} if self.settings.min_tail_s is None else {"min_tail_s": self.settings.min_tail_s}
-        self.embedder = ClapEmbedder.from_pretrained(self.settings.model, device=self.settings.device, **kwargs)
+        self.embedder = _embedder(self.settings.model, self.settings.device, self.settings.min_tail_s)
         self.matrices = [np.load(p, mmap_mode="r") for p in self.settings.text_caches]
 
     def process(self, ref: ShardRef) -> dict[str, Any]:
@@ -197,12 +217,12 @@ class ScoreShard:
         topk_path = s.topk_path(ref.name)
         stored = _load_topk(topk_path, digest)
         if stored is not None:
-            return {"shard": ref, "counts": _sparse_counts(stored, s.vocabs), "stats": stored["stats"]}
+            return stored["stats"]
         started = time.perf_counter()
         try:
             emb = shard_embeddings(self.embedder, ref.tar, ref.sha1, s.embedding_path(ref), s.batch_size)
-        except ShardDamaged as err:  # no labels for this shard; the driver names it and fails the job
-            return {"shard": ref, "counts": {}, "stats": {"shard": ref.name, "damaged": str(err)}}
+        except ShardDamaged as err:  # no top-K lists: the driver finds the shard damaged, names it, fails the job
+            return {"shard": ref.name, "damaged": str(err)}
         embed_s = time.perf_counter() - started
         arrays: dict[str, np.ndarray] = {"keys": np.array(emb.keys, dtype=str)}
         for i, matrix in enumerate(self.matrices):
@@ -213,9 +233,7 @@ class ScoreShard:
                  "embeddings": s.embedding_path(ref),
                  "embed_s": round(embed_s, 3), "score_s": round(time.perf_counter() - started - embed_s, 3)}
         save_npz(topk_path, digest=np.array(digest), stats=np.array(json.dumps(stats)), **arrays)
-        stored = {"keys": list(emb.keys), "stats": stats,
-                  **{k: v for k, v in arrays.items() if k != "keys"}}
-        return {"shard": ref, "counts": _sparse_counts(stored, s.vocabs), "stats": stats}
+        return stats
 
 
 def _load_topk(path: str, digest: str) -> dict | None:
@@ -231,42 +249,60 @@ def _load_topk(path: str, digest: str) -> dict | None:
     return {**out, "keys": [str(k) for k in data["keys"]], "stats": json.loads(str(data["stats"]))}
 
 
-def _sparse_counts(stored: dict, vocabs: tuple[Vocabulary, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    out = {}
-    for i, vocab in enumerate(vocabs):
-        ids = stored[f"ids_{i}"]
-        uniq, counts = np.unique(ids[ids >= 0], return_counts=True)
-        out[vocab.name] = (uniq, counts)
-    return out
+def global_counts(settings: LabelSettings, shards: list[ShardRef], threads: int = 8) -> tuple[list[ShardRef], list]:
+    """Stage 3 (driver): ``(scored shards, damaged shards)`` after the scoring job, and ``labels/NAME/_counts.npz``:
+    per vocabulary ``i``, ``counts_{i}`` ``[vocab.size]`` int64 = how many top-K lists of the scored shards hold each
+    entry. Raises :class:`JobFailed` when a shard that is not damaged has no top-K lists (the runner lost it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        stored = list(pool.map(lambda r: _load_topk(settings.topk_path(r.name), settings.score_digest(r)), shards))
+    scored, damaged, lost = [], [], []
+    for ref, data in zip(shards, stored):
+        if data is not None:
+            scored.append((ref, data))
+            continue
+        try:
+            verify_shard(ref.tar)
+            lost.append(ref.name)
+        except ShardDamaged:
+            damaged.append(ref)
+    if lost:
+        raise JobFailed(f"the scoring run finished but {len(lost)} of {len(shards)} shards have no top-K lists "
+                        f"({', '.join(lost[:3])}{'...' if len(lost) > 3 else ''}); re-run the same command to resume")
+    counts = {}
+    for i, vocab in enumerate(settings.vocabs):
+        total = np.zeros(vocab.size, np.int64)
+        for _, data in scored:
+            ids = data[f"ids_{i}"]
+            total += np.bincount(ids[ids >= 0], minlength=vocab.size)
+        counts[f"counts_{i}"] = total
+    save_npz(settings.counts_path, **counts)
+    return [ref for ref, _ in scored], damaged
 
 
 class AssignShard:
-    """Stage 4 DoFn body: scored shard + global counts -> label table + marker; returns the marker."""
+    """Stage 4 DoFn body: scored shard + global counts (``_counts.npz``) -> label table + marker; returns the marker."""
 
     def __init__(self, settings: LabelSettings):
         self.settings = settings
         self.entries: list = []
+        self.counts: dict[str, np.ndarray] = {}
 
     def setup(self) -> None:
         self.entries = [v.table(("id", "text")) for v in self.settings.vocabs]
+        stored = load_npz(self.settings.counts_path)
+        self.counts = {v.name: stored[f"counts_{i}"] for i, v in enumerate(self.settings.vocabs)}
 
-    def process(self, scored: dict, sparse_counts: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict | None:
-        """The shard's marker; ``None`` for a damaged shard (nothing written)."""
+    def process(self, ref: ShardRef) -> dict:
+        """The shard's marker."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         from labeling.assign import assign
 
         s = self.settings
-        ref: ShardRef = scored["shard"]
-        if scored.get("damaged"):
-            return None
-        counts = {}
-        for vocab in s.vocabs:
-            dense = np.zeros(vocab.size, np.int64)
-            ids, values = sparse_counts.get(vocab.name, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
-            dense[np.asarray(ids, np.int64)] = values
-            counts[vocab.name] = dense
+        counts = self.counts
         counts_digest = hashlib.sha1(b"".join(counts[v.name].tobytes() for v in s.vocabs)).hexdigest()
         digest = hashlib.sha1(json.dumps([s.score_digest(ref), counts_digest, s.seed, s.k_prime]).encode()).hexdigest()
         marker = s.marker_path(ref.name)
@@ -326,47 +362,32 @@ class _AssignFn(beam.DoFn):
     def setup(self):
         self.body.setup()
 
-    def process(self, scored, counts):
-        marker = self.body.process(scored, counts)
-        if marker is not None:
-            yield marker
+    def process(self, ref):
+        yield self.body.process(ref)
 
 
-class SparseSum(beam.CombineFn):
-    """Global count pass: per-shard sparse ``(ids, counts)`` -> one sparse ``(ids, counts)`` per vocabulary."""
-
-    def create_accumulator(self):
-        return (np.zeros(0, np.int64), np.zeros(0, np.int64))
-
-    def add_input(self, acc, sparse):
-        return self.merge_accumulators([acc, sparse])
-
-    def merge_accumulators(self, accs):
-        accs = list(accs)
-        ids = np.concatenate([np.asarray(a[0], np.int64) for a in accs])
-        counts = np.concatenate([np.asarray(a[1], np.int64) for a in accs])
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        return uniq, np.bincount(inverse, weights=counts, minlength=uniq.size).astype(np.int64)
-
-    def extract_output(self, acc):
-        return acc
-
-
-def build_pipeline(pipeline, settings: LabelSettings, shards: list[ShardRef]) -> None:
-    """Score -> global counts -> assign (see the module docstring)."""
-    scored = (
+def score_pipeline(pipeline, settings: LabelSettings, shards: list[ShardRef]) -> None:
+    """The first job: stage 2 over ``shards`` (one sink)."""
+    _ = (
         pipeline
         | "Shards" >> beam.Create(shards)
         | "Spread" >> beam.Reshuffle()
         | "Score" >> beam.ParDo(_ScoreFn(settings))
     )
-    counts = (
-        scored
-        | "SparseCounts" >> beam.FlatMap(lambda r: list(r["counts"].items()))
-        | "GlobalCounts" >> beam.CombinePerKey(SparseSum())
-    )
+
+
+def assign_pipeline(pipeline, settings: LabelSettings, shards: list[ShardRef]) -> None:
+    """The second job: stage 4 over the scored ``shards`` (one sink)."""
     _ = (
-        scored
-        | "ShardOnly" >> beam.Map(lambda r: {"shard": r["shard"], "damaged": bool(r["stats"].get("damaged"))})
-        | "Assign" >> beam.ParDo(_AssignFn(settings), counts=beam.pvalue.AsDict(counts))
+        pipeline
+        | "Shards" >> beam.Create(shards)
+        | "Spread" >> beam.Reshuffle()
+        | "Assign" >> beam.ParDo(_AssignFn(settings))
     )
+
+
+def threads_per_worker(workers: int | None) -> int:
+    """Torch threads for each worker process so that all workers together use the cores once."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) // max(1, workers or 1))

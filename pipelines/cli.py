@@ -1,7 +1,8 @@
 """``n2m build``: audio files, globs, manifests or URLs -> WebDataset shards + index/sources tables + build.json.
 
-Flags the job does not know are handed to Beam unchanged (``--runner``, ``--project``, ``--direct_num_workers``...),
-so the same command runs on the DirectRunner (multi-processing over all cores by default) or on Dataflow/Flink/Spark.
+Beam options follow n2m's one convention (n2m.beam, docs/scaling.md): ``--runner``, ``--dask-workers`` and any Beam
+flag, so the same command runs on the DirectRunner (multi-processing over all cores by default), on a Dask cluster or
+on Dataflow/Flink/Spark.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import time
 from typing import Any
 
+from n2m.beam import BeamSession, BeamSetup, add_beam_arguments, beam_setup
 from n2m.config import leaf, resolved
 from n2m.errors import JobFailed, UserError
 from n2m.provenance import now_iso, read_json, versions, write_json
@@ -81,10 +83,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fetching.add_argument("--fetch-concurrency", type=int, default=4,
                           help="reads in flight per worker (default 4)")
     run = parser.add_argument_group("running")
-    run.add_argument("--runner", default="DirectRunner",
-                     help="Beam runner (default DirectRunner: Beam's FnApiRunner in multi-processing mode over all "
-                          "cores; never Prism). Other Beam options (--direct_num_workers, --project, --temp_location, "
-                          "...) pass through unchanged")
     run.add_argument("--threads", type=int, default=1,
                      help="sources decoded at once in each worker (codecs release the GIL; default 1)")
     run.add_argument("--overwrite", action="store_true",
@@ -102,49 +100,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "(default 1.0: never)")
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and the plan, then stop")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_beam_arguments(parser, "chunk of sources")
     leaf(parser, run_build)
-    _pass_unknown_flags_to_beam(parser)
 
 
 def _audio_extensions() -> tuple[str, ...]:
     from pipelines.sources import AUDIO_EXTENSIONS
 
     return tuple(e.lstrip(".") for e in AUDIO_EXTENSIONS)
-
-
-def _pass_unknown_flags_to_beam(parser: argparse.ArgumentParser) -> None:
-    """Let this subparser collect flags it does not define into ``args.beam_args`` instead of rejecting them.
-
-    They are checked against Beam's own options in :func:`run_build`, so a typo still fails with one line.
-    """
-    parse_known = parser.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):
-        namespace, extras = parse_known(args, namespace)
-        namespace.beam_args = list(getattr(namespace, "beam_args", None) or []) + list(extras)
-        return namespace, []
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
-    parser.set_defaults(beam_args=[])
-
-
-def _unknown_beam_flags(beam_args: list[str]) -> list[str]:
-    """The flags (as typed) that neither this job nor any Beam PipelineOptions class defines."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
-    level = beam_logger.level
-    beam_logger.setLevel(logging.ERROR)
-    try:
-        options = PipelineOptions(beam_args)
-        unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
-    finally:
-        beam_logger.setLevel(level)
-    flags = [a.split("=", 1)[0] for a in beam_args if a.startswith("--")]
-    stray = [a for i, a in enumerate(beam_args)
-             if not a.startswith("-") and (i == 0 or not beam_args[i - 1].startswith("--") or "=" in beam_args[i - 1])]
-    short = [a for a in beam_args if a.startswith("-") and not a.startswith("--")]  # Beam has no short options
-    return [f for f in flags if f.lstrip("-").replace("-", "_") in unknown] + short + stray
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -198,21 +161,17 @@ def run_build(args: argparse.Namespace) -> int:
         from pipelines.sources import is_remote
 
     clip, fetch, splits, per_shard = _settings(args)
-    beam_args = [*args.beam_args, f"--runner={args.runner}"]
     with _quiet_beam(args.verbose):
-        unknown = _unknown_beam_flags(beam_args)
-        _, direct, workers = job.pipeline_options(beam_args, args.verbose)
-    if unknown:
-        raise UserError(f"unknown option(s) for n2m build or Beam: {', '.join(unknown)}")
+        setup = beam_setup(args, env=job.WORKER_ENV)
     out = args.output.rstrip("/") if is_remote(args.output) else os.path.abspath(args.output)
     if not is_remote(out) and os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--output {out} is a file, not a folder")
     with contextlib.nullcontext() if args.dry_run else build_lock(out):
-        return _run_build(args, out, clip, fetch, splits, per_shard, beam_args, direct, workers, started, started_iso)
+        return _run_build(args, out, clip, fetch, splits, per_shard, setup, started, started_iso)
 
 
-def _run_build(args: argparse.Namespace, out: str, clip, fetch, splits, per_shard: int, beam_args: list[str],
-               direct: bool, workers: int | None, started: float, started_iso: str) -> int:
+def _run_build(args: argparse.Namespace, out: str, clip, fetch, splits, per_shard: int, setup: BeamSetup,
+               started: float, started_iso: str) -> int:
     from pipelines import job, plan, tables
     from pipelines.sources import ListingStats
     from pipelines.storage import Store, join
@@ -235,28 +194,17 @@ def _run_build(args: argparse.Namespace, out: str, clip, fetch, splits, per_shar
     if the_plan.pruned:
         print(f"--prune: deleted {len(the_plan.pruned)} committed shard(s) that no longer matched the listing or "
               f"depended on one that did: {', '.join(the_plan.pruned)}")
-    config = {**resolved(args), "output": out, "beam_args": beam_args, "sources_per_shard": per_shard,
+    config = {**resolved(args), "output": out, "beam_args": setup.args, "runner": setup.runner,
+              "sources_per_shard": per_shard,
               "hop_seconds": clip.hop_s, "min_clip_seconds": clip.min_clip_s}
     if args.dry_run:
-        print(_dry_run_text(config, the_plan, workers))
+        print(_dry_run_text(config, the_plan, setup))
         return 0
     digest = plan.settings_hash(clip, splits)
+    workers = setup.workers
     if the_plan.pending:
-        from pipelines.progress import ShardProgress, worker_output_to
-
-        settings = job.JobSettings(out, clip, fetch, digest, args.threads, args.fetch_concurrency)
-        chunks = job.plan_chunks(the_plan.pending, job.chunk_size(the_plan.sources, workers or 8, per_shard))
-        log = None if args.verbose or not direct else _worker_log(out)
-        try:
-            with (
-                worker_output_to(log) as console,
-                ShardProgress(out, chunks, enabled=not args.no_progress, stream=console),
-                _quiet_beam(args.verbose),
-            ):
-                job.run_pipeline(settings, chunks, the_plan.committed, beam_args, args.verbose)
-        except Exception as err:
-            raise JobFailed(f"the pipeline stopped: {_last_line(err)} (Beam worker output: {log or 'above'}; "
-                            "re-running resumes from the committed shards)") from err
+        workers = _run_pending(args, out, the_plan, job.JobSettings(out, clip, fetch, digest, args.threads,
+                                                                    args.fetch_concurrency), setup, per_shard)
         Store(out).rmtree(join(out, job.WORK_DIR))
     listing = {"sources": the_plan.sources, "skipped_files": the_plan.listing.skipped_files,
                "repeated_uris": the_plan.listing.repeated_uris, "conflicts": the_plan.listing.conflicts}
@@ -268,7 +216,7 @@ def _run_build(args: argparse.Namespace, out: str, clip, fetch, splits, per_shar
     sources_done, seconds_done = _processed(out, list(the_plan.pending))
     run_info = {
         "mode": "retry" if args.retry_failed else ("resume" if the_plan.committed else "build"),
-        "started": started_iso, "wall_s": round(wall, 3), "runner": args.runner, "direct": direct,
+        "started": started_iso, "wall_s": round(wall, 3), "runner": setup.runner, "direct": setup.direct,
         "workers": workers, "shards_processed": len(the_plan.pending),
         "shards_already_committed": len(the_plan.committed), "sources_processed": sources_done,
         "seconds_processed": round(seconds_done, 3),
@@ -287,6 +235,36 @@ def _run_build(args: argparse.Namespace, out: str, clip, fetch, splits, per_shar
         raise JobFailed(f"{failed} of {totals.sources} sources failed ({failed / totals.sources:.1%} > "
                         f"--max-failure-rate {args.max_failure_rate:g}); reasons in {layout.sources}")
     return 0
+
+
+def _run_pending(args: argparse.Namespace, out: str, the_plan, settings, setup: BeamSetup, per_shard: int) -> int | None:
+    """Run the pipeline over the plan's pending shards, then check that each has its marker (a runner that reports
+    success while dropping work fails the build here); returns the number of workers it ran on."""
+    from pipelines import job
+    from pipelines.progress import ShardProgress, worker_output_to
+    from pipelines.shards import parse_shard_name
+    from pipelines.storage import Store
+
+    log = None if args.verbose or not setup.local else _worker_log(out)
+    try:
+        with worker_output_to(log) as console, _quiet_beam(args.verbose), BeamSession(setup) as session:
+            chunks = job.plan_chunks(the_plan.pending, job.chunk_size(the_plan.sources, session.workers or 8, per_shard))
+            with ShardProgress(out, chunks, enabled=not args.no_progress, stream=console):
+                job.run_pipeline(settings, chunks, the_plan.committed, session)
+    except UserError:
+        raise
+    except Exception as err:
+        raise JobFailed(f"the pipeline stopped: {_last_line(err)} (Beam worker output: {log or 'above'}; "
+                        "re-running resumes from the committed shards)") from err
+    store, layout = Store(out), BuildLayout(out)
+    missing = [name for name in the_plan.pending if not store.exists(job.final_paths(out, name)[1])]
+    if missing:
+        raise JobFailed(f"the {setup.runner} run finished but {len(missing)} of {len(the_plan.pending)} planned "
+                        f"shards were not committed ({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}); "
+                        "re-running resumes from the committed shards")
+    for split in sorted({parse_shard_name(name)[0] for name in the_plan.pending}):
+        store.remove_tmp_files(layout.shard_dir(split))  # writes a runner retried after losing a worker
+    return session.workers
 
 
 def _worker_log(out: str) -> str:
@@ -326,13 +304,13 @@ def _processed(out: str, names: list[str]) -> tuple[int, float]:
     return sources, seconds
 
 
-def _dry_run_text(config: dict[str, Any], the_plan, workers: int | None) -> str:
+def _dry_run_text(config: dict[str, Any], the_plan, setup: BeamSetup) -> str:
     import json
 
     lines = [json.dumps(config, indent=2, sort_keys=True, default=str),
              f"plan: {the_plan.sources} sources in {len(the_plan.pending) + len(the_plan.committed)} shards "
              f"({len(the_plan.committed)} committed, {len(the_plan.pending)} to build); "
-             f"{the_plan.listing.skipped_files} files skipped by extension; workers: {workers or 'runner-managed'}"]
+             f"{the_plan.listing.skipped_files} files skipped by extension; runner: {setup.describe()}"]
     return "\n".join(lines)
 
 

@@ -2,13 +2,14 @@
 
 ::
 
-    pending chunks ─ StageChunk ───────────────────┬─ (shard, chunk) ───────────────┐
-      (fetch, decode, conform, hash, clip, FLAC;   └─ (pcm_sha1, (sid, shard)) ─┐   │
-       the chunk's tar members + rows in _work/)                               │   │
-    committed shards ─ ReadCommittedHashes ─ (pcm_sha1, (sid, shard)) ────────┤   │
-                                               GroupByKey(pcm) ─ PickCanonical    │
-                                                      (shard, (sid, canonical)) ─┤
-                                                          CoGroupByKey(shard) ───┴─ CommitShard
+    pending chunks ─ StageChunk ─ ("shard", (shard, chunk)) | ("pcm", (pcm_sha1, (sid, shard))) records
+      (fetch, decode, conform, hash, clip, FLAC;   │
+       the chunk's tar members + rows in _work/)   ├─ StagedChunks ─ (shard, chunk) ──────────────────────────┐
+                                                   └─ PcmHashes ─ (pcm_sha1, (sid, shard)) ─┐                 │
+    committed shards ─ ReadCommittedHashes ─ (pcm_sha1, (sid, shard)) ─────────────────────┤                 │
+                                         GroupByKey(pcm) ─┬─ PickCanonical ─ (shard, (sid, canonical)) ───┤
+                                                          └─ HashChecked ─ (shard, sid) ──────────────────┤
+                                                                                 CoGroupByKey(shard) ─ CommitShard
 
 A chunk is a run of consecutive sources of one shard; chunks are the unit of parallel work (the DirectRunner splits a
 stage's input statically across workers, so many small equal chunks balance the cores) while shards stay the unit of
@@ -19,14 +20,18 @@ committed by earlier runs) a shard is assembled by concatenating its sources' st
 duplicates out, committed by rename, and its marker written last. The canonical copy among equal hashes is the one
 already committed, else the smallest source id: a pure function of the inputs, so the bytes of a shard never depend
 on chunking, worker count, interruptions or timing.
+
+The graph has one sink and only single-output ParDos (StageChunk's two kinds of record are split by two FlatMaps):
+Beam's DaskRunner computes only the last transform's graph and gives every consumer of a multi-output ParDo all of its
+outputs (n2m.beam). Nothing is dropped silently: CommitShard refuses a shard whose staged chunks do not cover its spec
+or whose ok sources were not all seen by the duplicate check, and the driver checks that every planned shard has its
+marker after the run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from n2m.audio import AudioError
-from n2m.beam import direct_runner, import_beam, pipeline_options
+from n2m.beam import BeamSession, import_beam
 from n2m.schema import BuildLayout, clip_key
 from pipelines import clips
 from pipelines.fetch import FetchError, FetchSettings, fetch
@@ -47,6 +52,7 @@ beam = import_beam()
 LOG = logging.getLogger(__name__)
 NAMESPACE = "n2m_build"
 PCM_TAG = "pcm"
+SHARD_TAG = "shard"
 WORK_DIR = "_work"
 FILTER_REASONS = frozenset({"too_short", "silent"})  # status "filtered"; "" is ok; "duplicate_pcm" is duplicate
 DUPLICATE_REASON = "duplicate_pcm"
@@ -201,7 +207,7 @@ def source_row(source: Source, split: str, processed: clips.Processed, settings:
 class StageChunk(beam.DoFn):
     """Chunk name -> staged members + stage marker (reused when a previous run staged the same spec and chunk).
 
-    Main output ``(shard, chunk)``; tagged output ``pcm``: ``(pcm_sha1, (source_id, shard, False))`` per ok source.
+    Outputs ``("pcm", (pcm_sha1, (source_id, shard, False)))`` per ok source, then ``("shard", (shard, chunk))``.
     """
 
     def __init__(self, job: JobSettings):
@@ -230,8 +236,8 @@ class StageChunk(beam.DoFn):
             self.clip_counter.inc(row["clips"])
             self.seconds.inc(int(round(row["duration_s"])))
             if row["status"] == "ok":
-                yield beam.pvalue.TaggedOutput(PCM_TAG, (row["pcm_sha1"], (row["source_id"], shard, False)))
-        yield shard, chunk
+                yield PCM_TAG, (row["pcm_sha1"], (row["source_id"], shard, False))
+        yield SHARD_TAG, (shard, chunk)
 
     def _stage(self, spec: ShardSpec, sources: tuple[Source, ...], chunk: str, spec_hash: str) -> list[dict]:
         job, rows, offset = self.job, [], 0
@@ -260,6 +266,19 @@ def committed_hashes(name: str, out: str) -> Iterator[tuple[str, tuple[str, str,
             yield row["pcm_sha1"], (row["source_id"], name, True)
 
 
+def records(element: tuple[str, Any], tag: str) -> Iterator[Any]:
+    """The payload of a ``(tag, payload)`` record of StageChunk when its tag is ``tag``."""
+    if element[0] == tag:
+        yield element[1]
+
+
+def hash_checked(element: tuple[str, Iterable[tuple[str, str, bool]]]) -> Iterator[tuple[str, str]]:
+    """One PCM hash group -> ``(shard, source id)`` for each member staged by this run: its duplicate check is done."""
+    for sid, shard, committed in set(element[1]):
+        if not committed:
+            yield shard, sid
+
+
 def pick_duplicates(element: tuple[str, Iterable[tuple[str, str, bool]]]) -> Iterator[tuple[str, tuple[str, str]]]:
     """One PCM hash group -> ``(shard, (duplicate source id, canonical source id))`` for each non-canonical member.
 
@@ -275,7 +294,8 @@ def pick_duplicates(element: tuple[str, Iterable[tuple[str, str, bool]]]) -> Ite
 
 
 class CommitShard(beam.DoFn):
-    """``(shard, {"staged": [chunks], "dups": [(sid, canonical)]})`` -> final tar + marker (written last)."""
+    """``(shard, {"staged": [chunks], "dups": [(sid, canonical)], "checked": [sid]})`` -> final tar + marker (written
+    last). Refuses (raises) when the chunks do not cover the shard's spec or an ok source missed the duplicate check."""
 
     def __init__(self, job: JobSettings):
         self.job = job
@@ -292,17 +312,23 @@ class CommitShard(beam.DoFn):
         tar_path, marker_path = final_paths(out, shard)
         if store.exists(marker_path):
             return
-        duplicates = dict(grouped["dups"])
+        duplicates, checked = dict(grouped["dups"]), set(grouped["checked"])
         chunks = sorted(set(grouped["staged"]), key=lambda c: parse_chunk_name(c)[1])
         plan = store.read_json(plan_path(out, shard))
         bounds = [parse_chunk_name(c)[1:] for c in chunks]
-        if [b[0] for b in bounds] != [0, *(b[1] for b in bounds[:-1])] or bounds[-1][1] != len(plan["sources"]):
+        if not chunks or [b[0] for b in bounds] != [0, *(b[1] for b in bounds[:-1])] \
+                or bounds[-1][1] != len(plan["sources"]):
             raise RuntimeError(f"shard {shard}: staged chunks {chunks} do not cover its {len(plan['sources'])} sources")
+        staged = [(chunk, store.read_json(stage_marker(out, chunk))["sources"]) for chunk in chunks]
+        unchecked = [r["source_id"] for _, rows in staged for r in rows if r["status"] == "ok"
+                     and r["source_id"] not in checked]
+        if unchecked:
+            raise RuntimeError(f"shard {shard}: the duplicate check never saw {len(unchecked)} of its sources "
+                               f"({unchecked[0]}...): the runner lost records")
         sources, index = [], []
         with store.atomic_writer(tar_path) as handle:
             tar = TarAssembler(handle)
-            for chunk in chunks:
-                rows = store.read_json(stage_marker(out, chunk))["sources"]
+            for chunk, rows in staged:
                 with store.open_read(stage_tar(out, chunk)) as staged:
                     for row in rows:
                         offset, length = row.pop("range")
@@ -341,52 +367,37 @@ def build_pipeline(p: beam.Pipeline, job: JobSettings, chunks: list[str], commit
     staged = (
         p
         | "PendingChunks" >> beam.Create(chunks)
-        | "DecodeAndStage" >> beam.ParDo(StageChunk(job)).with_outputs(PCM_TAG, main="shards")
+        | "DecodeAndStage" >> beam.ParDo(StageChunk(job))
     )
-    hashes = [staged[PCM_TAG]]
+    hashes = [staged | "PcmHashes" >> beam.FlatMap(records, PCM_TAG)]
     if committed:
         hashes.append(
             p
             | "CommittedShards" >> beam.Create(committed)
             | "ReadCommittedHashes" >> beam.FlatMap(committed_hashes, job.out)
         )
-    duplicates = (
+    groups = (
         hashes
         | "AllHashes" >> beam.Flatten()
         | "GroupByPcm" >> beam.GroupByKey()
-        | "PickCanonical" >> beam.FlatMap(pick_duplicates)
     )
     _ = (
-        {"staged": staged["shards"], "dups": duplicates}
+        {
+            "staged": staged | "StagedChunks" >> beam.FlatMap(records, SHARD_TAG),
+            "dups": groups | "PickCanonical" >> beam.FlatMap(pick_duplicates),
+            "checked": groups | "HashChecked" >> beam.FlatMap(hash_checked),
+        }
         | "JoinByShard" >> beam.CoGroupByKey()
         | "CommitShards" >> beam.ParDo(CommitShard(job))
     )
 
 
-def run_pipeline(job: JobSettings, chunks: list[str], committed: list[str], beam_args: list[str],
-                 verbose: bool = False) -> None:
-    """Build and run the pipeline to completion. The DirectRunner runs as Beam's FnApiRunner (never Prism, which
-    downloads a binary); any other ``--runner`` is used as given."""
-    options, direct, _ = pipeline_options(beam_args, verbose)
-    pipeline = beam.Pipeline(runner=direct_runner(options) if direct else None, options=options)
-    build_pipeline(pipeline, job, chunks, committed)
-    with _worker_environment(WORKER_ENV if direct else {}):
-        result = pipeline.run()
-        result.wait_until_finish()
+def run_pipeline(job: JobSettings, chunks: list[str], committed: list[str], session: BeamSession) -> None:
+    """Build and run the pipeline to completion on the session's runner."""
+    session.run(lambda p: build_pipeline(p, job, chunks, committed))
 
 
 # glibc gives every thread its own malloc arena, and each arena keeps tens of MB of freed decode buffers: capping the
 # arenas halved the peak RSS of a DirectRunner worker (~700 -> ~330 MB on 2-minute stereo sources) at no measured
-# speed cost. Worker processes inherit the driver's environment when they start; an explicit setting wins.
+# speed cost. Local worker processes (DirectRunner, local Dask cluster) inherit it; an explicit setting wins.
 WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
-
-
-@contextlib.contextmanager
-def _worker_environment(values: dict[str, str]) -> Iterator[None]:
-    added = {k: v for k, v in values.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
