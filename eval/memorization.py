@@ -189,7 +189,10 @@ def judge(ids: list[str], paths: dict[str, str], scores: dict, data: BuildFeatur
             views[view] = {"score": best, "flagged": best is not None and best > limits[view].value,
                            "nearest": _neighbours(row, None if lags is None else lags[i], data.clips["train"], count)}
         items.append({"id": clip_id, "path": paths[clip_id], "views": views, "flagged": views["match"]["flagged"]})
-    return sorted(items, key=lambda it: (not it["flagged"], -(it["views"]["match"]["score"] or -1.0)))
+    match = [it["views"]["match"]["score"] for it in items]
+    order = sorted(range(len(items)), key=lambda i: (not items[i]["flagged"], -(match[i] if match[i] is not None
+                                                                                 else -np.inf)))
+    return [items[i] for i in order]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
