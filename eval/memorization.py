@@ -282,12 +282,12 @@ def run(args: argparse.Namespace) -> int:
     train_splits = {s.strip() for s in args.train_splits.split(",") if s.strip()}
     if not train_splits:
         raise UserError("--train-splits names no split")
+    out = out_dir(args, "memorization")
     shards = build_shards(args, train_splits)
     prompts = prompt_paths(generated, args.prompts_audio)
     embedder = embeddings.load(args.embedding, embedding_options(args))
     cache, rng = cache_root(args), np.random.default_rng(args.seed)
     preprocess = Preprocess(args.crop_seconds, args.band_rate)  # every clip of every set, both views
-    out = out_dir(args, "memorization")
     report = reports.base_report("memorization", out.name, resolved(args))
     report.update(models={"match": model_info(MatchFrames()), embedder.name: model_info(embedder)}, warnings=[],
                   lineage=reports.lineage(generated), preprocess=preprocess.as_dict())
