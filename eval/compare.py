@@ -1,5 +1,6 @@
 """``n2m eval compare A B ...``: the headline metrics of several reports side by side (printed, JSON and HTML), with
-optional sections (:mod:`eval.compare_extras`): quality bars, a label-eval table and training curves."""
+optional sections: quality bars (:mod:`eval.compare_bars`), a listening table (each prompt with every run's clip and
+the real track), a label-eval table and training curves (:mod:`eval.compare_extras`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from eval import compare_bars as bars_
 from eval import compare_extras as extra
 from eval import report as reports
-from n2m.config import leaf, resolved
+from n2m.config import FRACTION, POSITIVE, leaf, resolved
 from n2m.errors import UserError
 from n2m.provenance import now_iso, versions, write_json
 
@@ -18,6 +20,7 @@ from n2m.provenance import now_iso, versions, write_json
 LOWER_IS_BETTER = ("FAD",)
 HIGHER_IS_BETTER = ("CLAP_score", "CLAP_gt_audio", "musicnn_tag_agreement", "musicnn_tag_gain",
                     "musicnn_probe_accuracy")
+BARS_HEADING = "Quality bars"
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -73,7 +76,8 @@ def table(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]], dict[
 
 def render_html(runs: list[dict[str, Any]], header: list[str], rows: list[list[str]], best: dict[str, str],
                 extras: dict[str, str] | None = None, title: str = "n2m eval compare") -> str:
-    """The comparison page; ``extras``: more sections ``{heading: html}`` (quality bars, label eval, curves)."""
+    """The comparison page: the quality bars first (when given), the metrics table, then the other sections
+    (``extras``: ``{heading: html}``: listening table, label eval, training curves)."""
     from html import escape
 
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
@@ -87,11 +91,28 @@ def render_html(runs: list[dict[str, Any]], header: list[str], rows: list[list[s
     sources = "".join(f"<li>{escape(r['name'])}: {escape(r['kind'] if 'kind' in r else '?')}, "
                       f"{escape(str(r.get('created', '')))} — {escape(r['_path'])}"
                       f"{_page_link(r)}</li>" for r in runs)
-    sections = "".join(f"<h2>{escape(k)}</h2>{v}" for k, v in (extras or {}).items())
-    content = (f"<h1>{escape(title)}</h1><p class=meta>{len(runs)} reports; best per metric highlighted (lower FAD, "
-               f"higher CLAP score, musicnn tag agreement and probe accuracy)</p><table><tr>{head}</tr>{''.join(body)}</table>{sections}"
-               f"<h2>Reports</h2><ul>{sources}</ul>")
+    sections = dict(extras or {})
+    lead = {k: sections.pop(k) for k in list(sections) if k == BARS_HEADING}
+    content = (f"<h1>{escape(title)}</h1><p class=meta>{len(runs)} reports; judged by {escape(_judges(runs))}</p>"
+               f"{_sections(lead)}<h2>Metrics</h2><p class=meta>Best per metric highlighted (lower FAD, higher "
+               f"CLAP score, musicnn tag agreement and probe accuracy).</p><table><tr>{head}</tr>{''.join(body)}"
+               f"</table>{_sections(sections)}<h2>Reports</h2><ul>{sources}</ul>")
     return reports.page(title, content)
+
+
+def _sections(parts: dict[str, str]) -> str:
+    from html import escape
+
+    return "".join(f"<h2>{escape(k)}</h2>{v}" for k, v in parts.items())
+
+
+def _judges(runs: list[dict[str, Any]]) -> str:
+    """The embedding models the reports were scored with (name and weights hash), e.g. ``musicnn (3f2a...)``."""
+    seen = {}
+    for run in runs:
+        for name, model in (run.get("models") or {}).items():
+            seen.setdefault(name, str(model.get("id") or "?"))
+    return ", ".join(f"{name} ({ident})" for name, ident in seen.items()) or "the models named in each report"
 
 
 def _page_link(run: dict[str, Any]) -> str:
@@ -101,19 +122,30 @@ def _page_link(run: dict[str, Any]) -> str:
     return f' (<a href="{escape(page.resolve().as_uri())}">page</a>)' if page.is_file() else ""
 
 
+def bar_options(args: argparse.Namespace) -> bars_.BarOptions:
+    return bars_.BarOptions(
+        baseline=args.baseline, min_fad_gain=args.min_fad_gain, min_probe_ratio=args.min_probe_ratio,
+        tag_gain=args.tag_gain, precision_aspects=tuple(a.strip() for a in args.precision_aspects.split(",")
+                                                        if a.strip()),
+        min_precision_ratio=args.min_precision_ratio, label_subset=args.label_subset)
+
+
 def extras(args: argparse.Namespace, runs: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, Any]]:
-    """The optional sections (``eval.compare_extras``) as ``({heading: html}, {key: data for compare.json})``."""
+    """The optional sections as ``({heading: html}, {key: data for compare.json})``: quality bars
+    (:mod:`eval.compare_bars`), the listening table, label eval and training curves (:mod:`eval.compare_extras`)."""
     label_eval = extra.read_json(args.label_eval, "label-eval report") if args.label_eval else None
     sections: dict[str, str] = {}
     data: dict[str, Any] = {}
-    if args.baseline or label_eval is not None:
-        bars = extra.quality_bars(runs, args.baseline, args.min_fad_gain, label_eval,
-                                  [a.strip() for a in args.precision_aspects.split(",") if a.strip()],
-                                  args.min_precision_ratio, args.label_subset)
+    options = bar_options(args)
+    if options.baseline or label_eval is not None or options.min_probe_ratio is not None or options.tag_gain:
+        bars = bars_.quality_bars(runs, options, label_eval)
         data["quality_bars"] = bars
         for bar in bars:
             print(f"quality bar: {bar['result']:<4}  {bar['bar']}  ({bar['detail']})")
-        sections["Quality bars"] = extra.bars_html(bars)
+        sections[BARS_HEADING] = bars_.bars_html(bars)
+    listen = extra.listen_html(runs)
+    if listen:
+        sections["Listen: each prompt, each run and the real track"] = listen
     if label_eval is not None:
         sections["Label evaluation (n2m label-eval)"] = (
             reports.html_table(["subset", "vocabulary", "aspect", "precision", "chance", "ratio", "captions"],
@@ -165,14 +197,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sec.add_argument("--label-eval", metavar="FILE", help="an n2m label-eval --json report: its precision table")
     sec.add_argument("--training-logs", nargs="+", metavar="RUNDIR",
                      help="n2m train run directories: loss curves from RUNDIR/csv/metrics.csv")
-    bars = p.add_argument_group("quality bars (pass/fail from the figures)")
+    bars = p.add_argument_group("quality bars (pass/fail from the figures; eval.compare_bars)")
     bars.add_argument("--baseline", metavar="NAME", help="report name the others must beat on FAD (e.g. an "
                                                           "untrained model)")
-    bars.add_argument("--min-fad-gain", type=float, default=0.3,
+    bars.add_argument("--min-fad-gain", type=FRACTION, default=0.3,
                       help="required relative FAD reduction vs --baseline (default %(default)s)")
+    bars.add_argument("--min-probe-ratio", type=POSITIVE, metavar="R",
+                      help="bar: each run's musicnn probe accuracy (n2m eval musiccaps/adherence --probe-labels) "
+                           ">= R x its chance; shown beside the baseline's and the real held-out tracks' accuracy")
+    bars.add_argument("--tag-gain", action="store_true",
+                      help="bar: each run's musicnn tag agreement above shuffled, its 95%% interval above zero")
     bars.add_argument("--precision-aspects", default="style,instrument",
                       help="label-eval aspects whose precision must beat chance (default %(default)s)")
-    bars.add_argument("--min-precision-ratio", type=float, default=3.0,
+    bars.add_argument("--min-precision-ratio", type=POSITIVE, default=3.0,
                       help="required precision / chance of those aspects (default %(default)s)")
     bars.add_argument("--label-subset", default="holdout",
                       help="label-eval subset the precision bar reads (default %(default)s)")

@@ -1,12 +1,6 @@
 """Optional sections of ``n2m eval compare``'s page: a label-eval table (``n2m label-eval --json``), training curves
-(the Lightning CSV logs of ``n2m train`` run directories) and quality bars computed from the figures.
-
-Quality bars (each pass / fail / n/a, with the numbers it was judged on):
-- FAD gain: for each run other than ``--baseline``, ``1 - FAD_run / FAD_baseline >= --min-fad-gain`` per FAD metric;
-- CLAP score above shuffled: ``CLAP_score > CLAP_score_shuffled`` for each run (a clip matches its own prompt better
-  than another clip's prompt);
-- label precision: ``precision / chance >= --min-precision-ratio`` for each of ``--precision-aspects`` in the
-  label-eval subset ``--label-subset`` (held-out tracks by default).
+(the Lightning CSV logs of ``n2m train`` run directories) and the listening table (one row per prompt: each run's clip
+and the real track as audio players with their top musicnn tags). The quality bars are :mod:`eval.compare_bars`.
 """
 
 from __future__ import annotations
@@ -96,65 +90,43 @@ def curves_html(run_dirs: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Quality bars
+# Listening: one row per prompt, one player per run and the real track
 
 
-def _bar(name: str, passed: bool | None, detail: str) -> dict[str, Any]:
-    return {"bar": name, "result": {True: "pass", False: "fail", None: "n/a"}[passed], "detail": detail}
-
-
-def quality_bars(runs: list[dict[str, Any]], baseline: str | None, min_fad_gain: float,
-                 label_eval: dict[str, Any] | None, aspects: list[str], min_ratio: float,
-                 label_subset: str) -> list[dict[str, Any]]:
-    """Pass/fail of each bar (module docstring) from the reports' headline metrics and the label-eval figures."""
-    bars = []
-    base = next((r for r in runs if r["name"] == baseline), None) if baseline else None
-    if baseline and base is None:
-        raise UserError(f"--baseline {baseline}: no report has that name ({', '.join(r['name'] for r in runs)})")
+def listen_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``[{"id", "prompt", "runs": {name: (path, tags)}, "reference": (path, tags)}]`` in id order, from each report's
+    ``samples`` (ids, prompts, audio paths and top musicnn tags; :func:`eval.adherence.tag_samples`)."""
+    rows: dict[str, dict[str, Any]] = {}
     for run in runs:
-        if base is None or run is base:
-            continue
-        for metric, entry in run["metrics"].items():
-            ref = base["metrics"].get(metric, {}).get("value")
-            value = entry.get("value")
-            if not metric.startswith("FAD") or not isinstance(value, int | float) or not isinstance(ref, int | float):
-                continue
-            gain = 1.0 - value / ref if ref > 0 else None
-            detail = (f"{metric}: {run['name']} {reports.fmt_number(value)} vs {base['name']} "
-                      f"{reports.fmt_number(ref)}" + (f" ({gain:+.1%} lower; bar {min_fad_gain:.0%})"
-                                                      if gain is not None else ""))
-            bars.append(_bar(f"{run['name']} beats {base['name']} on {metric} by >= {min_fad_gain:.0%}",
-                             None if gain is None else gain >= min_fad_gain, detail))
-    for run in runs:
-        score = run["metrics"].get("CLAP_score", {}).get("value")
-        shuffled = run["metrics"].get("CLAP_score_shuffled", {}).get("value")
-        if score is None and shuffled is None:
-            continue
-        known = isinstance(score, int | float) and isinstance(shuffled, int | float)
-        bars.append(_bar(f"{run['name']}: CLAP score above the shuffled-prompt baseline",
-                         score > shuffled if known else None,
-                         f"CLAP_score {reports.fmt_number(score)} vs shuffled {reports.fmt_number(shuffled)}"))
-    if label_eval is not None:
-        result = label_eval.get("subsets", {}).get(label_subset)
-        for aspect in aspects:
-            figures = [(vocab, per[aspect]) for vocab, per in (result or {}).get("aspects", {}).items()
-                       if aspect in per]
-            if not figures:
-                bars.append(_bar(f"label precision on {aspect} >= {min_ratio:g}x chance", None,
-                                 f"no {aspect} figures in the label-eval subset {label_subset!r}"))
-                continue
-            for vocab, m in figures:
-                ratio = m.get("ratio")
-                bars.append(_bar(f"label precision on {aspect} >= {min_ratio:g}x chance ({vocab}, {label_subset})",
-                                 None if ratio is None else ratio >= min_ratio,
-                                 f"precision {reports.fmt_number(m.get('precision'))}, chance "
-                                 f"{reports.fmt_number(m.get('chance'))}, ratio "
-                                 + (f"{ratio:.2f}x" if ratio is not None else "–")))
-    return bars
+        for sample in run.get("samples") or []:
+            row = rows.setdefault(str(sample["id"]), {"id": str(sample["id"]), "prompt": None, "runs": {},
+                                                      "reference": None})
+            row["prompt"] = row["prompt"] or sample.get("prompt")
+            if sample.get("generated"):
+                row["runs"][run["name"]] = (sample["generated"], sample.get("generated_tags"))
+            if sample.get("reference") and row["reference"] is None:
+                row["reference"] = (sample["reference"], sample.get("reference_tags"))
+    return [rows[k] for k in sorted(rows)]
 
 
-def bars_html(bars: list[dict[str, Any]]) -> str:
-    colour = {"pass": "#e3f4e6", "fail": "#fbe3e0", "n/a": "#f3f3f3"}
-    rows = "".join(f'<tr><td>{escape(b["bar"])}</td><td style="background:{colour[b["result"]]};font-weight:600">'
-                   f'{b["result"]}</td><td>{escape(b["detail"])}</td></tr>' for b in bars)
-    return f"<table><tr><th>bar</th><th>result</th><th>measured</th></tr>{rows}</table>"
+def listen_html(runs: list[dict[str, Any]], max_bytes: int = 4 * reports.MAX_SAMPLE_BYTES) -> str:
+    """The table of :func:`listen_rows`: prompt, each run's clip and the real track as audio players (the middle
+    10 s, :func:`eval.report.audio_data_uri`) with their top musicnn tags; audio beyond ``max_bytes`` is left out."""
+    rows = listen_rows(runs)
+    if not rows:
+        return ""
+    names = [r["name"] for r in runs]
+    used, body = 0, []
+    for row in rows:
+        cells = [f"<td>{escape(row['id'])}</td><td>{escape(row['prompt'] or '')}</td>"]
+        for item in [row["runs"].get(name) for name in names] + [row["reference"]]:
+            uri = reports.audio_data_uri(item[0]) if item else None
+            note = "no audio" if item is None or uri is None else None
+            if uri is not None and used + len(uri) > max_bytes:
+                uri, note = None, "left out: the page's audio size cap was reached"
+            used += len(uri or "")
+            cells.append(reports.player_cell(uri, note, item[1] if item else None))
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    head = "".join(f"<th>{escape(h)}</th>" for h in ["id", "prompt", *names, "real track"])
+    return ("<p class=meta>Middle 10 s of each clip, mono 16 kHz Ogg Vorbis; under each player its top musicnn tags "
+            "with their mean probability.</p>" f"<table><tr>{head}</tr>{''.join(body)}</table>")

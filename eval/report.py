@@ -233,15 +233,20 @@ def _adherence(report: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _player(sample: dict[str, Any], side: str) -> str:
-    if sample.get(f"{side}_uri"):
-        cell = f'<audio controls preload=none src="{sample[side + "_uri"]}"></audio>'
+def player_cell(uri: str | None, note: str | None = None, tags: Sequence[Sequence[Any]] | None = None) -> str:
+    """A table cell with an audio player for a ``data:`` URI (or ``note`` when there is none) and, under it, the
+    clip's top tags ``[[tag, probability], ...]``."""
+    if uri:
+        cell = f'<audio controls preload=none src="{uri}"></audio>'
     else:
-        cell = f"<span class=meta>{escape(sample.get(side + '_note') or 'no audio')}</span>"
-    tags = sample.get(f"{side}_tags")
+        cell = f"<span class=meta>{escape(note or 'no audio')}</span>"
     if tags:
         cell += "<div class=tags>" + escape(", ".join(f"{t} {p:.2f}" for t, p in tags)) + "</div>"
     return f"<td>{cell}</td>"
+
+
+def _player(sample: dict[str, Any], side: str) -> str:
+    return player_cell(sample.get(f"{side}_uri"), sample.get(f"{side}_note"), sample.get(f"{side}_tags"))
 
 
 def _samples(report: dict[str, Any]) -> str:

@@ -1,0 +1,152 @@
+"""Quality bars of ``n2m eval compare``: pass / fail / n/a from the reports' headline metrics and a label-eval report,
+each with the figures it was judged on.
+
+- FAD gain: for each run other than ``baseline``, ``1 - FAD_run / FAD_baseline >= min_fad_gain`` per FAD metric.
+- CLAP score above shuffled: ``CLAP_score > CLAP_score_shuffled`` for each run that has a CLAP score.
+- Probe: for each run other than ``baseline``, ``musicnn_probe_accuracy >= min_probe_ratio * musicnn_probe_chance``
+  (:mod:`eval.adherence`: nearest class centroid; chance is ``sum_c P(pred = c) P(true = c)``), with the baseline's
+  accuracy and the real held-out tracks' (the ceiling) beside it.
+- Tag agreement: for each run other than ``baseline``, the 95% interval of ``musicnn_tag_gain`` (paired minus
+  shuffled) lies above zero.
+- Label precision: ``precision / chance >= min_precision_ratio`` for each of ``precision_aspects`` in the label-eval
+  subset ``label_subset`` (held-out tracks by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+from eval import report as reports
+from n2m.errors import UserError
+
+RESULTS = {True: "pass", False: "fail", None: "n/a"}
+COLOURS = {"pass": "#e3f4e6", "fail": "#fbe3e0", "n/a": "#f3f3f3"}
+
+
+@dataclass(frozen=True)
+class BarOptions:
+    """Which bars to judge and their thresholds. ``min_probe_ratio`` None and ``tag_gain`` False leave those out."""
+
+    baseline: str | None = None
+    min_fad_gain: float = 0.3
+    min_probe_ratio: float | None = None
+    tag_gain: bool = False
+    precision_aspects: tuple[str, ...] = ("style", "instrument")
+    min_precision_ratio: float = 3.0
+    label_subset: str = "holdout"
+
+
+def _bar(name: str, passed: bool | None, detail: str) -> dict[str, Any]:
+    return {"bar": name, "result": RESULTS[passed], "detail": detail}
+
+
+def _value(run: dict[str, Any], metric: str, key: str = "value") -> float | None:
+    value = run["metrics"].get(metric, {}).get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _fad_bars(run: dict[str, Any], base: dict[str, Any], min_gain: float) -> list[dict[str, Any]]:
+    bars = []
+    for metric in run["metrics"]:
+        value, ref = _value(run, metric), _value(base, metric)
+        if not metric.startswith("FAD") or value is None or ref is None:
+            continue
+        gain = 1.0 - value / ref if ref > 0 else None
+        detail = (f"{metric}: {run['name']} {reports.fmt_number(value)} vs {base['name']} {reports.fmt_number(ref)}"
+                  + (f" ({gain:+.1%} lower; bar {min_gain:.0%})" if gain is not None else ""))
+        bars.append(_bar(f"{run['name']} beats {base['name']} on {metric} by >= {min_gain:.0%}",
+                         None if gain is None else gain >= min_gain, detail))
+    return bars
+
+
+def _clap_bar(run: dict[str, Any]) -> list[dict[str, Any]]:
+    score, shuffled = _value(run, "CLAP_score"), _value(run, "CLAP_score_shuffled")
+    if "CLAP_score" not in run["metrics"] and "CLAP_score_shuffled" not in run["metrics"]:
+        return []
+    known = score is not None and shuffled is not None
+    return [_bar(f"{run['name']}: CLAP score above the shuffled-prompt baseline", score > shuffled if known else None,
+                 f"CLAP_score {reports.fmt_number(score)} vs shuffled {reports.fmt_number(shuffled)}")]
+
+
+def _probe_bar(run: dict[str, Any], base: dict[str, Any] | None, ratio: float) -> list[dict[str, Any]]:
+    accuracy, chance = _value(run, "musicnn_probe_accuracy"), _value(run, "musicnn_probe_chance")
+    if accuracy is None and chance is None:
+        return []
+    measured = None if accuracy is None or not chance else accuracy / chance
+    low, high = _value(run, "musicnn_probe_accuracy", "low"), _value(run, "musicnn_probe_accuracy", "high")
+    detail = f"accuracy {reports.fmt_number(accuracy)}"
+    if low is not None and high is not None:
+        detail += f" [{reports.fmt_number(low)}, {reports.fmt_number(high)}]"
+    detail += f", chance {reports.fmt_number(chance)}" + (f" ({measured:.2f}x)" if measured is not None else "")
+    if base is not None:
+        detail += f"; {base['name']} {reports.fmt_number(_value(base, 'musicnn_probe_accuracy'))}"
+    ceiling = _value(run, "musicnn_probe_ceiling")
+    if ceiling is not None:
+        detail += f"; real held-out tracks (ceiling) {reports.fmt_number(ceiling)}"
+    return [_bar(f"{run['name']}: musicnn probe accuracy >= {ratio:g}x chance",
+                 None if measured is None else measured >= ratio, detail)]
+
+
+def _tag_bar(run: dict[str, Any]) -> list[dict[str, Any]]:
+    if "musicnn_tag_gain" not in run["metrics"]:
+        return []
+    gain, low, high = (_value(run, "musicnn_tag_gain", k) for k in ("value", "low", "high"))
+    paired, shuffled = _value(run, "musicnn_tag_agreement"), _value(run, "musicnn_tag_agreement_shuffled")
+    detail = (f"paired {reports.fmt_number(paired)} vs shuffled {reports.fmt_number(shuffled)}: gain "
+              f"{reports.fmt_number(gain)}" + (f" [{reports.fmt_number(low)}, {reports.fmt_number(high)}]"
+                                                if low is not None and high is not None else " (no interval)"))
+    return [_bar(f"{run['name']}: musicnn tag agreement above shuffled (95% interval above 0)",
+                 None if low is None else low > 0, detail)]
+
+
+def _precision_bars(label_eval: dict[str, Any], options: BarOptions) -> list[dict[str, Any]]:
+    bars = []
+    result = label_eval.get("subsets", {}).get(options.label_subset)
+    ratio_bar = options.min_precision_ratio
+    for aspect in options.precision_aspects:
+        figures = [(vocab, per[aspect]) for vocab, per in (result or {}).get("aspects", {}).items() if aspect in per]
+        if not figures:
+            bars.append(_bar(f"label precision on {aspect} >= {ratio_bar:g}x chance", None,
+                             f"no {aspect} figures in the label-eval subset {options.label_subset!r}"))
+            continue
+        for vocab, m in figures:
+            ratio = m.get("ratio")
+            bars.append(_bar(f"label precision on {aspect} >= {ratio_bar:g}x chance ({vocab}, {options.label_subset})",
+                             None if ratio is None else ratio >= ratio_bar,
+                             f"precision {reports.fmt_number(m.get('precision'))}, chance "
+                             f"{reports.fmt_number(m.get('chance'))}, ratio "
+                             + (f"{ratio:.2f}x" if ratio is not None else "–")))
+    return bars
+
+
+def quality_bars(runs: list[dict[str, Any]], options: BarOptions,
+                 label_eval: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Pass/fail of each bar (module docstring) from the reports' headline metrics and the label-eval figures."""
+    base = next((r for r in runs if r["name"] == options.baseline), None) if options.baseline else None
+    if options.baseline and base is None:
+        raise UserError(f"--baseline {options.baseline}: no report has that name "
+                        f"({', '.join(r['name'] for r in runs)})")
+    judged = [r for r in runs if r is not base]
+    bars = []
+    if base is not None:
+        for run in judged:
+            bars += _fad_bars(run, base, options.min_fad_gain)
+    for run in runs:
+        bars += _clap_bar(run)
+    if options.min_probe_ratio is not None:
+        for run in judged:
+            bars += _probe_bar(run, base, options.min_probe_ratio)
+    if options.tag_gain:
+        for run in judged:
+            bars += _tag_bar(run)
+    if label_eval is not None:
+        bars += _precision_bars(label_eval, options)
+    return bars
+
+
+def bars_html(bars: list[dict[str, Any]]) -> str:
+    rows = "".join(f'<tr><td>{escape(b["bar"])}</td><td style="background:{COLOURS[b["result"]]};font-weight:600">'
+                   f'{b["result"]}</td><td>{escape(b["detail"])}</td></tr>' for b in bars)
+    return f"<table><tr><th>bar</th><th>result</th><th>measured</th></tr>{rows}</table>"
