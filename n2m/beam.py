@@ -225,7 +225,8 @@ def beam_setup(args: argparse.Namespace, max_workers: int | None = None,
     if direct:
         if not given(beam_args, "direct_running_mode"):
             args_out.append("--direct_running_mode=multi_processing")
-        if not given(beam_args, "direct_num_workers"):
+        in_memory = _flag_value(beam_args, "direct_running_mode") == "in_memory"
+        if not given(beam_args, "direct_num_workers") and not in_memory:
             args_out.append(f"--direct_num_workers={cores}")
     if not verbose and not given(beam_args, "default_sdk_harness_log_level"):
         args_out.append("--default_sdk_harness_log_level=WARNING")
