@@ -5,12 +5,15 @@ been made from this build, and at least one training example must be possible (n
 The resolved config (sections ``net``, ``diffusion``, ``optim``, ``data``, ``trainer``, ``lineage``) is printed by
 ``--dry-run``, written to ``RUNDIR/config.json`` and stored in every checkpoint. ``RUNDIR`` gets ``checkpoints/last.ckpt``
 (every ``--checkpoint-every`` steps and at the end) and ``checkpoints/best.ckpt`` (lowest validation loss), CSV logs
-under ``csv/`` and TensorBoard logs under ``tb/``. Multi-GPU and multi-node runs use Lightning's own flags.
+under ``csv/`` and TensorBoard logs under ``tb/``. Multi-GPU and multi-node runs use Lightning's own flags: ``--devices`` per node and ``--num-nodes``, one
+``n2m train`` per node started by torchrun, SLURM's srun, or by hand with ``NODE_RANK``, ``MASTER_ADDR`` and
+``MASTER_PORT`` set (docs/scaling.md); each rank reads its own shards of every epoch (training.data).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ from n2m.schema import BuildLayout, build_id, check_label_set
 from training.networks.presets import PRESETS
 from training.stages import STAGES, get_stage
 
+# Set by what starts one process per node (by hand, torchrun, SLURM, LSF, MPI): Lightning reads the node's rank from them
+_LAUNCHER_ENV = ("NODE_RANK", "GROUP_RANK", "RANK", "SLURM_NTASKS", "LSB_JOBID", "OMPI_COMM_WORLD_SIZE")
 _TRAINER_KEYS = ("max_steps", "accelerator", "devices", "num_nodes", "strategy", "precision", "val_every",
                  "checkpoint_every", "log_every")
 
@@ -97,7 +102,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("trainer (Lightning)")
     run.add_argument("--accelerator", default="auto", help="cpu, gpu, auto, ...")
     run.add_argument("--devices", default="auto", help="devices per node: N, a list, or auto")
-    run.add_argument("--num-nodes", type=POSITIVE_INT, default=1, help="nodes for multi-node DDP")
+    run.add_argument("--num-nodes", type=POSITIVE_INT, default=1,
+                     help="nodes for multi-node DDP: start one n2m train per node (same flags) under torchrun or "
+                          "SLURM, or with NODE_RANK, MASTER_ADDR and MASTER_PORT set; each rank reads its own shards "
+                          "(docs/scaling.md)")
     run.add_argument("--strategy", default="auto", help="auto, ddp, ddp_find_unused_parameters_true, fsdp, ...")
     run.add_argument("--precision", help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
     run.add_argument("--val-every", type=POSITIVE_INT, default=1000, help="validate every N steps")
@@ -260,6 +268,10 @@ def run_train(args: argparse.Namespace, extra_callbacks: tuple = ()) -> int:
         saved["data"]["num_workers"] = config["data"]["num_workers"]
         config = saved
     params = count_parameters(config["net"])
+    if args.num_nodes > 1 and not args.dry_run and not any(name in os.environ for name in _LAUNCHER_ENV):
+        raise UserError(f"--num-nodes {args.num_nodes}: start one n2m train per node under torchrun or SLURM, or with "
+                        "NODE_RANK, MASTER_ADDR and MASTER_PORT set (docs/scaling.md); alone it would wait for the "
+                        "other nodes forever")
     if args.dry_run:
         sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
         print(f"parameters: {params}")
