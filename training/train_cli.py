@@ -5,8 +5,8 @@ been made from this build, and at least one training example must be possible (n
 The resolved config (sections ``net``, ``diffusion``, ``optim``, ``data``, ``trainer``, ``lineage``) is printed by
 ``--dry-run``, written to ``RUNDIR/config.json`` and stored in every checkpoint. ``RUNDIR`` gets ``checkpoints/last.ckpt``
 (every ``--checkpoint-every`` steps and at the end) and ``checkpoints/best.ckpt`` (lowest validation loss), CSV logs
-under ``csv/`` and TensorBoard logs under ``tb/``. Multi-GPU and multi-node runs use Lightning's own flags: ``--devices`` per node and ``--num-nodes``, one
-``n2m train`` per node started by torchrun, SLURM's srun, or by hand with ``NODE_RANK``, ``MASTER_ADDR`` and
+under ``csv/`` and TensorBoard logs under ``tb/``. Multi-GPU and multi-node runs use Lightning's own flags, ``--devices`` per node and ``--num-nodes``: one
+``n2m train`` per node, started by torchrun, SLURM's srun, or by hand with ``NODE_RANK``, ``MASTER_ADDR`` and
 ``MASTER_PORT`` set (docs/scaling.md); each rank reads its own shards of every epoch (training.data).
 """
 
