@@ -163,17 +163,14 @@ def test_musiccaps_harness(tmp_path, vggish_weights, clap_dir):
 
 
 def _tiny_waveform_cascade(root):
-    """Untrained tiny waveform-cascade checkpoints, made by the training tests' own factory (skip when absent)."""
+    """Untrained tiny waveform-cascade checkpoints, made by the training tests' own factory."""
     import sys
     from pathlib import Path
 
     training_tests = Path(__file__).resolve().parents[1] / "training"
     sys.path.insert(0, str(training_tests))
     try:
-        from builders import LONG, SHORT, write_tiny_t5
-        from test_sampling_cascade import _tiny_checkpoint
-    except ImportError as err:
-        pytest.skip(f"training's tiny checkpoint factory is not available: {err}")
+        from builders import LONG, SHORT, tiny_checkpoint, write_tiny_t5
     finally:
         sys.path.remove(str(training_tests))
     t5 = write_tiny_t5(root / "t5", LONG + SHORT)
@@ -181,7 +178,7 @@ def _tiny_waveform_cascade(root):
     models.mkdir()
     (root / "work").mkdir()
     for stage in ("generator", "cascader", "sr_cascader"):
-        shutil.copy(_tiny_checkpoint(stage, root / "work", str(t5)), models / f"{stage}.ckpt")
+        shutil.copy(tiny_checkpoint(stage, root / "work" / f"{stage}.ckpt", f"t5:{t5}"), models / f"{stage}.ckpt")
     return models
 
 
