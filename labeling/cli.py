@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "new set is built beside the old one and swapped in only when it is complete, so a "
                              "failed run leaves the old set as it was")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved settings and shard count, then stop")
-    add_beam_arguments(parser, "shard")
+    add_beam_arguments(parser, ", at most one per shard")
     leaf(parser, run)
 
 

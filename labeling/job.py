@@ -1,4 +1,4 @@
-"""``n2m label``: pseudo-label every clip of a build with CLAP, as a Beam job over shards (Noise2Music section 3.3).
+"""``n2m label``: pseudo-label every clip of a build with CLAP, as two Beam jobs over shards (Noise2Music section 3.3).
 
 Stages (two Beam jobs with the driver between them; every stage resumable per shard):
 
@@ -11,8 +11,8 @@ Stages (two Beam jobs with the driver between them; every stage resumable per sh
    ``labels/NAME/_topk/{shard}.npz``;
 3. driver: every shard's top-K lists checked (a shard the runner did not score fails the job; a damaged one is named
    at the end), then how many top-K lists hold each entry, written to ``labels/NAME/_counts.npz``;
-4. ``AssignShard`` (second job): ``K'`` captions per clip and vocabulary sampled with ``P ~ 1 / count`` (``labeling.assign``), written
-   to ``labels/NAME/{split}-NNNNNN.parquet`` (``n2m.schema.LABELS_SCHEMA``) with its marker
+4. ``AssignShard`` (second job): ``K'`` captions per clip and vocabulary sampled with ``P ~ 1 / count``
+   (``labeling.assign``), written to ``labels/NAME/{split}-NNNNNN.parquet`` (``n2m.schema.LABELS_SCHEMA``) with its marker
    ``labels/NAME/_markers/{shard}.json`` written last;
 5. driver: ``labels/NAME/manifest.json`` from the markers.
 

@@ -8,8 +8,8 @@ Runners:
 
 - DirectRunner (default): Beam's FnApiRunner in ``multi_processing`` mode with one worker per core, never Prism, which
   downloads a binary and so cannot run offline.
-- DaskRunner (``pip install 'n2m[dask]'``): on a ``dask.distributed`` cluster, ``--dask_client_address tcp://HOST:PORT``,
-  or a local cluster that the job starts and stops (``--dask-workers N``; one per core when neither is given). Beam's
+- DaskRunner (``pip install 'n2m[dask]'``): on a ``dask.distributed`` cluster (``--dask_client_address
+  tcp://HOST:PORT``), or a local cluster that the job starts and stops (``--dask-workers N``; one per core when neither is given). Beam's
   DaskRunner computes only the graph of the last transform applied and hands every output of a multi-output ParDo to
   each consumer (Beam 2.77), so n2m's pipelines have one sink and only single-output ParDos; :meth:`BeamSession.run`
   refuses a pipeline with more than one sink. Each Create element becomes its own Dask partition
@@ -75,9 +75,9 @@ silence_optional_dependency_notes()
 # The option convention
 
 
-def add_beam_arguments(parser: argparse.ArgumentParser, work: str) -> None:
+def add_beam_arguments(parser: argparse.ArgumentParser, cap: str = "") -> None:
     """``--runner`` and ``--dask-workers`` in a "running on Beam" group, and every flag ``parser`` does not define
-    collected (with anything after ``--``) into ``args.beam_args`` for Beam. ``work``: what one work item is, for help."""
+    collected (with anything after ``--``) into ``args.beam_args`` for Beam. ``cap``: the job's worker limit, for help."""
     group = parser.add_argument_group(
         "running on Beam",
         "Flags this job does not define go to Beam unchanged, before or after '--' (--direct_num_workers=2, "
@@ -85,7 +85,7 @@ def add_beam_arguments(parser: argparse.ArgumentParser, work: str) -> None:
         "Remote workers need n2m installed: docs/scaling.md gives the Dataflow, Flink and Spark command lines.")
     group.add_argument("--runner", default=None, metavar="NAME",
                        help="Beam runner: DirectRunner (default: Beam's FnApiRunner, multi-processing, one worker per "
-                            f"core and at most one per {work}; never Prism), DaskRunner (needs {DASK_EXTRA}; with "
+                            f"core{cap}; never Prism), DaskRunner (needs {DASK_EXTRA}; with "
                             "--dask_client_address, else a local cluster), DataflowRunner, FlinkRunner, SparkRunner, "
                             "PortableRunner or a runner's full class path")
     group.add_argument("--dask-workers", type=int, default=None, metavar="N",

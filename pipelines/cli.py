@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "(default 1.0: never)")
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and the plan, then stop")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_beam_arguments(parser, "chunk of sources")
+    add_beam_arguments(parser)
     leaf(parser, run_build)
 
 
@@ -237,7 +237,8 @@ def _run_build(args: argparse.Namespace, out: str, clip, fetch, splits, per_shar
     return 0
 
 
-def _run_pending(args: argparse.Namespace, out: str, the_plan, settings, setup: BeamSetup, per_shard: int) -> int | None:
+def _run_pending(args: argparse.Namespace, out: str, the_plan, settings, setup: BeamSetup,
+                 per_shard: int) -> int | None:
     """Run the pipeline over the plan's pending shards, then check that each has its marker (a runner that reports
     success while dropping work fails the build here); returns the number of workers it ran on."""
     from pipelines import job
@@ -248,7 +249,8 @@ def _run_pending(args: argparse.Namespace, out: str, the_plan, settings, setup: 
     log = None if args.verbose or not setup.local else _worker_log(out)
     try:
         with worker_output_to(log) as console, _quiet_beam(args.verbose), BeamSession(setup) as session:
-            chunks = job.plan_chunks(the_plan.pending, job.chunk_size(the_plan.sources, session.workers or 8, per_shard))
+            size = job.chunk_size(the_plan.sources, session.workers or 8, per_shard)
+            chunks = job.plan_chunks(the_plan.pending, size)
             with ShardProgress(out, chunks, enabled=not args.no_progress, stream=console):
                 job.run_pipeline(settings, chunks, the_plan.committed, session)
     except UserError:

@@ -37,7 +37,7 @@ from n2m.schema import BuildLayout, build_id, check_label_set
 from training.networks.presets import PRESETS
 from training.stages import STAGES, get_stage
 
-# Set by what starts one process per node (by hand, torchrun, SLURM, LSF, MPI): Lightning reads the node's rank from them
+# Set by what starts one process per node (by hand, torchrun, SLURM, LSF, MPI); Lightning reads the node rank from them
 _LAUNCHER_ENV = ("NODE_RANK", "GROUP_RANK", "RANK", "SLURM_NTASKS", "LSB_JOBID", "OMPI_COMM_WORLD_SIZE")
 _TRAINER_KEYS = ("max_steps", "accelerator", "devices", "num_nodes", "strategy", "precision", "val_every",
                  "checkpoint_every", "log_every")

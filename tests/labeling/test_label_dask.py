@@ -1,5 +1,5 @@
-"""``n2m label`` on Beam's DaskRunner over a real 2-worker ``distributed.LocalCluster``: label sets byte-identical to the
-DirectRunner's (a corrupt clip and a damaged shard included), the driver's guard against a shard the runner did not
+"""``n2m label`` on Beam's DaskRunner over a real 2-worker ``distributed.LocalCluster``: label sets byte-identical to
+the DirectRunner's (a corrupt clip and a damaged shard included), the driver's guard against a shard the runner did not
 score, and the one Beam option convention on this job."""
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def _label_set(folder: Path) -> dict[str, bytes]:
     files = {p.name: p.read_bytes() for p in folder.glob("*.parquet")}
     for marker in (folder / "_markers").glob("*.json"):
         doc = json.loads(marker.read_text())
-        files[marker.name] = json.dumps({k: v for k, v in doc.items() if not k.endswith("_s") and k != "embeddings_cached"}, sort_keys=True).encode()
+        kept = {k: v for k, v in doc.items() if not k.endswith("_s") and k != "embeddings_cached"}
+        files[marker.name] = json.dumps(kept, sort_keys=True).encode()
     return files
 
 
@@ -81,7 +82,8 @@ def test_a_damaged_shard_fails_the_job_the_same_way_on_both_runners(setup, clust
                         ("dask", ["--runner", "DaskRunner", f"--dask_client_address={cluster}"])):
         assert main([*setup["base"], "--name", name, *flags]) == 1
         error = capsys.readouterr().err.strip().splitlines()[-1]  # after the text-embedding progress bars
-        assert error.startswith("n2m label: error: 1 shard(s) produced no labels: shard ") and "train-000002.tar" in error
+        assert error.startswith("n2m label: error: 1 shard(s) produced no labels: shard ")
+        assert "train-000002.tar" in error
         assert "does not match the SHA-1 in its marker" in error
     assert _label_set(out / "labels" / "direct") == _label_set(out / "labels" / "dask")
     assert sorted(p.name for p in (out / "labels" / "dask").glob("*.parquet")) == [
