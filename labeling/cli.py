@@ -155,10 +155,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"n2m label: {len(shards)} shards x {len(vocabs)} vocabularies "
           f"({', '.join(f'{v.name}: {v.size} {v.kind}' + _dropped(v) for v in vocabs)}) on {setup.describe()}")
     with BeamSession(setup) as session:
-        session.run(lambda p: score_pipeline(p, settings, shards))
+        session.run(lambda p: score_pipeline(p, settings, shards), items=len(shards))
         scored, _ = global_counts(settings, shards)
         if scored:
-            session.run(lambda p: assign_pipeline(p, settings, scored))
+            session.run(lambda p: assign_pipeline(p, settings, scored), items=len(scored))
     manifest = write_manifest(settings, args, shards, splits, text_s, time.perf_counter() - started)
     missing = manifest["counts"]["shards_missing"]
     if missing:

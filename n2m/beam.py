@@ -12,8 +12,10 @@ Runners:
   tcp://HOST:PORT``), or a local cluster that the job starts and stops (``--dask-workers N``; one per core when neither is given). Beam's
   DaskRunner computes only the graph of the last transform applied and hands every output of a multi-output ParDo to
   each consumer (Beam 2.77), so n2m's pipelines have one sink and only single-output ParDos; :meth:`BeamSession.run`
-  refuses a pipeline with more than one sink. Each Create element becomes its own Dask partition
-  (``--dask_partition_size=1``) so the scheduler balances work items dynamically.
+  refuses a pipeline with more than one sink. A job's work items go into ``PARTITIONS_PER_WORKER`` Dask partitions per
+  worker (``--dask_npartitions``): one partition per item balances best but makes each GroupByKey a shuffle of
+  items x items tasks, whose scheduling cost more CPU than the imbalance of a few partitions per worker (measured on
+  ``n2m build``, benchmarks/build_dask.py).
 - Any other runner (Dataflow, Flink, Spark, ...) is used as given; its workers need n2m installed (docs/scaling.md).
 
 Importing this module installs a logging filter that drops what Beam logs, while it is imported, about optional
@@ -39,6 +41,7 @@ DIRECT_RUNNERS = frozenset({"directrunner", "direct", "fnapirunner"})
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 RUNNER_ALIASES = {"daskrunner": DASK_RUNNER, "dask": DASK_RUNNER, DASK_RUNNER.lower(): DASK_RUNNER}
 DASK_EXTRA = "pip install 'n2m[dask]'"
+PARTITIONS_PER_WORKER = 4
 # Beam's import-time notes on optional dependencies, and the loggers they are sent to
 OPTIONAL_DEPENDENCY_NOTES = ("apitools not found", "No module named google.cloud")
 _NOTE_LOGGERS = ("", "apache_beam.io.gcp.bigquery")
@@ -187,8 +190,8 @@ def beam_setup(args: argparse.Namespace, max_workers: int | None = None,
                env: dict[str, str] | None = None) -> BeamSetup:
     """Check ``args.runner``, ``args.dask_workers`` and ``args.beam_args`` (one-line :class:`UserError` for a mistake)
     and add n2m's defaults: DirectRunner in multi-processing mode with one worker per core (at most ``max_workers``),
-    a local Dask cluster of as many workers when DaskRunner has no ``--dask_client_address``, one Dask partition per
-    Create element, and SDK workers that log warnings only unless ``--verbose``."""
+    a local Dask cluster of as many workers when DaskRunner has no ``--dask_client_address`` (partitions are chosen
+    per run: :meth:`BeamSession.run`), and SDK workers that log warnings only unless ``--verbose``."""
     from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
     beam_args = [a for a in args.beam_args if a != "--"]
@@ -219,8 +222,6 @@ def beam_setup(args: argparse.Namespace, max_workers: int | None = None,
                 raise UserError("--dask-workers starts a local cluster; it excludes --dask_client_address")
         elif dask_workers is None:
             dask_workers = cores
-        if not (given(beam_args, "dask_npartitions") or given(beam_args, "dask_partition_size")):
-            args_out.append("--dask_partition_size=1")
     direct = runner.lower() in DIRECT_RUNNERS
     if direct:
         if not given(beam_args, "direct_running_mode"):
@@ -304,12 +305,16 @@ class BeamSession:
     def __exit__(self, *exc) -> None:
         self._stack.__exit__(*exc)
 
-    def run(self, build: Callable[[Any], None]) -> None:
-        """Add transforms with ``build(pipeline)``, run the pipeline to completion; raise if it did not finish."""
+    def run(self, build: Callable[[Any], None], items: int = 1) -> None:
+        """Add transforms with ``build(pipeline)``, run the pipeline to completion; raise if it did not finish.
+        ``items``: the number of work items the pipeline starts from (sets the Dask partitions unless given)."""
         beam = import_beam()
         from apache_beam.options.pipeline_options import PipelineOptions
 
-        options = PipelineOptions(self.args)
+        args = list(self.args)
+        if self.setup.kind == "dask" and not any(given(args, f) for f in ("dask_npartitions", "dask_partition_size")):
+            args.append(f"--dask_npartitions={max(1, min(items, PARTITIONS_PER_WORKER * (self.workers or 1)))}")
+        options = PipelineOptions(args)
         pipeline = beam.Pipeline(runner=direct_runner(options) if self.setup.direct else None, options=options)
         build(pipeline)
         ends = sinks(pipeline)

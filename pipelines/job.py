@@ -394,7 +394,7 @@ def build_pipeline(p: beam.Pipeline, job: JobSettings, chunks: list[str], commit
 
 def run_pipeline(job: JobSettings, chunks: list[str], committed: list[str], session: BeamSession) -> None:
     """Build and run the pipeline to completion on the session's runner."""
-    session.run(lambda p: build_pipeline(p, job, chunks, committed))
+    session.run(lambda p: build_pipeline(p, job, chunks, committed), items=len(chunks))
 
 
 # glibc gives every thread its own malloc arena, and each arena keeps tens of MB of freed decode buffers: capping the

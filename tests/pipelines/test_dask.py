@@ -198,8 +198,6 @@ def test_one_beam_option_convention(tmp_path, capsys):
         setup_of("--", "--runner=DaskRunner", "--dask_client_address=tcp://h:1").args
     dask = setup_of("--dask-workers", "2")
     assert (dask.kind, dask.workers, dask.runner) == ("dask", 2, DASK_RUNNER)
-    assert "--dask_partition_size=1" in dask.args
-    assert "--dask_partition_size=1" not in setup_of("--runner", "DaskRunner", "--dask_npartitions=4").args
     assert setup_of("--runner", "DataflowRunner", "--project=p").kind == "remote"
     # mistakes: one line each, exit code 2
     for flags, message in [
