@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -388,6 +389,4 @@ def assign_pipeline(pipeline, settings: LabelSettings, shards: list[ShardRef]) -
 
 def threads_per_worker(workers: int | None) -> int:
     """Torch threads for each worker process so that all workers together use the cores once."""
-    import os
-
     return max(1, (os.cpu_count() or 1) // max(1, workers or 1))

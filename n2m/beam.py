@@ -265,7 +265,6 @@ def sinks(pipeline: Any) -> list[str]:
 
     class Leaves(PipelineVisitor):
         def __init__(self) -> None:
-            self.produced: dict[Any, str] = {}
             self.read: set[Any] = set()
             self.leaves: list[tuple[str, list[Any]]] = []
 
@@ -299,7 +298,8 @@ class BeamSession:
                 address = stack.enter_context(local_dask_cluster(self.setup.dask_workers, self.setup.verbose))
                 self.args.append(f"--dask_client_address={address}")
             else:
-                self.workers = _dask_threads(_flag_value(self.args, "dask_client_address") or "")
+                timeout = float(_flag_value(self.args, "dask_connection_timeout") or 30)
+                self.workers = _dask_threads(_flag_value(self.args, "dask_client_address") or "", timeout)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -365,7 +365,7 @@ def local_dask_cluster(workers: int, verbose: bool) -> Iterator[str]:
         logger.setLevel(previous)
 
 
-def _dask_threads(address: str, timeout_s: float = 30.0) -> int:
+def _dask_threads(address: str, timeout_s: float) -> int:
     """Total worker threads of the Dask cluster at ``address`` (one-line error when it cannot be reached)."""
     from distributed import Client
 

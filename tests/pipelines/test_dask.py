@@ -200,6 +200,7 @@ def test_one_beam_option_convention(tmp_path, capsys):
     assert (dask.kind, dask.workers, dask.runner) == ("dask", 2, DASK_RUNNER)
     assert setup_of("--runner", "DataflowRunner", "--project=p").kind == "remote"
     # mistakes: one line each, exit code 2
+    src = _sources(tmp_path, 1)
     for flags, message in [
         (["--bogus_flag=1"], "unknown option(s) for this job or Beam: --bogus_flag"),
         (["--", "--bogus_flag"], "unknown option(s) for this job or Beam: --bogus_flag"),
@@ -207,8 +208,10 @@ def test_one_beam_option_convention(tmp_path, capsys):
         (["--runner", "DataflowRunner", "--dask-workers", "2"], "--dask-workers must be >= 1 and goes with"),
         (["--dask-workers", "2", "--dask_client_address=tcp://h:1"], "excludes --dask_client_address"),
         (["--runner", "DirectRunner", "--", "--runner=DaskRunner"], "--runner given twice"),
+        (["--runner", "DaskRunner", "--dask_client_address=tcp://127.0.0.1:9", "--dask_connection_timeout=1"],
+         "cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
     ]:
-        assert build(tmp_path / "src", tmp_path / "out", *flags) == 2
+        assert build(src, tmp_path / "out", *flags) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
 
