@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from labeling.topk import ENTRY_BLOCK, memmap_blocks, stream_topk  # noqa: E402
-from n2m.clap import ClapEmbedder, l2_normalise  # noqa: E402
+from n2m.clap import HFClapEmbedder, l2_normalise  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:
@@ -80,7 +80,7 @@ def bench_audio(clips: int, seconds: float, batch: int, device: str, repeats: in
     model = ClapModel(ClapConfig())  # LAION HTSAT-base + RoBERTa-base shapes, random weights
     features = ClapFeatureExtractor(frequency_min=50, truncation="rand_trunc")
     tokenizer = train_tokenizer(["a b c"] * 4, 300, 64)
-    embedder = ClapEmbedder(model, features, tokenizer, model_id="bench", path="", device=device)
+    embedder = HFClapEmbedder(model, features, tokenizer, model_id="bench", path="", device=device)
     sr = 24_000  # the build's rate: resampling to 48 kHz is part of the pipeline
     rng = np.random.default_rng(0)
     audio = [(0.1 * rng.standard_normal(int(seconds * sr))).astype(np.float32) for _ in range(clips)]

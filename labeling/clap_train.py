@@ -2,8 +2,9 @@
 
 No pretrained CLAP can be downloaded here, so the embedded default trains one: a ``tiny`` preset
 (:mod:`labeling.presets`; a byte-level BPE tokenizer trained on the captions) or, with ``--init DIR``, a real CLAP
-directory fine-tuned on the user's labelled data. The objective is CLAP's symmetric InfoNCE with learnable
-temperatures (Radford et al. 2021, CLIP; Wu et al. 2023, CLAP, arXiv 2211.06687):
+directory fine-tuned on the user's labelled data. With ``--text-init hf:DIR --audio-init musicnn:MODEL`` it joins two
+pretrained towers instead (LiT-style; :mod:`labeling.clap_towers`, :mod:`n2m.joint`). The objective is CLAP's
+symmetric InfoNCE with learnable temperatures (Radford et al. 2021, CLIP; Wu et al. 2023, CLAP, arXiv 2211.06687):
 ``L = (CE(s_a * A T^T, I) + CE(s_t * T A^T, I)) / 2`` over a batch of distinct tracks, ``A``/``T`` the L2-normalised
 projections and ``s = exp(logit_scale)`` clamped at 100.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ from labeling.embed import read_samples
 from labeling.presets import PRESETS, build_clap, get_preset, save_clap
 from labeling.truth import is_holdout, join_sources
 from n2m.audio import AudioError, decode
-from n2m.clap import ClapEmbedder, l2_normalise
+from n2m.clap import ClapEmbedder, HFClapEmbedder, l2_normalise
 from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
 from n2m.provenance import file_hash, now_iso, versions, write_json
@@ -40,6 +42,8 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from labeling.clap_towers import add_tower_arguments  # (it builds on this module)
+
     parser.add_argument("--build", required=True, metavar="OUT", help="build output folder (n2m build --out)")
     parser.add_argument("--captions", required=True, metavar="MANIFEST",
                         help="manifest with a caption per track (path/url + caption columns; n2m synth's "
@@ -52,16 +56,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=POSITIVE, default=5.0, help="stop after this much training time")
     parser.add_argument("--batch-size", type=number(int, low=2), default=32, help="tracks per contrastive batch (distinct tracks; >= 2, a batch needs negatives)")
     parser.add_argument("--lr", type=POSITIVE, default=None,
-                        help="peak learning rate (default 1e-3 from scratch, 1e-5 with --init)")
+                        help="peak learning rate (default 1e-3 from scratch and for the heads on pretrained towers, "
+                             "1e-5 with --init)")
     parser.add_argument("--weight-decay", type=NONNEGATIVE, default=0.01, help="AdamW weight decay")
     parser.add_argument("--warmup", type=NONNEGATIVE_INT, default=100, help="linear warm-up steps")
-    parser.add_argument("--tag-prob", type=FRACTION, default=0.5,
+    parser.add_argument("--tag-prob", type=FRACTION, default=None,
                         help="probability of pairing a window with a random subset of its track's tags instead of "
-                             "its caption (keyword-to-caption augmentation, as in CLAP; 0 disables)")
+                             "its caption (keyword-to-caption augmentation, as in CLAP; 0 disables; default 0.5, "
+                             "0.8 with pretrained towers)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and batch sampling seed")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=NONNEGATIVE_INT, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")
+    add_tower_arguments(parser.add_argument_group(
+        "pretrained towers (LiT-style joint model; both --text-init and --audio-init, instead of --preset/--init)"))
     leaf(parser, run)
 
 
@@ -69,11 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # Data
 
 
-def training_windows(embedder: ClapEmbedder, build: str, by_source: dict[str, dict], holdout: bool):
-    """Mel features of every window of the matched clips: ``(features [W, C, F, M] float16, track [W] int, tracks)``.
+def mel_features(embedder: HFClapEmbedder, windows: list[np.ndarray]) -> torch.Tensor:
+    """A CLAP's log-mel inputs of windows, ``[n, C, F, M]`` float16 on the CPU (what the from-scratch route caches)."""
+    return embedder.features(windows)["input_features"].to(torch.float16).cpu()
 
-    ``holdout`` selects the held-out tracks (True) or the training tracks (False). ``tracks`` lists the manifest rows,
-    indexed by ``track``.
+
+def training_windows(embedder: ClapEmbedder, build: str, by_source: dict[str, dict], holdout: bool,
+                     featurize: Callable[[ClapEmbedder, list[np.ndarray]], torch.Tensor] = mel_features):
+    """Features of every window of the matched clips: ``(features [W, ...], track [W] int, tracks, failed clips)``.
+
+    Windows are cut by the embedder's rule (:meth:`n2m.clap.ClapEmbedder.prepare`); ``featurize`` maps one clip's
+    windows to their cached features (default :func:`mel_features`). ``holdout`` selects the held-out tracks (True)
+    or the training tracks (False). ``tracks`` lists the manifest rows, indexed by ``track``.
     """
     import pyarrow.parquet as pq
 
@@ -101,8 +116,7 @@ def training_windows(embedder: ClapEmbedder, build: str, by_source: dict[str, di
             if sid not in track_ids:
                 track_ids[sid] = len(tracks)
                 tracks.append(by_source[sid])
-            windows = embedder.prepare(decoded.samples, decoded.sample_rate)
-            feats = embedder.features(windows)["input_features"].to(torch.float16).cpu()
+            feats = featurize(embedder, embedder.prepare(decoded.samples, decoded.sample_rate))
             features.append(feats)
             owners.extend([track_ids[sid]] * feats.shape[0])
     if not features:
@@ -156,14 +170,20 @@ def sample_batch(rng: np.random.Generator, owners: np.ndarray, by_track: list[np
 
 
 @torch.no_grad()
-def retrieval(embedder: ClapEmbedder, features: torch.Tensor, owners: np.ndarray, tracks: list[dict]) -> dict:
-    """Track-level audio -> caption retrieval (R@1, R@5 and chance) with the clip rule (mean of raw windows)."""
+def retrieval(embedder: HFClapEmbedder, features: torch.Tensor, owners: np.ndarray, tracks: list[dict]) -> dict:
+    """:func:`retrieval_metrics` of a CLAP from its cached mel features."""
     if not tracks:
         return {}
     model = embedder.model.eval()
     raw = torch.cat([model.audio_projection(model.audio_model(
         input_features=features[i:i + 32].to(embedder.device, torch.float32)).pooler_output).cpu()
         for i in range(0, len(features), 32)]).numpy()
+    return retrieval_metrics(embedder, raw, owners, tracks)
+
+
+def retrieval_metrics(embedder: ClapEmbedder, raw: np.ndarray, owners: np.ndarray, tracks: list[dict]) -> dict:
+    """Track-level audio -> caption retrieval (R@1, R@5 and chance) from raw window embeddings ``[W, D]``, with the
+    clip rule (a track's vector: the L2-normalised mean of its raw windows); captions through ``embed_text``."""
     audio = l2_normalise(np.stack([raw[owners == t].mean(axis=0) for t in range(len(tracks))]))
     text = embedder.embed_text([str(r["caption"]) for r in tracks])
     ranks = np.argsort(-(audio @ text.T), axis=1)
@@ -176,23 +196,38 @@ def retrieval(embedder: ClapEmbedder, features: torch.Tensor, owners: np.ndarray
 # The job
 
 
-def _embedder(args, captions: list[str]) -> ClapEmbedder:
+def _embedder(args, captions: list[str]) -> HFClapEmbedder:
     if args.init:
-        return ClapEmbedder.from_pretrained(args.init, device=args.device)
+        embedder = ClapEmbedder.from_pretrained(args.init, device=args.device)
+        if not isinstance(embedder, HFClapEmbedder):
+            raise UserError(f"--init {args.init} is a joint model on pretrained towers; fine-tuning one is not "
+                            "supported (train a new one with --text-init/--audio-init)")
+        return embedder
     model, features, tokenizer = build_clap(get_preset(args.preset), captions, seed=args.seed)
-    return ClapEmbedder(model, features, tokenizer, model_id=f"untrained-{args.preset}", path="", device=args.device)
+    return HFClapEmbedder(model, features, tokenizer, model_id=f"untrained-{args.preset}", path="", device=args.device)
+
+
+def lineage(args: argparse.Namespace) -> dict:
+    """What a trained model was made from (recorded in ``train.json``, and in a joint model's ``config.json``)."""
+    return {"build": str(Path(args.build).resolve()), "captions": str(Path(args.captions).resolve()),
+            "captions_sha1": file_hash(args.captions), "holdout_excluded": True, "seed": args.seed}
 
 
 def run(args: argparse.Namespace) -> int:
+    from labeling.clap_towers import run_towers, uses_towers
+
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UserError(f"{out} is not empty (use --force to overwrite)")
+    towers = uses_towers(args)  # checks the flag combination before any work
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     by_source = join_sources(args.build, args.captions)
     if not by_source:
         raise UserError(f"no source of {args.build} matches a row of {args.captions} (paths differ?)")
+    if towers:
+        return run_towers(args, by_source)
     train_rows = [r for r in by_source.values() if not is_holdout(r) and str(r.get("caption") or "").strip()]
     embedder = _embedder(args, [str(r["caption"]) for r in train_rows])
     started = time.perf_counter()
@@ -205,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
     by_track = [np.flatnonzero(owners == t) for t in range(len(tracks))]
     model = embedder.model.to(embedder.device).train()
     lr = args.lr if args.lr is not None else (1e-5 if args.init else 1e-3)
+    tag_prob = 0.5 if args.tag_prob is None else args.tag_prob
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
     rng = np.random.default_rng(args.seed)
     deadline = time.perf_counter() + 60.0 * args.minutes
@@ -214,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=args.max_steps, desc="clap-train", unit="step") as bar:
         while step < args.max_steps and time.perf_counter() < deadline:
             picks = sample_batch(rng, owners, by_track, args.batch_size)
-            texts = [track_text(rng, tracks[t], args.tag_prob) for t in owners[picks]]
+            texts = [track_text(rng, tracks[t], tag_prob) for t in owners[picks]]
             tokens = embedder.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
             feats = features[picks].to(embedder.device, torch.float32)
             progress = max(step / args.max_steps, 1.0 - (deadline - time.perf_counter()) / (60.0 * args.minutes))
@@ -241,9 +277,7 @@ def run(args: argparse.Namespace) -> int:
         "created": now_iso(), "config": resolved(args), "steps": step, "train_s": round(train_s, 1),
         "features_s": round(prep_s, 1), "tracks": len(tracks), "windows": int(len(owners)), "failed_clips": failed,
         "holdout_tracks": len(held[2]), "metrics": metrics, "curve": curve,
-        "lineage": {"build": str(Path(args.build).resolve()), "captions": str(Path(args.captions).resolve()),
-                    "captions_sha1": file_hash(args.captions), "init": args.init,
-                    "init_sha1": embedder.model_id if args.init else None},
+        "lineage": dict(lineage(args), init=args.init, init_sha1=embedder.model_id if args.init else None),
         "versions": versions(("tokenizers",)),
     }
     write_json(str(out / "train.json"), record)

@@ -164,8 +164,6 @@ def test_numbers_out_of_range_are_one_line_errors(build, capsys, flag, value):
     assert err.startswith(f"n2m label: error: argument {flag}: expected")
 
 
-@pytest.mark.xfail(strict=True, reason="n2m.clap.ClapEmbedder.from_pretrained must check transformers' loading info "
-                                       "(missing/unexpected keys); n2m/clap.py is outside this change, see issue 14")
 def test_a_clap_directory_whose_weights_do_not_fit_is_refused(build, micro_clap_dir, tmp_path):
     import torch
     from safetensors.torch import save_file

@@ -1,0 +1,224 @@
+"""``n2m clap-train --text-init hf:DIR --audio-init musicnn:MODEL``: a joint model on pretrained towers (LiT-style).
+
+The towers stay locked (:mod:`n2m.joint`), so what they give is computed once up front and cached: the musicnn
+features of every 10 s window of the training and held-out clips (``[W, F]``), and the text tower's mean-pooled
+vectors of each training track's texts (``[V, H]``): its caption and up to ``--text-views`` random subsets of its
+tags, in random order (the keyword augmentation of :func:`labeling.clap_train.track_text`). A training step is then
+two small heads on a batch of distinct tracks (one random window each; the caption with probability
+``1 - --tag-prob``, else one of the tag views) under CLAP's symmetric InfoNCE (:func:`labeling.clap_train.clap_loss`):
+thousands of steps per CPU minute. ``--tune-text-layers N`` also trains the text tower's top N blocks (at
+``--tune-lr``); the text tower then runs every step on the batch's texts.
+
+The heads' input statistics (mean, standard deviation) come from the cached training features. The output is an
+:mod:`n2m.joint` directory (towers copied, heads, config with towers, layers and lineage) plus ``train.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from labeling.clap_train import (
+    clap_loss,
+    learning_rate,
+    lineage,
+    retrieval_metrics,
+    sample_batch,
+    track_text,
+    training_windows,
+)
+from n2m.config import NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, number, resolved
+from n2m.errors import UserError
+from n2m.joint import TowerEmbedder
+from n2m.models import model_dir
+from n2m.provenance import now_iso, versions, write_json
+
+DEFAULT_LAYERS = ("timbral", "temporal", "max_pool")  # measured best of the layer sets tried (README)
+DEFAULT_TAG_PROB = 0.8
+
+
+def add_tower_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--text-init", metavar="hf:DIR",
+                       help="pretrained text tower: a transformers text encoder folder, or the name of one that "
+                            "'n2m models fetch' installs (hf:all-MiniLM-L6-v2)")
+    group.add_argument("--audio-init", metavar="musicnn:MODEL[:LAYER[+LAYER]]",
+                       help="pretrained audio tower: a musicnn model name (MSD_musicnn, MTT_musicnn, MSD_vgg, ...) or "
+                            f"folder, and the layers whose per-patch features it gives (default "
+                            f"{'+'.join(DEFAULT_LAYERS)}; e.g. musicnn:MSD_musicnn:mean_pool+max_pool)")
+    group.add_argument("--text-head-layers", type=number(int, low=0, high=2), default=0,
+                       help="layers of the text head: 0 (default: none, the locked text tower's mean-pooled vector is "
+                            "the joint space, as in LiT), 1 (linear) or 2 (Linear-GELU-Linear)")
+    group.add_argument("--audio-head-layers", type=number(int, low=1, high=2), default=2,
+                       help="layers of the audio head: 2 (Linear-GELU-Linear, default) or 1 (linear)")
+    group.add_argument("--head-hidden", type=POSITIVE_INT, default=512, help="hidden width of 2-layer heads")
+    group.add_argument("--embed-dim", type=POSITIVE_INT, default=None,
+                       help="joint embedding size D (default: the text tower's width with --text-head-layers 0, "
+                            "else 128)")
+    group.add_argument("--dropout", type=number(float, low=0, high=1, high_open=True), default=0.1,
+                       help="dropout on the heads' inputs while training (default 0.1)")
+    group.add_argument("--text-views", type=NONNEGATIVE_INT, default=16,
+                       help="tag-subset texts cached per training track (default 16; 0: captions only)")
+    group.add_argument("--tune-text-layers", type=NONNEGATIVE_INT, default=0,
+                       help="also train the text tower's top N blocks (default 0: both towers locked)")
+    group.add_argument("--tune-lr", type=POSITIVE, default=2e-5, help="peak learning rate of tuned tower blocks")
+
+
+def uses_towers(args: argparse.Namespace) -> bool:
+    """Whether this run joins pretrained towers; a half-given or conflicting flag set is a UserError."""
+    given = [flag for flag, value in (("--text-init", args.text_init), ("--audio-init", args.audio_init)) if value]
+    if not given:
+        return False
+    if len(given) == 1:
+        raise UserError(f"{given[0]} needs its partner: give both --text-init hf:DIR and --audio-init musicnn:MODEL")
+    if args.init:
+        raise UserError("--init fine-tunes a CLAP directory; it does not combine with --text-init/--audio-init")
+    return True
+
+
+def text_tower_dir(spec: str) -> Path:
+    """``hf:DIR`` or ``hf:NAME`` (installed by ``n2m models fetch``) -> the folder."""
+    kind, sep, name = spec.partition(":")
+    if kind != "hf" or not sep or not name:
+        raise UserError(f"--text-init must be hf:DIR (a transformers text encoder), got {spec!r}")
+    folder = model_dir(name)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"--text-init {spec}: {folder} has no config.json")
+    return folder
+
+
+def audio_tower(spec: str) -> tuple[Path, tuple[str, ...]]:
+    """``musicnn:MODEL[:LAYER[+LAYER]]`` -> ``(folder, layers)``."""
+    kind, sep, rest = spec.partition(":")
+    if kind != "musicnn" or not sep or not rest:
+        raise UserError(f"--audio-init must be musicnn:MODEL[:LAYER[+LAYER]], got {spec!r}")
+    name, _, layers = rest.partition(":")
+    chosen = tuple(x for x in layers.split("+") if x) if layers else DEFAULT_LAYERS
+    return model_dir(name), chosen
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Cached tower outputs
+
+
+@torch.no_grad()
+def tower_features(embedder: TowerEmbedder, windows: list[np.ndarray]) -> torch.Tensor:
+    """One clip's windows -> the locked audio tower's features ``[n, F]`` float32 on the CPU."""
+    return embedder.tower_audio(embedder.patches(windows)).float().cpu()
+
+
+def text_views(rng: np.random.Generator, row: dict, count: int) -> list[str]:
+    """A track's texts: its caption first, then up to ``count`` distinct random tag subsets."""
+    views = [str(row["caption"])]
+    for _ in range(count):
+        text = track_text(rng, row, 1.0)
+        if text not in views:
+            views.append(text)
+    return views
+
+
+def pick_views(rng: np.random.Generator, chosen: np.ndarray, first: np.ndarray, tag_prob: float) -> np.ndarray:
+    """Rows of the cached texts for the tracks ``chosen`` ``[B]``: track ``t``'s views are rows ``first[t]`` (its
+    caption) to ``first[t + 1] - 1``; with probability ``tag_prob`` a uniformly drawn tag view, when it has one."""
+    count = first[chosen + 1] - first[chosen]
+    tags = (rng.random(len(chosen)) < tag_prob) & (count > 1)
+    offsets = 1 + np.floor(rng.random(len(chosen)) * (count - 1)).astype(np.int64)
+    return first[chosen] + np.where(tags, offsets, 0)
+
+
+@torch.no_grad()
+def pooled_texts(embedder: TowerEmbedder, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    """Texts -> the text tower's mean-pooled vectors ``[N, H]`` float32 on the CPU."""
+    return torch.cat([embedder.tower_text(embedder.tokens(texts[i:i + batch_size])).float().cpu()
+                      for i in range(0, len(texts), batch_size)])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The job
+
+
+def run_towers(args: argparse.Namespace, by_source: dict[str, dict]) -> int:
+    """Train the heads (and tuned text blocks) of a joint model on ``by_source``'s non-held-out tracks; save it."""
+    text_dir = text_tower_dir(args.text_init)
+    audio_dir, layers = audio_tower(args.audio_init)
+    started = time.perf_counter()
+    embedder = TowerEmbedder.build(text_dir, audio_dir, layers, embed_dim=args.embed_dim, hidden=args.head_hidden,
+                                   audio_head_layers=args.audio_head_layers, text_head_layers=args.text_head_layers,
+                                   dropout=args.dropout, tune_text_layers=args.tune_text_layers,
+                                   names=(args.audio_init, args.text_init), device=args.device, seed=args.seed)
+    features, owners, tracks, failed = training_windows(embedder, args.build, by_source, False, tower_features)
+    if len(tracks) < 2:
+        raise UserError(f"only {len(tracks)} captioned training track(s) found; need at least 2")
+    held = training_windows(embedder, args.build, by_source, True, tower_features)
+    rng = np.random.default_rng(args.seed)
+    views = [text_views(rng, row, args.text_views) for row in tracks]
+    first = np.cumsum([0] + [len(v) for v in views])  # track t's views: rows first[t] .. first[t + 1] - 1
+    flat_views = [text for v in views for text in v]
+    pooled = pooled_texts(embedder, flat_views)
+    prep_s = time.perf_counter() - started
+    model = embedder.model
+    model.audio_head.set_statistics(features)
+    model.text_head.set_statistics(pooled)
+    features, pooled = features.to(embedder.device), pooled.to(embedder.device)
+    tuned = [p for p in model.text_tower.parameters() if p.requires_grad]
+    heads = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("text_tower.")]
+    groups = [{"params": heads, "peak": args.lr or 1e-3}] + ([{"params": tuned, "peak": args.tune_lr}] if tuned else [])
+    optimiser = torch.optim.AdamW(groups, lr=groups[0]["peak"], weight_decay=args.weight_decay)
+    by_track = [np.flatnonzero(owners == t) for t in range(len(tracks))]
+    print(f"n2m clap-train: towers {args.audio_init} + {args.text_init}; {len(tracks)} tracks, {len(owners)} windows "
+          f"({failed} clips failed to decode), {len(flat_views)} texts; {len(held[2])} held-out tracks; "
+          f"tower outputs in {prep_s:.1f} s")
+    tag_prob = DEFAULT_TAG_PROB if args.tag_prob is None else args.tag_prob
+    model.train()
+    deadline = time.perf_counter() + 60.0 * args.minutes
+    curve, step, train_started = [], 0, time.perf_counter()
+    with tqdm(total=args.max_steps, desc="clap-train", unit="step") as bar:
+        while step < args.max_steps and time.perf_counter() < deadline:
+            picks = sample_batch(rng, owners, by_track, args.batch_size)
+            rows = pick_views(rng, owners[picks], first, tag_prob)
+            progress = max(step / args.max_steps, 1.0 - (deadline - time.perf_counter()) / (60.0 * args.minutes))
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(step, group["peak"], args.warmup, progress)
+            text_in = (embedder.tower_text(embedder.tokens([flat_views[r] for r in rows])) if tuned
+                       else pooled[torch.as_tensor(rows, device=embedder.device)])
+            audio = model.audio_head(features[torch.as_tensor(picks, device=embedder.device)])
+            loss, accuracy = clap_loss(model, audio, model.text_head(text_in))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            optimiser.step()
+            step += 1
+            if step % 25 == 0 or step == 1:
+                curve.append({"step": step, "loss": round(loss.item(), 4), "batch_acc": round(accuracy, 3)})
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}")
+            bar.update(1)
+    train_s = time.perf_counter() - train_started
+    model.eval()
+    metrics = {"train": _retrieval(embedder, features, owners, tracks)}
+    if held[0] is not None:
+        metrics["holdout"] = _retrieval(embedder, held[0].to(embedder.device), held[1], held[2])
+    out = Path(args.out)
+    made = dict(lineage(args), created=now_iso(), steps=step, tracks=len(tracks), windows=int(len(owners)))
+    embedder.save(out, lineage=made)
+    write_json(str(out / "train.json"), {
+        "created": made["created"], "config": resolved(args), "steps": step, "train_s": round(train_s, 1),
+        "features_s": round(prep_s, 1), "tracks": len(tracks), "windows": int(len(owners)), "texts": len(flat_views),
+        "failed_clips": failed, "holdout_tracks": len(held[2]), "metrics": metrics, "curve": curve,
+        "lineage": dict(made, towers={"audio": embedder.config["audio"], "text": embedder.config["text"]}),
+        "versions": versions(("tokenizers", "safetensors")),
+    })
+    hold = metrics.get("holdout", {})
+    print(f"n2m clap-train: {step} steps in {train_s:.0f} s; train R@1 {metrics['train']['r_at_1']:.2f}"
+          + (f", held-out R@1 {hold['r_at_1']:.2f} (chance {hold['chance_r_at_1']:.2f})" if hold else "")
+          + f"; wrote {out}")
+    return 0
+
+
+@torch.no_grad()
+def _retrieval(embedder: TowerEmbedder, features: torch.Tensor, owners: np.ndarray, tracks: list[dict]) -> dict:
+    raw = embedder.model.audio_head(features).float().cpu().numpy()  # [W, D]
+    return retrieval_metrics(embedder, raw, owners, tracks)
