@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,20 @@ def pooled_texts(embedder: TowerEmbedder, texts: list[str], batch_size: int = 64
 # The job
 
 
+@dataclass
+class TowerData:
+    """The training set as the locked towers see it: window ``features`` ``[W, F]`` of track ``owners`` ``[W]``,
+    ``tracks`` (manifest rows), the ``texts`` of every track (:func:`text_views`; track ``t``'s are rows
+    ``first[t]`` .. ``first[t + 1] - 1``) and their mean-pooled tower vectors ``pooled`` ``[V, H]``."""
+
+    features: torch.Tensor
+    owners: np.ndarray
+    tracks: list[dict]
+    texts: list[str]
+    first: np.ndarray
+    pooled: torch.Tensor
+
+
 def run_towers(args: argparse.Namespace, by_source: dict[str, dict]) -> int:
     """Train the heads (and tuned text blocks) of a joint model on ``by_source``'s non-held-out tracks; save it."""
     text_dir = text_tower_dir(args.text_init)
@@ -156,49 +171,17 @@ def run_towers(args: argparse.Namespace, by_source: dict[str, dict]) -> int:
     held = training_windows(embedder, args.build, by_source, True, tower_features)
     rng = np.random.default_rng(args.seed)
     views = [text_views(rng, row, args.text_views) for row in tracks]
-    first = np.cumsum([0] + [len(v) for v in views])  # track t's views: rows first[t] .. first[t + 1] - 1
-    flat_views = [text for v in views for text in v]
-    pooled = pooled_texts(embedder, flat_views)
+    texts = [text for v in views for text in v]
+    data = TowerData(features.to(embedder.device), owners, tracks, texts, np.cumsum([0] + [len(v) for v in views]),
+                     pooled_texts(embedder, texts).to(embedder.device))
     prep_s = time.perf_counter() - started
-    model = embedder.model
-    model.audio_head.set_statistics(features)
-    model.text_head.set_statistics(pooled)
-    features, pooled = features.to(embedder.device), pooled.to(embedder.device)
-    tuned = [p for p in model.text_tower.parameters() if p.requires_grad]
-    heads = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("text_tower.")]
-    groups = [{"params": heads, "peak": args.lr or 1e-3}] + ([{"params": tuned, "peak": args.tune_lr}] if tuned else [])
-    optimiser = torch.optim.AdamW(groups, lr=groups[0]["peak"], weight_decay=args.weight_decay)
-    by_track = [np.flatnonzero(owners == t) for t in range(len(tracks))]
     print(f"n2m clap-train: towers {args.audio_init} + {args.text_init}; {len(tracks)} tracks, {len(owners)} windows "
-          f"({failed} clips failed to decode), {len(flat_views)} texts; {len(held[2])} held-out tracks; "
+          f"({failed} clips failed to decode), {len(texts)} texts; {len(held[2])} held-out tracks; "
           f"tower outputs in {prep_s:.1f} s")
-    tag_prob = DEFAULT_TAG_PROB if args.tag_prob is None else args.tag_prob
-    model.train()
-    deadline = time.perf_counter() + 60.0 * args.minutes
-    curve, step, train_started = [], 0, time.perf_counter()
-    with tqdm(total=args.max_steps, desc="clap-train", unit="step") as bar:
-        while step < args.max_steps and time.perf_counter() < deadline:
-            picks = sample_batch(rng, owners, by_track, args.batch_size)
-            rows = pick_views(rng, owners[picks], first, tag_prob)
-            progress = max(step / args.max_steps, 1.0 - (deadline - time.perf_counter()) / (60.0 * args.minutes))
-            for group in optimiser.param_groups:
-                group["lr"] = learning_rate(step, group["peak"], args.warmup, progress)
-            text_in = (embedder.tower_text(embedder.tokens([flat_views[r] for r in rows])) if tuned
-                       else pooled[torch.as_tensor(rows, device=embedder.device)])
-            audio = model.audio_head(features[torch.as_tensor(picks, device=embedder.device)])
-            loss, accuracy = clap_loss(model, audio, model.text_head(text_in))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
-            optimiser.step()
-            step += 1
-            if step % 25 == 0 or step == 1:
-                curve.append({"step": step, "loss": round(loss.item(), 4), "batch_acc": round(accuracy, 3)})
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}")
-            bar.update(1)
-    train_s = time.perf_counter() - train_started
-    model.eval()
-    metrics = {"train": _retrieval(embedder, features, owners, tracks)}
+    started = time.perf_counter()
+    step, curve = train_heads(args, embedder, data, rng)
+    train_s = time.perf_counter() - started
+    metrics = {"train": _retrieval(embedder, data.features, owners, tracks)}
     if held[0] is not None:
         metrics["holdout"] = _retrieval(embedder, held[0].to(embedder.device), held[1], held[2])
     out = Path(args.out)
@@ -206,7 +189,7 @@ def run_towers(args: argparse.Namespace, by_source: dict[str, dict]) -> int:
     embedder.save(out, lineage=made)
     write_json(str(out / "train.json"), {
         "created": made["created"], "config": resolved(args), "steps": step, "train_s": round(train_s, 1),
-        "features_s": round(prep_s, 1), "tracks": len(tracks), "windows": int(len(owners)), "texts": len(flat_views),
+        "features_s": round(prep_s, 1), "tracks": len(tracks), "windows": int(len(owners)), "texts": len(texts),
         "failed_clips": failed, "holdout_tracks": len(held[2]), "metrics": metrics, "curve": curve,
         "lineage": dict(made, towers={"audio": embedder.config["audio"], "text": embedder.config["text"]}),
         "versions": versions(("tokenizers", "safetensors")),
@@ -216,6 +199,53 @@ def run_towers(args: argparse.Namespace, by_source: dict[str, dict]) -> int:
           + (f", held-out R@1 {hold['r_at_1']:.2f} (chance {hold['chance_r_at_1']:.2f})" if hold else "")
           + f"; wrote {out}")
     return 0
+
+
+def train_heads(args: argparse.Namespace, embedder: TowerEmbedder, data: TowerData,
+                rng: np.random.Generator) -> tuple[int, list[dict]]:
+    """The training loop (module docstring) until ``--max-steps`` or ``--minutes``; returns ``(steps, curve)`` and
+    leaves the model in eval mode. Without tuned tower blocks and without ``--threads`` it runs on one CPU thread:
+    the heads are too small for more threads to pay (on a busy 2-core machine two threads ran 20x slower)."""
+    model = embedder.model
+    model.audio_head.set_statistics(data.features)
+    model.text_head.set_statistics(data.pooled)
+    tuned = [p for p in model.text_tower.parameters() if p.requires_grad]
+    heads = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("text_tower.")]
+    groups = [{"params": heads, "peak": args.lr or 1e-3}] + ([{"params": tuned, "peak": args.tune_lr}] if tuned else [])
+    optimiser = torch.optim.AdamW(groups, lr=groups[0]["peak"], weight_decay=args.weight_decay)
+    by_track = [np.flatnonzero(data.owners == t) for t in range(len(data.tracks))]
+    tag_prob = DEFAULT_TAG_PROB if args.tag_prob is None else args.tag_prob
+    threads = torch.get_num_threads()
+    if not tuned and not args.threads:
+        torch.set_num_threads(1)
+    model.train()
+    deadline = time.perf_counter() + 60.0 * args.minutes
+    curve, step = [], 0
+    try:
+        with tqdm(total=args.max_steps, desc="clap-train", unit="step") as bar:
+            while step < args.max_steps and time.perf_counter() < deadline:
+                picks = sample_batch(rng, data.owners, by_track, args.batch_size)
+                rows = pick_views(rng, data.owners[picks], data.first, tag_prob)
+                progress = max(step / args.max_steps, 1.0 - (deadline - time.perf_counter()) / (60.0 * args.minutes))
+                for group in optimiser.param_groups:
+                    group["lr"] = learning_rate(step, group["peak"], args.warmup, progress)
+                text_in = (embedder.tower_text(embedder.tokens([data.texts[r] for r in rows])) if tuned
+                           else data.pooled[torch.as_tensor(rows, device=embedder.device)])
+                audio = model.audio_head(data.features[torch.as_tensor(picks, device=embedder.device)])
+                loss, accuracy = clap_loss(model, audio, model.text_head(text_in))
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+                optimiser.step()
+                step += 1
+                if step % 25 == 0 or step == 1:
+                    curve.append({"step": step, "loss": round(loss.item(), 4), "batch_acc": round(accuracy, 3)})
+                    bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}")
+                bar.update(1)
+    finally:
+        torch.set_num_threads(threads)
+        model.eval()
+    return step, curve
 
 
 @torch.no_grad()

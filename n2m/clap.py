@@ -124,11 +124,7 @@ class ClapEmbedder:
                             "use 'n2m clap convert' for LAION .pt checkpoints or 'n2m clap-train' to make one")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"--device {device} requested but no CUDA device is available")
-        try:
-            model_type = json.loads((root / "config.json").read_text()).get("model_type")
-        except (OSError, ValueError, AttributeError) as err:
-            raise UserError(f"cannot load CLAP model from {path}: config.json is not a JSON object ({err})") from err
-        module = MODEL_TYPES.get(str(model_type))
+        module = MODEL_TYPES.get(str(_config_of(root).get("model_type")))
         loader = importlib.import_module(module).load if module else HFClapEmbedder.load
         return loader(root, device, **kwargs)
 
@@ -229,8 +225,37 @@ class ClapEmbedder:
             self._text_cache.popitem(last=False)
 
 
+def _config_of(root: Path) -> dict:
+    try:
+        config = json.loads((root / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load CLAP model from {root}: config.json is unreadable ({err})") from err
+    if not isinstance(config, dict):
+        raise UserError(f"cannot load CLAP model from {root}: config.json is not a JSON object")
+    return config
+
+
+def text_width_of(path: str) -> int:
+    """``H`` of :meth:`ClapEmbedder.text_token_states` of a model directory, from its ``config.json`` alone (no
+    weights loaded; for sizing a network before the encoder loads)."""
+    root = Path(path)
+    if not (root / "config.json").is_file():
+        raise UserError(f"{path} is not a CLAP model directory (no config.json)")
+    config = _config_of(root)
+    module = MODEL_TYPES.get(str(config.get("model_type")))
+    if module:
+        return int(importlib.import_module(module).text_width(config))
+    from transformers import AutoConfig
+
+    try:
+        return int(AutoConfig.from_pretrained(str(root), local_files_only=True).text_config.hidden_size)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(f"cannot read the text width of CLAP model {path}: {str(err).strip().splitlines()[0]}") from err
+
+
 # n2m's own joint-model directories: config.json ``model_type`` -> the module whose ``load(root, device, **kwargs)``
-# reads them. Any other model_type is a transformers ClapModel directory.
+# reads them and whose ``text_width(config)`` sizes their token states. Any other model_type is a transformers
+# ClapModel directory.
 MODEL_TYPES: dict[str, str] = {"n2m_towers": "n2m.joint"}
 
 

@@ -315,3 +315,8 @@ class TowerEmbedder(ClapEmbedder):
 def load(root: Path, device: str = "cpu", **kwargs) -> TowerEmbedder:
     """The loader :data:`n2m.clap.MODEL_TYPES` names for :data:`MODEL_TYPE` directories."""
     return TowerEmbedder.load(root, device, **kwargs)
+
+
+def text_width(config: dict) -> int:
+    """``H`` of :meth:`TowerEmbedder.text_token_states` from a directory's ``config.json``."""
+    return int(config["text"]["width"])
