@@ -52,6 +52,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_read_disjoint_shards_and_the_checkpoint_resumes_on_one(tiny_build, tiny_t5, tmp_path):
     out, record = tmp_path / "run", tmp_path / "record"
     record.mkdir()
