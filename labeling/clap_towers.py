@@ -35,11 +35,10 @@ from labeling.clap_train import (
 )
 from n2m.config import NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, number, resolved
 from n2m.errors import UserError
-from n2m.joint import TowerEmbedder
+from n2m.joint import DEFAULT_LAYERS, TowerEmbedder
 from n2m.models import model_dir
 from n2m.provenance import now_iso, versions, write_json
 
-DEFAULT_LAYERS = ("timbral", "temporal", "max_pool")  # measured best of the layer sets tried (README)
 DEFAULT_TAG_PROB = 0.8
 
 
@@ -50,7 +49,8 @@ def add_tower_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--audio-init", metavar="musicnn:MODEL[:LAYER[+LAYER]]",
                        help="pretrained audio tower: a musicnn model name (MSD_musicnn, MTT_musicnn, MSD_vgg, ...) or "
                             f"folder, and the layers whose per-patch features it gives (default "
-                            f"{'+'.join(DEFAULT_LAYERS)}; e.g. musicnn:MSD_musicnn:mean_pool+max_pool)")
+                            f"{'+'.join(DEFAULT_LAYERS['musicnn'])} for musicnn, "
+                            f"{'+'.join(DEFAULT_LAYERS['vgg'])} for VGG; e.g. musicnn:MSD_musicnn:mean_pool+max_pool)")
     group.add_argument("--text-head-layers", type=number(int, low=0, high=2), default=0,
                        help="layers of the text head: 0 (default: none, the locked text tower's mean-pooled vector is "
                             "the joint space, as in LiT), 1 (linear) or 2 (Linear-GELU-Linear)")
@@ -93,13 +93,12 @@ def text_tower_dir(spec: str) -> Path:
 
 
 def audio_tower(spec: str) -> tuple[Path, tuple[str, ...]]:
-    """``musicnn:MODEL[:LAYER[+LAYER]]`` -> ``(folder, layers)``."""
+    """``musicnn:MODEL[:LAYER[+LAYER]]`` -> ``(folder, layers)`` (no layers: the architecture's default)."""
     kind, sep, rest = spec.partition(":")
     if kind != "musicnn" or not sep or not rest:
         raise UserError(f"--audio-init must be musicnn:MODEL[:LAYER[+LAYER]], got {spec!r}")
     name, _, layers = rest.partition(":")
-    chosen = tuple(x for x in layers.split("+") if x) if layers else DEFAULT_LAYERS
-    return model_dir(name), chosen
+    return model_dir(name), tuple(x for x in layers.split("+") if x)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--captions", required=True, metavar="MANIFEST",
                         help="manifest with a caption per track (path/url + caption columns; n2m synth's "
                              "manifest.jsonl); rows with holdout: true are kept out of training")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output CLAP directory (transformers layout)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output model directory: a transformers CLAP, or with --text-init/--audio-init "
+                             "a joint model on pretrained towers (both load wherever a CLAP directory goes)")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                         help="model size when training from scratch (default tiny)")
     parser.add_argument("--init", metavar="DIR", help="fine-tune this CLAP directory instead of a fresh preset")

@@ -398,11 +398,11 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def weight_misfit(info: dict, shown: int = 3) -> str:
-    """transformers' loading info -> ``""`` when the weights fit, else one line naming the first ``shown``
-    missing, unexpected and mismatched keys (with counts)."""
+def weight_misfit(info: dict, kinds: tuple[str, ...] = ("missing", "unexpected", "mismatched"), shown: int = 3) -> str:
+    """transformers' loading info -> ``""`` when the weights fit, else one line naming the first ``shown`` keys of
+    each of ``kinds`` (missing, unexpected, mismatched), with counts."""
     parts = []
-    for kind in ("missing", "unexpected", "mismatched"):
+    for kind in kinds:
         keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(f"{kind}_keys") or ())
         if keys:
             more = f" and {len(keys) - shown} more" if len(keys) > shown else ""

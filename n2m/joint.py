@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from n2m.clap import DEFAULT_TEXT_CACHE, ClapEmbedder, l2_normalise, quiet_transformers
+from n2m.clap import DEFAULT_TEXT_CACHE, ClapEmbedder, l2_normalise, quiet_transformers, weight_misfit
 from n2m.errors import UserError
 from n2m.musicnn import Musicnn
 from n2m.provenance import dir_hash, read_json, write_json
@@ -52,6 +52,9 @@ FORMAT = 1
 WINDOW_S = 10.0
 INITIAL_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial temperature (Radford et al. 2021, arXiv 2103.00020)
 HEADS_FILE = "heads.safetensors"
+# audio features when none are named, per musicnn architecture: for musicnn the best held-out label precision of the
+# layer sets measured on the synthetic corpus (README); for VGG the tag layer's input
+DEFAULT_LAYERS: dict[str, tuple[str, ...]] = {"musicnn": ("timbral", "temporal", "max_pool"), "vgg": ("pool5",)}
 
 
 class Head(nn.Module):
@@ -119,7 +122,9 @@ class TowerModel(nn.Module):
 def load_text_tower(path: str | Path):
     """A transformers text encoder and its tokenizer from a local folder: ``AutoModelForTextEncoding`` for the model
     types it knows (BERT, RoBERTa, T5 -> ``T5EncoderModel``, ...), else ``AutoModel`` (its encoder when the model is
-    an encoder-decoder). Returns ``(model, tokenizer)``; a folder that does not load is a one-line UserError."""
+    an encoder-decoder). Returns ``(model, tokenizer)``. A folder that does not load, or whose weights leave tower
+    parameters missing or misshapen, is a one-line UserError (extra checkpoint tensors, such as a decoder or a
+    language-model head, are fine)."""
     from transformers import AutoConfig, AutoModel, AutoModelForTextEncoding, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES
 
@@ -128,10 +133,14 @@ def load_text_tower(path: str | Path):
             config = AutoConfig.from_pretrained(str(path), local_files_only=True)
             known = config.model_type in MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            model = (AutoModelForTextEncoding if known else AutoModel).from_pretrained(str(path), local_files_only=True)
+            model, info = (AutoModelForTextEncoding if known else AutoModel).from_pretrained(
+                str(path), local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot load text encoder from {path}: {first}") from err
+    misfit = weight_misfit(info, ("missing", "mismatched"))
+    if misfit:
+        raise UserError(f"text encoder {path}: its weights do not fit its config.json ({misfit})")
     if getattr(model.config, "is_encoder_decoder", False):
         model = model.get_encoder()
     return model.eval(), tokenizer
@@ -169,21 +178,24 @@ class TowerEmbedder(ClapEmbedder):
     # Building, saving, loading
 
     @classmethod
-    def build(cls, text_dir: str | Path, audio_dir: str | Path, layers: tuple[str, ...], embed_dim: int | None = None,
+    def build(cls, text_dir: str | Path, audio_dir: str | Path, layers: tuple[str, ...] = (),
+              embed_dim: int | None = None,
               hidden: int = 512, audio_head_layers: int = 2, text_head_layers: int = 0, dropout: float = 0.0,
               tune_text_layers: int = 0, names: tuple[str, str] | None = None, device: str = "cpu",
               seed: int = 0) -> TowerEmbedder:
         """Untrained heads on the towers in ``text_dir`` (transformers) and ``audio_dir`` (a musicnn folder).
 
-        ``layers``: musicnn layers whose per-patch features are concatenated; ``*_head_layers``: see :class:`Head`
+        ``layers``: musicnn layers whose per-patch features are concatenated (default :data:`DEFAULT_LAYERS` of the
+        model's architecture); ``*_head_layers``: see :class:`Head`
         (a text head of 0 layers makes the text tower's width the joint size, the default of ``embed_dim``, else
         128); ``tune_text_layers``: how many of the text tower's top blocks train (0: locked). ``names``: how the
         towers were asked for ``(audio, text)`` (recorded).
         """
         tagger = Musicnn.from_pretrained(str(audio_dir))
+        layers = tuple(layers) or DEFAULT_LAYERS[tagger.config["architecture"]]
         unknown = [layer for layer in layers if layer not in tagger.layers]
-        if not layers or unknown:
-            raise UserError(f"musicnn model {tagger.name} has no layer {', '.join(unknown) or '(none given)'}; "
+        if unknown:
+            raise UserError(f"musicnn model {tagger.name} has no layer {', '.join(unknown)}; "
                             f"choose from {', '.join(tagger.layers)}")
         text_tower, tokenizer = load_text_tower(text_dir)
         text_width = int(text_tower.config.hidden_size)
@@ -218,16 +230,20 @@ class TowerEmbedder(ClapEmbedder):
 
         root = Path(out)
         root.mkdir(parents=True, exist_ok=True)
-        audio_src, text_src = self.sources
-        for name in ("audio", "text"):
-            if (root / name).exists():
-                shutil.rmtree(root / name)
-        shutil.copytree(audio_src, root / "audio")
-        if self.config["text"]["tuned_layers"]:
-            self.model.text_tower.save_pretrained(str(root / "text"))
-            self.tokenizer.save_pretrained(str(root / "text"))
-        else:
-            shutil.copytree(text_src, root / "text")
+        tuned = bool(self.config["text"]["tuned_layers"])
+        for name, source in zip(("audio", "text"), self.sources):
+            target = root / name
+            if target.resolve() == Path(source).resolve():
+                if name == "text" and tuned:
+                    self.model.text_tower.save_pretrained(str(target))
+                continue  # saving over itself: the locked folder is already there
+            if target.exists():
+                shutil.rmtree(target)
+            if name == "text" and tuned:
+                self.model.text_tower.save_pretrained(str(target))
+                self.tokenizer.save_pretrained(str(target))
+            else:
+                shutil.copytree(source, target)
         save_file(self.model.head_state(), str(root / HEADS_FILE))
         write_json(str(root / "config.json"), dict(self.config, lineage=lineage or {}))
         return root
@@ -249,12 +265,11 @@ class TowerEmbedder(ClapEmbedder):
         except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
             raise UserError(f"cannot load joint model from {root}: {err}") from err
         expected = model.head_state()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        mismatched = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-        if missing or unexpected or mismatched:
-            raise UserError(f"joint model {root}: {HEADS_FILE} does not fit its config.json (missing {missing[:3]}, "
-                            f"unexpected {unexpected[:3]}, mismatched {mismatched[:3]})")
+        misfit = weight_misfit({"missing_keys": set(expected) - set(state), "unexpected_keys": set(state) - set(expected),
+                                "mismatched_keys": [k for k in set(state) & set(expected)
+                                                    if state[k].shape != expected[k].shape]})
+        if misfit:
+            raise UserError(f"joint model {root}: {HEADS_FILE} does not fit its config.json ({misfit})")
         model.load_state_dict(state, strict=False)
         return cls(model, tagger, tokenizer, config, dir_hash(root), str(root), device=device, **kwargs)
 
