@@ -182,9 +182,10 @@ def embed_vocabularies(embedder, settings: LabelSettings, text_batch: int) -> No
 _EMBEDDERS: dict[tuple, Any] = {}  # one CLAP model per worker process, for runners that set a DoFn up per bundle
 
 
-def _embedder(model: str, device: str, min_tail_s: float | None):
-    """The process's CLAP embedder for these settings (loaded once; a different model replaces it)."""
-    key = (model, device, min_tail_s)
+def _embedder(model: str, model_id: str, device: str, min_tail_s: float | None):
+    """The process's CLAP embedder for these settings, loaded once; keyed by the model's content hash as well, so a
+    long-lived worker (a Dask cluster serving several jobs) never reuses a model whose files changed."""
+    key = (model, model_id, device, min_tail_s)
     if key not in _EMBEDDERS:
         from n2m.clap import ClapEmbedder
 
@@ -206,7 +207,8 @@ class ScoreShard:
         import torch
 
         torch.set_num_threads(self.settings.threads)
-        self.embedder = _embedder(self.settings.model, self.settings.device, self.settings.min_tail_s)
+        s = self.settings
+        self.embedder = _embedder(s.model, s.model_id, s.device, s.min_tail_s)
         self.matrices = [np.load(p, mmap_mode="r") for p in self.settings.text_caches]
 
     def process(self, ref: ShardRef) -> dict[str, Any]:
