@@ -33,7 +33,7 @@ $(BIN)/n2m: pyproject.toml
 	  $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
 	  $(BIN)/python -c "import torch; print('setup: got torch', torch.__version__, 'CUDA', torch.version.cuda)"; \
 	fi
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,dask]'
 	@touch $(BIN)/n2m
 	@echo "setup: done ($(BIN)/n2m)"
 
