@@ -185,9 +185,9 @@ def _hf_width(path: str) -> int:
 
 
 def _clap_width(path: str) -> int:
-    from transformers import AutoConfig
+    from n2m.clap import text_width_of  # CLAP and joint-model directories alike
 
-    return int(AutoConfig.from_pretrained(path, local_files_only=True).text_config.hidden_size)
+    return text_width_of(path)
 
 
 @dataclass(frozen=True)

@@ -204,9 +204,6 @@ def test_text_encoder_clap_dir_gives_the_text_towers_states(joint_dir, towers):
     assert text_width_of(str(joint_dir)) == 32
 
 
-@pytest.mark.xfail(strict=True, reason="training/text.py sizes clap:DIR encoders with transformers' AutoConfig, which "
-                                       "cannot read a joint model's config.json; its _clap_width should return "
-                                       "n2m.clap.text_width_of(path) (training/text.py is outside this change)")
 def test_text_width_of_a_joint_model_through_training(joint_dir):
     from training.text import text_width
 
