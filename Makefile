@@ -46,26 +46,27 @@ lint: setup
 
 # The demo (`make demo`, DEMO_SCALE=quarter: at most 15 minutes on 2 cores; DEMO_SCALE=hour: at most 60): the whole
 # chain on CPU, text -> music through the spectrogram cascade (spec_generator -> vocoder -> sr_cascader, `small`
-# preset), judged by musicnn on 14 held-out prompts, two per style, beside the same networks at step 0 and the real
-# tracks. musicnn is the judge, never the joint model that made the pseudo-labels. Every step is a plain n2m command;
-# make runs two at a time where they do not depend on each other (the text-free vocoder and sr_cascader train while
-# the joint model and the spectrogram generator do), each on one torch thread, and prints each step's command and
-# output when it ends. Results: $(DEMO)/report.html. Override any DEMO_* variable, e.g. DEMO_SPEC_STEPS=2000.
+# preset, MiniLM text encoder), judged on 14 held-out prompts, two per style, beside the same networks at step 0 and
+# the real tracks. The judge is musicnn (MSD_musicnn), never the joint model that made the pseudo-labels (MiniLM +
+# MTT_musicnn towers, a different tagger). Every step is a plain n2m command; make runs two at a time where they do not
+# depend on each other (the text-free vocoder and sr_cascader train while the joint model, the labels and the
+# spectrogram generator are made), each on one torch thread, and prints each step's command and output when it ends.
+# Results: $(DEMO)/report.html. Any DEMO_* variable can be overridden, e.g. DEMO_SPEC_STEPS=2000.
 DEMO ?= demo
 DEMO_SCALE ?= quarter
 ifeq ($(DEMO_SCALE),quarter)
 DEMO_TRACK_SECONDS ?= --min-seconds 20 --max-seconds 30
-DEMO_CLAP_MINUTES ?= 2.5
+DEMO_CLAP_MINUTES ?= 2
 DEMO_SPEC_STEPS ?= 900
-DEMO_VOCODER_STEPS ?= 400
-DEMO_SR_STEPS ?= 300
+DEMO_VOCODER_STEPS ?= 600
+DEMO_SR_STEPS ?= 400
 DEMO_BARS ?= --min-probe-ratio 2 --min-fad-gain 0.3
 else ifeq ($(DEMO_SCALE),hour)
 DEMO_TRACK_SECONDS ?= --min-seconds 40 --max-seconds 60
-DEMO_CLAP_MINUTES ?= 8
-DEMO_SPEC_STEPS ?= 4000
-DEMO_VOCODER_STEPS ?= 1600
-DEMO_SR_STEPS ?= 1200
+DEMO_CLAP_MINUTES ?= 4
+DEMO_SPEC_STEPS ?= 5000
+DEMO_VOCODER_STEPS ?= 3000
+DEMO_SR_STEPS ?= 2000
 DEMO_BARS ?= --min-probe-ratio 3 --min-fad-gain 0.5 --tag-gain
 else
 $(error DEMO_SCALE is quarter (at most 15 minutes) or hour (at most 60 minutes), not '$(DEMO_SCALE)')
@@ -76,11 +77,15 @@ DEMO_GUIDANCE ?= 3
 # Seed 99 is the first corpus seed whose held-out third (14 of 42 tracks) holds every style twice; chosen from the styles
 # alone, before anything was trained or judged.
 DEMO_CORPUS = --tracks 42 --seed 99 --holdout 0.334 $(DEMO_TRACK_SECONDS)
-DEMO_TRAIN = --build $(DEMO)/out --preset small --exclude-holdout --lr 1e-3 --warmup-steps 50 --ema-decay 0.995 \
+DEMO_TRAIN = --build $(DEMO)/out --preset small --exclude-holdout --warmup-steps 50 --ema-decay 0.995 \
   --num-workers 0 --val-every 200 --log-every 10 --accelerator cpu
-DEMO_SPEC = --stage spec_generator --labels v1 --text-encoder $(DEMO_TEXT) --window 5 --batch-size 16
-DEMO_VOCODER = --stage vocoder --window 0.5 --batch-size 8
-DEMO_SR = --stage sr_cascader --window 0.5 --batch-size 8
+# every stage: cosine schedule and v-prediction (the stages' paper defaults, linear and eps, spend most training
+# steps at noise levels where these low-variance signals are gone); the cascaders: light conditioning augmentation
+DEMO_DIFFUSION = --schedule cosine --parametrisation v
+DEMO_SPEC = --stage spec_generator --labels v1 --text-encoder $(DEMO_TEXT) --window 2.5 --batch-size 16 \
+  $(DEMO_DIFFUSION) --weighting simplified --lr 2e-3 --text-cache 4096
+DEMO_VOCODER = --stage vocoder --window 0.5 --batch-size 8 $(DEMO_DIFFUSION) --aug-t-max 0.1 --lr 2e-3
+DEMO_SR = --stage sr_cascader --window 0.5 --batch-size 8 $(DEMO_DIFFUSION) --aug-t-max 0.2 --lr 1e-3
 DEMO_JUDGE = --captions $(DEMO)/eval/prompts.jsonl --id-column id --caption-column text --reference-audio \
   $(DEMO)/corpus/audio --embedding musicnn --probe-labels $(DEMO)/corpus/manifest.jsonl --probe-column style \
   --cache-dir $(DEMO)/eval/cache --samples 100
@@ -115,9 +120,9 @@ $(DEMO)/vocab/aspects.parquet: $(DEMO)/corpus/manifest.jsonl
 	n2m vocab aspects --out $@
 
 $(DEMO)/clap/config.json: $(DEMO)/out/build.json
-	$(call demo_step,joint audio-text model for the pseudo-labels: trained on the training tracks' captions)
+	$(call demo_step,joint audio-text model for the pseudo-labels: pretrained towers + heads trained on the training tracks)
 	n2m clap-train --build $(DEMO)/out --captions $(DEMO)/corpus/manifest.jsonl --out $(DEMO)/clap \
-	  --minutes $(DEMO_CLAP_MINUTES) --threads 1
+	  --text-init $(DEMO_TEXT) --audio-init musicnn:MTT_musicnn --minutes $(DEMO_CLAP_MINUTES) --threads 1
 
 $(DEMO)/out/labels/v1/manifest.json: $(DEMO)/clap/config.json $(DEMO)/vocab/aspects.parquet
 	$(call demo_step,pseudo-labels for every clip (Beam) and their precision on the held-out tracks)

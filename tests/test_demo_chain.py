@@ -162,7 +162,7 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     assert lines.count("--preset small") == 6 and "--text-encoder hf:all-MiniLM-L6-v2" in lines
     assert lines.count("--cascade spectrogram") == 2 and lines.count("--embedding musicnn") == 2
     assert "--clap " not in lines.split("n2m eval musiccaps", 1)[1]  # the joint model never judges the samples
-    assert "--tracks 42 --seed 99 --holdout 0.334" in lines
+    assert "--tracks 42 --seed 99 --holdout 0.334" in lines and "--audio-init musicnn:MTT_musicnn" in lines
     assert "--min-probe-ratio 2 --min-fad-gain 0.3" in lines and "--tag-gain" not in lines
     assert "--precision-aspects style,instrument,mood" in lines
     hour = _make_plan(tmp_path, "DEMO_SCALE=hour")
@@ -195,9 +195,11 @@ def _installed(name: str) -> None:
 
 
 def _train(tmp_path, stage: str, steps: int, run: str) -> None:
-    shape = {"spec_generator": ["--labels", "v1", "--text-encoder", "hf:all-MiniLM-L6-v2", "--window", "1"],
-             "vocoder": ["--window", "0.5"], "sr_cascader": ["--window", "0.5"]}[stage]
+    shape = {"spec_generator": ["--labels", "v1", "--text-encoder", "hf:all-MiniLM-L6-v2", "--window", "1",
+                                "--weighting", "simplified"],
+             "vocoder": ["--window", "0.5", "--aug-t-max", "0.1"], "sr_cascader": ["--window", "0.5"]}[stage]
     assert main(["train", "--stage", stage, "--build", str(tmp_path / "out"), "--preset", "tiny", *shape,
+                 "--schedule", "cosine", "--parametrisation", "v",
                  "--exclude-holdout", "--out", str(tmp_path / "runs" / run / stage), "--max-steps", str(steps),
                  "--batch-size", "2", "--num-workers", "0", "--val-samples", "0", "--warmup-steps", "1",
                  "--lr", "1e-3", "--ema-decay", "0.5", "--log-every", "1", "--accelerator", "cpu"]) == 0
@@ -206,8 +208,8 @@ def _train(tmp_path, stage: str, steps: int, run: str) -> None:
 @pytest.mark.integration
 def test_demo_chain(tmp_path, capsys):
     """The demo's commands in order, reduced (tiny networks, a few steps, 2 s clips): not a quality test."""
-    _installed("all-MiniLM-L6-v2")
-    _installed("MSD_musicnn")
+    for model in ("all-MiniLM-L6-v2", "MSD_musicnn", "MTT_musicnn"):
+        _installed(model)
     corpus, out, clap = tmp_path / "corpus", tmp_path / "out", tmp_path / "clap"
     manifest = str(corpus / "manifest.jsonl")
     assert main(["synth", "--out", str(corpus), "--tracks", "8", "--seed", "1", "--min-seconds", "11",
@@ -221,8 +223,9 @@ def test_demo_chain(tmp_path, capsys):
     assert main(["vocab", "generate", "--from", manifest, "--llm", "template", "--out", str(tmp_path / "long.parquet"),
                  "--per-track", "1", "--exclude-holdout"]) == 0
     assert main(["vocab", "aspects", "--out", str(tmp_path / "aspects.parquet")]) == 0
-    assert main(["clap-train", "--build", str(out), "--captions", manifest, "--out", str(clap), "--preset", "micro",
-                 "--max-steps", "5", "--batch-size", "4", "--warmup", "1"]) == 0
+    assert main(["clap-train", "--build", str(out), "--captions", manifest, "--out", str(clap), "--text-init",
+                 "hf:all-MiniLM-L6-v2", "--audio-init", "musicnn:MTT_musicnn", "--max-steps", "5", "--batch-size", "4",
+                 "--warmup", "1", "--threads", "1"]) == 0
     assert main(["label", "--build", str(out), "--vocab", str(tmp_path / "long.parquet"), "--vocab",
                  str(tmp_path / "aspects.parquet"), "--model", str(clap), "--name", "v1", "--",
                  "--direct_num_workers=1"]) == 0

@@ -16,7 +16,8 @@ self-attention only at the bottom, where the sequence is shortest):
   top level, where a CPU spends its time, stays thin and the short deep levels hold the parameters.
 
 An architecture may change a preset's result for its stage (``Architecture.preset_overrides``): the paper vocoder's
-base width is 128, the tiny vocoder's two strides multiply to the mel hop, and so on.
+base width is 128, the tiny vocoder's two strides multiply to the mel hop, the small vocoder is one level of 10 ms
+patches and the small spectrogram generator is wider at its top (see ``training.stages_spectrogram``).
 """
 
 from __future__ import annotations
