@@ -3,11 +3,13 @@
 The towers stay locked (:mod:`n2m.joint`), so what they give is computed once up front and cached: the musicnn
 features of every 10 s window of the training and held-out clips (``[W, F]``), and the text tower's mean-pooled
 vectors of each training track's texts (``[V, H]``): its caption and up to ``--text-views`` random subsets of its
-tags, in random order (the keyword augmentation of :func:`labeling.clap_train.track_text`). A training step is then
-two small heads on a batch of distinct tracks (one random window each; the caption with probability
-``1 - --tag-prob``, else one of the tag views) under CLAP's symmetric InfoNCE (:func:`labeling.clap_train.clap_loss`):
-thousands of steps per CPU minute. ``--tune-text-layers N`` also trains the text tower's top N blocks (at
-``--tune-lr``); the text tower then runs every step on the batch's texts.
+tags, in random order (the keyword augmentation of :func:`labeling.clap_train.track_text`), and of every distinct tag
+(the tag bank, ``[G, H]``). A training step is then two small heads on a batch of distinct tracks (one random window
+each; the caption with probability ``1 - --tag-prob``, else one of the tag views) under CLAP's symmetric InfoNCE
+(:func:`labeling.clap_train.clap_loss`), plus ``--tag-loss`` times SigLIP's pairwise sigmoid loss of each window
+against the whole tag bank (:func:`sigmoid_tag_loss`: a tag shared by several tracks is a positive for all of them,
+where InfoNCE would count it as a negative): thousands of steps per CPU minute. ``--tune-text-layers N`` also trains
+the text tower's top N blocks (at ``--tune-lr``); the text tower then runs every step on the batch's texts.
 
 The heads' input statistics (mean, standard deviation) come from the cached training features. The output is an
 :mod:`n2m.joint` directory (towers copied, heads, config with towers, layers and lineage) plus ``train.json``.
@@ -16,12 +18,14 @@ The heads' input statistics (mean, standard deviation) come from the cached trai
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from labeling.clap_train import (
@@ -30,16 +34,19 @@ from labeling.clap_train import (
     lineage,
     retrieval_metrics,
     sample_batch,
+    track_tags,
     track_text,
     training_windows,
 )
-from n2m.config import NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, number, resolved
+from n2m.config import NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, number, resolved
 from n2m.errors import UserError
 from n2m.joint import DEFAULT_LAYERS, TowerEmbedder
 from n2m.models import model_dir
 from n2m.provenance import now_iso, versions, write_json
 
 DEFAULT_TAG_PROB = 0.8
+TAG_LOSS = 0.3  # synthetic 40-track corpus, 8 seeds: held-out instrument precision 3.3x -> 4.1x chance, mood 17x -> 34x
+SIGLIP_INIT = (math.log(10.0), -10.0)  # SigLIP's initial log temperature and bias
 
 
 def add_tower_arguments(group: argparse._ArgumentGroup) -> None:
@@ -64,6 +71,10 @@ def add_tower_arguments(group: argparse._ArgumentGroup) -> None:
                        help="dropout on the heads' inputs while training (default 0.1)")
     group.add_argument("--text-views", type=NONNEGATIVE_INT, default=16,
                        help="tag-subset texts cached per training track (default 16; 0: captions only)")
+    group.add_argument("--tag-loss", type=NONNEGATIVE, default=TAG_LOSS,
+                       help=f"weight of the sigmoid tag loss: each window against every distinct tag of the training "
+                            f"tracks, positive for its own track's tags (SigLIP's pairwise sigmoid; default {TAG_LOSS}, "
+                            "0 disables)")
     group.add_argument("--tune-text-layers", type=NONNEGATIVE_INT, default=0,
                        help="also train the text tower's top N blocks (default 0: both towers locked)")
     group.add_argument("--tune-lr", type=POSITIVE, default=2e-5, help="peak learning rate of tuned tower blocks")
@@ -130,6 +141,22 @@ def pick_views(rng: np.random.Generator, chosen: np.ndarray, first: np.ndarray, 
     return first[chosen] + np.where(tags, offsets, 0)
 
 
+def tag_bank(tracks: list[dict]) -> tuple[list[str], torch.Tensor]:
+    """The distinct tags of ``tracks`` (sorted) and their membership ``[T, G]`` float (1: track ``t`` has tag ``g``)."""
+    tags_of = [set(track_tags(row)) for row in tracks]
+    names = sorted(set().union(*tags_of))
+    return names, torch.tensor([[float(name in tags) for name in names] for tags in tags_of]).reshape(len(tracks), -1)
+
+
+def sigmoid_tag_loss(audio: torch.Tensor, tags: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor,
+                     bias: torch.Tensor) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023, arXiv 2303.15343, eq. 1) of audio ``[B, D]`` against tag
+    texts ``[G, D]`` (both normalised here), ``targets`` ``[B, G]`` in {0, 1}:
+    ``-1/B * sum_ij log sigmoid(z_ij * (exp(scale) * a_i . t_j + bias))`` with ``z = 2 * target - 1``."""
+    logits = scale.exp() * F.normalize(audio, dim=-1) @ F.normalize(tags, dim=-1).T + bias  # [B, G]
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / audio.shape[0]
+
+
 @torch.no_grad()
 def pooled_texts(embedder: TowerEmbedder, texts: list[str], batch_size: int = 64) -> torch.Tensor:
     """Texts -> the text tower's mean-pooled vectors ``[N, H]`` float32 on the CPU."""
@@ -145,7 +172,8 @@ def pooled_texts(embedder: TowerEmbedder, texts: list[str], batch_size: int = 64
 class TowerData:
     """The training set as the locked towers see it: window ``features`` ``[W, F]`` of track ``owners`` ``[W]``,
     ``tracks`` (manifest rows), the ``texts`` of every track (:func:`text_views`; track ``t``'s are rows
-    ``first[t]`` .. ``first[t + 1] - 1``) and their mean-pooled tower vectors ``pooled`` ``[V, H]``."""
+    ``first[t]`` .. ``first[t + 1] - 1``) and their mean-pooled tower vectors ``pooled`` ``[V, H]``; the tag bank
+    (:func:`tag_bank`): ``tags`` ``[G]``, their vectors ``tag_pooled`` ``[G, H]``, ``membership`` ``[T, G]``."""
 
     features: torch.Tensor
     owners: np.ndarray
@@ -153,6 +181,9 @@ class TowerData:
     texts: list[str]
     first: np.ndarray
     pooled: torch.Tensor
+    tags: list[str]
+    tag_pooled: torch.Tensor
+    membership: torch.Tensor
 
 
 def run_towers(args: argparse.Namespace, by_source: dict[str, dict]) -> int:
@@ -171,8 +202,11 @@ def run_towers(args: argparse.Namespace, by_source: dict[str, dict]) -> int:
     rng = np.random.default_rng(args.seed)
     views = [text_views(rng, row, args.text_views) for row in tracks]
     texts = [text for v in views for text in v]
-    data = TowerData(features.to(embedder.device), owners, tracks, texts, np.cumsum([0] + [len(v) for v in views]),
-                     pooled_texts(embedder, texts).to(embedder.device))
+    tags, membership = tag_bank(tracks)
+    device = embedder.device
+    data = TowerData(features.to(device), owners, tracks, texts, np.cumsum([0] + [len(v) for v in views]),
+                     pooled_texts(embedder, texts).to(device), tags, pooled_texts(embedder, tags).to(device),
+                     membership.to(device))
     prep_s = time.perf_counter() - started
     print(f"n2m clap-train: towers {args.audio_init} + {args.text_init}; {len(tracks)} tracks, {len(owners)} windows "
           f"({failed} clips failed to decode), {len(texts)} texts; {len(held[2])} held-out tracks; "
@@ -210,7 +244,11 @@ def train_heads(args: argparse.Namespace, embedder: TowerEmbedder, data: TowerDa
     model.text_head.set_statistics(data.pooled)
     tuned = [p for p in model.text_tower.parameters() if p.requires_grad]
     heads = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("text_tower.")]
-    groups = [{"params": heads, "peak": args.lr or 1e-3}] + ([{"params": tuned, "peak": args.tune_lr}] if tuned else [])
+    use_tags = args.tag_loss > 0 and bool(data.tags)
+    siglip = ([torch.nn.Parameter(torch.tensor(v, device=embedder.device)) for v in SIGLIP_INIT] if use_tags
+              else [])  # the tag loss's temperature and bias: trained here, not part of the model
+    groups = ([{"params": heads + siglip, "peak": args.lr or 1e-3}]
+              + ([{"params": tuned, "peak": args.tune_lr}] if tuned else []))
     optimiser = torch.optim.AdamW(groups, lr=groups[0]["peak"], weight_decay=args.weight_decay)
     by_track = [np.flatnonzero(data.owners == t) for t in range(len(data.tracks))]
     tag_prob = DEFAULT_TAG_PROB if args.tag_prob is None else args.tag_prob
@@ -232,6 +270,10 @@ def train_heads(args: argparse.Namespace, embedder: TowerEmbedder, data: TowerDa
                            else data.pooled[torch.as_tensor(rows, device=embedder.device)])
                 audio = model.audio_head(data.features[torch.as_tensor(picks, device=embedder.device)])
                 loss, accuracy = clap_loss(model, audio, model.text_head(text_in))
+                if use_tags:
+                    tag_in = embedder.tower_text(embedder.tokens(data.tags)) if tuned else data.tag_pooled
+                    targets = data.membership[torch.as_tensor(data.owners[picks], device=embedder.device)]
+                    loss = loss + args.tag_loss * sigmoid_tag_loss(audio, model.text_head(tag_in), targets, *siglip)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)

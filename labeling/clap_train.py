@@ -147,9 +147,14 @@ def clap_loss(model, audio: torch.Tensor, text: torch.Tensor) -> tuple[torch.Ten
     return loss, accuracy
 
 
+def track_tags(row: dict) -> list[str]:
+    """A manifest row's non-blank ``tags`` (none when the column is missing or not a list)."""
+    return [str(t) for t in (row.get("tags") or []) if str(t).strip()] if isinstance(row.get("tags"), list) else []
+
+
 def track_text(rng: np.random.Generator, row: dict, tag_prob: float) -> str:
     """The text paired with a track this step: its caption, or (``tag_prob``) a shuffled subset of its tags."""
-    tags = [str(t) for t in (row.get("tags") or []) if str(t).strip()] if isinstance(row.get("tags"), list) else []
+    tags = track_tags(row)
     if tags and rng.random() < tag_prob:
         chosen = rng.choice(len(tags), size=rng.integers(1, len(tags) + 1), replace=False)
         return ", ".join(tags[i] for i in chosen)

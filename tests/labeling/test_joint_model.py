@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from conftest import CAPTIONS, write_build, write_vocab
 
-from labeling.clap_towers import pick_views, text_views
+from labeling.clap_towers import pick_views, sigmoid_tag_loss, tag_bank, text_views
 from n2m import cli
 from n2m.clap import ClapEmbedder, text_width_of
 from n2m.errors import UserError
@@ -312,3 +312,14 @@ def test_text_views_and_their_sampling():
     assert set(rows[::2]) == {0} and set(rows[1::2]) <= {1, 2, 3, 4}
     share = np.mean(rows[1::2] == 1)  # the caption: 1 - tag_prob
     assert 0.17 < share < 0.23 and min(np.bincount(rows[1::2])[2:]) > 450  # tag views uniform (~533 each)
+
+
+def test_tag_bank_and_sigmoid_tag_loss_closed_form():
+    names, membership = tag_bank([{"tags": ["rock", "fast"]}, {"tags": ["jazz", "rock"]}, {"caption": "no tags"}])
+    assert names == ["fast", "jazz", "rock"]
+    assert membership.tolist() == [[1, 0, 1], [0, 1, 1], [0, 0, 0]]
+    audio = torch.tensor([[2.0, 0.0]])  # normalised to [1, 0]
+    tags = torch.tensor([[3.0, 0.0], [0.0, 1.0]])  # [1, 0] and [0, 1]: cosines 1 and 0
+    loss = sigmoid_tag_loss(audio, tags, torch.tensor([[1.0, 0.0]]), torch.tensor(np.log(2.0)), torch.tensor(-1.0))
+    # logits exp(log 2) * [1, 0] - 1 = [1, -1]; -log sigmoid(1) - log(1 - sigmoid(-1)) = 2 log(1 + e^-1)
+    assert loss.item() == pytest.approx(2 * np.log1p(np.exp(-1.0)), rel=1e-6)
