@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "three float32 copies of the source it decodes (default 1200)")
     shards = parser.add_argument_group("shards and splits")
     shards.add_argument("--split", default="train=0.98,valid=0.01,test=0.01",
-                        help="split fractions; each SOURCE goes to one split by a hash of its id (default %(default)s)")
+                        help="split fractions; each SOURCE goes to one split by a hash of its id, or to the split its "
+                             "manifest row names in a 'split' column (default %(default)s)")
     shards.add_argument("--shard-size-mb", type=float, default=256.0,
                         help="target shard size; sources are grouped into shards before decoding (so re-runs map "
                              "them to the same shards) assuming --typical-source-seconds each (default 256)")

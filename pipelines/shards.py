@@ -1,6 +1,7 @@
 """Shard specs and the shard writer (docs/architecture.md section 3, img2dataset's pattern).
 
-Planning: each source gets a split from a hash of its id (so no source has clips in two splits); the sources of each
+Planning: each source gets a split from a hash of its id (so no source has clips in two splits), unless its manifest
+row names one in a ``split`` column (a data set's own train/eval lists, e.g. MusicCaps' ``is_eval``); the sources of each
 split are grouped, in listing order, into specs of ``per_shard`` sources named ``{split}-NNNNNN``. The same listing
 and settings give the same specs on every run, so a re-run maps every source to the same shard name.
 
@@ -10,6 +11,7 @@ A shard becomes visible only by rename, and it exists only once its marker ``{sp
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tarfile
@@ -61,6 +63,21 @@ def assign_split(src_id: str, splits: tuple[tuple[str, float], ...]) -> str:
         if u < edge:
             return name
     return next(name for name, f in reversed(splits) if f > 0)
+
+
+def source_split(source: Source, splits: tuple[tuple[str, float], ...]) -> tuple[str, Source]:
+    """The split of ``source`` and the source to plan: a manifest ``split`` value naming one of ``splits`` pins it
+    there (whatever the fractions); any other value fails the source (``bad_manifest_row``, its reason recorded) in
+    its hashed split. The hash of the id decides for every source without the column."""
+    hashed = assign_split(source.source_id, splits)
+    pinned = source.meta.get("split")
+    if pinned is None or source.error:
+        return hashed, source
+    names = [name for name, _ in splits]
+    if isinstance(pinned, str) and pinned.strip() in names:
+        return pinned.strip(), source
+    error = f"manifest split {pinned!r} is not one of the build's splits ({', '.join(names)})"
+    return hashed, dataclasses.replace(source, error=error, reason="bad_manifest_row")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -120,7 +137,7 @@ def plan_shards(
     buffers: dict[str, list[Source]] = {name: [] for name, _ in splits}
     index = {name: (start or {}).get(name, 0) for name, _ in splits}
     for source in sources:
-        split = assign_split(source.source_id, splits)
+        split, source = source_split(source, splits)
         buffers[split].append(source)
         if len(buffers[split]) == per_shard:
             yield ShardSpec(split, index[split], tuple(buffers[split]), retry)

@@ -117,15 +117,20 @@ SHIFT_S = 1.3
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict:
-    """14 n2m synth tracks of 8-9 s; the first 11 built into 3 s clips (train/valid halves by source), the last 3
-    never built (unseen real tracks). Generated: 3 copies of training clips' audio, shifted by 1.3 s and re-encoded to
-    MP3/Ogg/FLAC, and 3 excerpts of the unseen tracks; one sidecar names an audio prompt."""
+    """14 n2m synth tracks of 8-9 s; the first 11 built into 3 s clips (train and valid alternately, pinned by the
+    manifest's split column; one track marked held out in train), the last 3 never built (unseen real tracks).
+    Generated: 3 copies of training clips' audio, shifted by 1.3 s and re-encoded to MP3/Ogg/FLAC, and 3 excerpts of
+    the unseen tracks; one sidecar names an audio prompt."""
     root = tmp_path_factory.mktemp("memorization")
     corpus = root / "corpus"
     assert main(["synth", "--out", str(corpus), "--tracks", "14", "--seed", "3", "--min-seconds", "8",
                  "--max-seconds", "9", "--formats", "flac,wav", "--holdout", "0.25", "--workers", "0"]) == 0
     lines = (corpus / "manifest.jsonl").read_text().splitlines()
-    (corpus / "built.jsonl").write_text("\n".join(lines[:11]) + "\n")
+    rows = [{**json.loads(line), "split": ("train", "valid")[i % 2]} for i, line in enumerate(lines[:11])]
+    marked = [row for row in rows if row["holdout"]]
+    assert marked
+    marked[0]["split"] = "train"  # a training-split clip of a track marked held out (for --exclude-holdout)
+    (corpus / "built.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     build = root / "build"
     assert main(["build", "--input", str(corpus / "built.jsonl"), "--output", str(build), "--clip-seconds",
                  str(CLIP_S), "--sample-rate", "16000", "--split", "train=0.5,valid=0.5,test=0", "--no-progress"]) == 0

@@ -82,6 +82,20 @@ def test_plan_groups_sources_per_split_in_order():
     assert specs[0].spec_hash("x") != specs[0].spec_hash("y")
 
 
+def test_a_manifest_split_column_pins_the_source():
+    """A row's ``split`` names the split whatever the fractions; a value the build does not have fails the source."""
+    splits = parse_splits("train=1,valid=0")
+    sources = [Source("/m/a.wav", {"split": "valid"}), Source("/m/b.wav", {"split": " train "}),
+               Source("/m/c.wav", {"split": "eval"}), Source("/m/d.wav", {"split": 3}), Source("/m/e.wav")]
+    placed = {src.uri: (spec.split, src) for spec in plan_shards(sources, splits, per_shard=10) for src in spec.sources}
+    assert placed["/m/a.wav"][0] == "valid" and placed["/m/b.wav"][0] == "train" and placed["/m/e.wav"][0] == "train"
+    assert not placed["/m/a.wav"][1].error and not placed["/m/e.wav"][1].error
+    for uri, shown in (("/m/c.wav", "'eval'"), ("/m/d.wav", "3")):
+        split, failed = placed[uri]
+        assert split == "train" and failed.reason == "bad_manifest_row"
+        assert failed.error == f"manifest split {shown} is not one of the build's splits (train, valid)"
+
+
 def test_canonical_uris(tmp_path):
     assert canonical_uri("HTTPS://Example.COM:443/a/b.mp3#frag") == "https://example.com/a/b.mp3"
     assert canonical_uri("http://example.com:8080") == "http://example.com:8080/"
