@@ -1,4 +1,7 @@
-"""``n2m label``: options, the driver around the Beam job (labeling.job), the summary and ``manifest.json``."""
+"""``n2m label``: options, the driver around the Beam job (labeling.job), the summary and ``manifest.json``.
+
+The Beam job is imported when the job runs, not for ``n2m label --help``.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +11,9 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labeling.io import exists, move_dir, read_bytes, remove_work_dir
-from labeling.job import (
-    FAILURES_IN_MANIFEST,
-    LabelSettings,
-    assign_pipeline,
-    committed_shards,
-    embed_vocabularies,
-    global_counts,
-    parse_k_prime,
-    score_pipeline,
-    text_cache_path,
-    threads_per_worker,
-)
 from labeling.vocabset import open_vocabularies
 from n2m.beam import BeamSession, add_beam_arguments, beam_setup
 from n2m.config import NONNEGATIVE, POSITIVE_INT, leaf, resolved
@@ -29,6 +21,9 @@ from n2m.errors import JobFailed, ShardDamaged, UserError
 from n2m.names import check_name
 from n2m.provenance import now_iso, versions, write_json
 from n2m.schema import LABELS_VERSION, BuildLayout, build_id, verify_shard
+
+if TYPE_CHECKING:
+    from labeling.job import LabelSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +111,17 @@ def swap_in(layout: BuildLayout, name: str, folder: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from labeling.job import (
+        LabelSettings,
+        assign_pipeline,
+        committed_shards,
+        embed_vocabularies,
+        global_counts,
+        parse_k_prime,
+        score_pipeline,
+        text_cache_path,
+        threads_per_worker,
+    )
     from n2m.clap import ClapEmbedder
 
     started = time.perf_counter()
@@ -188,6 +194,8 @@ def _why_missing(shards, manifest: dict) -> str:
 def write_manifest(settings: LabelSettings, args: argparse.Namespace, shards, splits, text_s: float,
                    total_s: float) -> dict:
     """``labels/NAME/manifest.json`` from the shard markers."""
+    from labeling.job import FAILURES_IN_MANIFEST
+
     markers, missing = [], []
     for ref in shards:
         path = settings.marker_path(ref.name)

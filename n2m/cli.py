@@ -1,8 +1,10 @@
-"""The single ``n2m`` entry point. Each job lives in its own module and is imported only when it runs.
+"""The single ``n2m`` entry point: a lazy registry of jobs.
 
-A job module defines ``add_arguments(parser)`` (which calls :func:`n2m.config.leaf` on every runnable parser) and the
-``run(args) -> int`` functions it registers there. Mistakes a user can fix print one line and exit non-zero; ``--verbose``
-shows the traceback.
+Listing the jobs (``n2m --help``) imports no job module (and so neither torch, Beam, transformers nor Lightning); a
+job's module is imported only when that job runs or its ``--help`` is asked for. A job module defines
+``add_arguments(parser)`` (which calls :func:`n2m.config.leaf` on every runnable parser) and the ``run(args) -> int``
+functions it registers there. Every job takes ``--config FILE.yaml`` and ``--print-config`` (:mod:`n2m.config`).
+Mistakes a user can fix print one line and exit non-zero; ``--verbose`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Collection
 
-from n2m.audio import AudioError
-from n2m.config import apply_config
+from n2m.config import parse_args, settings_yaml
 from n2m.errors import JobFailed, UserError
 
 # name -> (one-line help, module defining add_arguments). Add a job here only when it works.
@@ -35,30 +37,44 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 _EPILOG = """\
 the chain: synth -> build -> vocab -> label -> train -> sample -> eval
-run 'n2m JOB --help' for a job's options; every job takes --config FILE.yaml (flags override it) and --verbose."""
+run 'n2m JOB --help' for a job's options; every job takes --config FILE.yaml (flags override it; it may give required
+options), --print-config (the resolved settings as YAML for --config, then stop) and --verbose."""
 
 
-def build_parser(commands: dict[str, tuple[str, str]] | None = None) -> argparse.ArgumentParser:
+def build_parser(commands: dict[str, tuple[str, str]] | None = None,
+                 load: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``n2m`` parser over ``commands`` (default: every job). Jobs named in ``load`` (default: all of them) get
+    their module's options; the others are listed by name and help line only, their module not imported."""
     parser = argparse.ArgumentParser(
         prog="n2m",
         description="n2m: build Noise2Music-style text-to-music models, from raw audio to evaluated checkpoints.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"n2m {_version()}")
+    parser.add_argument("--version", action=_Version, help="show the installed n2m version and exit")
     sub = parser.add_subparsers(dest="command", metavar="JOB", title="jobs")
     for name, (help_line, module) in (commands or COMMANDS).items():
         child = sub.add_parser(name, help=help_line, description=help_line[:1].upper() + help_line[1:] + ".")
-        importlib.import_module(module).add_arguments(child)
+        if load is None or name in load:
+            importlib.import_module(module).add_arguments(child)
     return parser
 
 
-def _selected(argv: list[str]) -> dict[str, tuple[str, str]]:
-    """Import only the job being run (fast ``n2m JOB``); all of them for top-level ``--help``."""
-    for token in argv:
-        if not token.startswith("-"):
-            return {token: COMMANDS[token]} if token in COMMANDS else COMMANDS
-    return COMMANDS
+def job_of(argv: list[str]) -> str | None:
+    """The job ``argv`` runs (its first word, when that names a job), else None."""
+    words = [token for token in argv if not token.startswith("-")]
+    return words[0] if words and words[0] in COMMANDS else None
+
+
+class _Version(argparse.Action):
+    """``--version``: reads the installed version only when asked (package metadata is slow to scan)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"n2m {_version()}")
+        parser.exit()
 
 
 def _version() -> str:
@@ -70,6 +86,13 @@ def _version() -> str:
         return "unknown"
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors printed as one line: n2m.audio's AudioError too once that module is loaded (before, none can be
+    raised), so the entry point never imports it (numpy, soundfile) itself."""
+    audio = sys.modules.get("n2m.audio")
+    return (UserError, JobFailed) + ((audio.AudioError,) if audio is not None else ())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
@@ -77,22 +100,24 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser(_selected(argv))
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 0 if not argv else 2
+    job = job_of(argv)
+    parser = build_parser(COMMANDS, load=() if job is None else (job,))
     try:
-        args = apply_config(parser, args, argv)
-        code = args.func(args)
-        return int(code or 0)
-    except (UserError, JobFailed, AudioError) as err:
+        args = parse_args(parser, argv)
+        if not hasattr(args, "func"):
+            parser.print_help()
+            return 0 if not argv else 2
+        if args.print_config:
+            sys.stdout.write(settings_yaml(args))
+            return 0
+        return int(args.func(args) or 0)
+    except _user_errors() as err:
         if verbose:
             raise
-        print(f"n2m {args.command}: error: {err}", file=sys.stderr)
+        print(f"n2m {job}: error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:
-        print(f"n2m {args.command}: interrupted", file=sys.stderr)
+        print(f"n2m {job}: interrupted", file=sys.stderr)
         return 130
 
 

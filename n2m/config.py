@@ -1,17 +1,20 @@
 """YAML config files with command-line overrides, shared by every ``n2m`` job.
 
 A job's parser takes ``--config FILE``: the YAML's keys are the job's option names (dashes or underscores), its values
-become the parser's defaults, and flags given on the command line still win. Unknown keys fail loudly, and every value
-passes the same ``type`` and ``choices`` checks as the flag it stands for. :func:`number` and its instances are the
-argparse types for numeric options: finite, and in range where the range matters.
+become the parser's defaults, and flags given on the command line still win. The file can supply required options.
+Unknown keys fail loudly, and every value passes the same ``type`` and ``choices`` checks as the flag it stands for.
+``--print-config`` prints the resolved settings (defaults, then the file, then the flags) as YAML that ``--config``
+reads back to the same settings. :func:`number` and its instances are the argparse types for numeric options: finite,
+and in range where the range matters.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,16 +22,21 @@ import yaml
 
 from n2m.errors import UserError
 
-_PRIVATE = ("func", "_parser", "config", "verbose", "help")
+_PRIVATE = ("func", "_parser", "config", "print_config", "verbose", "help")
 
 
 def leaf(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None]) -> None:
-    """Make ``parser`` a runnable job: it takes ``--config`` and ``--verbose`` and dispatches to ``run(args)``.
+    """Make ``parser`` a runnable job: it takes ``--config``, ``--print-config`` and ``--verbose`` and dispatches to
+    ``run(args)``.
 
     A bad flag (unknown option, wrong type, invalid choice, missing value) is reported like every other user mistake:
     one line ``n2m JOB: error: ...`` on stderr and exit code 2, without argparse's usage block.
     """
-    parser.add_argument("--config", metavar="YAML", help="YAML file of option values; command-line flags override it")
+    parser.add_argument("--config", metavar="YAML",
+                        help="YAML file of option values (it may give required options); command-line flags override it")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved settings (defaults, --config, flags) as YAML that --config accepts, "
+                             "and exit without doing any work")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks on errors")
     parser.set_defaults(func=run, _parser=parser)
     job = " ".join(parser.prog.split()[:2])
@@ -55,12 +63,30 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def parse_args(root: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv`` with the ``n2m`` parser ``root``, the job's ``--config`` YAML (if any) giving its defaults.
+
+    A first pass, with every required option optional, finds the job's parser and its ``--config``; the second pass
+    (:func:`apply_config`) requires only the options the YAML did not give, so argparse reports the ones still missing.
+    A request for help is parsed once, as it is, so the usage it prints marks the required options.
+    """
+    if _asks_for_help(argv):
+        return root.parse_args(argv)
+    with _optional(_required(root)):
+        first = root.parse_args(argv)
+    if not getattr(first, "config", None):
+        return root.parse_args(argv)
+    return apply_config(root, first, argv)
+
+
 def apply_config(root: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
     """Re-parse ``argv`` with the YAML file of ``args.config`` as defaults of the job's own parser.
 
     Every value goes through its option's own ``type`` and ``choices``, as if it had been given on the command line
     (a YAML scalar is read as the text a flag would carry); on/off flags take ``true`` or ``false``; options that take
-    several values (``nargs``, ``append``) take a list or one value; ``null`` leaves the option unset.
+    several values (``nargs``, ``append``) take a list or one value; ``null`` leaves the option unset. An option the
+    YAML gives a value is no longer required on the command line. Keys the parser sets without an option (Beam's
+    pass-through flags, ``beam_args``) take a list of strings.
     """
     if not getattr(args, "config", None):
         return args
@@ -69,11 +95,95 @@ def apply_config(root: argparse.ArgumentParser, args: argparse.Namespace, argv: 
     values = {}
     for key, value in load_yaml(args.config).items():
         dest = str(key).replace("-", "_")
-        if dest not in actions or dest in _PRIVATE:
+        where = f"config {args.config}: {key}"
+        if dest in _PRIVATE or (dest not in actions and dest not in parser._defaults):
             raise UserError(f"config {args.config}: unknown option {key!r}")
-        values[dest] = config_value(actions[dest], value, f"config {args.config}: {key}")
+        values[dest] = config_value(actions[dest], value, where) if dest in actions else _strings(value, where)
+    before = {action.dest: action.default for action in parser._actions}
+    given = {dest for dest, value in values.items() if value is not None and value != before.get(dest)}
     parser.set_defaults(**values)
-    return root.parse_args(argv)
+    with _optional(_required(parser, given)):
+        out = root.parse_args(argv)
+    for group in parser._mutually_exclusive_groups:  # argparse checks the command line only
+        on_command_line = [a for a in group._group_actions if getattr(args, a.dest) != before[a.dest]]
+        from_file = [a for a in group._group_actions if a.dest in given and a not in on_command_line]
+        if on_command_line:  # a flag wins over the file's value for another option of its group
+            for action in from_file:
+                setattr(out, action.dest, before[action.dest])
+        elif len(from_file) > 1:
+            names = " and ".join(a.dest for a in from_file)
+            raise UserError(f"config {args.config}: {names} exclude each other")
+    return out
+
+
+def settings_yaml(args: argparse.Namespace) -> str:
+    """The job's resolved settings as YAML that ``--config`` reads back to the same settings (``--print-config``).
+
+    One key per option of the job's parser (its ``dest``, in the parser's order), then the values the parser sets
+    without an option (``beam_args``); paths are written as text, tuples as lists.
+    """
+    parser: argparse.ArgumentParser = args._parser
+    dests = [a.dest for a in parser._actions if a.dest != argparse.SUPPRESS and a.default != argparse.SUPPRESS]
+    dests += [dest for dest in parser._defaults if dest not in dests]
+    settings = {dest: _plain(getattr(args, dest)) for dest in dests
+                if dest not in _PRIVATE and not dest.startswith("_") and hasattr(args, dest)}
+    return yaml.safe_dump(settings, sort_keys=False, allow_unicode=True, width=1 << 16)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) for item in items):
+        raise UserError(f"{where}: takes a list of strings, got {value!r}")
+    return items
+
+
+def _asks_for_help(argv: list[str]) -> bool:
+    head = argv[:argv.index("--")] if "--" in argv else argv
+    return "-h" in head or "--help" in head
+
+
+def _required(parser: argparse.ArgumentParser, dests: Iterable[str] | None = None) -> list[Any]:
+    """The required options and required mutually exclusive groups of ``parser`` and the parsers below it (only those
+    whose options are among ``dests`` when given)."""
+    wanted = None if dests is None else set(dests)
+    found: list[Any] = []
+    seen: set[int] = set()
+
+    def walk(p: argparse.ArgumentParser) -> None:
+        if id(p) in seen:
+            return
+        seen.add(id(p))
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    walk(child)
+            elif action.required and action.option_strings and (wanted is None or action.dest in wanted):
+                found.append(action)
+        found.extend(group for group in p._mutually_exclusive_groups if group.required and (
+            wanted is None or any(a.dest in wanted for a in group._group_actions)))
+
+    walk(parser)
+    return found
+
+
+@contextlib.contextmanager
+def _optional(items: list[Any]) -> Iterator[None]:
+    """Within the block, the given options and groups are not required."""
+    for item in items:
+        item.required = False
+    try:
+        yield
+    finally:
+        for item in items:
+            item.required = True
 
 
 def config_value(action: argparse.Action, value: Any, where: str) -> Any:
