@@ -13,13 +13,15 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint lock demo bench clean
 
 # The pretrained models (musicnn taggers, MiniLM) are fetched into models/ on every setup: a no-op once installed.
+# Every package is installed with requirements.lock as constraints (the versions CI tests), torch included: the lock
+# leaves torch itself out, so TORCH_VERSION of either flavour fits it.
 setup: $(BIN)/n2m
 	@$(BIN)/n2m models fetch
 
-$(BIN)/n2m: pyproject.toml
+$(BIN)/n2m: pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 	@flavour="$(TORCH)"; \
@@ -30,12 +32,24 @@ $(BIN)/n2m: pyproject.toml
 	if $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$(TORCH_VERSION)' and ((torch.version.cuda is None) == ('$$flavour' == 'cpu')) else 1)" 2>/dev/null; then \
 	  echo "setup: torch already installed"; \
 	else \
-	  $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
+	  $(BIN)/pip install -q -c requirements.lock "torch==$(TORCH_VERSION)"; \
 	  $(BIN)/python -c "import torch; print('setup: got torch', torch.__version__, 'CUDA', torch.version.cuda)"; \
 	fi
-	$(BIN)/pip install -q -e '.[dev,dask]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,dask]'
 	@touch $(BIN)/n2m
 	@echo "setup: done ($(BIN)/n2m)"
+
+# requirements.lock: every dependency of n2m[dev,dask] pinned for Python 3.11 on x86_64 Linux with the CPU torch
+# TORCH_VERSION, resolved by uv in a throwaway venv (LOCK_VENV). uv must see that CPU wheel: point it there with uv's own
+# settings (UV_FIND_LINKS=DIR or UV_EXTRA_INDEX_URL), as pip's are for setup. Pins already in the lock are kept where
+# they still fit, so a remake moves only what pyproject.toml changed.
+LOCK_VENV ?= /tmp/n2m-lock-venv
+lock:
+	@test -x $(LOCK_VENV)/bin/uv || ($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q uv)
+	@echo "torch==$(TORCH_VERSION)+cpu" > $(LOCK_VENV)/torch.txt
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --extra dev --extra dask --python-version 3.11 \
+	  --python-platform x86_64-unknown-linux-gnu --override $(LOCK_VENV)/torch.txt --no-emit-package torch \
+	  --custom-compile-command "make lock" --quiet -o requirements.lock
 
 test: setup
 	@$(BIN)/python -m pytest -q $(PYTEST_ARGS); code=$$?; \
