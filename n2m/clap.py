@@ -253,6 +253,21 @@ def text_width_of(path: str) -> int:
         raise UserError(f"cannot read the text width of CLAP model {path}: {str(err).strip().splitlines()[0]}") from err
 
 
+def embed_dim_of(path: str) -> int:
+    """``D`` of :meth:`ClapEmbedder.embed_audio` / :meth:`ClapEmbedder.embed_text` of a model directory, from its
+    ``config.json`` alone (n2m's own types record ``embed_dim``, a transformers ClapModel its ``projection_dim``), for
+    sizing a network conditioned on the joint embedding before the model loads."""
+    root = Path(path)
+    if not (root / "config.json").is_file():
+        raise UserError(f"{path} is not a joint model directory (no config.json)")
+    config = _config_of(root)
+    key = "embed_dim" if str(config.get("model_type")) in MODEL_TYPES else "projection_dim"
+    try:
+        return int(config[key])
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"cannot read the embedding size of joint model {path}: config.json has no {key}") from err
+
+
 # n2m's own joint-model directories: config.json ``model_type`` -> the module whose ``load(root, device, **kwargs)``
 # reads them and whose ``text_width(config)`` sizes their token states. Any other model_type is a transformers
 # ClapModel directory.

@@ -22,6 +22,7 @@ import torch
 
 from n2m.errors import UserError
 from n2m.provenance import dir_hash, file_hash
+from training.conditioning import StageConditioning
 from training.diffusion.augment import ConditioningAugmentation
 from training.diffusion.denoiser import Conditioning, Denoiser
 from training.diffusion.schedules import get_schedule
@@ -100,11 +101,23 @@ class StageModel:
             return None
         return resolve(spec, (self.config.get("lineage") or {}).get("text_encoder_sha1"), self.path)
 
+    @property
+    def conditioning(self) -> StageConditioning:
+        """What the stage is conditioned on besides its input signal (captions, joint embedding, melody)."""
+        return StageConditioning.of(self.config)
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether classifier-free guidance applies: the stage takes text or a joint embedding."""
+        cfg = self.model.net.cfg
+        return cfg.text_dim > 0 or cfg.joint_dim > 0
+
     def provenance(self) -> dict[str, Any]:
         lineage = self.config.get("lineage") or {}
         return {"stage": self.stage, "path": self.path, "sha1": self.sha1, "kind": self.kind,
                 "preset": self.config.get("preset"), "build_id": lineage.get("build_id"),
                 "labels": lineage.get("labels"), "text_encoder": self.config.get("text_encoder"),
+                "conditioning": self.conditioning.to_dict(),
                 "global_step": (self.config.get("source") or {}).get("global_step")}
 
 

@@ -7,6 +7,10 @@ shuffle buffer, are decoded (FLAC), resampled to the stage's rates, cut into ran
 per step (Noise2Music section 3.3). Consecutive examples are batched in the workers; a batch of a variable-window
 stage shares one random length (a multiple of the network's total stride).
 
+Beyond captions (:mod:`training.conditioning`): with a joint model, every example carries its clip's joint audio
+embedding (``joint`` ``[D]``, :mod:`training.joint_embeddings`; a clip without one is skipped) and, with ``melody``,
+the melody of its window (``melody`` ``[12, T]`` at the stage's rate, cut with ``x0``).
+
 Validation: a fixed set (``val_samples`` clips of the valid split, split evenly over ranks) with fixed windows and
 captions, made once, so the validation loss is comparable across runs.
 """
@@ -30,6 +34,8 @@ from torch.utils.data import DataLoader
 from n2m.audio import AudioError, decode, downmix, resample
 from n2m.errors import UserError
 from n2m.schema import BuildLayout, check_label_set, read_label_captions
+from training.conditioning import StageConditioning, melody_window
+from training.joint_embeddings import ClipEmbeddings
 from training.lowfi import make_lowfi
 from training.stages import StageSpec
 from training.stages_spectrogram import EXAMPLES as SPECTROGRAM_EXAMPLES
@@ -160,11 +166,16 @@ class DataConfig:
 
 
 class ExampleMaker:
-    """Picklable per-sample transform: raw WebDataset sample -> example dict, or None for a bad clip."""
+    """Picklable per-sample transform: raw WebDataset sample -> example dict, or None for a bad clip.
 
-    def __init__(self, stage: StageSpec, window: int, captions: dict, meta_text: bool, exclude_holdout: bool = False):
+    ``text``: whether the stage reads captions; ``joint``: the clips' joint embeddings (or None); ``melody``: add the
+    window's melody."""
+
+    def __init__(self, stage: StageSpec, window: int, captions: dict, meta_text: bool, exclude_holdout: bool = False,
+                 text: bool = True, joint: ClipEmbeddings | None = None, melody: bool = False):
         self.stage, self.window, self.captions, self.meta_text = stage, window, captions, meta_text
         self.exclude_holdout = exclude_holdout
+        self.text, self.joint, self.melody = text and stage.text, joint, melody
 
     def __call__(self, sample: dict[str, Any], rng: random.Random, offset_frac: float) -> dict | None:
         key = sample.get("__key__", "?")
@@ -176,10 +187,18 @@ class ExampleMaker:
         except (AudioError, KeyError, ValueError) as err:
             log.warning("skipping clip %s: %s", key, err)
             return None
-        example = EXAMPLES[self.stage.example](downmix(decoded.samples), decoded.sample_rate, self.stage, self.window,
-                                               offset_frac)
+        mono = downmix(decoded.samples)
+        example = EXAMPLES[self.stage.example](mono, decoded.sample_rate, self.stage, self.window, offset_frac)
+        if self.joint is not None:
+            vector = self.joint.get(key)
+            if vector is None:
+                log.warning("skipping clip %s: the joint model has no embedding of it (it did not decode)", key)
+                return None
+            example["joint"] = vector
+        if self.melody:
+            example["melody"] = melody_window(mono, decoded.sample_rate, self.stage, self.window, offset_frac)
         meta_text = list(meta.get("text") or []) if self.meta_text else []
-        items = caption_items(key, self.captions, meta_text, rng) if self.stage.text else []
+        items = caption_items(key, self.captions, meta_text, rng) if self.text else []
         example["text"] = sample_caption(items, rng)
         example["key"] = key
         return example
@@ -196,10 +215,15 @@ def collate(examples: list[dict], length: int, rng: random.Random | None) -> dic
     """Stack examples cut to ``length`` samples of ``x0`` (random offsets with ``rng``, else centred).
 
     Other arrays (``[C, T_k]``) are cut at the same place in their own time base (``T_k / T_x0`` per sample), so an
-    array at another rate (e.g. a spectrogram aligned with the audio) stays aligned.
+    array at another rate (e.g. a spectrogram aligned with the audio) stays aligned. Vectors (``[D]``, one per
+    example, e.g. the joint embedding) are stacked to ``[B, D]``.
     """
     batch: dict[str, Any] = {"key": [e["key"] for e in examples], "text": [e["text"] for e in examples]}
-    arrays = [k for k in examples[0] if k not in ("key", "text")]
+    fields = [k for k in examples[0] if k not in ("key", "text")]
+    arrays = [k for k in fields if examples[0][k].ndim == 2]
+    for k in fields:
+        if examples[0][k].ndim == 1:
+            batch[k] = torch.from_numpy(np.stack([e[k] for e in examples]).astype(np.float32))
     cut = []
     for e in examples:
         total = e["x0"].shape[1]
@@ -259,12 +283,16 @@ class _Iterable(torch.utils.data.IterableDataset):
 class ShardDataModule(L.LightningDataModule):
     """Batches for one stage from ``BUILD/shards/{split}`` and ``BUILD/labels/NAME``.
 
-    A batch: ``key`` [B] str, ``text`` [B] str, ``x0`` ``[B, 1, T]`` float32 and, for cascaders, ``lowfi`` ``[B, 1, T]``.
+    A batch: ``key`` [B] str, ``text`` [B] str, ``x0`` ``[B, 1, T]`` float32 and, for cascaders, ``lowfi`` ``[B, 1, T]``;
+    with a joint-embedding ``conditioning``, ``joint`` ``[B, D]``; with its ``melody``, ``melody`` ``[B, 12, T]``.
     ``length_multiple``: the network's total stride (variable batch lengths are multiples of it).
     """
 
-    def __init__(self, stage: StageSpec, cfg: DataConfig, length_multiple: int = 1):
+    def __init__(self, stage: StageSpec, cfg: DataConfig, length_multiple: int = 1,
+                 conditioning: StageConditioning | None = None):
         super().__init__()
+        self.conditioning = conditioning or StageConditioning()
+        self.joint: ClipEmbeddings | None = None
         if cfg.batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {cfg.batch_size}")
         self.stage, self.cfg, self.multiple = stage, cfg, length_multiple
@@ -277,7 +305,7 @@ class ShardDataModule(L.LightningDataModule):
         self.train_urls: list[str] = []
 
     def _captions(self, split: str | None) -> dict:
-        if not (self.stage.text and self.cfg.labels):
+        if not (self.stage.text and self.conditioning.text and self.cfg.labels):
             return {}
         check_label_set(self.cfg.build, self.cfg.labels)
         label_dir = BuildLayout(self.cfg.build).label_dir(self.cfg.labels)
@@ -291,14 +319,28 @@ class ShardDataModule(L.LightningDataModule):
         self.train_urls = committed_shards(self.cfg.build, "train")
         if not self.train_urls:
             raise UserError(f"{BuildLayout(self.cfg.build).shard_dir('train')} has no committed shards")
-        verify_shards([*self.train_urls, *committed_shards(self.cfg.build, "valid")])
+        valid_urls = committed_shards(self.cfg.build, "valid")
+        verify_shards([*self.train_urls, *valid_urls])
         self.captions = self._captions(None)
+        if self.conditioning.joint:
+            self.joint = self._joint_embeddings([*self.train_urls, *valid_urls])
         check_first_example(self.train_urls, self.maker(), self.cfg.exclude_holdout)
         warn_if_padded(self.cfg.build, "train", self.lengths[1] / self.stage.sample_rate)
         self.val_examples = self._validation_set()
 
+    def _joint_embeddings(self, urls: list[str]) -> ClipEmbeddings:
+        """Every clip's joint embedding (:mod:`training.joint_embeddings`), computed on the GPU when training uses
+        one."""
+        from training.joint_embeddings import clip_embeddings
+
+        trainer = getattr(self, "trainer", None)
+        device = str(trainer.strategy.root_device) if trainer is not None else "cpu"
+        spec = self.conditioning
+        return clip_embeddings(self.cfg.build, urls, str(spec.joint_model), str(spec.joint_model_sha1), device)
+
     def maker(self) -> ExampleMaker:
-        return ExampleMaker(self.stage, self.lengths[1], self.captions, self.cfg.meta_text, self.cfg.exclude_holdout)
+        return ExampleMaker(self.stage, self.lengths[1], self.captions, self.cfg.meta_text, self.cfg.exclude_holdout,
+                            text=self.conditioning.text, joint=self.joint, melody=self.conditioning.melody)
 
     def train_stream(self, start_step: int = 0, epochs: int | None = None) -> TrainStream:
         """This process's stream; ``start_step`` reseeds it so a resumed run does not replay the same batches."""

@@ -82,9 +82,11 @@ def _candidates(name: str, near: Path | None) -> list[Path]:
     return out
 
 
-def resolve(spec: str, sha1: str | None, near: str | Path | None = None) -> str:
+def resolve(spec: str, sha1: str | None, near: str | Path | None = None, what: str = "text encoder",
+            hint: str | None = None) -> str:
     """A loadable ``KIND:DIR`` for the recorded encoder ``spec`` with content ``sha1`` (rules in the module docstring);
-    ``near`` is the model's file or directory."""
+    ``near`` is the model's file or directory. ``what`` and ``hint`` word the error (another recorded model, e.g. the
+    joint model of :mod:`training.conditioning`, is found by the same rules)."""
     kind, path = split_spec(spec)
     recorded = Path(path)
     if not sha1:
@@ -92,12 +94,12 @@ def resolve(spec: str, sha1: str | None, near: str | Path | None = None) -> str:
     if (recorded / "config.json").is_file():
         if content_hash(recorded) == sha1:
             return f"{kind}:{recorded.resolve()}"
-        changed = f"{recorded} holds other content than the encoder the model was trained with"
+        changed = f"{recorded} holds other content than the {what} the model was trained with"
     else:
         changed = f"{recorded} does not exist"
     for candidate in _candidates(recorded.name, Path(near) if near is not None else None):
         if _holds(candidate, sha1):
-            log.info("text encoder %s found by its content hash at %s", spec, candidate)
+            log.info("%s %s found by its content hash at %s", what, spec, candidate)
             return f"{kind}:{candidate}"
-    raise UserError(f"text encoder {spec} (sha1 {sha1[:12]}) not found: {changed}, and no folder named "
-                    f"{recorded.name!r} near the model holds it; pass --text-encoder {kind}:DIR")
+    raise UserError(f"{what} {spec} (sha1 {sha1[:12]}) not found: {changed}, and no folder named "
+                    f"{recorded.name!r} near the model holds it; {hint or f'pass --text-encoder {kind}:DIR'}")

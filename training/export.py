@@ -2,7 +2,7 @@
 
 ``DIR/model.safetensors`` holds the EMA network's tensors (the names of ``UNet1D.state_dict()``); ``DIR/config.json``
 holds the network config, the diffusion config (schedule, parametrisation, weighting), the stage, the text encoder
-spec, the lineage (build id, label set, text encoder hash), the checkpoint it came from (path, SHA-1, step) and the
+spec, the conditioning (:mod:`training.conditioning`: joint model and melody), the lineage (build id, label set, text encoder hash), the checkpoint it came from (path, SHA-1, step) and the
 package versions. :func:`load_exported` is the inference entry point for sampling and evaluation.
 """
 
@@ -54,6 +54,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
         "net": config["net"],
         "diffusion": config["diffusion"],
         "text_encoder": config["text_encoder"],
+        "conditioning": config.get("conditioning"),
         "lineage": config["lineage"],
         "source": {"checkpoint": str(ckpt.resolve()), "checkpoint_sha1": file_hash(ckpt),
                    "global_step": int(data.get("global_step", 0)), "ema_decay": config["optim"]["ema_decay"]},

@@ -116,10 +116,17 @@ class DiffusionModule(L.LightningModule):
     # Steps
 
     def conditioning(self, batch: dict[str, Any], augment: bool) -> Conditioning:
-        """The network inputs besides ``x_t``: text states + mask, and (cascaders) the augmented low-fi signal."""
+        """The network inputs besides ``x_t``: text states + mask, the clip's joint embedding ``[B, D]`` (all kept;
+        dropout is the denoiser's), the melody ``[B, 12, T]``, and (cascaders) the augmented low-fi signal."""
         fields: dict[str, Any] = {}
         if self._text is not None:
             fields["text"], fields["text_mask"] = self._text.encode(batch["text"])
+        if self.net.cfg.joint_dim > 0:
+            joint = batch["joint"]
+            fields["joint"] = joint
+            fields["joint_mask"] = torch.ones(joint.shape[0], dtype=torch.bool, device=joint.device)
+        if self.net.cfg.melody_channels > 0:
+            fields["melody"] = batch["melody"]
         if self.cond_field:
             signal = batch[self.cond_field]
             if augment:
@@ -131,7 +138,9 @@ class DiffusionModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         cond = self.conditioning(batch, augment=True)
-        loss = self.denoiser.loss(batch["x0"], cond, cfg_p=float(self.config["diffusion"]["cfg_dropout"])).mean()
+        diffusion = self.config["diffusion"]
+        loss = self.denoiser.loss(batch["x0"], cond, cfg_p=float(diffusion["cfg_dropout"]),
+                                  joint_p=float(diffusion.get("audio_dropout") or 0.0)).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["x0"].shape[0])
         return loss
 

@@ -1,5 +1,10 @@
 """``n2m sample``: text prompts -> 24 kHz wav files through a Noise2Music cascade, with a JSON sidecar per file.
 
+Stages trained on more than captions (:mod:`training.conditioning`) also take ``--audio-prompt FILE`` (the joint
+model's embedding of an excerpt of FILE, alone or with a text prompt: then double classifier-free guidance, ``--guidance``
+for the text and ``--audio-guidance`` for the audio) and ``--melody FILE`` (its melody, from its start, trimmed or
+padded to the clip). The sidecar names both files (path and SHA-256) and each stage's guidance scales.
+
 Output, per prompt id (per sample ``K`` with ``--num-samples`` > 1: ``ID_K``): ``OUT/ID.wav`` (24 kHz, 16-bit) and
 ``OUT/ID.json`` (prompt, id, seeds, the stage models with their SHA-1, sampler settings, lineage: build ids and label
 sets of the models, versions). ``--keep-stages`` adds the intermediate outputs: ``ID.3k2.wav`` (waveform generator),
@@ -18,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from n2m.config import FRACTION, NONNEGATIVE, POSITIVE_INT, leaf, number, resolved
+from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
+from training.conditioning import DEFAULT_PROMPT_SECONDS, DOUBLE_AUDIO_GUIDANCE, read_audio_file, read_audio_prompt
 from training.sampling import MAX_SECONDS, SECONDS
 
 _CASCADE_HELP = "waveform: generator -> cascader -> sr_cascader; spectrogram: spec_generator -> vocoder -> sr_cascader"
@@ -28,7 +34,7 @@ _CASCADE_HELP = "waveform: generator -> cascader -> sr_cascader; spectrogram: sp
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     what = parser.add_argument_group("what to generate")
-    src = what.add_mutually_exclusive_group(required=True)
+    src = what.add_mutually_exclusive_group()
     src.add_argument("--prompts", nargs="+", metavar="TEXT", help="prompts (ids 0000, 0001, ... in order)")
     src.add_argument("--prompts-file", metavar="FILE",
                      help="one prompt per line, or JSON lines with 'id' and 'text' (the id names the output files: "
@@ -45,6 +51,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--keep-stages", action="store_true", help="also write the intermediate stages' outputs")
     what.add_argument("--overwrite", action="store_true", help="regenerate clips whose files exist")
     what.add_argument("--text-encoder", metavar="KIND:DIR", help="text encoder to use instead of the checkpoints' own")
+
+    extra = parser.add_argument_group("conditioning beyond text (stages trained with --condition ... or --melody)")
+    extra.add_argument("--audio-prompt", metavar="FILE",
+                       help="condition on the joint model's audio embedding of an excerpt of FILE (stages trained with "
+                            "--condition audio-embedding or text+audio-embedding); with a text prompt as well, double "
+                            "classifier-free guidance (text+audio-embedding stages); alone, no --prompts needed")
+    extra.add_argument("--audio-prompt-seconds", type=POSITIVE, default=DEFAULT_PROMPT_SECONDS, metavar="S",
+                       help="length of the excerpt, taken at the centre of FILE (one joint-model window by default)")
+    extra.add_argument("--audio-guidance", metavar="W|STAGE=W,...",
+                       help="guidance scale of the audio prompt, >= 0 (default: --guidance's with the audio prompt "
+                            f"alone, {DOUBLE_AUDIO_GUIDANCE:g} with text too: MusicGen-Style's alpha, which also "
+                            "multiplies the text's scale)")
+    extra.add_argument("--melody", metavar="FILE",
+                       help="melody source for generators trained with --melody: the chroma of FILE from its start, "
+                            "trimmed or zero-padded to --seconds")
+    extra.add_argument("--joint-model", metavar="DIR",
+                       help="where the stages' joint model is now (refused unless it holds the content they were "
+                            "trained with; default: the recorded path, or a folder with that content near the models)")
 
     how = parser.add_argument_group("sampling (one value for every stage, or stage=value,... ; default: the paper's)")
     how.add_argument("--sampler", default="ancestral", metavar="NAME|STAGE=NAME,...",
@@ -176,6 +200,9 @@ def write_result(out: Path, result, args_config: dict[str, Any]) -> list[Path]:
         "id": result.id,
         "prompt_id": result.prompt.id,
         "prompt": result.prompt.text,
+        "audio_prompt": meta.get("audio_prompt"),
+        "melody": meta.get("melody"),
+        "guidance": meta.get("guidance", {}),
         "sample_index": result.sample_index,
         "seed": result.seed,
         "run_seed": args_config["seed"],
@@ -206,12 +233,18 @@ def run_sample(args: argparse.Namespace) -> int:
     from training.cascade import cascade_stages
     from training.sampling import Prompt, check_prompts, generate, load_cascade, stage_settings
 
+    if not (args.prompts or args.prompts_file or args.audio_prompt):
+        raise UserError("give --prompts, --prompts-file or --audio-prompt")
+    texts = args.prompts or ([] if args.prompts_file else [""])  # an audio prompt alone: one prompt without text
     prompts = check_prompts(read_prompts(args.prompts_file) if args.prompts_file else [
-        Prompt(f"{i:04d}", text) for i, text in enumerate(args.prompts)])
+        Prompt(f"{i:04d}", text) for i, text in enumerate(texts)])
+    audio_prompt = read_audio_prompt(args.audio_prompt, args.audio_prompt_seconds) if args.audio_prompt else None
+    melody = read_audio_file(args.melody, "--melody") if args.melody else None
     options = {
         "sampler": per_stage(args.sampler, str, "sampler"),
         "steps": per_stage(args.steps, POSITIVE_INT, "steps"),
         "guidance": per_stage(args.guidance, NONNEGATIVE, "guidance"),
+        "audio_guidance": per_stage(args.audio_guidance, NONNEGATIVE, "audio-guidance"),
         "spacing": per_stage(args.spacing, str, "spacing"),
         "window_s": per_stage(args.window_seconds, NONNEGATIVE, "window-seconds"),
         "eta": args.eta, "clip": args.clip, "clip_percentile": args.clip_percentile, "aug_t": args.aug_t,
@@ -233,7 +266,8 @@ def run_sample(args: argparse.Namespace) -> int:
     models = load_cascade(args.cascade, checkpoint_spec(args.checkpoints), device)
     results = generate(todo, args.cascade, models, seconds=args.seconds, num_samples=args.num_samples, seed=args.seed,
                        batch_size=args.batch_size, device=device, keep_stages=args.keep_stages, settings=settings,
-                       text_encoder=args.text_encoder, precision=args.precision, progress=not args.quiet)
+                       text_encoder=args.text_encoder, precision=args.precision, progress=not args.quiet,
+                       audio_prompt=audio_prompt, melody=melody, joint_model=args.joint_model)
     for result in results:
         write_result(out, result, config)
     elapsed = time.perf_counter() - start

@@ -9,7 +9,9 @@
 Each stage samples with its own settings (:class:`StageSettings`: sampler, steps, step spacing, guidance, gamma/eta,
 dynamic clipping, conditioning-augmentation level, windows), defaulting to the paper's (arXiv 2302.03917, table 7).
 Every sample has its own seed, derived from ``(seed, prompt id, sample index)``, and its own random generators, so a
-sample does not change with the batch size or the other prompts in the run. Cascaders and the vocoder process the
+sample does not change with the batch size or the other prompts in the run. Stages trained on more than captions
+(:mod:`training.conditioning`) also take an audio prompt (the joint model's embedding of an excerpt, with double
+guidance when text comes too) and a melody. Cascaders and the vocoder process the
 whole signal when memory allows and fall back to cross-faded windows otherwise (:mod:`training.windowing`).
 """
 
@@ -41,7 +43,15 @@ from training.cascade import (
     load_stage,
     resolve_checkpoints,
 )
-from training.diffusion.guidance import classifier_free, make_clip
+from training.conditioning import (
+    AudioFile,
+    check_prompting,
+    joint_embedder,
+    joint_model_dir,
+    melody_input,
+    prompt_conditioning,
+)
+from training.diffusion.guidance import make_clip
 from training.diffusion.samplers import SAMPLERS, SPACINGS, get_sampler, make_steps, noise_like
 from training.text import TextEncoder, load_text_encoder
 from training.windowing import whole_or_windowed, windowed
@@ -75,6 +85,7 @@ class StageSettings:
     steps: int | None = None
     spacing: str = "uniform"
     guidance: float | None = None
+    audio_guidance: float | None = None  # the audio prompt's scale (training.conditioning.prompt_conditioning)
     gamma: float | None = None
     eta: float = 0.0
     clip: str = "dynamic"
@@ -95,6 +106,8 @@ class StageSettings:
         checks = {name: checked(getattr(out, name), parse, f"{stage} {name}") for name, parse in rules.items()}
         if out.window_s is not None:
             checks["window_s"] = checked(out.window_s, NONNEGATIVE, f"{stage} window seconds")
+        if out.audio_guidance is not None:
+            checks["audio_guidance"] = checked(out.audio_guidance, NONNEGATIVE, f"{stage} audio guidance")
         return replace(out, **checks)
 
 
@@ -141,13 +154,15 @@ def stage_settings(
     guidance: float | dict[str, float] | None = None,
     spacing: str | dict[str, str] = "uniform",
     window_s: float | dict[str, float] | None = None,
+    audio_guidance: float | dict[str, float] | None = None,
     **common: Any,
 ) -> dict[str, StageSettings]:
-    """Per-stage settings from run-wide or per-stage values; a single ``guidance`` applies to the text stages."""
+    """Per-stage settings from run-wide or per-stage values; a single ``guidance`` (``audio_guidance``) applies to the
+    text (audio-conditioned) stages."""
     samplers = _per_stage(sampler, stages, "sampler", "ancestral")
     spacings = _per_stage(spacing, stages, "spacing", "uniform")
-    steps_, guid, windows = (_per_stage(v, stages, n) for v, n in ((steps, "steps"), (guidance, "guidance"),
-                                                                   (window_s, "window")))
+    steps_, guid, windows, audio = (_per_stage(v, stages, n) for v, n in (
+        (steps, "steps"), (guidance, "guidance"), (window_s, "window"), (audio_guidance, "audio guidance")))
     out = {}
     for stage in stages:
         if samplers[stage] not in SAMPLERS:
@@ -155,7 +170,8 @@ def stage_settings(
         if spacings[stage] not in SPACINGS:
             raise UserError(f"unknown step spacing {spacings[stage]!r}; choose from {', '.join(SPACINGS)}")
         out[stage] = StageSettings(sampler=samplers[stage], steps=steps_[stage], spacing=spacings[stage],
-                                   guidance=guid[stage], window_s=windows[stage], **common).resolved(stage)
+                                   guidance=guid[stage], window_s=windows[stage], audio_guidance=audio[stage],
+                                   **common).resolved(stage)
     return out
 
 
@@ -182,15 +198,16 @@ def text_encoder_for(model: StageModel, device: torch.device,
     return _ENCODERS[key]
 
 
-def _denoiser(model: StageModel, settings: StageSettings, stage_input, uncond, autocast: bool):
-    """``(x, t, cond) -> eps`` of the model with guidance and (whole or windowed) evaluation."""
+def _denoiser(model: StageModel, settings: StageSettings, stage_input, guide, autocast: bool):
+    """``(x, t, cond) -> eps`` of the model with guidance (``guide``: denoiser -> guided denoiser, or None) and
+    (whole or windowed) evaluation."""
     device = next(model.model.net.parameters()).device
 
     def eps(x, t, cond):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             return model.denoiser.predict(x, t, cond).eps
 
-    guided = classifier_free(eps, settings.guidance, uncond) if uncond is not None else eps
+    guided = guide(eps) if guide is not None else eps
     if not stage_input.aligned or settings.window_s == 0:
         return guided
     multiple = math.lcm(model.model.net.cfg.total_stride, stage_input.frame)  # whole network strides, whole frames
@@ -200,25 +217,39 @@ def _denoiser(model: StageModel, settings: StageSettings, stage_input, uncond, a
     return whole_or_windowed(guided, pieces) if settings.window_s is None else pieces
 
 
+@dataclass
+class Extras:
+    """What a run conditions on besides its prompts' text: an audio prompt and a melody
+    (:class:`training.conditioning.AudioFile`), and per stage the loaded joint model."""
+
+    audio_prompt: AudioFile | None = None
+    melody: AudioFile | None = None
+    embedders: dict[str, Any] = field(default_factory=dict)
+
+
 def _run_stage(model: StageModel, settings: StageSettings, prev: torch.Tensor | None, texts: list[str],
                seeds: list[int], seconds: float, text_encoder: str | TextEncoder | None, autocast: bool,
-               bar: tqdm) -> torch.Tensor:
+               bar: tqdm, extras: Extras) -> tuple[torch.Tensor, dict[str, Any] | None]:
+    """One stage on a batch: its output and the guidance it used (None for stages without text)."""
     device = next(model.model.net.parameters()).device
     gens = [torch.Generator(device=device).manual_seed(_stage_seed(s, model.stage)) for s in seeds]
     noise = lambda like: noise_like(like, gens)  # noqa: E731
     stage_input = STAGE_INPUTS[model.stage](model, prev, len(seeds), seconds, settings.aug_t, noise)
-    cond, uncond = stage_input.cond, None
-    if model.model.net.cfg.text_dim > 0:
-        text, mask = text_encoder_for(model, device, text_encoder).encode(texts)
-        cond = replace(cond, text=text, text_mask=mask)
-        uncond = cond.without_text(torch.ones(len(texts), dtype=torch.bool, device=device))
+    cond, guide, scales = stage_input.cond, None, None
+    if model.model.net.cfg.melody_channels > 0:
+        cond = replace(cond, melody=melody_input(extras.melody, model.rate, stage_input.shape[-1], len(seeds), device))
+    if model.conditioned:
+        encoder = text_encoder_for(model, device, text_encoder) if model.model.net.cfg.text_dim > 0 else None
+        cond, guide, scales = prompt_conditioning(cond, texts, encoder, extras.embedders.get(model.stage),
+                                                  extras.audio_prompt, settings.guidance, settings.audio_guidance)
     x_t = noise_like(torch.empty(stage_input.shape, device=device), gens)
     fn, defaults = get_sampler(settings.sampler)
     options = {k: v for k, v in (("gamma", settings.gamma), ("eta", settings.eta)) if k in defaults}
     steps = make_steps(model.denoiser.schedule.alpha_bar, settings.steps, spacing=settings.spacing)
-    denoise = _denoiser(model, settings, stage_input, uncond, autocast)
-    return fn(denoise, x_t, steps, cond, clip=make_clip(settings.clip, settings.clip_percentile), generator=gens,
-              callback=lambda info: bar.update(1), **options)
+    denoise = _denoiser(model, settings, stage_input, guide, autocast)
+    out = fn(denoise, x_t, steps, cond, clip=make_clip(settings.clip, settings.clip_percentile), generator=gens,
+             callback=lambda info: bar.update(1), **options)
+    return out, scales
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -260,6 +291,9 @@ def generate(
     text_encoder: str | TextEncoder | None = None,
     precision: str = "auto",
     progress: bool = True,
+    audio_prompt: AudioFile | None = None,
+    melody: AudioFile | None = None,
+    joint_model: str | None = None,
     **stage_options: Any,
 ) -> list[Result]:
     """Generate ``num_samples`` clips of ``seconds`` per prompt through the ``cascade`` (``waveform`` | ``spectrogram``).
@@ -269,7 +303,9 @@ def generate(
     ``steps``, ``guidance``, ``spacing``, ``window_s`` as one value or ``{stage: value}``; ``eta``, ``clip``,
     ``clip_percentile``, ``aug_t``, ``overlap_s`` for all stages). ``text_encoder`` (``KIND:DIR`` or a loaded
     :class:`training.text.TextEncoder`) replaces the one recorded in the checkpoints. ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA).
-    Returns one :class:`Result` per (prompt, sample), prompt-major.
+    ``audio_prompt`` and ``melody`` (:func:`training.conditioning.read_audio_prompt`, ``read_audio_file``) condition
+    the stages trained for them; ``joint_model`` is a directory to use for the joint model, refused unless it holds
+    the one the stages were trained with. Returns one :class:`Result` per (prompt, sample), prompt-major.
     """
     seconds = checked(seconds, SECONDS, "seconds")
     if num_samples < 1 or batch_size < 1:
@@ -283,7 +319,11 @@ def generate(
     loaded = isinstance(checkpoints, dict) and checkpoints and all(isinstance(m, StageModel) for m in checkpoints.values())
     models = checkpoints if loaded else load_cascade(cascade, checkpoints, device)
     check_cascade(cascade, models)
-    settings = {s: v if models[s].model.net.cfg.text_dim > 0 else replace(v, guidance=1.0) for s, v in settings.items()}
+    check_prompting(models, [p.text for p in prompts], audio_prompt, melody)
+    extras = Extras(audio_prompt, melody, {
+        s: joint_embedder(joint_model_dir(m.conditioning, s, m.path, joint_model), device)
+        for s, m in models.items() if m.conditioning.joint})
+    settings = {s: v if models[s].conditioned else replace(v, guidance=1.0) for s, v in settings.items()}
     autocast = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     items = [(p, k, sample_seed(seed, p.id, k)) for p in prompts for k in range(num_samples)]
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
@@ -293,22 +333,23 @@ def generate(
     try:
         for batch in batches:
             texts, seeds = [p.text for p, _, _ in batch], [s for _, _, s in batch]
-            outputs, timings, prev = {}, {}, None
+            outputs, timings, guidance, prev = {}, {}, {}, None
             for stage in stages:
                 start = time.perf_counter()
-                prev = _run_stage(models[stage], settings[stage], prev, texts, seeds, seconds, text_encoder, autocast,
-                                  bars[stage])
+                prev, guidance[stage] = _run_stage(models[stage], settings[stage], prev, texts, seeds, seconds,
+                                                   text_encoder, autocast, bars[stage], extras)
                 outputs[stage] = prev.float().cpu()  # waits for the device
                 timings[stage] = time.perf_counter() - start
             results.extend(_results(batch, outputs, timings, models, settings, stages, seconds, keep_stages,
-                                    num_samples))
+                                    num_samples, guidance, extras))
     finally:
         for bar in bars.values():
             bar.close()
     return results
 
 
-def _results(batch, outputs, timings, models, settings, stages, seconds, keep_stages, num_samples) -> list[Result]:
+def _results(batch, outputs, timings, models, settings, stages, seconds, keep_stages, num_samples, guidance,
+             extras: Extras) -> list[Result]:
     final = stages[-1]
     rate = models[final].rate
     length = round(seconds * rate)
@@ -317,6 +358,9 @@ def _results(batch, outputs, timings, models, settings, stages, seconds, keep_st
         "seconds": seconds,
         "stages": {s: models[s].provenance() for s in stages},
         "settings": {s: asdict(settings[s]) for s in stages},
+        "guidance": {s: g for s, g in guidance.items() if g is not None},
+        "audio_prompt": extras.audio_prompt.describe() if extras.audio_prompt is not None else None,
+        "melody": extras.melody.describe() if extras.melody is not None else None,
         "timing": {"batch_size": len(batch), "stage_seconds": {s: round(timings[s], 4) for s in stages}},
         "versions": versions(),
     }

@@ -42,9 +42,17 @@ class StageSpec:
     paper_steps: int  # training steps in the paper (table 7); the default --max-steps
     architecture: Architecture
 
-    def network(self, preset: str, text_dim: int | None = None) -> UNetConfig:
-        """The preset factory: this stage's network at ``preset`` size (``tiny`` | ``small`` | ``paper``)."""
-        return network_config(self.architecture, preset, text_dim if self.text else 0, name=f"{self.name}-{preset}")
+    @property
+    def generates(self) -> bool:
+        """A generator: the first stage of a cascade (conditioned on no lower-rate signal; may take a melody)."""
+        return self.cond_rate is None
+
+    def network(self, preset: str, text_dim: int | None = None, joint_dim: int = 0,
+                melody_channels: int = 0) -> UNetConfig:
+        """The preset factory: this stage's network at ``preset`` size (``tiny`` | ``small`` | ``paper``), with the
+        text width, the joint-embedding width and the melody channels of its conditioning (:mod:`training.conditioning`)."""
+        return network_config(self.architecture, preset, text_dim if self.text else 0, name=f"{self.name}-{preset}",
+                              joint_dim=joint_dim, melody_channels=melody_channels)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

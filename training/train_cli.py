@@ -2,7 +2,8 @@
 
 Before training, every shard is checked against its commit marker (byte count and SHA-1), the label set must have
 been made from this build, and at least one training example must be possible (n2m.schema, training.data_checks).
-The resolved config (sections ``net``, ``diffusion``, ``optim``, ``data``, ``trainer``, ``lineage``) is printed by
+The resolved config (sections ``net``, ``diffusion``, ``optim``, ``data``, ``trainer``, ``lineage`` and ``conditioning``:
+captions, the joint model's audio embedding or both, and the melody, :mod:`training.conditioning`) is printed by
 ``--dry-run``, written to ``RUNDIR/config.json`` and stored in every checkpoint. ``RUNDIR`` gets ``checkpoints/last.ckpt``
 (every ``--checkpoint-every`` steps and at the end) and ``checkpoints/best.ckpt`` (lowest validation loss), CSV logs
 under ``csv/`` and TensorBoard logs under ``tb/``. Multi-GPU and multi-node runs use Lightning's own flags, ``--devices`` per node and ``--num-nodes``: one
@@ -34,6 +35,8 @@ from n2m.errors import UserError
 from n2m.names import check_name
 from n2m.provenance import file_hash, versions, write_json
 from n2m.schema import BuildLayout, build_id, check_label_set
+from training.conditioning import MELODY_CHANNELS, StageConditioning, resolve_conditioning
+from training.conditioning import add_train_arguments as add_conditioning_arguments
 from training.networks.presets import PRESETS
 from training.stages import STAGES, get_stage
 
@@ -81,7 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dif.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule")
     dif.add_argument("--parametrisation", choices=["eps", "v"], help="what the network predicts")
     dif.add_argument("--weighting", choices=["simplified", "sigma"], help="loss weight: 1 or sigma_t^2")
-    dif.add_argument("--cfg-dropout", type=FRACTION, help="probability of dropping an example's text")
+    dif.add_argument("--cfg-dropout", "--text-dropout", type=FRACTION, dest="cfg_dropout",
+                     help="probability of dropping an example's text (classifier-free guidance)")
     dif.add_argument("--aug-t-max", type=FRACTION, help="conditioning augmentation: max diffusion time of the low-fi input")
 
     dat = parser.add_argument_group("data")
@@ -114,6 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--resume", nargs="?", const="last", metavar="CKPT",
                      help="resume exactly (weights, optimizer, step) from CKPT, or RUNDIR/checkpoints/last.ckpt")
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count, then exit")
+    add_conditioning_arguments(parser)
     leaf(parser, run_train)
 
 
@@ -175,12 +180,15 @@ def resolve_config(args: argparse.Namespace, strict: bool = True) -> dict[str, A
     stage = get_stage(args.stage)
     if args.labels is not None:
         check_name(args.labels, "--labels")
-    if stage.text and not args.text_encoder:
+    conditioning = resolve_conditioning(args, stage, strict)
+    text = stage.text and conditioning.text
+    if text and not args.text_encoder:
         raise UserError(f"stage {stage.name} is text-conditioned: pass --text-encoder t5:DIR or clap:DIR")
-    if stage.text and not args.labels and args.no_meta_text:
+    if text and not args.labels and args.no_meta_text:
         raise UserError(f"stage {stage.name} needs captions: pass --labels NAME or allow the clips' metadata text")
-    width = text_width(args.text_encoder) if stage.text else 0
-    net = _net_overrides(stage.network(args.preset, width).to_dict(), args.net)
+    width = text_width(args.text_encoder) if text else 0
+    melody = MELODY_CHANNELS if conditioning.melody else 0
+    net = _net_overrides(stage.network(args.preset, width, conditioning.joint_dim, melody).to_dict(), args.net)
     pick = lambda value, default: default if value is None else value  # noqa: E731
     precision = args.precision or ("bf16-mixed" if _gpu_requested(args.accelerator) else "32-true")
     return {
@@ -188,12 +196,14 @@ def resolve_config(args: argparse.Namespace, strict: bool = True) -> dict[str, A
         "preset": args.preset,
         "spec": stage.to_dict(),
         "net": net,
-        "text_encoder": absolute(args.text_encoder) if stage.text else None,
+        "text_encoder": absolute(args.text_encoder) if text else None,
+        "conditioning": conditioning.to_dict(),
         "diffusion": {
             "schedule": pick(args.schedule, stage.schedule),
             "parametrisation": pick(args.parametrisation, stage.parametrisation),
             "weighting": pick(args.weighting, stage.weighting),
             "cfg_dropout": pick(args.cfg_dropout, stage.cfg_dropout),
+            "audio_dropout": pick(args.audio_dropout, stage.cfg_dropout) if conditioning.joint else 0.0,
             "aug_t_max": pick(args.aug_t_max, stage.aug_t_max),
             "aug_blur_sigma": list(stage.aug_blur_sigma) if stage.aug_blur_sigma else None,
             "token_length": stage.token_length,
@@ -308,7 +318,8 @@ def fit(config: dict[str, Any], out: Path, resume: Path | None = None, params: i
         module.attach_text_encoder(None)
     data_cfg.pop("text_cache", None)
     data_cfg["window_s"] = tuple(data_cfg["window_s"])
-    datamodule = ShardDataModule(stage, DataConfig(**data_cfg), length_multiple=module.net.cfg.total_stride)
+    datamodule = ShardDataModule(stage, DataConfig(**data_cfg), length_multiple=module.net.cfg.total_stride,
+                                 conditioning=StageConditioning.of(config))
 
     has_valid = data_cfg["val_samples"] > 0 and _has_valid_split(data_cfg["build"])
     monitor = "val/loss" if has_valid else "train/loss"

@@ -105,10 +105,12 @@ def write_index(root: Path, rows: list[tuple[str, str, str, float]]) -> None:
 
 
 def tiny_checkpoint(stage: str, path: Path, text_encoder: str | None, build: str | None = None,
-                    seed: int = 0) -> Path:
+                    seed: int = 0, extra: tuple[str, ...] = (), voiced: bool = False) -> Path:
     """An ``n2m train`` checkpoint of an untrained tiny model at ``path``: the training CLI's own resolved config
     (its lineage resolved strictly, with hashes, when ``build`` is given), the network factory, and the checkpoint
-    layout the training module writes (``net.*`` / ``ema.*`` weights, ``n2m`` section)."""
+    layout the training module writes (``net.*`` / ``ema.*`` weights, ``n2m`` section). ``extra``: more ``n2m train``
+    flags (e.g. ``--condition``, ``--joint-model``, ``--melody``); ``voiced``: every zero-initialised weight matrix
+    (combine layers, attention outputs, last convs) random too, so that the conditioning changes the output."""
     import argparse
 
     import torch
@@ -124,10 +126,20 @@ def tiny_checkpoint(stage: str, path: Path, text_encoder: str | None, build: str
     argv += ["--text-encoder", text_encoder] if text_encoder else []
     # the tiny waveform generator attends over 1/4 of 3.2 kHz; coarser strides keep 30 s of attention cheap on CPU
     argv += ["--net", "strides=[16, 16]"] if stage == "generator" else []
+    argv += list(extra)
+    joint = "--joint-model" in extra  # the joint model's content hash is recorded even without a build
     config = resolve_config(parser.parse_args(argv), strict=build is not None)
+    if joint and build is None:
+        from training.conditioning import resolve_conditioning
+        from training.stages import get_stage
+
+        config["conditioning"] = resolve_conditioning(parser.parse_args(argv), get_stage(stage), True).to_dict()
     torch.manual_seed(seed)
     net = build_network(config["net"])
     torch.nn.init.normal_(net.head.weight, std=0.05)  # the output layer starts at zero; give the model a voice
+    for param in net.parameters() if voiced else ():
+        if param.dim() > 1 and not param.any():
+            torch.nn.init.normal_(param, std=0.05)
     weights = net.state_dict()
     state = {**{f"net.{k}": v for k, v in weights.items()}, **{f"ema.{k}": v.clone() for k, v in weights.items()}}
     torch.save({"state_dict": state, "global_step": 3,

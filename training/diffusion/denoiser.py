@@ -26,7 +26,8 @@ class Conditioning:
     """What a network sees besides ``x_t`` and ``t`` (all optional; which ones a network needs is in its config).
 
     ``text`` ``[B, L, D]`` token states with ``text_mask`` ``[B, L]`` (bool, True = token), ``lowfi`` ``[B, C, T]``,
-    ``aug_t`` ``[B]`` (conditioning-augmentation level), ``aligned`` ``[B, C_a, T_a]``.
+    ``aug_t`` ``[B]`` (conditioning-augmentation level), ``aligned`` ``[B, C_a, T_a]``, ``joint`` ``[B, D_j]`` (a joint
+    audio-text embedding) with ``joint_mask`` ``[B]`` (bool, False = dropped), ``melody`` ``[B, 12, T]``.
     """
 
     text: torch.Tensor | None = None
@@ -34,10 +35,18 @@ class Conditioning:
     lowfi: torch.Tensor | None = None
     aug_t: torch.Tensor | None = None
     aligned: torch.Tensor | None = None
+    joint: torch.Tensor | None = None
+    joint_mask: torch.Tensor | None = None
+    melody: torch.Tensor | None = None
 
     def kwargs(self) -> dict[str, torch.Tensor | None]:
-        return {"text": self.text, "text_mask": self.text_mask, "lowfi": self.lowfi, "aug_t": self.aug_t,
-                "aligned": self.aligned}
+        """The network's keyword arguments; the fields this conditioning does not set are left out, so a network
+        without them (any callable ``net(x_t, t, **kwargs)``) is called as before they existed."""
+        out = {"text": self.text, "text_mask": self.text_mask, "lowfi": self.lowfi, "aug_t": self.aug_t,
+               "aligned": self.aligned}
+        out.update({k: v for k, v in (("joint", self.joint), ("joint_mask", self.joint_mask),
+                                      ("melody", self.melody)) if v is not None})
+        return out
 
     def without_text(self, drop: torch.Tensor) -> Conditioning:
         """Zero the text of the examples where ``drop`` ``[B]`` is True (their mask becomes all False)."""
@@ -46,6 +55,13 @@ class Conditioning:
         keep = ~drop
         return replace(self, text=self.text * keep[:, None, None].to(self.text.dtype),
                        text_mask=self.text_mask & keep[:, None])
+
+    def without_joint(self, drop: torch.Tensor) -> Conditioning:
+        """Zero the joint embedding of the examples where ``drop`` ``[B]`` is True (their mask becomes False)."""
+        if self.joint is None or self.joint_mask is None:
+            return self
+        keep = ~drop
+        return replace(self, joint=self.joint * keep[:, None].to(self.joint.dtype), joint_mask=self.joint_mask & keep)
 
 
 def cfg_dropout(cond: Conditioning, p: float, generator: torch.Generator | None = None) -> tuple[Conditioning, torch.Tensor]:
@@ -80,6 +96,19 @@ def cfg_dropout_pair(batch: int, p_text: float, p_audio: float, generator: torch
     u = torch.rand(2, batch, generator=generator, device=gen_device)
     target = device if device is not None else u.device
     return (u[0] < p_text).to(target), (u[1] < p_audio).to(target)
+
+
+def condition_dropout(cond: Conditioning, p_text: float, p_joint: float,
+                      generator: torch.Generator | None = None) -> Conditioning:
+    """Classifier-free-guidance dropout of every condition ``cond`` holds: the text with probability ``p_text``
+    (:func:`cfg_dropout`) and, when a joint embedding is there, the two independently (:func:`cfg_dropout_pair`: the
+    joint embedding with probability ``p_joint``), so a text + audio model learns the "audio only" and "neither" cases
+    double guidance needs. The melody and the low-fi signal are never dropped (guidance is over text and audio)."""
+    if cond.joint is None:
+        return cfg_dropout(cond, p_text, generator)[0]
+    drop_text, drop_joint = cfg_dropout_pair(cond.joint.shape[0], p_text if cond.text is not None else 0.0, p_joint,
+                                             generator, device=cond.joint.device)
+    return cond.without_text(drop_text).without_joint(drop_joint)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -161,16 +190,18 @@ class Denoiser:
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         cfg_p: float = 0.0,
+        joint_p: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Per-example weighted loss ``[B]``. ``t`` defaults to U[0, 1], ``noise`` to N(0, I); ``cfg_p`` drops text."""
+        """Per-example weighted loss ``[B]``. ``t`` defaults to U[0, 1], ``noise`` to N(0, I); ``cfg_p`` drops the text
+        and ``joint_p`` the joint embedding, independently (:func:`condition_dropout`)."""
         batch = x0.shape[0]
         gen_device = generator.device if generator is not None else x0.device
         if t is None:
             t = torch.rand(batch, generator=generator, device=gen_device).to(x0.device)
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
-        cond, _ = cfg_dropout(cond, cfg_p, generator)
+        cond = condition_dropout(cond, cfg_p, joint_p, generator)
         alpha, sigma = self.schedule.alpha_sigma(t)
         out = self.net(self.diffuse(x0, t, noise), t, **cond.kwargs()).float()
         target = PARAMETRISATIONS[self.parametrisation].target(

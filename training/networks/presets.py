@@ -88,8 +88,11 @@ SUPER_RESOLUTION = Architecture(
 )
 
 
-def network_config(arch: Architecture, preset: str, text_dim: int | None = None, name: str = "") -> UNetConfig:
-    """The UNetConfig of ``arch`` at ``preset`` size. ``text_dim``: the text encoder's width (None: PAPER_TEXT_DIM)."""
+def network_config(arch: Architecture, preset: str, text_dim: int | None = None, name: str = "", joint_dim: int = 0,
+                   melody_channels: int = 0) -> UNetConfig:
+    """The UNetConfig of ``arch`` at ``preset`` size. ``text_dim``: the text encoder's width (None: PAPER_TEXT_DIM; 0
+    for a text stage conditioned on the joint embedding alone); ``joint_dim``: the joint audio-text embedding's width
+    (0: none); ``melody_channels``: melody input channels (0: none)."""
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     size = PRESETS[preset]
@@ -113,6 +116,8 @@ def network_config(arch: Architecture, preset: str, text_dim: int | None = None,
         aligned_channels=arch.aligned_channels,
         aug_conditioning=arch.lowfi_channels > 0 or arch.aligned_channels > 0,
         text_dim=(PAPER_TEXT_DIM if text_dim is None else text_dim) if arch.text else 0,
+        joint_dim=joint_dim if arch.text else 0,
+        melody_channels=melody_channels,
         cond_dim=size.cond_dim,
         num_heads=size.num_heads,
         emb_mult=4,

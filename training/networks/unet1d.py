@@ -9,7 +9,13 @@ Layout (Imagen, arXiv 2205.11487, appendix B, figures A.28-A.30), one entry per 
 Every residual block takes the conditioning embedding through a combine (scale-and-bias) layer. The embedding is the
 timestep embedding plus the pooled text embedding plus, for cascaders, the embedding of the conditioning-augmentation
 level. Cascaders concatenate the upsampled low-fi signal with ``x_t`` at the input; an aligned conditioning sequence
-(e.g. a vocoder's spectrogram) is projected and added at the bottom of the U. The network knows nothing of noise
+(e.g. a vocoder's spectrogram) is projected and added at the bottom of the U.
+
+Conditioning beyond captions (issue 16): a joint audio-text embedding ``[B, D]`` (MusicLM's MuLan route, Agostinelli
+et al. 2023, section 3.1: the audio embedding of the training clip, the text embedding of the prompt at inference) is
+projected to the cross-attention width and enters the way the text does: as one more cross-attention token after the
+text tokens, and through its own pooled path added to the conditioning embedding. A melody (chroma frames at the
+signal's rate, :mod:`n2m.melody`) is concatenated with ``x_t`` at the input, as the cascaders' low-fi signal is. The network knows nothing of noise
 schedules: it maps ``(x_t, t, conditioning)`` to one output signal; the denoiser decides what that output means.
 """
 
@@ -53,6 +59,8 @@ class UNetConfig:
     aligned_channels: int = 0  # aligned conditioning added at the bottom of the U (vocoder)
     aug_conditioning: bool = False  # condition on the conditioning-augmentation level
     text_dim: int = 0  # width of the text encoder's token states; 0 = no text
+    joint_dim: int = 0  # width of the joint audio-text embedding (one more cross-attention token); 0 = none
+    melody_channels: int = 0  # melody (chroma) channels concatenated with x_t at the input (generators); 0 = none
     cond_dim: int = 512  # width the text is projected to for cross-attention
     num_heads: int = 8
     emb_mult: int = 4  # conditioning embedding width = emb_mult * base_channels
@@ -66,8 +74,8 @@ class UNetConfig:
         for key in ("strides", "num_res_blocks", "self_attention", "cross_attention"):
             if len(getattr(self, key)) != depth:
                 raise ValueError(f"UNetConfig.{key} needs {depth} entries (one per level), got {getattr(self, key)}")
-        if any(self.cross_attention) and self.text_dim <= 0:
-            raise ValueError("cross-attention needs text_dim > 0")
+        if any(self.cross_attention) and self.text_dim <= 0 and self.joint_dim <= 0:
+            raise ValueError("cross-attention needs text_dim > 0 or joint_dim > 0")
 
     @property
     def total_stride(self) -> int:
@@ -124,8 +132,11 @@ class UNet1D(nn.Module):
         if cfg.text_dim > 0:
             self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, cfg.cond_dim), nn.LayerNorm(cfg.cond_dim))
             self.text_pool = nn.Linear(cfg.cond_dim, cfg.emb_dim)
-        self.stem = nn.Conv1d(cfg.in_channels + cfg.lowfi_channels, cfg.base_channels, cfg.kernel_size,
-                              padding=cfg.kernel_size // 2)
+        if cfg.joint_dim > 0:
+            self.joint_proj = nn.Sequential(nn.Linear(cfg.joint_dim, cfg.cond_dim), nn.LayerNorm(cfg.cond_dim))
+            self.joint_pool = nn.Linear(cfg.cond_dim, cfg.emb_dim)
+        self.stem = nn.Conv1d(cfg.in_channels + cfg.lowfi_channels + cfg.melody_channels, cfg.base_channels,
+                              cfg.kernel_size, padding=cfg.kernel_size // 2)
 
         self.downs = nn.ModuleList()
         self.down_levels = nn.ModuleList()
@@ -172,21 +183,35 @@ class UNet1D(nn.Module):
 
     # -----------------------------------------------------------------------------------------------------------------
 
-    def _embedding(self, t, text, mask, aug_t) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Conditioning embedding ``[B, E]`` and the projected text ``[B, L, D_cond]`` (or None)."""
+    def _embedding(self, t, text, mask, aug_t, joint, joint_mask) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                         torch.Tensor | None]:
+        """Conditioning embedding ``[B, E]``, the cross-attention tokens ``[B, L', D_cond]`` (the projected text
+        tokens, then the projected joint embedding as one more token) and their mask ``[B, L']`` (or None, None)."""
         emb = self.time_embedding(t)
         if self.aug_embedding is not None:
             if aug_t is None:
                 raise ValueError("this network is conditioned on the augmentation level: pass aug_t [B]")
             emb = emb + self.aug_embedding(aug_t)
-        if self.cfg.text_dim <= 0:
-            return emb, None
-        if text is None or mask is None:
-            raise ValueError("this network takes text: pass text [B, L, D] and text_mask [B, L]")
-        cond = self.text_proj(text)  # [B, L, D_cond]
-        weights = mask.to(cond.dtype)[..., None]  # [B, L, 1]
-        pooled = (cond * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # masked mean, 0 with no tokens
-        return emb + self.text_pool(pooled) * mask.any(1, keepdim=True).to(emb.dtype), cond
+        tokens, masks = [], []
+        if self.cfg.text_dim > 0:
+            if text is None or mask is None:
+                raise ValueError("this network takes text: pass text [B, L, D] and text_mask [B, L]")
+            cond = self.text_proj(text)  # [B, L, D_cond]
+            weights = mask.to(cond.dtype)[..., None]  # [B, L, 1]
+            pooled = (cond * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # masked mean, 0 with no tokens
+            emb = emb + self.text_pool(pooled) * mask.any(1, keepdim=True).to(emb.dtype)
+            tokens.append(cond)
+            masks.append(mask)
+        if self.cfg.joint_dim > 0:
+            if joint is None or joint_mask is None:
+                raise ValueError("this network takes a joint embedding: pass joint [B, D] and joint_mask [B]")
+            token = self.joint_proj(joint)  # [B, D_cond]
+            emb = emb + self.joint_pool(token) * joint_mask[:, None].to(emb.dtype)  # a dropped embedding adds nothing
+            tokens.append(token[:, None])
+            masks.append(joint_mask[:, None])
+        if not tokens:
+            return emb, None, None
+        return emb, torch.cat(tokens, dim=1), torch.cat(masks, dim=1)
 
     def forward(
         self,
@@ -198,10 +223,15 @@ class UNet1D(nn.Module):
         lowfi: torch.Tensor | None = None,
         aug_t: torch.Tensor | None = None,
         aligned: torch.Tensor | None = None,
+        joint: torch.Tensor | None = None,
+        joint_mask: torch.Tensor | None = None,
+        melody: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x`` ``[B, C_in, T]``, ``t`` ``[B]`` in [0, 1]; ``text`` ``[B, L, text_dim]`` with ``text_mask`` ``[B, L]``
         (bool, True = token); ``lowfi`` ``[B, lowfi_channels, T]``; ``aug_t`` ``[B]``; ``aligned``
-        ``[B, aligned_channels, T_a]`` (resampled linearly to the bottom length when it differs). Returns ``[B, C_out, T]``.
+        ``[B, aligned_channels, T_a]`` (resampled linearly to the bottom length when it differs); ``joint``
+        ``[B, joint_dim]`` with ``joint_mask`` ``[B]`` (bool, False = dropped); ``melody`` ``[B, melody_channels, T]``.
+        Returns ``[B, C_out, T]``.
         """
         cfg = self.cfg
         length = x.shape[-1]
@@ -210,14 +240,18 @@ class UNet1D(nn.Module):
             if lowfi is None:
                 raise ValueError("this network is a cascader: pass lowfi [B, C, T]")
             x = torch.cat([x, lowfi], dim=1)
+        if cfg.melody_channels > 0:
+            if melody is None or melody.shape[-1] != length:
+                raise ValueError(f"this network takes a melody: pass melody [B, {cfg.melody_channels}, {length}]")
+            x = torch.cat([x, melody.to(x.dtype)], dim=1)
         if pad:
             x = F.pad(x, (0, pad))
-        emb, cond = self._embedding(t, text, text_mask, aug_t)
+        emb, cond, cond_mask = self._embedding(t, text, text_mask, aug_t, joint, joint_mask)
 
         h0 = self.stem(x)
         h, skips = h0, []
         for down, level in zip(self.downs, self.down_levels):
-            h = level(down(h), emb, cond, text_mask)
+            h = level(down(h), emb, cond, cond_mask)
             skips.append(h)
 
         if self.aligned_proj is not None:
@@ -228,7 +262,7 @@ class UNet1D(nn.Module):
             h = h + self.aligned_proj(aligned)
 
         for i in reversed(range(len(self.up_levels))):
-            h = self.up_levels[i](torch.cat([h, skips[i]], dim=1), emb, cond, text_mask)
+            h = self.up_levels[i](torch.cat([h, skips[i]], dim=1), emb, cond, cond_mask)
             h = self.ups[i](h)
         h = (h + h0) * SKIP_SCALE
         out = self.head(F.silu(self.head_norm(h)))
