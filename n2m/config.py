@@ -85,8 +85,9 @@ def apply_config(root: argparse.ArgumentParser, args: argparse.Namespace, argv: 
     Every value goes through its option's own ``type`` and ``choices``, as if it had been given on the command line
     (a YAML scalar is read as the text a flag would carry); on/off flags take ``true`` or ``false``; options that take
     several values (``nargs``, ``append``) take a list or one value; ``null`` leaves the option unset. An option the
-    YAML gives a value is no longer required on the command line. Keys the parser sets without an option (Beam's
-    pass-through flags, ``beam_args``) take a list of strings.
+    YAML gives a value is no longer required on the command line. A flag replaces the file's value: a repeatable
+    option's whole list, and the file's value for the other options of its mutually exclusive group. Keys the parser
+    sets without an option (Beam's pass-through flags, ``beam_args``) take a list of strings.
     """
     if not getattr(args, "config", None):
         return args
@@ -104,6 +105,9 @@ def apply_config(root: argparse.ArgumentParser, args: argparse.Namespace, argv: 
     parser.set_defaults(**values)
     with _optional(_required(parser, given)):
         out = root.parse_args(argv)
+    for action in parser._actions:  # argparse would append the flags' values to the file's list
+        if isinstance(action, argparse._AppendAction) and getattr(args, action.dest) != before[action.dest]:
+            setattr(out, action.dest, getattr(args, action.dest))
     for group in parser._mutually_exclusive_groups:  # argparse checks the command line only
         on_command_line = [a for a in group._group_actions if getattr(args, a.dest) != before[a.dest]]
         from_file = [a for a in group._group_actions if a.dest in given and a not in on_command_line]

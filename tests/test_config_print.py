@@ -138,3 +138,13 @@ def test_a_flag_overrides_the_files_value_for_another_option_of_its_exclusive_gr
     config.write_text("prompts_file: prompts.txt\nprompts: [a]\n")
     assert main(["sample", *required, "--config", str(config), "--print-config"]) == 2
     assert "prompts and prompts_file exclude each other" in capsys.readouterr().err
+
+
+def test_a_repeated_flag_replaces_the_files_list_instead_of_extending_it(tmp_path, capsys):
+    config = tmp_path / "label.yaml"
+    config.write_text("build: b\nvocab: [long.parquet, short.parquet]\nmodel: m\nname: n\n")
+    settings = yaml.safe_load(run(capsys, ["label", "--config", str(config), "--print-config"]))
+    assert settings["vocab"] == ["long.parquet", "short.parquet"]
+    settings = yaml.safe_load(run(capsys, ["label", "--config", str(config), "--vocab", "mine.parquet",
+                                           "--print-config"]))
+    assert settings["vocab"] == ["mine.parquet"]
