@@ -141,7 +141,7 @@ def parse_k_prime(text: str) -> dict[str, int]:
 
 
 def committed_shards(build: str, splits: list[str] | None) -> list[ShardRef]:
-    """Shards whose marker exists (a shard exists only once its marker does, ARCHITECTURE.md section 2), each checked
+    """Shards whose marker exists (a shard exists only once its marker does, docs/architecture.md section 3), each checked
     against its marker's byte count here (cheap; the SHA-1 is checked by the worker before it reads the tar)."""
     layout = BuildLayout(build)
     refs = []

@@ -1,6 +1,6 @@
 """Data contracts shared by every job: clip keys, shard sample layout, Parquet schemas and the paths of a build.
 
-See ARCHITECTURE.md section 2. Change a contract only with a new ``*_VERSION``.
+See docs/architecture.md section 3. Change a contract only with a new ``*_VERSION``.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ VOCAB_SCHEMA = pa.schema(
 
 
 def clip_json_fields() -> tuple[str, ...]:
-    """Fields every shard ``{key}.json`` carries (ARCHITECTURE.md section 2)."""
+    """Fields every shard ``{key}.json`` carries (docs/architecture.md section 3)."""
     return ("key", "source_id", "source_uri", "offset_s", "duration_s", "sample_rate", "channels", "split", "rms_db",
             "meta", "text")
 
@@ -227,7 +227,7 @@ def shard_marker_path(tar: str) -> str:
 def verify_shard(tar: str, content: bool = True) -> dict:
     """Check a committed shard against its marker before reading it; returns the marker.
 
-    The marker ``{split}-NNNNNN.json`` (written after the tar, ARCHITECTURE.md section 2) records ``tar.bytes`` and
+    The marker ``{split}-NNNNNN.json`` (written after the tar, docs/architecture.md section 3) records ``tar.bytes`` and
     ``tar.sha1``. The tar's size must equal the byte count, and with ``content`` its SHA-1 (one streaming read) must
     equal the recorded one; otherwise :class:`n2m.errors.ShardDamaged` says which figure differs. A marker without
     these fields is refused too: n2m build always writes them, so the shard is not one of its commits.

@@ -32,7 +32,7 @@ def micro_embedder(micro_clap_dir):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# A tiny build written directly to the contract (ARCHITECTURE.md section 2), for jobs that read one
+# A tiny build written directly to the contract (docs/architecture.md section 3), for jobs that read one
 
 
 def write_build(root, shards: dict[str, list[list[dict]]], sample_rate: int = 24_000, corrupt: set[str] = frozenset(),
