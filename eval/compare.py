@@ -137,7 +137,8 @@ def extras(args: argparse.Namespace, runs: list[dict[str, Any]]) -> tuple[dict[s
     sections: dict[str, str] = {}
     data: dict[str, Any] = {}
     options = bar_options(args)
-    if options.baseline or label_eval is not None or options.min_probe_ratio is not None or options.tag_gain:
+    if (options.baseline or label_eval is not None or options.min_probe_ratio is not None or options.tag_gain
+            or bars_.has_flatness(runs)):
         bars = bars_.quality_bars(runs, options, label_eval)
         data["quality_bars"] = bars
         for bar in bars:

@@ -1,6 +1,10 @@
 """Quality bars of ``n2m eval compare``: pass / fail / n/a from the reports' headline metrics and a label-eval report,
 each with the figures it was judged on.
 
+- Audio, not noise: for each run with spectral flatness figures (:mod:`eval.flatness`), its median clip flatness
+  ``spectral_flatness <= spectral_flatness_reference_max``, the flattest real track's; on whenever a report has either
+  figure (n/a when one is missing). It comes first: when it fails, the run's samples are noise and its other figures
+  compare noise with music (the page says so above the table).
 - FAD gain: for each run other than ``baseline``, ``1 - FAD_run / FAD_baseline >= min_fad_gain`` per FAD metric.
 - CLAP score above shuffled: ``CLAP_score > CLAP_score_shuffled`` for each run that has a CLAP score.
 - Probe: for each run other than ``baseline``, ``musicnn_probe_accuracy >= min_probe_ratio * musicnn_probe_chance``
@@ -19,9 +23,11 @@ from html import escape
 from typing import Any
 
 from eval import report as reports
+from eval.flatness import NOISE
 from n2m.errors import UserError
 
 RESULTS = {True: "pass", False: "fail", None: "n/a"}
+FLATNESS = ("spectral_flatness", "spectral_flatness_reference_max")
 COLOURS = {"pass": "#e3f4e6", "fail": "#fbe3e0", "n/a": "#f3f3f3"}
 
 
@@ -45,6 +51,29 @@ def _bar(name: str, passed: bool | None, detail: str) -> dict[str, Any]:
 def _value(run: dict[str, Any], metric: str, key: str = "value") -> float | None:
     value = run["metrics"].get(metric, {}).get(key)
     return float(value) if isinstance(value, int | float) else None
+
+
+def has_flatness(runs: list[dict[str, Any]]) -> bool:
+    """Whether any report has a spectral flatness figure (then the audio-not-noise bar is judged by default)."""
+    return any(name in run["metrics"] for run in runs for name in FLATNESS)
+
+
+def _flatness_bar(run: dict[str, Any]) -> list[dict[str, Any]]:
+    if not any(name in run["metrics"] for name in FLATNESS):
+        return []
+    median, flattest = (_value(run, name) for name in FLATNESS)
+    low, high = _value(run, FLATNESS[0], "low"), _value(run, FLATNESS[0], "high")
+    detail = f"median spectral flatness {reports.fmt_number(median)}"
+    if low is not None and high is not None:
+        detail += f" [{reports.fmt_number(low)}, {reports.fmt_number(high)}]"
+    detail += f" vs the flattest real track's {reports.fmt_number(flattest)} (white noise {NOISE:.2f})"
+    passed = None if median is None or flattest is None else median <= flattest
+    bar = _bar(f"{run['name']}: samples are audio, not noise (median spectral flatness <= the flattest real "
+               "track's)", passed, detail)
+    if passed is False:
+        bar["alarm"] = (f"{run['name']}: the samples sound like noise, not audio ({detail}); its other figures "
+                        "compare noise with music")
+    return [bar]
 
 
 def _fad_bars(run: dict[str, Any], base: dict[str, Any], min_gain: float) -> list[dict[str, Any]]:
@@ -129,7 +158,7 @@ def quality_bars(runs: list[dict[str, Any]], options: BarOptions,
         raise UserError(f"--baseline {options.baseline}: no report has that name "
                         f"({', '.join(r['name'] for r in runs)})")
     judged = [r for r in runs if r is not base]
-    bars = []
+    bars = [bar for run in runs for bar in _flatness_bar(run)]
     if base is not None:
         for run in judged:
             bars += _fad_bars(run, base, options.min_fad_gain)
@@ -147,6 +176,8 @@ def quality_bars(runs: list[dict[str, Any]], options: BarOptions,
 
 
 def bars_html(bars: list[dict[str, Any]]) -> str:
+    """The bars as a table, after a line for each bar that carries an ``alarm`` (a run whose samples are noise)."""
+    alarms = "".join(f"<p class=alarm>{escape(b['alarm'])}</p>" for b in bars if b.get("alarm"))
     rows = "".join(f'<tr><td>{escape(b["bar"])}</td><td style="background:{COLOURS[b["result"]]};font-weight:600">'
                    f'{b["result"]}</td><td>{escape(b["detail"])}</td></tr>' for b in bars)
-    return f"<table><tr><th>bar</th><th>result</th><th>measured</th></tr>{rows}</table>"
+    return f"{alarms}<table><tr><th>bar</th><th>result</th><th>measured</th></tr>{rows}</table>"

@@ -5,9 +5,10 @@ Prompts come from the CSV's captions (MusicCaps: ``ytid, start_s, end_s, aspect_
 (``{ytid}.wav``, any audio suffix) in a directory the user holds; ids without a reference are listed, never silently
 dropped. Generated audio (``{ytid}.wav``, usually 30 s) is scored on its middle 10 s through 16 kHz, as the paper did;
 the same preprocessing is applied to the references so both sides see the same band. Reported: FAD_VGG, FAD_CLAP, the
-CLAP score (with shuffled-prompt baseline, ground-truth audio score and the references' own score), counts, and what was
-missing or excluded. With ``--embedding musicnn``: FAD_musicnn and the musicnn adherence section (:mod:`eval.adherence`:
-tag agreement with the references; with ``--probe-labels``, the class probe), a judge that needs no CLAP.
+CLAP score (with shuffled-prompt baseline, ground-truth audio score and the references' own score), the spectral
+flatness of both sets (:mod:`eval.flatness`: audio or noise?), counts, and what was missing or excluded. With
+``--embedding musicnn``: FAD_musicnn and the musicnn adherence section (:mod:`eval.adherence`: tag agreement with the
+references; with ``--probe-labels``, the class probe), a judge that needs no CLAP.
 
 ``--checkpoints`` generates the audio first through training's public sampling API (``training.sampling.generate``,
 what ``n2m sample`` runs), writing ``{id}.wav`` and the same JSON sidecars as ``n2m sample`` into ``OUT/generated``.
@@ -183,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
     reports.attach_samples(report, pair_items(generated, reference, prompts), args.samples, args.seed)
     if musicnn is not None:
         adherence.tag_samples(report, musicnn[0], musicnn[1:], preprocess, cache)
+    scoring.add_flatness(report, reference, generated, preprocess, cache)
     return finish(report, out)
 
 

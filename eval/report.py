@@ -3,8 +3,9 @@ self-contained page: inline CSS, inline SVG, audio as base64 data URIs; nothing 
 
 A report dict carries ``metrics``: ``{name: {"value", "n", "low", "high", "unit", "note"}}`` (the headline table that
 ``n2m eval compare`` lines up), and optional sections the page draws when present: ``fad[model]["fad_inf"]``,
-``fad[model]["per_song"]``, ``clap_score``, ``adherence`` (musicnn tag agreement and probe), ``samples`` (audio
-players; ``{side}_tags``: the clip's top musicnn tags).
+``fad[model]["per_song"]``, ``clap_score``, ``adherence`` (musicnn tag agreement and probe), ``flatness`` (spectral
+flatness of both sets; a banner at the top when the generated clips are flatter than every reference), ``samples``
+(audio players; ``{side}_tags``: the clip's top musicnn tags, ``{side}_flatness``: its spectral flatness).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from eval import svg
+from eval.flatness import NOISE
 from n2m import audio
 from n2m.audio import AudioError
 from n2m.provenance import now_iso, versions, write_json
@@ -37,6 +39,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 10px;text-align:left;
 vertical-align:top}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .meta{color:#666}.warn{color:#a23a00}.plots{display:flex;flex-wrap:wrap;gap:12px}
+.alarm{background:#fbe3e0;border:1px solid #d9534f;padding:8px 12px;font-weight:600}
 svg text{font:11px system-ui,sans-serif;fill:#333}svg text.t{font-size:13px;font-weight:600}
 audio{width:260px;height:32px}.tags{font-size:12px;color:#555;margin-top:2px}details{margin:6px 0}pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}
 """
@@ -233,20 +236,24 @@ def _adherence(report: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def player_cell(uri: str | None, note: str | None = None, tags: Sequence[Sequence[Any]] | None = None) -> str:
+def player_cell(uri: str | None, note: str | None = None, tags: Sequence[Sequence[Any]] | None = None,
+                flatness: float | None = None) -> str:
     """A table cell with an audio player for a ``data:`` URI (or ``note`` when there is none) and, under it, the
-    clip's top tags ``[[tag, probability], ...]``."""
+    clip's top tags ``[[tag, probability], ...]`` and its spectral flatness (:mod:`eval.flatness`)."""
     if uri:
         cell = f'<audio controls preload=none src="{uri}"></audio>'
     else:
         cell = f"<span class=meta>{escape(note or 'no audio')}</span>"
     if tags:
         cell += "<div class=tags>" + escape(", ".join(f"{t} {p:.2f}" for t, p in tags)) + "</div>"
+    if flatness is not None:
+        cell += f"<div class=tags>spectral flatness {flatness:.3f}</div>"
     return f"<td>{cell}</td>"
 
 
 def _player(sample: dict[str, Any], side: str) -> str:
-    return player_cell(sample.get(f"{side}_uri"), sample.get(f"{side}_note"), sample.get(f"{side}_tags"))
+    return player_cell(sample.get(f"{side}_uri"), sample.get(f"{side}_note"), sample.get(f"{side}_tags"),
+                       sample.get(f"{side}_flatness"))
 
 
 def _samples(report: dict[str, Any]) -> str:
@@ -260,16 +267,30 @@ def _samples(report: dict[str, Any]) -> str:
         rows.append("<tr>" + "".join(cells) + "</tr>")
     tagged = any(s.get("generated_tags") or s.get("reference_tags") for s in samples)
     note = " Under each player: its top musicnn tags with their mean probability." if tagged else ""
+    if any(s.get("generated_flatness") is not None or s.get("reference_flatness") is not None for s in samples):
+        note += (f" Spectral flatness: {NOISE:.2f} for white noise, near 0 for a pure tone; real music lies well below "
+                 "noise.")
     return (f"<h2>Listen</h2><p class=meta>Middle 10 s of each clip, mono 16 kHz Ogg Vorbis.{note}</p>"
             "<table><tr><th>id</th>"
             "<th>prompt</th><th>generated</th><th>reference</th></tr>" + "".join(rows) + "</table>")
+
+
+def _noise_banner(report: dict[str, Any]) -> str:
+    """A line at the top of the page when the generated clips are flatter than every reference (``flatness``)."""
+    section = report.get("flatness") or {}
+    if not section.get("noise_like"):
+        return ""
+    return (f"<p class=alarm>The generated clips sound like noise, not audio: their median spectral flatness "
+            f"{fmt_number(section['generated']['median'])} is above every reference track's (the flattest "
+            f"{fmt_number(section['reference']['max'])}; white noise {NOISE:.2f}). The other figures compare noise "
+            "with music.</p>")
 
 
 def render_html(report: dict[str, Any]) -> str:
     """The report as one self-contained HTML page."""
     title = f"n2m eval {report['kind']}: {report['name']}"
     parts = [f"<h1>{escape(title)}</h1><p class=meta>{escape(report['created'])} · n2m "
-             f"{escape(report['versions'].get('n2m', '?'))}</p>",
+             f"{escape(report['versions'].get('n2m', '?'))}</p>", _noise_banner(report),
              "<h2>Metrics</h2>",
              html_table(["metric", "value", "95% interval", "n", "note"], metric_rows(report["metrics"]), (1, 3))]
     warnings = report.get("warnings") or []

@@ -1,5 +1,6 @@
 """The evaluation recipes shared by every ``n2m eval`` command: FAD (with FAD-inf, per-song, bootstrap) between two
-embedded sets, and the CLAP score of audio against its prompts and references. Each returns report sections."""
+embedded sets, the CLAP score of audio against its prompts and references, and the spectral flatness of both sets
+(audio or noise?). Each returns report sections."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from eval import frechet
-from eval.audio_sets import EmbeddedSet
+from eval.audio_sets import EmbeddedSet, Preprocess, embed_files
 from eval.clap_score import bootstrap_mean, paired_score
+from eval.flatness import NOISE, FlatnessMeter, median_interval
 from eval.report import metric
 from n2m.errors import JobFailed, UserError
 
@@ -153,3 +155,72 @@ def clap_scores(embedder, prompts: dict[str, str], generated: EmbeddedSet, refer
     if t.missing_audio:
         warnings.append(f"{len(t.missing_audio)} prompts have no generated audio: {', '.join(t.missing_audio[:10])}")
     return rows, {k: v.as_dict() for k, v in scores.items()}, warnings
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Spectral flatness
+
+
+def _flatness_values(found: EmbeddedSet) -> tuple[dict[str, float], list[str]]:
+    """``({id: clip flatness}, ids of silent clips)`` from a set measured by :class:`eval.flatness.FlatnessMeter`."""
+    values = {i: float(c[0]) for i, c in zip(found.ids, found.clips) if np.isfinite(c[0])}
+    return values, [i for i, c in zip(found.ids, found.clips) if not np.isfinite(c[0])]
+
+
+def flatness(reference: EmbeddedSet, generated: EmbeddedSet) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """``(metrics rows, flatness section, warnings)`` from both sets' clip flatness (:mod:`eval.flatness`):
+    ``spectral_flatness`` (median over the generated clips, with the exact interval of a median),
+    ``spectral_flatness_reference`` (the same over the references) and ``spectral_flatness_reference_max`` (the
+    flattest real track: generated clips above it sound like noise, not like any reference; ``noise_like`` in the
+    section)."""
+    rows: dict[str, Any] = {}
+    section: dict[str, Any] = {"meter": FlatnessMeter.model_id, "settings": FlatnessMeter.settings,
+                               "white_noise": NOISE}
+    warnings = []
+    for side, found, name in (("generated", generated, "spectral_flatness"),
+                              ("reference", reference, "spectral_flatness_reference")):
+        values, silent = _flatness_values(found)
+        part = section[side] = {"per_item": values, "silent": silent}
+        if silent:
+            warnings.append(f"spectral flatness: {len(silent)} {side} clips have no frame above -60 dBFS (silent), "
+                            f"e.g. {silent[0]}")
+        if not values:
+            rows[name] = metric(None, 0, note=f"no {side} clip with sound")
+            continue
+        v = np.array(list(values.values()))
+        part["median"], part["max"] = float(np.median(v)), float(v.max())
+        low, high = median_interval(v)
+        rows[name] = metric(part["median"], v.size, low, high,
+                            note=f"median over clips (white noise {NOISE:.2f}, a pure tone 0); max {part['max']:.4f}")
+    ref, gen = section["reference"], section["generated"]
+    section["noise_like"] = gen["median"] > ref["max"] if "median" in gen and "max" in ref else None
+    if "max" in ref:
+        flattest = max(ref["per_item"], key=ref["per_item"].get)
+        rows["spectral_flatness_reference_max"] = metric(ref["max"], len(ref["per_item"]),
+                                                         note=f"the flattest real track ({flattest})")
+        if section["noise_like"]:
+            warnings.append(f"spectral flatness: the generated clips sound like noise, not audio: median "
+                            f"{gen['median']:.3f} > {ref['max']:.3f}, the flattest reference's (white noise "
+                            f"{NOISE:.2f})")
+    return rows, section, warnings
+
+
+def add_flatness(report: dict[str, Any], reference: list[Path], generated: list[Path], preprocess: Preprocess,
+                 cache: Path | None) -> None:
+    """Measure both file lists (the report's own preprocessing, then 16 kHz; per-clip values cached by content like
+    embeddings) and add the ``flatness`` section, its metrics rows, set summaries and warnings to ``report``; each
+    audio-player row in ``report["samples"]`` gets ``generated_flatness`` / ``reference_flatness``."""
+    meter = FlatnessMeter()
+    ref = embed_files(reference, meter, preprocess, cache, desc="flatness: reference")
+    gen = embed_files(generated, meter, preprocess, cache, desc="flatness: generated")
+    report["sets"]["reference (flatness)"] = ref.summary()
+    report["sets"]["generated (flatness)"] = gen.summary()
+    rows, report["flatness"], warnings = flatness(ref, gen)
+    report["metrics"].update(rows)
+    report["warnings"] += warnings
+    by_path = {path: float(c[0]) for found in (ref, gen) for path, c in zip(found.paths, found.clips)
+               if np.isfinite(c[0])}
+    for sample in report.get("samples") or []:
+        for side in ("generated", "reference"):
+            if sample.get(side) and str(sample[side]) in by_path:
+                sample[f"{side}_flatness"] = round(by_path[str(sample[side])], 4)
