@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ import torch
 from n2m.config import FRACTION
 from n2m.errors import UserError
 from n2m.melody import PITCH_CLASSES, melody_features
+from training.diffusion.denoiser import Conditioning
+from training.diffusion.guidance import classifier_free, double_classifier_free
 from training.stages import StageSpec
 
 CONDITIONS = ("text", "audio-embedding", "text+audio-embedding")
@@ -273,8 +275,8 @@ def check_prompting(models: dict, texts: list[str], audio_prompt: AudioFile | No
         raise UserError("--melody: no stage of this cascade was trained with --melody")
 
 
-def prompt_conditioning(cond, texts: list[str], encoder, embedder, audio_prompt: AudioFile | None, guidance: float,
-                        audio_guidance: float | None) -> tuple[Any, Any, dict[str, Any]]:
+def prompt_conditioning(cond: Conditioning, texts: list[str], encoder, embedder, audio_prompt: AudioFile | None,
+                        guidance: float, audio_guidance: float | None) -> tuple[Conditioning, Any, dict[str, Any]]:
     """``(cond, guide, scales)`` of a text stage for ``texts`` ``[B]``: ``cond`` with the caption tokens (``encoder``,
     a :class:`training.text.TextEncoder`, or None) and the joint embedding (``embedder``, a
     :class:`n2m.clap.ClapEmbedder`, or None); ``guide(denoise) -> guided denoiser``; ``scales`` for the sidecar.
@@ -286,10 +288,6 @@ def prompt_conditioning(cond, texts: list[str], encoder, embedder, audio_prompt:
     :func:`training.diffusion.guidance.double_classifier_free` with ``alpha = audio_guidance`` (default
     :data:`DOUBLE_AUDIO_GUIDANCE`) and ``beta = guidance`` (Rouard et al. 2024, section 4.3).
     """
-    from dataclasses import replace
-
-    from training.diffusion.guidance import classifier_free, double_classifier_free
-
     batch = len(texts)
     has_text = [bool(t.strip()) for t in texts]
     if encoder is not None:

@@ -61,9 +61,11 @@ def _record(net, key: str, store: list) -> None:
 
 def test_audio_prompt_cli_writes_the_prompt_and_both_scales_in_the_sidecar(ckpts, joint_models, tmp_path):
     from n2m.cli import main
+    from training.export import export_checkpoint
 
     prompt = _wav(tmp_path / "style.wav", 3.0, seed=11)
-    spec = ",".join(f"{k}={v}" for k, v in _cascade(ckpts, "text+audio").items())
+    exported = export_checkpoint(ckpts["text+audio"], tmp_path / "export" / "generator")  # the conditioning travels
+    spec = ",".join(f"{k}={v}" for k, v in {**_cascade(ckpts, "text+audio"), "generator": exported}.items())
     common = ["sample", "--cascade", "waveform", "--checkpoints", spec, "--seconds", str(SECONDS), "--steps", "2",
               "--audio-prompt", str(prompt), "--audio-prompt-seconds", "1", "--quiet"]
     out = tmp_path / "both"
@@ -76,6 +78,7 @@ def test_audio_prompt_cli_writes_the_prompt_and_both_scales_in_the_sidecar(ckpts
     assert meta["guidance"]["generator"] == {"mode": "double", "text": 2.0, "audio": 3.0}
     assert meta["guidance"]["cascader"] == {"mode": "text", "text": 2.0, "audio": None}  # a plain text stage
     assert "sr_cascader" not in meta["guidance"] and meta["melody"] is None
+    assert meta["stages"]["generator"]["kind"] == "export"
     assert meta["stages"]["generator"]["conditioning"]["joint_model_sha1"] == dir_hash(joint_models[0])
 
     alone = tmp_path / "alone"  # no text prompt at all: one prompt without text, audio guidance alone
