@@ -198,7 +198,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sec.add_argument("--label-eval", metavar="FILE", help="an n2m label-eval --json report: its precision table")
     sec.add_argument("--training-logs", nargs="+", metavar="RUNDIR",
                      help="n2m train run directories: loss curves from RUNDIR/csv/metrics.csv")
-    bars = p.add_argument_group("quality bars (pass/fail from the figures; eval.compare_bars)")
+    bars = p.add_argument_group("quality bars (pass/fail from the figures; eval.compare_bars). Judged without a flag: "
+                                "each run's samples are audio, not noise, when its report has spectral flatness")
     bars.add_argument("--baseline", metavar="NAME", help="report name the others must beat on FAD (e.g. an "
                                                           "untrained model)")
     bars.add_argument("--min-fad-gain", type=FRACTION, default=0.3,

@@ -71,8 +71,8 @@ def _flatness_bar(run: dict[str, Any]) -> list[dict[str, Any]]:
     bar = _bar(f"{run['name']}: samples are audio, not noise (median spectral flatness <= the flattest real "
                "track's)", passed, detail)
     if passed is False:
-        bar["alarm"] = (f"{run['name']}: the samples sound like noise, not audio ({detail}); its other figures "
-                        "compare noise with music")
+        bar["alarm"] = (f"{run['name']}: the samples sound like noise, not audio: {detail}. Its other figures "
+                        "compare noise with music.")
     return [bar]
 
 
