@@ -59,6 +59,7 @@ def run_fad(args: argparse.Namespace) -> int:
     reports.attach_samples(report, pair_items(generated, reference), args.samples, args.seed)
     if musicnn is not None:
         adherence.tag_samples(report, musicnn[0], musicnn[1:], preprocess, cache_root(args))
+    scoring.add_flatness(report, reference, generated, preprocess, cache_root(args))
     return finish(report, out)
 
 

@@ -94,8 +94,9 @@ def curves_html(run_dirs: list[str]) -> str:
 
 
 def listen_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``[{"id", "prompt", "runs": {name: (path, tags)}, "reference": (path, tags)}]`` in id order, from each report's
-    ``samples`` (ids, prompts, audio paths and top musicnn tags; :func:`eval.adherence.tag_samples`)."""
+    """``[{"id", "prompt", "runs": {name: (path, tags, flatness)}, "reference": (path, tags, flatness)}]`` in id
+    order, from each report's ``samples`` (ids, prompts, audio paths, top musicnn tags
+    (:func:`eval.adherence.tag_samples`) and spectral flatness (:mod:`eval.flatness`))."""
     rows: dict[str, dict[str, Any]] = {}
     for run in runs:
         for sample in run.get("samples") or []:
@@ -103,9 +104,11 @@ def listen_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                       "reference": None})
             row["prompt"] = row["prompt"] or sample.get("prompt")
             if sample.get("generated"):
-                row["runs"][run["name"]] = (sample["generated"], sample.get("generated_tags"))
+                row["runs"][run["name"]] = (sample["generated"], sample.get("generated_tags"),
+                                            sample.get("generated_flatness"))
             if sample.get("reference") and row["reference"] is None:
-                row["reference"] = (sample["reference"], sample.get("reference_tags"))
+                row["reference"] = (sample["reference"], sample.get("reference_tags"),
+                                    sample.get("reference_flatness"))
     return [rows[k] for k in sorted(rows)]
 
 
@@ -125,8 +128,9 @@ def listen_html(runs: list[dict[str, Any]], max_bytes: int = 4 * reports.MAX_SAM
             if uri is not None and used + len(uri) > max_bytes:
                 uri, note = None, "left out: the page's audio size cap was reached"
             used += len(uri or "")
-            cells.append(reports.player_cell(uri, note, item[1] if item else None))
+            cells.append(reports.player_cell(uri, note, *(item[1:] if item else ())))
         body.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{escape(h)}</th>" for h in ["id", "prompt", *names, "real track"])
     return ("<p class=meta>Middle 10 s of each clip, mono 16 kHz Ogg Vorbis; under each player its top musicnn tags "
-            "with their mean probability.</p>" f"<table><tr>{head}</tr>{''.join(body)}</table>")
+            "with their mean probability and its spectral flatness (white noise 0.56, music well below 0.1).</p>"
+            f"<table><tr>{head}</tr>{''.join(body)}</table>")

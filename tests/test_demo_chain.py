@@ -125,20 +125,21 @@ def test_listening_rows_pair_each_prompt_with_every_run_and_the_real_track(tmp_p
 
     trained = {"name": "trained", "samples": [
         {"id": "b", "prompt": "rock", "generated": wav("tb.wav"), "reference": wav("rb.wav"),
-         "generated_tags": [["rock", 0.61]], "reference_tags": [["guitar", 0.7]]},
+         "generated_tags": [["rock", 0.61]], "reference_tags": [["guitar", 0.7]], "generated_flatness": 0.5312},
         {"id": "a", "prompt": "waltz", "generated": wav("ta.wav"), "reference": wav("ra.wav")}]}
     step0 = {"name": "step0", "samples": [{"id": "a", "prompt": "waltz", "generated": wav("sa.wav"),
                                            "generated_tags": [["noise", 0.9]]}]}
     rows = listen_rows([trained, step0])
     assert [r["id"] for r in rows] == ["a", "b"]
-    assert rows[0]["runs"] == {"trained": (str(tmp_path / "ta.wav"), None), "step0": (str(tmp_path / "sa.wav"),
-                                                                                      [["noise", 0.9]])}
-    assert rows[1]["runs"] == {"trained": (str(tmp_path / "tb.wav"), [["rock", 0.61]])}
-    assert rows[1]["reference"] == (str(tmp_path / "rb.wav"), [["guitar", 0.7]])
+    assert rows[0]["runs"] == {"trained": (str(tmp_path / "ta.wav"), None, None),
+                               "step0": (str(tmp_path / "sa.wav"), [["noise", 0.9]], None)}
+    assert rows[1]["runs"] == {"trained": (str(tmp_path / "tb.wav"), [["rock", 0.61]], 0.5312)}
+    assert rows[1]["reference"] == (str(tmp_path / "rb.wav"), [["guitar", 0.7]], None)
     html = listen_html([trained, step0])
     assert html.count("<audio") == 5  # a: trained, step0, real; b: trained, real (no step-0 clip)
     assert "<th>trained</th><th>step0</th><th>real track</th>" in html
     assert "rock 0.61" in html and "noise 0.90" in html and "no audio" in html
+    assert html.count("spectral flatness 0.531") == 1
     capped = listen_html([trained, step0], max_bytes=1)
     assert capped.count("<audio") == 0 and capped.count("size cap") == 5
 

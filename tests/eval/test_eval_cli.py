@@ -51,6 +51,10 @@ def test_fad_report_figures_and_provenance(fad_run, audio_sets, vggish_weights, 
     assert rep["lineage"]["with_sidecar"] == 6
     assert rep["lineage"]["values"]["label_set"] == ["demo-labels"]
     assert rep["versions"]["torch"] and rep["config"]["embedding"]
+    # the noise check rides along (eval.flatness): one value per clip, the generated median among them
+    per_clip = rep["flatness"]
+    assert rep["metrics"]["spectral_flatness"]["n"] == 6 and rep["metrics"]["spectral_flatness_reference"]["n"] == 6
+    assert 0.0 <= rep["metrics"]["spectral_flatness"]["value"] <= 1.0 and per_clip
     # FAD_VGG again by a second path: the torchmetrics sum-form statistics over the same embeddings.
     vgg = embeddings.load(f"vggish:{vggish_weights}")
     metric = FrechetAudioDistance(dim=128)
