@@ -1,4 +1,4 @@
-"""Tiny inputs for the training tests, written by the data contracts (ARCHITECTURE.md section 2, ``n2m.schema``):
+"""Tiny inputs for the training tests, written by the data contracts (docs/architecture.md section 3, ``n2m.schema``):
 a build (WebDataset shards of ``{key}.flac`` + ``{key}.json``, commit markers, index.parquet, build.json), a label set
 (LABELS_SCHEMA tables + manifest.json) and a random T5 encoder with a tokenizer trained on the captions."""
 
