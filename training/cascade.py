@@ -5,7 +5,8 @@
 
 A stage model comes from an export directory (``n2m export``: safetensors + config.json) or a Lightning checkpoint
 (``n2m train``: its EMA weights); both carry the stage's config, so :func:`check_cascade` can refuse a model in the
-wrong place (wrong stage, rates that do not chain, a spectrogram of the wrong size) with one clear line.
+wrong place (wrong stage, rates that do not chain, a spectrogram of the wrong size) with one clear line. The vocoder's
+slot also takes ``griffin-lim``, a vocoder with nothing to train (:mod:`training.griffin_lim`; kind ``classical``).
 
 Per-stage sampling defaults are the paper's (arXiv 2302.03917, table 7): steps, the ancestral sampler's gamma and the
 guidance scale.
@@ -13,6 +14,7 @@ guidance scale.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +23,14 @@ from typing import Any
 import torch
 
 from n2m.errors import UserError
-from n2m.provenance import dir_hash, file_hash
+from n2m.provenance import dir_hash, file_hash, sha1_bytes
 from training.conditioning import StageConditioning
 from training.diffusion.augment import ConditioningAugmentation
 from training.diffusion.denoiser import Conditioning, Denoiser
 from training.diffusion.schedules import get_schedule
 from training.export import Exported, load_exported, load_weights, network_from_config
+from training.griffin_lim import NAME as GRIFFIN_LIM
+from training.griffin_lim import GriffinLim
 from training.lowfi import fft_upsample
 from training.mel import HOP
 from training.stages_spectrogram import SpectrogramAugmentation
@@ -68,7 +72,7 @@ class StageModel:
     model: Exported
     path: str
     sha1: str
-    kind: str  # "export" | "checkpoint"
+    kind: str  # "export" | "checkpoint" | "classical" (nothing trained: training.griffin_lim)
 
     @property
     def stage(self) -> str:
@@ -141,8 +145,14 @@ def _load_lightning(path: Path, device: str | torch.device) -> Exported:
 
 
 def load_stage(path: str | Path, device: str | torch.device = "cpu") -> StageModel:
-    """A stage model from an export directory or a ``.ckpt`` file."""
+    """A stage model from an export directory or a ``.ckpt`` file; ``griffin-lim`` (when no such file exists) is the
+    classical vocoder of :mod:`training.griffin_lim`."""
     path = Path(path)
+    if str(path) == GRIFFIN_LIM and not path.exists():
+        inversion = GriffinLim().to(device)
+        config = inversion.config()
+        digest = sha1_bytes(json.dumps(config, sort_keys=True).encode())
+        return StageModel(Exported(net=inversion, denoiser=None, config=config), GRIFFIN_LIM, digest, "classical")
     if path.is_dir():
         return StageModel(load_exported(path, device), str(path), dir_hash(path), "export")
     if path.is_file():

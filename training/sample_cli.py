@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--cascade", required=True, choices=["waveform", "spectrogram"], help=_CASCADE_HELP)
     what.add_argument("--checkpoints", required=True, metavar="DIR|STAGE=PATH,...",
                       help="a directory holding STAGE/ (n2m export), STAGE.ckpt or STAGE/checkpoints/ for each stage, "
-                           "or stage=path pairs separated by commas")
+                           "or stage=path pairs separated by commas; vocoder=griffin-lim puts the classical Griffin-Lim "
+                           "inversion (nothing to train) in the spectrogram cascade's vocoder slot")
     what.add_argument("--out", required=True, metavar="DIR", help="output directory")
     what.add_argument("--seconds", type=SECONDS, default=30.0,
                       help=f"length of each clip (at most {MAX_SECONDS:g} s)")

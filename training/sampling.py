@@ -231,6 +231,11 @@ def _run_stage(model: StageModel, settings: StageSettings, prev: torch.Tensor | 
                seeds: list[int], seconds: float, text_encoder: str | TextEncoder | None, autocast: bool,
                bar: tqdm, extras: Extras) -> tuple[torch.Tensor, dict[str, Any] | None]:
     """One stage on a batch: its output and the guidance it used (None for stages without text)."""
+    if model.kind == "classical":  # nothing to sample: the inversion itself, each example with its own seed
+        out = torch.cat([model.model.net(prev[i : i + 1].float(), seed=_stage_seed(s, model.stage))
+                         for i, s in enumerate(seeds)])
+        bar.update(settings.steps)
+        return out, None
     device = next(model.model.net.parameters()).device
     gens = [torch.Generator(device=device).manual_seed(_stage_seed(s, model.stage)) for s in seeds]
     noise = lambda like: noise_like(like, gens)  # noqa: E731

@@ -38,8 +38,11 @@ SPEC_GENERATOR = Architecture(
     channel_mults=(1, 2, 2, 3, 4), strides=(4, 3, 2, 2, 2), num_res_blocks=(2, 4, 8, 16, 28),
     self_attention=(_D, _D, _T, _T, _T), cross_attention=(_D, _D, _T, _T, _T), text=True,
     in_channels=MEL.n_mels, out_channels=MEL.n_mels,
-    # small: 80 mel channels in and out at 100 frames/s are cheap, so a wider top level (64) and the paper's gentler growth
-    preset_overrides={"small": {"base_channels": 64, "channel_mults": (1, 2, 3, 4)}},
+    # small: the top level is at least as wide as the 80 mel channels it takes in and gives out (96; at 64 the stem and
+    # head squeeze 80 channels through 64, and the noise in the lost directions cannot be predicted: val loss at t = 0.1
+    # stayed at 0.35 after 400 steps, 0.20 at 96, and samples from noise kept half the noise's amplitude), then gentle
+    # growth (96, 192, 192, 288)
+    preset_overrides={"small": {"base_channels": 96, "channel_mults": (1, 2, 2, 3)}},
 )
 VOCODER = Architecture(
     channel_mults=(1, 1, 2, 4), strides=(2, 4, 4, 5), num_res_blocks=(1, 1, 3, 4),
