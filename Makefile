@@ -59,12 +59,12 @@ lint: setup
 	$(BIN)/ruff check n2m pipelines labeling training eval tests benchmarks
 
 # The demo (`make demo`, DEMO_SCALE=quarter: at most 15 minutes on 2 cores; DEMO_SCALE=hour: at most 60): the whole
-# chain on CPU, text -> music through the spectrogram cascade (spec_generator -> vocoder -> sr_cascader, `small`
-# preset, MiniLM text encoder), judged on 14 held-out prompts, two per style, beside the same networks at step 0 and
-# the real tracks. The judge is musicnn (MSD_musicnn), never the joint model that made the pseudo-labels (MiniLM +
+# chain on CPU, text -> music through the spectrogram cascade (spec_generator -> vocoder slot -> sr_cascader, `small`
+# preset, MiniLM text encoder; Griffin-Lim in the vocoder slot unless DEMO_VOCODER_SLOT=trained), judged on 14 held-out
+# prompts, two per style, beside the same networks at step 0 and the real tracks. The judge is musicnn (MSD_musicnn), never the joint model that made the pseudo-labels (MiniLM +
 # MTT_musicnn towers, a different tagger). Every step is a plain n2m command; make runs two at a time where they do not
-# depend on each other (the text-free vocoder and sr_cascader train while the joint model, the labels and the
-# spectrogram generator are made), each on one torch thread, and prints each step's command and output when it ends.
+# depend on each other (the text-free sr_cascader, and the vocoder when trained, train while the joint model, the
+# labels and the spectrogram generator are made), each on one torch thread, and prints each step's command and output when it ends.
 # Results: $(DEMO)/report.html. Any DEMO_* variable can be overridden, e.g. DEMO_SPEC_STEPS=2000.
 DEMO ?= demo
 DEMO_SCALE ?= quarter
@@ -103,10 +103,19 @@ DEMO_SR = --stage sr_cascader --window 0.5 --batch-size 8 $(DEMO_DIFFUSION) --au
 DEMO_JUDGE = --captions $(DEMO)/eval/prompts.jsonl --id-column id --caption-column text --reference-audio \
   $(DEMO)/corpus/audio --embedding musicnn --probe-labels $(DEMO)/corpus/manifest.jsonl --probe-column style \
   --cache-dir $(DEMO)/eval/cache --samples 100
+# The vocoder slot: griffin-lim (the classical inversion of training.griffin_lim, nothing to train) or trained (the
+# small diffusion vocoder, DEMO_VOCODER_STEPS). griffin-lim by default: the small vocoder still turned real log-mels into
+# noise after 600 CPU steps (spectral flatness 0.55 where white noise reads 0.56 and the real tracks at most 0.10).
+DEMO_VOCODER_SLOT ?= griffin-lim
+ifeq ($(filter $(DEMO_VOCODER_SLOT),griffin-lim trained),)
+$(error DEMO_VOCODER_SLOT is griffin-lim or trained, not '$(DEMO_VOCODER_SLOT)')
+endif
 DEMO_STAGES = spec_generator vocoder sr_cascader
+DEMO_TRAINED_STAGES = $(if $(filter griffin-lim,$(DEMO_VOCODER_SLOT)),spec_generator sr_cascader,$(DEMO_STAGES))
 comma := ,
 demo_step = @printf '\n\033[1m== %s  [%s]\033[0m\n' "$(1)" "$$(date +%T)"
-demo_ckpts = $(subst $(eval) ,$(comma),$(foreach s,$(DEMO_STAGES),$(s)=$(DEMO)/runs/$(1)/$(s)/checkpoints/last.ckpt))
+demo_ckpt = $(if $(filter $(2),$(DEMO_TRAINED_STAGES)),$(DEMO)/runs/$(1)/$(2)/checkpoints/last.ckpt,griffin-lim)
+demo_ckpts = $(subst $(eval) ,$(comma),$(foreach s,$(DEMO_STAGES),$(s)=$(call demo_ckpt,$(1),$(s))))
 
 demo: export PATH := $(CURDIR)/$(BIN):$(PATH)
 demo: setup
@@ -167,7 +176,7 @@ $(DEMO)/eval/prompts.jsonl: $(DEMO)/corpus/manifest.jsonl
 	n2m eval prompts --manifest $< --holdout-only --out $@
 
 .SECONDEXPANSION:
-$(DEMO)/samples/%.done: $(DEMO)/eval/prompts.jsonl $$(foreach s,$$(DEMO_STAGES),$(DEMO)/runs/$$*/$$(s)/checkpoints/last.ckpt)
+$(DEMO)/samples/%.done: $(DEMO)/eval/prompts.jsonl $$(foreach s,$$(DEMO_TRAINED_STAGES),$(DEMO)/runs/$$*/$$(s)/checkpoints/last.ckpt)
 	$(call demo_step,sample the $* cascade: one 10 s clip per held-out prompt)
 	n2m sample --prompts-file $< --cascade spectrogram --checkpoints $(call demo_ckpts,$*) --out $(DEMO)/samples/$* \
 	  --seconds 10 --sampler dpmpp --steps $(DEMO_SAMPLE_STEPS) --guidance $(DEMO_GUIDANCE) --seed 0 --batch-size 7 \
@@ -181,7 +190,7 @@ $(DEMO)/reports/%/report.json: $(DEMO)/samples/%.done
 $(DEMO)/report.html: $(DEMO)/reports/trained/report.json $(DEMO)/reports/step0/report.json
 	$(call demo_step,the report: quality bars + each prompt with three players and tags + label precision + curves)
 	n2m eval compare $(DEMO)/reports/trained $(DEMO)/reports/step0 --baseline step0 --label-eval $(DEMO)/label_eval.json \
-	  --precision-aspects style,instrument,mood $(DEMO_BARS) --training-logs $(foreach s,$(DEMO_STAGES),$(DEMO)/runs/trained/$(s)) \
+	  --precision-aspects style,instrument,mood $(DEMO_BARS) --training-logs $(foreach s,$(DEMO_TRAINED_STAGES),$(DEMO)/runs/trained/$(s)) \
 	  --title "n2m demo ($(DEMO_SCALE)): trained small spectrogram cascade vs step 0, judged by musicnn" \
 	  --out $(DEMO)/reports/compare --html $@
 

@@ -1,6 +1,6 @@
 """The ``make demo`` chain, reduced, through the real CLI (in process): synth -> build -> vocab -> clap-train -> label
--> label-eval -> train (spec_generator, vocoder, sr_cascader; trained and step 0) -> eval prompts -> sample
-(spectrogram cascade) -> eval musiccaps judged by musicnn -> eval compare, checking each artifact's contract on the way.
+-> label-eval -> train (spec_generator and sr_cascader; trained and step 0) -> eval prompts -> sample (spectrogram
+cascade, Griffin-Lim in the vocoder slot as the demo runs it) -> eval musiccaps judged by musicnn -> eval compare, checking each artifact's contract on the way.
 Plus the pieces the demo added: the Makefile's plan at both scales, the balanced held-out corpus, the held-out clip
 filter of ``n2m train --exclude-holdout``, the quality bars of ``n2m eval compare`` against hand-computed figures and
 its listening table.
@@ -23,7 +23,7 @@ from n2m.audio import encode_flac
 from n2m.cli import main
 from n2m.schema import read_label_captions
 
-STAGES = ("spec_generator", "vocoder", "sr_cascader")
+STAGES = ("spec_generator", "sr_cascader")  # the demo's trained stages; its vocoder slot is griffin-lim
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -160,7 +160,8 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     for stage in STAGES:
         for run in ("trained", "step0"):
             assert f"--stage {stage}" in lines and f"runs/{run}/{stage} " in lines.replace("\\\n", " ")
-    assert lines.count("--preset small") == 6 and "--text-encoder hf:all-MiniLM-L6-v2" in lines
+    assert "--stage vocoder" not in lines and lines.count(",vocoder=griffin-lim,") == 2
+    assert lines.count("--preset small") == 4 and "--text-encoder hf:all-MiniLM-L6-v2" in lines
     assert lines.count("--cascade spectrogram") == 2 and lines.count("--embedding musicnn") == 2
     assert "--clap " not in lines.split("n2m eval musiccaps", 1)[1]  # the joint model never judges the samples
     assert "--tracks 42 --seed 99 --holdout 0.334" in lines and "--audio-init musicnn:MTT_musicnn" in lines
@@ -170,6 +171,11 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     assert hour.returncode == 0 and "--min-probe-ratio 3 --min-fad-gain 0.5 --tag-gain" in hour.stdout
     wrong = _make_plan(tmp_path, "DEMO_SCALE=week")
     assert wrong.returncode != 0 and "DEMO_SCALE is quarter" in wrong.stderr
+    trained = _make_plan(tmp_path, "DEMO_VOCODER_SLOT=trained")
+    assert trained.returncode == 0 and trained.stdout.count("--stage vocoder") == 2
+    assert "griffin-lim" not in trained.stdout and trained.stdout.count("--preset small") == 6
+    wrong = _make_plan(tmp_path, "DEMO_VOCODER_SLOT=wavenet")
+    assert wrong.returncode != 0 and "DEMO_VOCODER_SLOT is griffin-lim or trained" in wrong.stderr
 
 
 def test_demo_corpus_holds_out_every_style_twice():
@@ -198,7 +204,7 @@ def _installed(name: str) -> None:
 def _train(tmp_path, stage: str, steps: int, run: str) -> None:
     shape = {"spec_generator": ["--labels", "v1", "--text-encoder", "hf:all-MiniLM-L6-v2", "--window", "1",
                                 "--weighting", "simplified"],
-             "vocoder": ["--window", "0.5", "--aug-t-max", "0.1"], "sr_cascader": ["--window", "0.5"]}[stage]
+             "sr_cascader": ["--window", "0.5"]}[stage]
     assert main(["train", "--stage", stage, "--build", str(tmp_path / "out"), "--preset", "tiny", *shape,
                  "--schedule", "cosine", "--parametrisation", "v",
                  "--exclude-holdout", "--out", str(tmp_path / "runs" / run / stage), "--max-steps", str(steps),
@@ -257,6 +263,7 @@ def test_demo_chain(tmp_path, capsys):
     reports = {}
     for run in ("trained", "step0"):
         ckpts = ",".join(f"{s}={tmp_path / 'runs' / run / s / 'checkpoints' / 'last.ckpt'}" for s in STAGES)
+        ckpts = ckpts.replace(",sr_cascader=", ",vocoder=griffin-lim,sr_cascader=")
         samples = tmp_path / "samples" / run
         assert main(["sample", "--prompts-file", str(prompts), "--cascade", "spectrogram", "--checkpoints", ckpts,
                      "--out", str(samples), "--seconds", "2", "--steps", "2", "--sampler", "dpmpp", "--seed", "0",
