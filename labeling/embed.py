@@ -18,8 +18,9 @@ import fsspec
 import numpy as np
 
 from labeling.io import exists, load_npz, save_npz
-from n2m.audio import AudioError, decode
+from n2m.audio import AudioError
 from n2m.clap import ClapEmbedder
+from n2m.clip_embed import embed_encoded
 from n2m.errors import ShardDamaged
 from n2m.schema import verify_shard
 
@@ -70,46 +71,24 @@ def read_samples(tar_path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 
 def embed_shard(embedder: ClapEmbedder, tar_path: str, batch_size: int = 8) -> ShardEmbeddings:
-    """Embed every clip of one shard, in shard order. Bad clips are recorded, never fatal."""
-    keys: list[str] = []
-    vectors: list[np.ndarray] = []
+    """Embed every clip of one shard, in shard order (:func:`n2m.clip_embed.embed_encoded`). Bad clips are recorded,
+    never fatal; a damaged archive is recorded once (key ``*``) after the clips before the damage."""
     failed: list[dict] = []
-    chunk: list[tuple[str, np.ndarray, int]] = []
 
-    def flush() -> None:
-        if chunk:
-            vectors.append(embedder.embed_audio([c[1] for c in chunk], chunk[0][2], batch_size=batch_size))
-            keys.extend(c[0] for c in chunk)
-            chunk.clear()
+    def clips() -> Iterator[tuple[str, bytes | None]]:
+        samples = read_samples(tar_path)
+        while True:
+            try:
+                key, members = next(samples)
+            except StopIteration:
+                return
+            except AudioError as err:
+                failed.append({"key": "*", "reason": err.reason, "message": err.message})
+                return
+            yield key, members.get("flac")
 
-    samples = read_samples(tar_path)
-    while True:
-        try:
-            item = next(samples)
-        except StopIteration:
-            break
-        except AudioError as err:
-            failed.append({"key": "*", "reason": err.reason, "message": err.message})
-            break
-        key, members = item
-        audio = members.get("flac")
-        if audio is None:
-            failed.append({"key": key, "reason": "missing", "message": f"{key}: sample has no .flac member"})
-            continue
-        try:
-            decoded = decode(audio, name=key)
-        except AudioError as err:
-            failed.append({"key": key, "reason": err.reason, "message": err.message})
-            continue
-        if chunk and chunk[0][2] != decoded.sample_rate:
-            flush()  # one rate per embedder call
-        chunk.append((key, decoded.samples, decoded.sample_rate))
-        if len(chunk) >= CLIPS_PER_CHUNK:
-            flush()
-    flush()
-    dim = embedder.embed_dim
-    embeddings = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
-    return ShardEmbeddings(keys, embeddings.astype(np.float32, copy=False), failed)
+    keys, embeddings = embed_encoded(embedder, clips(), failed, CLIPS_PER_CHUNK, batch_size)
+    return ShardEmbeddings(keys, embeddings, failed)
 
 
 def save_embeddings(path: str, result: ShardEmbeddings, rules: dict) -> None:

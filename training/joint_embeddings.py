@@ -27,7 +27,7 @@ import numpy as np
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from tqdm.auto import tqdm
 
-from n2m.audio import AudioError, decode
+from n2m.clip_embed import embed_encoded
 from n2m.schema import BuildLayout, verify_shard
 
 log = logging.getLogger(__name__)
@@ -92,36 +92,13 @@ def write_stored(path: str, keys: list[str], vectors: np.ndarray, failed: list[d
 
 def embed_shard(embedder, url: str) -> tuple[list[str], np.ndarray, list[dict]]:
     """``(keys, embeddings [n, D], failed)`` of every clip of one shard, in shard order; a clip that does not decode
-    is recorded in ``failed`` with its reason and left out."""
+    is recorded in ``failed`` with its reason and left out (:func:`n2m.clip_embed.embed_encoded`)."""
     from training.data import read_shards
 
-    keys: list[str] = []
-    vectors: list[np.ndarray] = []
     failed: list[dict] = []
-    pending: list[tuple[str, np.ndarray, int]] = []
-
-    def flush() -> None:
-        if pending:
-            vectors.append(embedder.embed_audio([p[1] for p in pending], pending[0][2]))
-            keys.extend(p[0] for p in pending)
-            pending.clear()
-
-    for sample in read_shards([url]):
-        key = sample.get("__key__", "?")
-        try:
-            decoded = decode(sample["flac"], name=key)
-        except (AudioError, KeyError) as err:
-            reason = err.reason if isinstance(err, AudioError) else "missing"
-            failed.append({"key": key, "reason": reason, "message": str(err)})
-            continue
-        if pending and pending[0][2] != decoded.sample_rate:
-            flush()  # one rate per embedder call
-        pending.append((key, decoded.samples, decoded.sample_rate))
-        if len(pending) >= CLIPS_PER_CALL:
-            flush()
-    flush()
-    out = np.concatenate(vectors) if vectors else np.zeros((0, embedder.embed_dim), np.float32)
-    return keys, out.astype(np.float32, copy=False), failed
+    clips = ((sample.get("__key__", "?"), sample.get("flac")) for sample in read_shards([url]))
+    keys, embeddings = embed_encoded(embedder, clips, failed, CLIPS_PER_CALL)
+    return keys, embeddings, failed
 
 
 def clip_embeddings(build: str, urls: list[str], model_dir: str, model_sha1: str, device: str = "cpu") -> ClipEmbeddings:
