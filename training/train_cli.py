@@ -14,8 +14,10 @@ under ``csv/`` and TensorBoard logs under ``tb/``. Multi-GPU and multi-node runs
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +305,10 @@ def fit(config: dict[str, Any], out: Path, resume: Path | None = None, params: i
     from training.module import DiffusionModule
     from training.text import load_text_encoder
 
+    verbose = logging.getLogger().isEnabledFor(logging.INFO)  # n2m.cli sets the root logger to INFO for --verbose
+    logging.getLogger("lightning.pytorch").setLevel(logging.INFO if verbose else logging.WARNING)  # GPU available, tips
+    if not verbose:
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning's own
     stage = get_stage(config["stage"])
     trainer_cfg, data_cfg = config["trainer"], dict(config["data"])
     L.seed_everything(data_cfg["seed"], workers=True, verbose=False)

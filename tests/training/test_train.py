@@ -160,3 +160,19 @@ def test_checkpoint_export_load_gives_the_same_outputs(runs, tmp_path, capsys):
     assert not torch.allclose(got, live_out)  # it is the EMA, not the live weights
     pred = exported.denoiser.predict(x, t, cond)
     assert torch.equal(pred.eps, got)
+
+
+def test_lightning_notes_only_with_verbose(tiny_build, tiny_t5, tmp_path, caplog):
+    """Lightning's INFO notes (GPU available, tips, 'Trainer.fit stopped') stay out of a plain run's output: n2m prints
+    its own summary; ``--verbose`` (root logger at INFO, as n2m.cli sets it) brings them back."""
+    import logging
+
+    argv = train_argv(tiny_build, tiny_t5, "sr_cascader", tmp_path / "quiet", "--max-steps", "1", "--val-samples", "0")
+    with caplog.at_level(logging.WARNING):
+        assert run_cli(argv) == 0
+    assert not any("GPU available" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    argv = train_argv(tiny_build, tiny_t5, "sr_cascader", tmp_path / "loud", "--max-steps", "1", "--val-samples", "0")
+    with caplog.at_level(logging.INFO):
+        assert run_cli(argv) == 0
+    assert any("GPU available" in r.getMessage() for r in caplog.records)
