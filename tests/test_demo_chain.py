@@ -169,6 +169,7 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     assert "--precision-aspects style,instrument,mood" in lines
     hour = _make_plan(tmp_path, "DEMO_SCALE=hour")
     assert hour.returncode == 0 and "--min-probe-ratio 3 --min-fad-gain 0.5 --tag-gain" in hour.stdout
+    assert "--window 2.5 --batch-size 16" in lines and "--window 10 --batch-size 4" in hour.stdout  # sampled length
     wrong = _make_plan(tmp_path, "DEMO_SCALE=week")
     assert wrong.returncode != 0 and "DEMO_SCALE is quarter" in wrong.stderr
     trained = _make_plan(tmp_path, "DEMO_VOCODER_SLOT=trained")
