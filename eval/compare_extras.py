@@ -132,5 +132,5 @@ def listen_html(runs: list[dict[str, Any]], max_bytes: int = 4 * reports.MAX_SAM
         body.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{escape(h)}</th>" for h in ["id", "prompt", *names, "real track"])
     return ("<p class=meta>Middle 10 s of each clip, mono 16 kHz Ogg Vorbis; under each player its top musicnn tags "
-            "with their mean probability and its spectral flatness (white noise 0.56, music well below 0.1).</p>"
+            "with their mean probability and its spectral flatness (white noise 0.56; the real tracks' are in their column).</p>"
             f"<table><tr>{head}</tr>{''.join(body)}</table>")
