@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -52,6 +53,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _launch_two_nodes(script: Path, record: Path, argv: list[str], timeout: float = 240.0) -> str:
+    """Run the two nodes on a fresh port; "" when both exit 0, else every node's exit code and output tail. A node
+    that fails stops the other at once (its peer would wait for it in the rendezvous until the timeout)."""
+    port = _free_port()
+    nodes, logs = [], [record / f"node{rank}-port{port}.log" for rank in range(2)]
+    for rank in range(2):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(rank),
+               "OMP_NUM_THREADS": "1"}
+        with open(logs[rank], "w") as log:  # a file, not a pipe: a chatty node never blocks on a full pipe
+            nodes.append(subprocess.Popen([sys.executable, str(script), str(record), *argv], env=env, stdout=log,
+                                          stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        codes = [n.poll() for n in nodes]  # every node polled each time (any() would stop at the first running one)
+        if None not in codes or any(c not in (None, 0) for c in codes):
+            break
+        time.sleep(0.2)
+    for node in nodes:
+        if node.poll() is None:
+            node.kill()
+        node.wait()
+    if all(node.returncode == 0 for node in nodes):
+        return ""
+    return "\n".join(f"rank {r}: exit {n.returncode}\n{log.read_text()[-2000:]}"
+                     for r, (n, log) in enumerate(zip(nodes, logs)))
+
+
 @pytest.mark.slow
 def test_two_nodes_read_disjoint_shards_and_the_checkpoint_resumes_on_one(tiny_build, tiny_t5, tmp_path):
     out, record = tmp_path / "run", tmp_path / "record"
@@ -61,16 +89,10 @@ def test_two_nodes_read_disjoint_shards_and_the_checkpoint_resumes_on_one(tiny_b
     # batch 3 x 2 steps = 6 examples per rank: one pass over its half of the 4 train shards (3 clips each)
     argv = train_argv(tiny_build, tiny_t5, "generator", out, "--num-nodes", "2", "--strategy", "ddp",
                       "--batch-size", "3", "--max-steps", "2", "--shuffle-buffer", "1", "--val-every", "1000")
-    port = _free_port()
-    nodes = []
-    for rank in range(2):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(rank),
-               "OMP_NUM_THREADS": "1"}
-        nodes.append(subprocess.Popen([sys.executable, str(script), str(record), *argv], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for node in nodes:
-        output, _ = node.communicate(timeout=240)
-        assert node.returncode == 0, output[-3000:]
+    failures = _launch_two_nodes(script, record, argv)
+    if failures:  # a port taken between choosing it and binding it (other tests run Beam and Dask servers): once more
+        failures = _launch_two_nodes(script, record, argv)
+    assert not failures, failures
     ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
     shard_of = {row["key"]: row["shard"] for row in pq.read_table(Path(tiny_build["root"]) / "index.parquet")
