@@ -1,7 +1,8 @@
 """Per-shard audio embeddings: read a build shard, decode each clip, embed it with :class:`n2m.clap.ClapEmbedder`.
 
-Results live in ``OUT/embeddings/{model}/{shard sha1}.npz`` (``keys`` ``[n]``, ``embeddings`` float32 ``[n, D]``,
-the failed clips and the embedding rules, which include the shard's SHA-1), written atomically. They depend only on
+Results live in the store of :mod:`n2m.clip_embed` (``OUT/embeddings/{model}/{shard sha1}.npz``: keys, embeddings
+``[n, D]``, the failed clips and the embedding rules, which include the shard's SHA-1), written atomically; a file is
+reused only when its rules equal this model's. They depend only on
 the audio and the model, so any number of label sets and vocabularies re-score them without touching audio again, and
 a rebuilt shard (new content under the same name) never picks up the embeddings of the old one. A clip that does not decode is
 recorded with its :class:`n2m.audio.AudioError` reason and skipped; a damaged tar keeps the clips read before the damage.
@@ -17,10 +18,9 @@ from dataclasses import dataclass, field
 import fsspec
 import numpy as np
 
-from labeling.io import exists, load_npz, save_npz
 from n2m.audio import AudioError
 from n2m.clap import ClapEmbedder
-from n2m.clip_embed import embed_encoded
+from n2m.clip_embed import embed_encoded, load_store, save_store, store_rules
 from n2m.errors import ShardDamaged
 from n2m.schema import verify_shard
 
@@ -35,12 +35,6 @@ class ShardEmbeddings:
     embeddings: np.ndarray
     failed: list[dict] = field(default_factory=list)
     cached: bool = False
-
-
-def rules_of(embedder: ClapEmbedder) -> dict:
-    """What makes two embedding files comparable: the model and the window rule."""
-    return {"model_id": embedder.model_id, "sample_rate": embedder.sample_rate, "window_s": embedder.window_s,
-            "min_tail_s": embedder.min_tail_s, "reduce": "mean_raw_then_l2"}
 
 
 def read_samples(tar_path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -91,36 +85,17 @@ def embed_shard(embedder: ClapEmbedder, tar_path: str, batch_size: int = 8) -> S
     return ShardEmbeddings(keys, embeddings, failed)
 
 
-def save_embeddings(path: str, result: ShardEmbeddings, rules: dict) -> None:
-    save_npz(path, keys=np.array(result.keys, dtype=str), embeddings=result.embeddings,
-             failed=np.array(json.dumps(result.failed)), rules=np.array(json.dumps(rules, sort_keys=True)))
-
-
-def load_embeddings(path: str, rules: dict) -> ShardEmbeddings | None:
-    """The stored embeddings of a shard if they exist and were made under the same ``rules``, else ``None``."""
-    if not exists(path):
-        return None
-    try:
-        data = load_npz(path)
-        if json.loads(str(data["rules"])) != json.loads(json.dumps(rules, sort_keys=True)):
-            return None
-        return ShardEmbeddings([str(k) for k in data["keys"]], data["embeddings"], json.loads(str(data["failed"])),
-                               cached=True)
-    except (OSError, ValueError, KeyError):
-        return None  # unreadable cache: recompute
-
-
 def shard_embeddings(embedder: ClapEmbedder, tar_path: str, sha1: str, cache_path: str,
                      batch_size: int = 8) -> ShardEmbeddings:
     """Stored embeddings of the shard with content ``sha1``, else computed (after checking the tar against its marker:
     :func:`n2m.schema.verify_shard`, which raises :class:`n2m.errors.ShardDamaged`) and stored."""
-    rules = dict(rules_of(embedder), shard_sha1=sha1)
-    cached = load_embeddings(cache_path, rules)
-    if cached is not None:
-        return cached
+    rules = store_rules(embedder, sha1)
+    stored = load_store(cache_path)
+    if stored is not None and stored.rules == json.loads(json.dumps(rules, sort_keys=True)):
+        return ShardEmbeddings(stored.keys, stored.embeddings, stored.failed, cached=True)
     marker = verify_shard(tar_path)
     if marker["tar"]["sha1"] != sha1:
         raise ShardDamaged(f"shard {tar_path} was rebuilt while this job ran (its marker changed); run the job again")
     result = embed_shard(embedder, tar_path, batch_size)
-    save_embeddings(cache_path, result, rules)
+    save_store(cache_path, result.keys, result.embeddings, result.failed, rules)
     return result

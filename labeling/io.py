@@ -1,34 +1,20 @@
-"""Small file helpers for the labelling job: atomic writes, NPZ round trips and globbing, local paths or fsspec URIs."""
+"""Small file helpers for the labelling job: NPZ round trips, globbing and folder moves, local paths or fsspec URIs
+(atomic writes: :func:`n2m.provenance.write_bytes_atomic`)."""
 
 from __future__ import annotations
 
 import io
 import os
-import uuid
 from pathlib import Path
 
 import fsspec
 import numpy as np
 
+from n2m.provenance import write_bytes_atomic
+
 
 def is_remote(path: str) -> bool:
     return "://" in str(path)
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` so that readers see the old file or the new one, never a partial one (tmp + fsync + rename)."""
-    if is_remote(path):
-        with fsspec.open(path, "wb") as handle:  # object stores publish an object only when its upload completes
-            handle.write(data)
-        return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
 
 
 def exists(path: str) -> bool:

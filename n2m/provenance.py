@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import platform
+import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,25 @@ def dir_hash(path: str | os.PathLike) -> str:
         digest.update(str(file.relative_to(root)).encode())
         digest.update(file_hash(file).encode())
     return digest.hexdigest()
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` so that readers see the old file or the new one, never a partial one: local paths by tmp + fsync
+    + rename, fsspec URIs in one upload (object stores publish an object only when its upload completes)."""
+    if "://" in str(path):
+        import fsspec
+
+        with fsspec.open(str(path), "wb") as handle:
+            handle.write(data)
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
 
 
 def write_json(path: str, obj: Any) -> None:

@@ -16,13 +16,13 @@ from lightning.pytorch.callbacks import Callback
 from n2m.audio import decode
 from n2m.clap import ClapEmbedder
 from n2m.cli import build_parser
+from n2m.clip_embed import save_store
 from n2m.config import apply_config
 from n2m.errors import UserError
 from n2m.melody import melody_features
 from n2m.provenance import dir_hash
 from n2m.schema import BuildLayout
 from training.data import committed_shards, read_shards
-from training.joint_embeddings import write_stored
 from training.train_cli import run_train
 
 
@@ -116,7 +116,7 @@ def test_stored_embeddings_of_the_model_are_read_and_others_ignored(joint_models
         keys = [s["__key__"] for s in read_shards([tar])]
         vectors = np.random.default_rng(i).normal(size=(len(keys), 16)).astype(np.float32)
         owner = sha_a if i == 0 else dir_hash(model_b)
-        write_stored(f"{store}/{shard_sha}.npz", keys, vectors, [],
+        save_store(f"{store}/{shard_sha}.npz", keys, vectors, [],
                      {"model_id": owner, "sample_rate": 16000, "window_s": 10.0, "min_tail_s": 7.5,
                       "reduce": "mean_raw_then_l2", "shard_sha1": shard_sha})
         planted.update({k: (v, i == 0) for k, v in zip(keys, vectors)})
