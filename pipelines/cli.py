@@ -15,12 +15,14 @@ import time
 from typing import Any
 
 from n2m.beam import BeamSession, BeamSetup, add_beam_arguments, beam_setup
-from n2m.config import leaf, resolved
+from n2m.config import FINITE, FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import JobFailed, UserError
 from n2m.provenance import now_iso, read_json, versions, write_json
 from n2m.schema import BUILD_VERSION, BuildLayout
 
 _FLAC_RATIO = 0.6  # FLAC bytes / PCM_16 bytes of typical music, for turning --shard-size-mb into sources per shard
+MAX_SAMPLE_RATE = 384000  # the highest rate common audio interfaces and codecs offer
+MAX_CHANNELS = 8  # 7.1 surround
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,48 +45,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--extensions", default=",".join(_audio_extensions()),
                     help="file name endings a folder listing picks up (comma-separated; default: common audio)")
     audio = parser.add_argument_group("clips")
-    audio.add_argument("--sample-rate", type=int, default=24000, help="output sample rate in Hz (default 24000)")
-    audio.add_argument("--channels", type=int, default=1, help="output channels: 1 = mean downmix (default 1)")
-    audio.add_argument("--clip-seconds", type=float, default=30.0, help="clip length in seconds (default 30)")
-    audio.add_argument("--hop-seconds", type=float, default=None,
+    audio.add_argument("--sample-rate", type=number(int, low=1, high=MAX_SAMPLE_RATE), default=24000,
+                       help=f"output sample rate in Hz, at most {MAX_SAMPLE_RATE} (default 24000)")
+    audio.add_argument("--channels", type=number(int, low=1, high=MAX_CHANNELS), default=1,
+                       help=f"output channels, at most {MAX_CHANNELS}: 1 = mean downmix (default 1)")
+    audio.add_argument("--clip-seconds", type=POSITIVE, default=30.0, help="clip length in seconds (default 30)")
+    audio.add_argument("--hop-seconds", type=POSITIVE, default=None,
                        help="seconds between clip starts (default: --clip-seconds, i.e. no overlap)")
-    audio.add_argument("--min-clip-seconds", type=float, default=None,
+    audio.add_argument("--min-clip-seconds", type=POSITIVE, default=None,
                        help="shortest tail kept (zero-padded to a full clip); shorter tails are dropped and a source "
                             "shorter than this is filtered as too_short (default: half of --clip-seconds)")
-    audio.add_argument("--silence-db", type=float, default=-60.0,
+    audio.add_argument("--silence-db", type=FINITE, default=-60.0,
                        help="clips whose RMS is below this many dBFS are dropped; a source with only such clips is "
                             "filtered as silent (default -60)")
-    audio.add_argument("--max-source-seconds", type=float, default=1200.0,
+    audio.add_argument("--max-source-seconds", type=POSITIVE, default=1200.0,
                        help="longer sources fail with reason too_long; also bounds memory, since a worker holds about "
                             "three float32 copies of the source it decodes (default 1200)")
     shards = parser.add_argument_group("shards and splits")
     shards.add_argument("--split", default="train=0.98,valid=0.01,test=0.01",
                         help="split fractions; each SOURCE goes to one split by a hash of its id, or to the split its "
                              "manifest row names in a 'split' column (default %(default)s)")
-    shards.add_argument("--shard-size-mb", type=float, default=256.0,
+    shards.add_argument("--shard-size-mb", type=POSITIVE, default=256.0,
                         help="target shard size; sources are grouped into shards before decoding (so re-runs map "
                              "them to the same shards) assuming --typical-source-seconds each (default 256)")
-    shards.add_argument("--typical-source-seconds", type=float, default=240.0,
+    shards.add_argument("--typical-source-seconds", type=POSITIVE, default=240.0,
                         help="expected source duration used with --shard-size-mb (default 240)")
-    shards.add_argument("--sources-per-shard", type=int, default=None,
+    shards.add_argument("--sources-per-shard", type=POSITIVE_INT, default=None,
                         help="sources per shard, overriding --shard-size-mb")
     fetching = parser.add_argument_group("fetching")
-    fetching.add_argument("--max-source-mb", type=float, default=512.0,
+    fetching.add_argument("--max-source-mb", type=POSITIVE, default=512.0,
                           help="larger sources fail with reason too_large (default 512)")
-    fetching.add_argument("--fetch-timeout", type=float, default=30.0,
+    fetching.add_argument("--fetch-timeout", type=POSITIVE, default=30.0,
                           help="http(s) connect and per-read timeout in seconds (default 30)")
-    fetching.add_argument("--fetch-deadline", type=float, default=600.0,
+    fetching.add_argument("--fetch-deadline", type=POSITIVE, default=600.0,
                           help="seconds allowed for reading one source, every attempt and wait included; a source "
                                "not read by then fails with reason timeout (a server trickling bytes never trips "
                                "--fetch-timeout; default 600)")
-    fetching.add_argument("--fetch-retries", type=int, default=3,
+    fetching.add_argument("--fetch-retries", type=NONNEGATIVE_INT, default=3,
                           help="extra attempts after a timeout, a connection error, HTTP 429 or 5xx (default 3)")
-    fetching.add_argument("--fetch-backoff", type=float, default=1.0,
+    fetching.add_argument("--fetch-backoff", type=NONNEGATIVE, default=1.0,
                           help="seconds before the first retry, doubling after each (default 1)")
-    fetching.add_argument("--fetch-concurrency", type=int, default=4,
+    fetching.add_argument("--fetch-concurrency", type=POSITIVE_INT, default=4,
                           help="reads in flight per worker (default 4)")
     run = parser.add_argument_group("running")
-    run.add_argument("--threads", type=int, default=1,
+    run.add_argument("--threads", type=POSITIVE_INT, default=1,
                      help="sources decoded at once in each worker (codecs release the GIL; default 1)")
     run.add_argument("--overwrite", action="store_true",
                      help="delete an earlier build in OUT and start afresh; its label sets (OUT/labels) and embedding "
@@ -96,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--retry-failed", action="store_true",
                      help="re-attempt only the sources recorded as failed; newly good ones go to new shards and "
                           "committed shards are untouched")
-    run.add_argument("--max-failure-rate", type=float, default=1.0,
+    run.add_argument("--max-failure-rate", type=FRACTION, default=1.0,
                      help="exit non-zero (after writing the tables) when more than this fraction of sources failed "
                           "(default 1.0: never)")
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and the plan, then stop")
@@ -125,19 +129,9 @@ def _settings(args: argparse.Namespace):
               (("--clip-seconds", args.clip_seconds), ("--hop-seconds", hop), ("--min-clip-seconds", minimum))}
     short = [f"{flag} {seconds:g}" for (flag, n), seconds in zip(frames.items(), (args.clip_seconds, hop, minimum))
              if n < 1]
-    checks = [
-        (args.sample_rate > 0, "--sample-rate must be positive"),
-        (args.channels > 0, "--channels must be positive"),
-        (args.clip_seconds > 0 and hop > 0, "--clip-seconds and --hop-seconds must be positive"),
-        (0 < minimum <= args.clip_seconds, "--min-clip-seconds must be in (0, --clip-seconds]"),
+    checks = [  # each number's own range is its flag's type (n2m.config.number); these relate flags
+        (minimum <= args.clip_seconds, "--min-clip-seconds must be at most --clip-seconds"),
         (not short, f"{', '.join(short)} is less than one frame at --sample-rate {args.sample_rate}"),
-        (args.max_source_mb > 0 and args.max_source_seconds > 0, "source limits must be positive"),
-        (args.fetch_timeout > 0 and args.fetch_retries >= 0 and args.fetch_backoff >= 0, "bad fetch settings"),
-        (args.fetch_deadline > 0, "--fetch-deadline must be positive"),
-        (args.fetch_concurrency >= 1 and args.threads >= 1, "--fetch-concurrency and --threads must be >= 1"),
-        (args.shard_size_mb > 0 and args.typical_source_seconds > 0, "shard sizing must be positive"),
-        (args.sources_per_shard is None or args.sources_per_shard >= 1, "--sources-per-shard must be >= 1"),
-        (0 <= args.max_failure_rate <= 1, "--max-failure-rate must be in [0, 1]"),
         (not (args.overwrite and args.retry_failed), "--overwrite and --retry-failed exclude each other"),
         (not (args.prune and args.retry_failed), "--prune and --retry-failed exclude each other"),
     ]

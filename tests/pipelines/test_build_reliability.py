@@ -99,7 +99,7 @@ def manifest_build(tmp_path_factory, noise_ogg) -> tuple[Path, dict[str, str]]:
 def test_build_keeps_ffmpeg_decode_and_records_the_shortfall(manifest_build):
     out, uri = manifest_build
     row = _sources(out)[uri["gap.ogg"]]
-    assert (row["status"], row["reason"], row["clips"]) == ("ok", "", 2)
+    assert (row["status"], row["reason"], row["clips"], row["decoder"]) == ("ok", "", 2, "pyav:ogg")
     assert "decoded by pyav:ogg" in row["message"] and "soundfile:ogg" in row["message"]
 
 
@@ -231,6 +231,42 @@ def test_clip_settings_under_one_frame_are_refused(tmp_path, capsys):
         assert code == 2 and "less than one frame" in capsys.readouterr().err
     with pytest.raises(ValueError, match="one frame"):
         ClipSettings(sample_rate=OUT_SR, clip_s=2.0, hop_s=1e-5, min_clip_s=1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Item 8: every number the build takes is checked before any work (NaN, infinity, out of range)
+
+
+def _exit_code(argv: list[str]) -> int:
+    """The CLI's exit code: a bad flag value exits while parsing, any other user error returns 2."""
+    try:
+        return main(argv)
+    except SystemExit as done:
+        return done.code
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--clip-seconds", "inf"), ("--hop-seconds", "nan"), ("--min-clip-seconds", "-1"), ("--silence-db", "nan"),
+    ("--max-source-mb", "inf"), ("--max-source-seconds", "nan"), ("--shard-size-mb", "inf"),
+    ("--typical-source-seconds", "0"), ("--sources-per-shard", "0"), ("--fetch-timeout", "nan"),
+    ("--fetch-deadline", "inf"), ("--fetch-retries", "-1"), ("--fetch-backoff", "inf"), ("--fetch-concurrency", "0"),
+    ("--threads", "1.5"), ("--max-failure-rate", "nan"), ("--sample-rate", "100000000000"), ("--channels", "0"),
+])
+def test_build_numbers_out_of_range_are_one_line_errors(tmp_path, capsys, flag, value):
+    src = tmp_path / "a.wav"
+    audio.write(src, music(1.0, 16000, 1, seed=90), 16000)
+    assert _exit_code(["build", "--input", str(src), "--output", str(tmp_path / "out"), flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"n2m build: error: argument {flag}: expected"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_config_values_get_the_same_number_checks(tmp_path, capsys):
+    (tmp_path / "build.yaml").write_text("silence_db: .nan\n")
+    argv = ["build", "--config", str(tmp_path / "build.yaml"), "--input", str(tmp_path), "--output",
+            str(tmp_path / "out"), "--dry-run"]
+    assert _exit_code(argv) == 2
+    assert "silence_db: expected a finite number, got 'nan'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------------------------
