@@ -248,6 +248,9 @@ def test_real_models_are_pinned_cached_and_load(capsys):
     for name, row in zip(pins, rows[1:]):
         assert row.split()[0] == name and row.endswith(str(dest / name))
     assert len({row.index(str(dest)) for row in rows[1:]}) == 1  # one column of folders
+    for name in ("MTT_musicnn", "MTT_vgg", "MSD_musicnn", "MSD_vgg"):  # converted: no TensorFlow checkpoint left
+        assert sorted(p.name for p in (dest / name).iterdir()) == ["LICENSE", "config.json", "model.safetensors",
+                                                                    "provenance.json"]
 
     from transformers import AutoModel, AutoTokenizer
 
