@@ -34,13 +34,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import apache_beam as beam
 import numpy as np
 
 from labeling.io import exists, glob, load_npz, read_bytes, save_npz, write_bytes_atomic
 from labeling.vocabset import Vocabulary
+from n2m.beam import import_beam
 from n2m.errors import JobFailed, ShardDamaged, UserError
 from n2m.schema import LABELS_SCHEMA, LABELS_VERSION, BuildLayout, verify_shard
+
+beam = import_beam()  # Beam workers import this module on their own: its optional-GCP-client notes stay silent
 
 FAILURES_IN_MANIFEST = 1_000
 
