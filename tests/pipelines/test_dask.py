@@ -186,6 +186,45 @@ def test_commit_refuses_a_shard_whose_sources_missed_the_duplicate_check(tmp_pat
     assert list(committer.process((shard, {"staged": [chunk], "dups": [], "checked": checked}))) == [shard]
 
 
+def test_a_run_that_drops_work_fails_loudly_and_the_rerun_gives_the_uninterrupted_bytes(cluster, tmp_path, capsys,
+                                                                                        monkeypatch):
+    """The build's guards against a runner that reports success while losing work, on the DaskRunner (work is dropped
+    by handing the real pipeline fewer chunks than planned): a shard lost whole is caught by the driver's marker check
+    after the run, chunks lost from a shard stop the pipeline (CommitShard's coverage check); each is one line, exit 1,
+    and the same command then finishes with the bytes of an uninterrupted run."""
+    from pipelines import job
+
+    src = _sources(tmp_path, 8)
+    flags = ["--split", "train=1", "--sources-per-shard", "4"]  # 2 shards of 4 one-source chunks (8 sources, 2 workers)
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    assert build(src, reference, *flags, "--direct_running_mode=in_memory") == 0
+    real_run = job.run_pipeline
+
+    def losing(drop):
+        def run(settings, chunks, committed, session):
+            kept = [c for c in chunks if not drop(c)]
+            assert len(kept) < len(chunks)
+            real_run(settings, kept, committed, session)
+
+        return run
+
+    # first a whole shard (the other is committed), then one chunk of it on the re-run
+    lost = [(lambda c: c.startswith("train-000001_"),
+             f"the {DASK_RUNNER} run finished but 1 of 2 planned shards were not committed (train-000001)"),
+            (lambda c: c == "train-000001_000001-000002",
+             "the pipeline stopped: shard train-000001: staged chunks ['train-000001_000000-000001', "
+             "'train-000001_000002-000003', 'train-000001_000003-000004'] do not cover its 4 sources")]
+    for drop, message in lost:
+        monkeypatch.setattr(job, "run_pipeline", losing(drop))
+        assert build(src, out, *flags, *_on(cluster)) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    monkeypatch.setattr(job, "run_pipeline", real_run)
+    assert build(src, out, *flags, *_on(cluster)) == 0
+    assert shard_bytes(out) == shard_bytes(reference) and len(shard_bytes(out)) == 2
+    assert _tables(out) == _tables(reference)
+
+
 def test_one_beam_option_convention(tmp_path, capsys):
     parser = build_parser({"build": ("", "pipelines.cli")})
 
