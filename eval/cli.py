@@ -1,4 +1,4 @@
-"""``n2m eval fad | clap-score | adherence | musiccaps | prompts | compare``: each prints its figures as a table and
+"""``n2m eval fad | clap-score | adherence | melody | musiccaps | prompts | compare | memorization``: each prints its figures as a table and
 writes ``report.json`` + ``report.html`` under ``--out``."""
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def add_adherence(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from eval import compare, memorization, musiccaps, prompts
+    from eval import compare, melody_agreement, memorization, musiccaps, prompts
 
     sub = parser.add_subparsers(dest="eval_command", metavar="COMMAND", required=True)
     add_fad(sub.add_parser("fad", help="Fréchet Audio Distance between two sets of audio (VGGish and/or CLAP)",
@@ -185,6 +185,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Tag agreement (each generated clip's musicnn tags vs its own reference track's, paired vs "
                     "shuffled) and a probe (nearest-centroid classification of generated clips into the classes of "
                     "a manifest column, vs chance and vs the real held-out tracks)."))
+    melody_agreement.add_arguments(sub.add_parser(
+        "melody", help="do clips of n2m sample --melody follow their melody source? pitch-class agreement, paired "
+                       "vs shuffled (chance 1/12)",
+        description="Pairs each generated clip with the melody source its sidecar names (verified by SHA-256; moved "
+                    "sources found under --sources) and measures their melody agreement: the share of frames, among "
+                    "those where both are voiced, whose dominant pitch class (n2m.melody's argmax chroma, octave-free) "
+                    "is the same. Paired (each clip vs its own source) against shuffled (vs the other clips' "
+                    "sources), and the gain paired - shuffled with a bootstrap interval over clips. Chance is 1/12 "
+                    "for independent melodies uniform over the 12 pitch classes; the shuffled figure is the chance "
+                    "level of the actual sources."))
     musiccaps.add_arguments(sub.add_parser(
         "musiccaps", help="the MusicCaps protocol of Noise2Music (FAD_VGG, FAD_CLAP, FAD_musicnn, CLAP score, "
                           "musicnn adherence)",
