@@ -2,8 +2,9 @@
 
 A row names its audio in a ``path`` or ``url`` column (the first non-empty one); the other columns become the clip's
 ``meta`` and a caption column its ``text``. A row that cannot be used (no path, malformed JSON or CSV, a key given
-twice) becomes a failed source, never a crash; a manifest without a path column, or with a column name twice, is a
-user error. Values JSON cannot hold are changed and the change is noted in the source's ``notes``.
+twice, bytes that are not UTF-8 text) becomes a failed source, never a crash; a manifest without a path column, with a
+column name twice, with a header that is not UTF-8, or a ``.parquet`` file Arrow cannot read, is a user error. Values
+JSON cannot hold are changed and the change is noted in the source's ``notes``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import posixpath
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +26,7 @@ from pipelines.inputs import Source, canonical_uri, is_remote
 PATH_COLUMNS = ("path", "url")  # the first non-empty one names the source
 CAPTION_COLUMNS = ("caption", "captions", "text")  # copied (as a list) into each clip's ``text``
 _CSV_FIELD_LIMIT = 1 << 26  # characters per CSV field (Python's default of 131072 rejects long captions)
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, as errors="surrogateescape" reads it
 
 
 def _row_source(row: dict[str, Any], base: str, where: str) -> Source:
@@ -85,6 +88,18 @@ def _json_safe(value: Any, column: str, notes: list[str]) -> Any:
     return str(value)
 
 
+def _not_utf8(values: Any) -> str:
+    """``"not UTF-8 text (byte 0x..)"`` for the first undecodable byte in ``values`` (text read with
+    ``errors="surrogateescape"``, which keeps byte ``b`` as the code point U+DC00 + b; PEP 383), else ``""``."""
+    for value in values:
+        texts = value if isinstance(value, list) else [value]
+        for text in texts:
+            found = _ESCAPED_BYTE.search(text) if isinstance(text, str) else None
+            if found:
+                return f"not UTF-8 text (byte 0x{ord(found.group()) - 0xDC00:02x})"
+    return ""
+
+
 def _row_where(manifest: str, kind: str, number: int) -> str:
     """The URI of a manifest row itself (names a row without a path): ``{canonical manifest}#{kind}={number}``."""
     return f"{canonical_uri(manifest)}#{kind}={number}"
@@ -109,8 +124,11 @@ def _read_delimited(manifest: str, delimiter: str) -> Iterator[Source]:
     """Rows of a CSV/TSV manifest; a row the csv module cannot parse becomes a failed source and reading goes on."""
     base = _manifest_base(manifest)
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    with fsspec.open(manifest, "r", encoding="utf-8-sig", newline="") as handle:  # -sig: spreadsheet BOMs
-        reader = csv.DictReader(handle, delimiter=delimiter)  # surplus cells land in meta["_extra"]
+    with fsspec.open(manifest, "r", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)  # -sig: spreadsheet BOMs; surplus cells: meta["_extra"]
+        bad_header = _not_utf8(reader.fieldnames or [])
+        if bad_header:
+            raise UserError(f"manifest {manifest}: its header is {bad_header}; save it as UTF-8")
         _check_columns(reader.fieldnames or [], manifest)
         number = 1
         while True:
@@ -121,6 +139,10 @@ def _read_delimited(manifest: str, delimiter: str) -> Iterator[Source]:
                 return
             except csv.Error as err:
                 yield Source(_row_where(manifest, "line", number), error=f"malformed row: {err}")
+                continue
+            bad = _not_utf8(row.values())
+            if bad:
+                yield Source(_row_where(manifest, "line", number), error=bad)
                 continue
             yield _row_source(row, base, _row_where(manifest, "line", number))
 
@@ -138,11 +160,15 @@ def list_tsv(manifest: str, *_: Any) -> Iterator[Source]:
 def list_jsonl(manifest: str, *_: Any) -> Iterator[Source]:
     """JSON Lines manifest (one object per line); a malformed line becomes a failed source, not a crash."""
     base = _manifest_base(manifest)
-    with fsspec.open(manifest, "r", encoding="utf-8") as handle:
+    with fsspec.open(manifest, "r", encoding="utf-8", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             where = _row_where(manifest, "line", number)
+            bad = _not_utf8([line])
+            if bad:
+                yield Source(where, error=bad)
+                continue
             try:
                 row = json.loads(line, object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as err:
@@ -166,15 +192,22 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def list_parquet(manifest: str, *_: Any) -> Iterator[Source]:
-    """Parquet manifest, read one record batch at a time."""
+    """Parquet manifest, read one record batch at a time. A file Arrow cannot read (not Parquet, or damaged) is a
+    one-line :class:`UserError`: which of its rows are lost cannot be told."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     base = _manifest_base(manifest)
-    with fsspec.open(manifest, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        _check_columns(parquet.schema_arrow.names, manifest)
-        number = 0
-        for batch in parquet.iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                number += 1
-                yield _row_source(row, base, _row_where(manifest, "row", number))
+    number = 0
+    try:
+        with fsspec.open(manifest, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            _check_columns(parquet.schema_arrow.names, manifest)
+            for batch in parquet.iter_batches(batch_size=1024):
+                for row in batch.to_pylist():
+                    number += 1
+                    yield _row_source(row, base, _row_where(manifest, "row", number))
+    except pa.ArrowException as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"manifest {manifest} is not a Parquet file Arrow can read (after {number} rows): "
+                        f"{first}") from err

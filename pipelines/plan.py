@@ -126,8 +126,10 @@ def plan_build(
             _write_plan(store, out, spec, digest)
         plan.pending[spec.name] = len(spec.sources)
     if plan.sources == 0:
-        raise UserError(f"input {src} lists no sources ({plan.listing.skipped_files} files skipped by extension; "
-                        f"--extensions picks the file endings a folder listing takes)")
+        skipped = plan.listing.skipped_files
+        hint = (f" ({skipped} files skipped by extension; --extensions picks the file endings a folder listing takes)"
+                if skipped else "")
+        raise UserError(f"input {src} lists no sources{hint}")
     gone = sorted(name for name in done - set(plan.committed) - set(changed) if not _is_retry(store, out, name))
     if changed or gone:
         if not prune:

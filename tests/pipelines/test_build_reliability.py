@@ -143,6 +143,24 @@ def test_manifest_long_fields_and_repeated_columns(tmp_path):
     assert "'path'" in first.error and second.uri == str(tmp_path / "c.wav")
 
 
+def test_manifest_rows_that_are_not_utf8_fail_alone_and_unreadable_manifests_are_one_line_errors(tmp_path, capsys):
+    for name, text, line in (("latin.csv", b"path,caption\na.wav,caf\xe9\nb.wav,ok\n", 2),  # line 1: the header
+                             ("latin.jsonl", b'{"path": "a.wav", "caption": "caf\xe9"}\n{"path": "b.wav"}\n', 1)):
+        (tmp_path / name).write_bytes(text)
+        first, second = iter_sources(str(tmp_path / name))
+        assert first.error == "not UTF-8 text (byte 0xe9)" and first.uri.endswith(f"{name}#line={line}"), first
+        assert second.uri == str(tmp_path / "b.wav") and not second.error
+    (tmp_path / "header.csv").write_bytes(b"path,l\xe9gende\na.wav,x\n")
+    (tmp_path / "text.parquet").write_text("not a Parquet file\n")
+    (tmp_path / "empty.csv").write_text("path,caption\n")
+    for name, needle in (("header.csv", "header is not UTF-8 text (byte 0xe9)"), ("text.parquet", "not a Parquet file"),
+                         ("empty.csv", "lists no sources")):
+        assert main(["build", "--input", str(tmp_path / name), "--output", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert "--extensions" not in err  # a manifest skips nothing by extension: no hint about it
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Items 7 and 9: entries a listing cannot use become failed sources; the listing and the build go on
 
