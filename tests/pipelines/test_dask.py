@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -253,6 +255,43 @@ def test_one_beam_option_convention(tmp_path, capsys):
         assert build(src, tmp_path / "out", *flags) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def _documented_commands(job: str) -> list[list[str]]:
+    """The arguments after ``n2m JOB`` (or ``-m n2m.cli JOB``) of every command line in docs/scaling.md's bash blocks
+    (continuation lines joined, comments, ``...`` and a trailing ``&`` dropped)."""
+    text = (REPO / "docs" / "scaling.md").read_text()
+    lines = "\n".join(re.findall(r"```bash\n(.*?)```", text, re.S)).replace("\\\n", " ").splitlines()
+    commands = []
+    for words in (shlex.split(line, comments=True) for line in lines):
+        starts = [i for i in range(len(words) - 1) if words[i] in ("n2m", "n2m.cli") and words[i + 1] == job]
+        if starts:
+            commands.append([w for w in words[starts[0] + 2:] if w not in ("...", "&")])
+    return commands
+
+
+def test_the_documented_scaling_command_lines_parse(monkeypatch):
+    """Every ``n2m build`` / ``n2m label`` line of docs/scaling.md (Dask, Dataflow with --extra_package,
+    --setup_file or --sdk_container_image, Flink, Spark) passes the option convention with the runner it names, and
+    the torchrun / SLURM ``n2m train`` lines parse: the remote routes cannot run here, their flags are checked."""
+    runners = {"DaskRunner": DASK_RUNNER, "DataflowRunner": "DataflowRunner", "FlinkRunner": "FlinkRunner",
+               "SparkRunner": "SparkRunner"}
+    builds, labels = _documented_commands("build"), _documented_commands("label")
+    assert len(builds) == 7 and len(labels) == 1
+    for job, argv in [*(("build", a) for a in builds), *(("label", a) for a in labels)]:
+        if job == "build" and "--input" not in argv:  # the --setup_file line elides them
+            argv = ["--input", "gs://BUCKET/manifest.jsonl", "--output", "gs://BUCKET/build", *argv]
+        setup = beam_setup(build_parser({job: ("", f"{'pipelines' if job == 'build' else 'labeling'}.cli")})
+                           .parse_args([job, *argv]))
+        named = argv[argv.index("--runner") + 1] if "--runner" in argv else "DaskRunner"  # --dask-workers alone
+        assert setup.runner == runners[named], argv
+        assert setup.kind == ("dask" if named == "DaskRunner" else "remote"), argv
+    trains = [a for a in _documented_commands("train") if "--stage" in a]  # the by-hand lines elide the rest
+    assert len(trains) == 2
+    parser = build_parser({"train": ("", "training.train_cli")})
+    for argv in trains:
+        args = parser.parse_args(["train", *argv])
+        assert (args.num_nodes, args.devices, args.strategy) == (2, "4", "ddp"), argv
 
 
 @pytest.mark.integration
