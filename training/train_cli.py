@@ -61,8 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="network size: paper (Noise2Music tables 7-8), small (3-7M parameters a stage, CPU demos) "
                           "or tiny (CPU tests)")
     req.add_argument("--text-encoder", metavar="KIND:DIR",
-                     help="frozen text encoder for text stages: t5:DIR (T5EncoderModel directory) or clap:DIR "
-                          "(a CLAP model directory's text tower); recorded as an absolute path plus the directory's "
+                     help="frozen text encoder for text stages: hf:DIR (any transformers text encoder; "
+                          "hf:all-MiniLM-L6-v2 finds the model `n2m models fetch` installed), t5:DIR (T5EncoderModel "
+                          "directory) or clap:DIR (a CLAP or joint model directory's text tower); recorded as an absolute path plus the directory's "
                           "content hash, so sampling finds it from any folder (and by hash if it moves)")
     req.add_argument("--out", metavar="RUNDIR", help="run directory (checkpoints, logs, config)")
     req.add_argument("--net", action="append", default=[], metavar="KEY=VALUE",
@@ -185,7 +186,8 @@ def resolve_config(args: argparse.Namespace, strict: bool = True) -> dict[str, A
     conditioning = resolve_conditioning(args, stage, strict)
     text = stage.text and conditioning.text
     if text and not args.text_encoder:
-        raise UserError(f"stage {stage.name} is text-conditioned: pass --text-encoder t5:DIR or clap:DIR")
+        raise UserError(f"stage {stage.name} is text-conditioned: pass --text-encoder hf:DIR, t5:DIR or clap:DIR "
+                        "(hf:all-MiniLM-L6-v2 once `n2m models fetch` has run)")
     if text and not args.labels and args.no_meta_text:
         raise UserError(f"stage {stage.name} needs captions: pass --labels NAME or allow the clips' metadata text")
     width = text_width(args.text_encoder) if text else 0
