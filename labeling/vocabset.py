@@ -82,7 +82,8 @@ def entries_of(path: str, kind: str, columns: tuple[str, ...] = ("id", "text")) 
 
 
 def open_vocabularies(paths: list[str]) -> list[Vocabulary]:
-    """Validate and describe the ``--vocab`` files (one-line errors for missing files, bad schemas, empty files)."""
+    """Validate and describe the ``--vocab`` files (one-line errors for missing files, bad schemas, columns that are
+    not text, empty files)."""
     out: list[Vocabulary] = []
     for path in paths:
         if not Path(path).is_file():
@@ -94,6 +95,12 @@ def open_vocabularies(paths: list[str]) -> list[Vocabulary]:
         missing = [c for c in REQUIRED if c not in schema.names]
         if missing:
             raise UserError(f"--vocab {path}: missing column(s) {', '.join(missing)} (see n2m.schema.VOCAB_SCHEMA)")
+        for column in REQUIRED:
+            kind_of = schema.field(column).type
+            values = kind_of.value_type if pa.types.is_dictionary(kind_of) else kind_of  # pandas' category dtype
+            if not (pa.types.is_string(values) or pa.types.is_large_string(values)):
+                raise UserError(f"--vocab {path}: column {column!r} holds {kind_of}, not text "
+                                "(see n2m.schema.VOCAB_SCHEMA)")
         kinds = pq.read_table(path, columns=["kind"])["kind"].value_counts().to_pylist()
         counts = {item["values"]: item["counts"] for item in kinds}
         unknown = sorted(set(counts) - set(KINDS), key=str)

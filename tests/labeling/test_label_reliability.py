@@ -104,6 +104,18 @@ def test_vocabulary_entries_without_text_or_with_a_repeated_id_are_left_out_with
         open_vocabularies([str(bad)])
 
 
+
+@pytest.mark.parametrize(("columns", "needle"), [
+    ({"id": ["a", "b"], "text": [1.5, 2.0], "kind": ["long", "long"]}, "column 'text' holds double, not text"),
+    ({"id": [1, 2], "text": ["calm piano", "fast drums"], "kind": ["long", "long"]}, "column 'id' holds int64"),
+])
+def test_vocabulary_columns_that_are_not_text_are_one_line_errors(tmp_path, columns, needle):
+    """VOCAB_SCHEMA's id, text and kind are strings; other types would fail deep inside the job."""
+    path = tmp_path / "v.parquet"
+    pq.write_table(pa.table(columns), path)
+    with pytest.raises(UserError, match=needle):
+        open_vocabularies([str(path)])
+
 @pytest.mark.parametrize("name", ["../../x", "..", ".", "", "a/b", ".hidden", "x\0y", "tab\there", " v1"])
 def test_label_set_names_that_leave_the_labels_folder_are_refused(build, name):
     before = sorted(str(p.relative_to(build["tmp"])) for p in build["tmp"].rglob("*"))
