@@ -32,7 +32,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from tqdm import tqdm
@@ -315,6 +315,12 @@ def _warnings(pairs: list[Pair], result: MelodyAgreement) -> list[str]:
     return out
 
 
+def _none_paired(pairs: list[Pair]) -> NoReturn:
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(p.reason for p in pairs).items()))
+    raise UserError(f"no generated clip could be paired with its melody source ({reasons}); e.g. "
+                    f"{next(p.message for p in pairs if p.reason)}")
+
+
 def run(args: argparse.Namespace) -> int:
     generated = list_audio(args.generated)
     by_id(generated)
@@ -322,6 +328,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("no generated audio files found")
     out = out_dir(args, "melody")
     pairs = pair_sources(generated, args.sources)
+    if all(p.reason for p in pairs):
+        _none_paired(pairs)
     frames = MelodyFrames(args.frame_rate)
     gen, src, distinct = _frames(pairs, frames)
     by_path = {path: pitch_classes(f) for path, f in zip(src.paths, src.frames)}
@@ -333,9 +341,7 @@ def run(args: argparse.Namespace) -> int:
         if pair.id in result.silent:
             pair.left_out("no_voiced_overlap", f"{pair.clip} and {pair.source} have no voiced frame in common")
     if not result.ids:
-        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(p.reason for p in pairs).items()))
-        raise UserError(f"no generated clip could be paired with its melody source ({reasons}); e.g. "
-                        f"{next(p.message for p in pairs if p.reason)}")
+        _none_paired(pairs)
     report = reports.base_report("melody", out.name, resolved(args))
     report.update(models={"melody": model_info(frames)}, preprocess=Preprocess().as_dict(), warnings=[],
                   lineage=reports.lineage(generated), melody=_section(pairs, result, args.frame_rate),
