@@ -202,10 +202,12 @@ def _melody_entry(pair: Pair) -> dict[str, Any] | None:
 
 
 class SourceIndex:
-    """Files of ``--sources`` by SHA-256, hashed once and only when a recorded path fails; every hash memoised."""
+    """Files of ``--sources`` (listed at once, so a wrong ``--sources`` fails before any work) by SHA-256, hashed only
+    when some recorded path fails; every hash memoised."""
 
     def __init__(self, spec: str | None) -> None:
         self.spec = spec
+        self.files = source_files(spec) if spec is not None else []
         self.hashes: dict[Path, str | None] = {}
         self._by_hash: dict[str, Path] | None = None
 
@@ -218,12 +220,14 @@ class SourceIndex:
         return self.hashes[path]
 
     def find(self, digest: str) -> Path | None:
-        if self.spec is None:
-            return None
+        """The first file of ``--sources`` whose content has SHA-256 ``digest``."""
         if self._by_hash is None:
             self._by_hash = {}
-            for path in tqdm(source_files(self.spec), desc="melody: hashing --sources", unit="file", leave=False):
-                self._by_hash.setdefault(self.sha256(path) or "", path)
+            for path in tqdm(self.files, desc="melody: hashing --sources", unit="file", leave=False,
+                             disable=not self.files):
+                found = self.sha256(path)
+                if found is not None:
+                    self._by_hash.setdefault(found, path)
         return self._by_hash.get(digest)
 
 

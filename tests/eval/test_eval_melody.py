@@ -133,6 +133,8 @@ def sampled(tmp_path_factory) -> dict[str, Path]:
     write_clip(gen, "changed", notes(melodies[0]), src / "tune0.wav")
     write_clip(gen, "plain", notes(SCALE), None)
     shutil.move(src / "tune6.wav", elsewhere / "renamed.wav")
+    audio.write(elsewhere / "a_decoy.wav", notes(SCALE[::-1]), 22050)  # files listed before and after it
+    audio.write(elsewhere / "z_decoy.wav", notes(SCALE[2:]), 22050)
     (src / "tune7.wav").unlink()
     changed = root / "changed.wav"
     audio.write(changed, notes(SCALE), 22050)
@@ -154,7 +156,8 @@ def test_pairing_finds_moved_sources_by_hash_and_records_why_others_are_missing(
     without = {p.id: p for p in pair_sources(gen, None)}
     assert without["moved"].reason == "source_missing" and "give --sources" in without["moved"].message
     manifest = sampled["root"] / "manifest.jsonl"
-    manifest.write_text(json.dumps({"path": "elsewhere/renamed.wav", "style": "x"}) + "\n")
+    manifest.write_text("".join(json.dumps({"path": f"elsewhere/{name}", "style": "x"}) + "\n"
+                                for name in ("a_decoy.wav", "renamed.wav", "z_decoy.wav")))
     assert {p.id: p for p in pair_sources(gen, str(manifest))}["moved"].source == manifest.parent / "elsewhere/renamed.wav"
 
 
@@ -189,6 +192,8 @@ def test_user_mistakes_are_one_line_errors(sampled, tmp_path, capsys):
     cases = {
         "no generated clip could be paired": ["--generated", str(lonely)],
         "no such audio directory": ["--generated", str(tmp_path / "nothing")],
+        "no such audio directory, file or glob: " + str(tmp_path / "typo"): [
+            "--generated", str(sampled["generated"]), "--sources", str(tmp_path / "typo")],
         "--frame-rate: expected a number in (0, 62.5]": ["--generated", str(lonely), "--frame-rate", "0"],
     }
     for message, argv in cases.items():
