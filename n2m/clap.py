@@ -292,6 +292,7 @@ class HFClapEmbedder(ClapEmbedder):
     def load(cls, root: Path, device: str = "cpu", **kwargs) -> HFClapEmbedder:
         """Read a ClapModel directory. Weights that do not fit the config (missing, unexpected or differently shaped
         tensors, from transformers' loading info) are a one-line :class:`UserError` naming the first few."""
+        from safetensors import SafetensorError
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
         try:
@@ -300,7 +301,7 @@ class HFClapEmbedder(ClapEmbedder):
                                                         ignore_mismatched_sizes=True)
                 feature_extractor = ClapFeatureExtractor.from_pretrained(str(root), local_files_only=True)
                 tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"cannot load CLAP model from {root}: {first}") from err
         misfit = weight_misfit(info)
