@@ -13,8 +13,8 @@ from typing import Any
 from eval import report as reports
 from eval import svg
 from eval.memorization_match import open_shard
-from n2m.provenance import write_json
 from n2m.schema import BuildLayout
+from n2m.storage import write_bytes_atomic, write_json
 
 
 def listen_items(items: list[dict], count: int) -> list[dict]:
@@ -151,9 +151,7 @@ def finish(report: dict[str, Any], out: Path, listen: list[dict], build: str) ->
     uris = players(report, listen, build)
     out.mkdir(parents=True, exist_ok=True)
     write_json(str(out / "report.json"), report)
-    tmp = out / "report.html.tmp"
-    tmp.write_text(render_html(report, listen, uris))
-    tmp.replace(out / "report.html")
+    write_bytes_atomic(str(out / "report.html"), render_html(report, listen, uris).encode("utf-8"))
     print(reports.text_table(["metric", "value", "95% interval", "n", "note"], reports.metric_rows(report["metrics"])))
     for item in report["memorization"]["items"]:
         if item["flagged"]:

@@ -42,7 +42,8 @@ from n2m.config import NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, num
 from n2m.errors import UserError
 from n2m.joint import DEFAULT_LAYERS, TowerEmbedder
 from n2m.models import model_dir
-from n2m.provenance import now_iso, versions, write_json
+from n2m.provenance import now_iso, versions
+from n2m.storage import write_json
 
 DEFAULT_TAG_PROB = 0.8
 TAG_LOSS = 0.3  # synthetic 40-track corpus, 8 seeds: held-out instrument precision 3.3x -> 4.1x chance, mood 17x -> 34x

@@ -13,14 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from labeling.io import exists, move_dir, read_bytes, remove_work_dir
 from labeling.vocabset import open_vocabularies
 from n2m.beam import BeamSession, add_beam_arguments, beam_setup
 from n2m.config import NONNEGATIVE, POSITIVE_INT, leaf, resolved
 from n2m.errors import JobFailed, ShardDamaged, UserError
 from n2m.names import check_name
-from n2m.provenance import now_iso, versions, write_json
+from n2m.provenance import now_iso, versions
 from n2m.schema import LABELS_VERSION, BuildLayout, build_id, verify_shard
+from n2m.storage import Store, exists, is_remote, read_bytes, write_json
 
 if TYPE_CHECKING:
     from labeling.job import LabelSettings
@@ -89,7 +89,7 @@ def claim_label_dir(layout: BuildLayout, name: str, identity: dict, overwrite: b
                             "--overwrite")
         folder = f"{layout.labels_root}/.{name}.rebuild"
         if _job_identity(folder) != identity:  # a rebuild with other settings was interrupted: start it afresh
-            remove_work_dir(folder, layout.labels_root)
+            remove_work_dir(folder, layout)
     else:
         folder = final
     if _job_identity(folder) != identity:
@@ -103,11 +103,21 @@ def swap_in(layout: BuildLayout, name: str, folder: str) -> None:
     if folder == final:
         return
     old = f"{layout.labels_root}/.{name}.old"
-    remove_work_dir(old, layout.labels_root)
-    if exists(final):
-        move_dir(final, old)
-    move_dir(folder, final)
-    remove_work_dir(old, layout.labels_root)
+    store = Store(final)
+    remove_work_dir(old, layout)
+    if store.exists(final):
+        store.move_dir(final, old)
+    store.move_dir(folder, final)
+    remove_work_dir(old, layout)
+
+
+def remove_work_dir(folder: str, layout: BuildLayout) -> None:
+    """Delete a hidden work folder (``labels/.NAME...``) of a label set, and nothing else (a local path or a URI)."""
+    root = layout.labels_root.rstrip("/")
+    name = folder.rstrip("/").rsplit("/", 1)[-1]
+    if folder.rstrip("/") != f"{root}/{name}" or not name.startswith(".") or name in (".", ".."):
+        raise ValueError(f"refusing to delete {folder}: not a hidden work folder directly inside {root}")
+    Store(folder).rmtree(folder)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,7 +217,8 @@ def write_manifest(settings: LabelSettings, args: argparse.Namespace, shards, sp
         "labels_version": LABELS_VERSION,
         "name": settings.name,
         "created": now_iso(),
-        "build": {"root": str(Path(settings.build).resolve()), "id": settings.build_id,
+        "build": {"root": settings.build if is_remote(settings.build) else str(Path(settings.build).resolve()),
+                  "id": settings.build_id,
                   "build_json": build_json if exists(build_json) else None},
         "model": {"path": settings.model, "sha1": settings.model_id, "embeddings": settings.embed_dir,
                   "embedding_files": [m["embeddings"] for m in markers if m.get("embeddings")],

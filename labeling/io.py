@@ -1,58 +1,15 @@
-"""Small file helpers for the labelling job: NPZ round trips, globbing and folder moves, local paths or fsspec URIs
-(atomic writes: :func:`n2m.provenance.write_bytes_atomic`)."""
+"""NPZ round trips of the labelling job's files (top-K lists, global counts), local paths or fsspec URIs; atomic writes
+and reads through :mod:`n2m.storage`."""
 
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 
-import fsspec
 import numpy as np
 
-from n2m.provenance import write_bytes_atomic
+from n2m.storage import exists, glob, read_bytes, write_bytes_atomic
 
-
-def is_remote(path: str) -> bool:
-    return "://" in str(path)
-
-
-def exists(path: str) -> bool:
-    if is_remote(path):
-        fs, _, (resolved,) = fsspec.get_fs_token_paths(path)
-        return fs.exists(resolved)
-    return Path(path).exists()
-
-
-def _fs(path: str):
-    fs, _, (resolved,) = fsspec.get_fs_token_paths(path)
-    return fs, resolved
-
-
-def remove_work_dir(path: str, parent: str) -> None:
-    """Delete a hidden work folder (``.NAME...``) that sits directly in ``parent``, and nothing else."""
-    from pathlib import PurePosixPath
-
-    target = PurePosixPath(path.rstrip("/"))
-    if str(target.parent) != parent.rstrip("/") or not target.name.startswith(".") or target.name in (".", ".."):
-        raise ValueError(f"refusing to delete {path}: not a hidden work folder directly inside {parent}")
-    fs, resolved = _fs(path)
-    if fs.exists(resolved):
-        fs.rm(resolved, recursive=True)
-
-
-def move_dir(source: str, target: str) -> None:
-    """Rename a folder (one ``rename`` on a local disk; a copy-and-delete on object stores)."""
-    if not is_remote(source):
-        os.replace(source, target)
-        return
-    fs, resolved = _fs(source)
-    fs.mv(resolved, _fs(target)[1], recursive=True)
-
-
-def read_bytes(path: str) -> bytes:
-    with fsspec.open(path, "rb") as handle:
-        return handle.read()
+__all__ = ["glob", "load_npz", "read_label_manifest", "save_npz"]  # glob: still imported from here by label_eval
 
 
 def save_npz(path: str, **arrays: np.ndarray) -> None:
@@ -64,15 +21,6 @@ def save_npz(path: str, **arrays: np.ndarray) -> None:
 def load_npz(path: str) -> dict[str, np.ndarray]:
     with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as data:
         return {name: data[name] for name in data.files}
-
-
-def glob(pattern: str) -> list[str]:
-    """Sorted matches of a glob (URIs keep their scheme)."""
-    fs, _, paths = fsspec.get_fs_token_paths(pattern)
-    if is_remote(pattern):
-        protocol = pattern.split("://", 1)[0]
-        return sorted(f"{protocol}://{p}" for p in paths)
-    return sorted(paths)
 
 
 def read_label_manifest(label_dir: str) -> dict:

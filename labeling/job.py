@@ -36,11 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from labeling.io import exists, glob, load_npz, read_bytes, save_npz, write_bytes_atomic
+from labeling.io import load_npz, save_npz
 from labeling.vocabset import Vocabulary
 from n2m.beam import import_beam
 from n2m.errors import JobFailed, ShardDamaged, UserError
 from n2m.schema import LABELS_SCHEMA, LABELS_VERSION, BuildLayout, verify_shard
+from n2m.storage import exists, glob, read_bytes, write_bytes_atomic
 
 beam = import_beam()  # Beam workers import this module on their own: its optional-GCP-client notes stay silent
 
@@ -208,10 +209,12 @@ class ScoreShard:
     def setup(self) -> None:
         import torch
 
+        from labeling.topk import load_npy
+
         torch.set_num_threads(self.settings.threads)
         s = self.settings
         self.embedder = _embedder(s.model, s.model_id, s.device, s.min_tail_s)
-        self.matrices = [np.load(p, mmap_mode="r") for p in self.settings.text_caches]
+        self.matrices = [load_npy(p) for p in self.settings.text_caches]
 
     def process(self, ref: ShardRef) -> dict[str, Any]:
         from labeling.embed import shard_embeddings

@@ -9,12 +9,14 @@ Embeddings are L2-normalised, so the inner product is the cosine similarity (CLA
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from n2m.storage import Store, is_remote, read_bytes
 
 ENTRY_BLOCK = 32_768
 QUERY_BLOCK = 1_024
@@ -111,26 +113,37 @@ def text_embedding_cache(
     block: int = 4_096,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """The ``[count, dim]`` float32 text embeddings of a vocabulary, memory-mapped from ``path``.
+    """The ``[count, dim]`` float32 text embeddings of a vocabulary, from the ``.npy`` file ``path`` (:func:`load_npy`).
 
-    Computed block by block (``texts(start, stop)`` gives the block's strings) into ``path.tmp`` and renamed when
-    complete, so a killed run never leaves a half-written cache behind; an existing ``path`` is reused as is (its name
-    carries the model and vocabulary hashes).
+    Computed block by block (``texts(start, stop)`` gives the block's strings) and streamed after the ``.npy`` header
+    through :meth:`n2m.storage.Store.atomic_writer`, so a killed run never leaves a half-written cache behind (local
+    path or fsspec URI); an existing ``path`` of the right shape is reused as is (its name carries the model and
+    vocabulary hashes).
     """
-    target = Path(path)
-    if target.is_file():
-        cached = np.load(target, mmap_mode="r")
+    path = str(path)
+    store = Store(path)
+    if store.exists(path):
+        cached = load_npy(path)
         if cached.shape == (count, dim):
             return cached
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
-    for start in range(0, count, block):
-        stop = min(count, start + block)
-        out[start:stop] = embed(texts(start, stop))
-        if progress is not None:
-            progress(stop - start)
-    out.flush()
-    del out
-    os.replace(tmp, target)
-    return np.load(target, mmap_mode="r")
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+              "shape": (count, dim)}
+    with store.atomic_writer(path) as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        for start in range(0, count, block):
+            stop = min(count, start + block)
+            rows = np.asarray(embed(texts(start, stop)), dtype=np.float32)  # [stop - start, dim]
+            if rows.shape != (stop - start, dim):
+                raise ValueError(f"text embeddings of entries {start}:{stop} have shape {rows.shape}, "
+                                 f"expected {(stop - start, dim)}")
+            handle.write(np.ascontiguousarray(rows).tobytes())
+            if progress is not None:
+                progress(stop - start)
+    return load_npy(path)
+
+
+def load_npy(path: str) -> np.ndarray:
+    """A ``.npy`` array: memory-mapped from a local file, read whole from an fsspec URI."""
+    if is_remote(path):
+        return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
+    return np.load(path, mmap_mode="r")

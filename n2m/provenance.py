@@ -1,16 +1,21 @@
-"""What every artifact records about itself: package versions, content hashes, time, and atomic JSON writes."""
+"""What every artifact records about itself: package versions, content hashes and time.
+
+The atomic writers and JSON readers (``write_json``, ``read_json``, ``write_bytes_atomic``) live in :mod:`n2m.storage`
+and stay importable from here for the callers that still name this module.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 import platform
-import uuid
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+
+from n2m.storage import read_json, write_bytes_atomic, write_json
+
+__all__ = ["dir_hash", "file_hash", "now_iso", "read_json", "sha1_bytes", "versions", "write_bytes_atomic", "write_json"]
 
 _PACKAGES = ("n2m", "numpy", "torch", "apache-beam", "pyarrow", "webdataset", "transformers", "lightning", "soundfile",
              "soxr", "librosa")
@@ -54,47 +59,3 @@ def dir_hash(path: str | os.PathLike) -> str:
         digest.update(str(file.relative_to(root)).encode())
         digest.update(file_hash(file).encode())
     return digest.hexdigest()
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` so that readers see the old file or the new one, never a partial one: local paths by tmp + fsync
-    + rename, fsspec URIs in one upload (object stores publish an object only when its upload completes)."""
-    if "://" in str(path):
-        import fsspec
-
-        with fsspec.open(str(path), "wb") as handle:
-            handle.write(data)
-        return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
-
-
-def write_json(path: str, obj: Any) -> None:
-    """Write JSON atomically (tmp + rename) to a local path or an fsspec URI."""
-    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
-    if "://" in str(path):
-        import fsspec
-
-        with fsspec.open(str(path), "w") as handle:
-            handle.write(text)
-        return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
-
-
-def read_json(path: str) -> Any:
-    if "://" in str(path):
-        import fsspec
-
-        with fsspec.open(str(path), "r") as handle:
-            return json.load(handle)
-    return json.loads(Path(path).read_text())

@@ -17,8 +17,9 @@ from typing import Any
 from n2m.beam import BeamSession, BeamSetup, add_beam_arguments, beam_setup
 from n2m.config import FINITE, FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import JobFailed, UserError
-from n2m.provenance import now_iso, read_json, versions, write_json
+from n2m.provenance import now_iso, versions
 from n2m.schema import BUILD_VERSION, BuildLayout
+from n2m.storage import Store, is_remote, join, read_json, write_json
 
 _FLAC_RATIO = 0.6  # FLAC bytes / PCM_16 bytes of typical music, for turning --shard-size-mb into sources per shard
 MAX_SAMPLE_RATE = 384000  # the highest rate common audio interfaces and codecs offer
@@ -153,7 +154,6 @@ def run_build(args: argparse.Namespace) -> int:
     with _quiet_beam(args.verbose):  # Beam's import chatter (its GCP-client notes are dropped by n2m.beam)
         from pipelines import job
         from pipelines.lock import build_lock
-        from pipelines.sources import is_remote
 
     clip, fetch, splits, per_shard = _settings(args)
     with _quiet_beam(args.verbose):
@@ -169,7 +169,6 @@ def _run_build(args: argparse.Namespace, out: str, clip, fetch, splits, per_shar
                started: float, started_iso: str) -> int:
     from pipelines import job, plan, tables
     from pipelines.sources import ListingStats
-    from pipelines.storage import Store, join
 
     layout = BuildLayout(out)
     if not args.dry_run:
@@ -239,7 +238,6 @@ def _run_pending(args: argparse.Namespace, out: str, the_plan, settings, setup: 
     from pipelines import job
     from pipelines.progress import ShardProgress, worker_output_to
     from pipelines.shards import parse_shard_name
-    from pipelines.storage import Store
 
     log = None if args.verbose or not setup.local else _worker_log(out)
     try:
@@ -268,8 +266,6 @@ def _worker_log(out: str) -> str:
     """Where Beam workers' console output goes on a local run: OUT/_work/workers.log (a temp file for remote OUT)."""
     import tempfile
 
-    from pipelines.sources import is_remote
-
     if is_remote(out):
         return os.path.join(tempfile.gettempdir(), f"n2m-build-workers-{os.getpid()}.log")
     os.makedirs(os.path.join(out, "_work"), exist_ok=True)
@@ -291,7 +287,6 @@ def _previous_build(layout: BuildLayout) -> dict[str, Any]:
 def _processed(out: str, names: list[str]) -> tuple[int, float]:
     """(sources, decoded seconds) in the shards this run committed."""
     from pipelines.job import final_paths
-    from pipelines.storage import Store
 
     store, sources, seconds = Store(out), 0, 0.0
     for name in names:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from n2m.schema import source_id
+from n2m.storage import is_remote
 
 LISTING_REASONS = (
     "bad_manifest_row",  # a manifest row without a usable path, malformed JSON/CSV, a key given twice
@@ -78,12 +79,6 @@ class ListingStats:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Canonical URIs
-
-
-def is_remote(uri: str) -> bool:
-    """True for ``scheme://`` URIs (http, s3, gs, ...); False for local paths and ``file://``."""
-    scheme = urlsplit(uri).scheme.lower()
-    return len(scheme) > 1 and scheme != "file"
 
 
 def canonical_uri(raw: str, base: str | None = None) -> str:

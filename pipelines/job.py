@@ -42,11 +42,11 @@ from typing import Any
 from n2m.audio import AudioError
 from n2m.beam import BeamSession, import_beam
 from n2m.schema import BuildLayout, clip_key
+from n2m.storage import Store, join
 from pipelines import clips
 from pipelines.fetch import FetchError, FetchSettings, fetch
 from pipelines.shards import ShardSpec, TarAssembler, parse_shard_name, sample_bytes, sample_json
 from pipelines.sources import Source
-from pipelines.storage import Store, join
 
 beam = import_beam()
 LOG = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ class StageChunk(beam.DoFn):
                 row["range"] = [offset, len(members)]
                 offset += len(members)
                 rows.append(row)
-        self.store.write_json(stage_marker(job.out, chunk), {"spec_hash": spec_hash, "sources": rows})
+        self.store.write_json(stage_marker(job.out, chunk), {"spec_hash": spec_hash, "sources": rows}, indent=1)
         return rows
 
 
@@ -349,7 +349,7 @@ class CommitShard(beam.DoFn):
             "shard": f"{shard}.tar", "split": split, "index": number, "spec_hash": plan["spec_hash"],
             "settings_hash": self.job.settings_hash, "retry": bool(plan.get("retry")), "tar": stats,
             "sources": sources, "clips": index,
-        })
+        }, indent=1)
         for chunk in chunks:
             store.remove(stage_marker(out, chunk))
             store.remove(stage_tar(out, chunk))

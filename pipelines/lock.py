@@ -18,7 +18,7 @@ from typing import Any
 
 from n2m.errors import UserError
 from n2m.provenance import now_iso
-from pipelines.storage import Store, join
+from n2m.storage import Store, join
 
 LOCK_NAME = "build.lock"
 

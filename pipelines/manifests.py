@@ -21,7 +21,8 @@ from typing import Any
 import fsspec
 
 from n2m.errors import UserError
-from pipelines.inputs import Source, canonical_uri, is_remote
+from n2m.storage import is_remote
+from pipelines.inputs import Source, canonical_uri
 
 PATH_COLUMNS = ("path", "url")  # the first non-empty one names the source
 CAPTION_COLUMNS = ("caption", "captions", "text")  # copied (as a list) into each clip's ``text``

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 from n2m.errors import UserError
 from n2m.schema import BUILD_VERSION, BuildLayout
+from n2m.storage import Store, join
 from pipelines.clips import ClipSettings
 from pipelines.job import WORK_DIR, final_paths, parse_chunk_name, plan_path, stage_dir, stage_marker, stage_tar
 from pipelines.shards import ShardSpec, parse_shard_name, plan_shards
 from pipelines.sources import ListingStats, Source, iter_sources
-from pipelines.storage import Store, join
 from pipelines.tables import committed_shards, iter_current
 
 NOT_RETRIED = frozenset({"bad_manifest_row", "bad_file_name", "symlink_loop", "listing_error"})  # fixed by re-listing

@@ -17,9 +17,9 @@ from typing import IO
 from tqdm.auto import tqdm
 
 from n2m.schema import BuildLayout
+from n2m.storage import Store
 from pipelines.job import parse_chunk_name, stage_dir
 from pipelines.shards import parse_shard_name
-from pipelines.storage import Store
 
 
 class ShardProgress:

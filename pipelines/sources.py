@@ -21,11 +21,12 @@ from urllib.parse import urlsplit
 import fsspec
 
 from n2m.errors import UserError
-from pipelines.inputs import LISTING_REASONS, ListingStats, Source, canonical_uri, is_remote
+from n2m.storage import is_remote
+from pipelines.inputs import LISTING_REASONS, ListingStats, Source, canonical_uri
 from pipelines.manifests import CAPTION_COLUMNS, PATH_COLUMNS, list_csv, list_jsonl, list_parquet, list_tsv
 
 __all__ = ["AUDIO_EXTENSIONS", "CAPTION_COLUMNS", "LISTERS", "LISTING_REASONS", "PATH_COLUMNS", "ListingStats",
-           "Source", "canonical_uri", "input_kind", "is_remote", "iter_sources"]
+           "Source", "canonical_uri", "input_kind", "iter_sources"]
 
 AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".aif",
                     ".aiff", ".aifc", ".au", ".snd", ".caf", ".w64", ".wma", ".webm", ".mka", ".mkv")

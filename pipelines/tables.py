@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from n2m.schema import INDEX_SCHEMA, SOURCE_STATUSES, SOURCES_SCHEMA, SPLITS, BuildLayout
+from n2m.storage import TMP_MARK, Store
 from pipelines.shards import parse_shard_name
-from pipelines.storage import TMP_MARK, Store
 
 ROW_GROUP = 65536  # rows buffered before a Parquet row group is written
 

@@ -4,14 +4,13 @@ The Parquet table holds one row per entry: ``id`` (``n2m.schema.text_id`` of the
 (long | short), ``aspect`` (short only) and the provenance columns ``track_id``, ``backend``, ``model``, ``prompt_id``.
 The JSON sidecar records counts, backend, model, prompt template hash, date, rejections by reason, duplicates removed,
 config and versions. Long-form vocabularies also get ``vocab/NAME.rejected.jsonl``: every rejected sentence with its
-reason and provenance. Files are written to a temporary name and renamed, the JSON last (a vocabulary exists when its
-JSON does).
+reason and provenance. Files are written atomically (:mod:`n2m.storage`), the JSON last (a vocabulary exists when
+its JSON does).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from n2m.errors import UserError
-from n2m.provenance import file_hash, read_json, write_json
+from n2m.provenance import file_hash
 from n2m.schema import VOCAB_SCHEMA
+from n2m.storage import Store, read_json, write_json
 
 VOCAB_FORMAT = 1
 
@@ -53,15 +53,13 @@ def write_vocab(path: str | Path, rows: list[dict[str, str]], summary: dict[str,
     if len(set(ids)) != len(ids):
         raise ValueError("vocabulary ids must be unique (deduplicate before writing)")
     table = pa.Table.from_pylist(rows, schema=VOCAB_SCHEMA)
-    tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, out)
+    store = Store(str(out))
+    with store.atomic_writer(str(out)) as handle:
+        pq.write_table(table, handle, compression="zstd")
     if rejections is not None:
-        tmp = rejected_path(out).with_name(rejected_path(out).name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
+        with store.atomic_writer(str(rejected_path(out))) as handle:
             for entry in rejections:
-                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        os.replace(tmp, rejected_path(out))
+                handle.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
     summary = {**summary, "format": VOCAB_FORMAT, "parquet": out.name, "parquet_sha1": file_hash(out),
                "entries": table.num_rows}
     write_json(str(sidecar(out)), summary)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from n2m.audio import encode
+from n2m.storage import write_bytes_atomic
 from n2m.synth import captions
 from n2m.synth.compose import TrackSpec, compose
 from n2m.synth.dsp import SAMPLE_RATE
@@ -102,10 +103,7 @@ def make_track(config: CorpusConfig, index: int, out_dir: str) -> tuple[dict[str
     fmt = config.formats[index % len(config.formats)]
     data = encode_track(samples, fmt, serial=zlib.crc32(track_id(config, index).encode()))
     rel = f"{AUDIO_DIR}/{track_id(config, index)}.{fmt}"
-    target = Path(out_dir) / rel
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    write_bytes_atomic(str(Path(out_dir) / rel), data)
     text = track_rng(config.seed, index, "text")
     style = STYLES[spec.style]
     row = {
@@ -179,9 +177,7 @@ def _mapper(workers: int):
 
 def write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
     """One JSON object per line, in track order, written atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    os.replace(tmp, path)
+    write_bytes_atomic(str(path), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))
 
 
 def read_manifest(path: str | os.PathLike) -> Iterator[dict[str, Any]]:

@@ -146,6 +146,29 @@ def test_overwrite_keeps_the_old_set_until_the_new_one_is_complete(build):
     assert [p.name for p in (build["out"] / "labels").iterdir()] == ["v1"]  # no work folder left behind
 
 
+def test_a_label_set_behind_an_fsspec_url_is_labelled_and_overwritten(build, monkeypatch):
+    """The whole job on a build behind a URI (memory:// stands for gs://): text-embedding caches, embeddings, tables and
+    manifest go through n2m.storage, and --overwrite swaps the new set in and removes its work folders."""
+    import fsspec
+
+    from n2m.schema import read_label_captions
+
+    monkeypatch.chdir(build["tmp"])  # anything written to a local folder named after the URI would land here
+    fs = fsspec.filesystem("memory")
+    root = f"memory://n2m-label-{build['tmp'].name}/out"
+    fs.put(str(build["out"]), root, recursive=True)
+    base = [root if arg == str(build["out"]) else arg for arg in build["base"]]
+    try:
+        assert _label(*base, "--name", "v1", *IN_MEMORY) == 0
+        assert _label(*base, "--name", "v1", "--seed", "5", "--overwrite", *IN_MEMORY) == 0
+        assert json.loads(fs.cat(f"{root}/labels/v1/manifest.json"))["seed"] == 5
+        assert [p.rsplit("/", 1)[-1] for p in fs.ls(f"{root}/labels", detail=False)] == ["v1"]
+        assert set(read_label_captions(f"{root}/labels/v1")) == _index_keys(build["out"])
+        assert sorted(p.name for p in build["tmp"].iterdir()) == ["long.parquet", "out", "short.parquet"]
+    finally:
+        fs.rm(root.rsplit("/", 1)[0], recursive=True)
+
+
 def test_a_truncated_shard_is_refused_before_any_work(build):
     shard = build["out"] / "shards" / "train" / "train-000000.tar"
     shard.write_bytes(shard.read_bytes()[:3000])

@@ -52,7 +52,10 @@ def test_text_embedding_cache_blocks_and_reuse(tmp_path):
     np.testing.assert_array_equal(out[:, 1], np.arange(10))
     text_embedding_cache(tmp_path / "v.npy", lambda a, b: texts[a:b], 10, embed, dim=2, block=4)
     assert calls == [4, 4, 2]  # reused, nothing recomputed
-    assert not (tmp_path / "v.npy.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["v.npy"]  # no leftover of the streamed write
+    reference = tmp_path / "reference.npy"
+    np.save(reference, embed(texts))  # numpy's own writer, the whole array at once
+    assert (tmp_path / "v.npy").read_bytes() == reference.read_bytes()
 
 
 def test_one_million_entries_in_bounded_memory():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 
 import numpy as np
@@ -22,7 +21,6 @@ from pipelines.fetch import FetchError, FetchSettings, fetch
 from pipelines.job import chunk_size, parse_chunk_name, pick_duplicates, plan_chunks
 from pipelines.shards import TarAssembler, assign_split, parse_splits, plan_shards, sample_bytes, tar_member
 from pipelines.sources import ListingStats, Source, canonical_uri, iter_sources
-from pipelines.storage import Store
 
 
 @pytest.mark.parametrize(
@@ -199,14 +197,6 @@ def test_chunks_cover_shards_in_order():
         assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     assert len(chunks) >= 16 and max(parse_chunk_name(c)[2] - parse_chunk_name(c)[1] for c in chunks) == 2
     assert plan_chunks({"train-000000": 3}, 1) == [f"train-000000_00000{i}-00000{i + 1}" for i in range(3)]
-
-
-def test_atomic_writer_leaves_nothing_on_error(tmp_path):
-    store = Store(str(tmp_path))
-    with pytest.raises(RuntimeError), store.atomic_writer(str(tmp_path / "x.tar")) as handle:
-        handle.write(b"partial")
-        raise RuntimeError("killed")
-    assert os.listdir(tmp_path) == []
 
 
 def test_cli_user_errors_and_dry_run(tmp_path, capsys):
