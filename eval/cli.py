@@ -8,8 +8,10 @@ import argparse
 from eval import report as reports
 from eval.audio_sets import Preprocess, by_id, embed_files, list_audio
 from eval.options import (
+    BOOTSTRAP,
     EMBEDDING_HELP,
     FAD_LABELS,
+    MAX_BOOTSTRAP,
     add_embedding_options,
     add_fad_options,
     add_output_options,
@@ -108,8 +110,9 @@ def add_clap_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", required=True, help="JSON lines with 'id' and 'text'")
     p.add_argument("--model", required=True, help="CLAP model directory (transformers layout)")
     p.add_argument("--reference", nargs="+", help="reference audio with the same ids, for the ground-truth scores")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                   help="resamples of the clips for the CLAP score's 95%% interval; 0 disables")
+    p.add_argument("--bootstrap", type=BOOTSTRAP, default=1000, metavar="N",
+                   help=f"resamples of the clips for the CLAP score's 95%% interval, at most {MAX_BOOTSTRAP}; "
+                        "0 disables")
     add_embedding_options(p)
     add_output_options(p)
     leaf(p, run_clap_score)
@@ -158,8 +161,8 @@ def add_adherence(p: argparse.ArgumentParser) -> None:
                    help="the probe's features (default MSD_musicnn:penultimate); tag vectors are the same model's "
                         "tag probabilities")
     p.add_argument("--prompts", help="JSON lines with 'id' and 'text', shown beside the audio players")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                   help="resamples of the clips for the 95%% intervals; 0 disables")
+    p.add_argument("--bootstrap", type=BOOTSTRAP, default=1000, metavar="N",
+                   help=f"resamples of the clips for the 95%% intervals, at most {MAX_BOOTSTRAP}; 0 disables")
     add_probe_options(p)
     add_embedding_options(p)
     add_output_options(p)

@@ -40,10 +40,10 @@ from tqdm import tqdm
 from eval import report as reports
 from eval.audio_sets import EmbeddedSet, Preprocess, by_id, embed_files, list_audio
 from eval.clap_score import bootstrap_mean
-from eval.options import add_output_options, finish, model_info, out_dir
+from eval.options import BOOTSTRAP, MAX_BOOTSTRAP, add_output_options, finish, model_info, out_dir
 from eval.prompts import read_manifest
 from n2m import melody
-from n2m.config import NONNEGATIVE_INT, leaf, number, resolved
+from n2m.config import leaf, number, resolved
 from n2m.errors import UserError
 from n2m.models.fetch import sha256_file
 
@@ -374,7 +374,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-rate", type=number(float, low=0, high=MAX_FRAME_RATE, low_open=True), default=FRAME_RATE,
                    metavar="R", help=f"melody frames per second (default %(default)s; at most {MAX_FRAME_RATE:g}, the "
                                      "analysis frame rate)")
-    p.add_argument("--bootstrap", type=NONNEGATIVE_INT, default=1000, metavar="N",
-                   help="resamples of the clips for the 95%% intervals; 0 disables")
+    p.add_argument("--bootstrap", type=BOOTSTRAP, default=1000, metavar="N",
+                   help=f"resamples of the clips for the 95%% intervals, at most {MAX_BOOTSTRAP}; 0 disables")
     add_output_options(p)
     leaf(p, run)

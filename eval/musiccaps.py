@@ -42,7 +42,7 @@ from eval.options import (
     probe_labels,
 )
 from eval.prompts import read_manifest
-from n2m.config import leaf, resolved
+from n2m.config import NONNEGATIVE, POSITIVE_INT, leaf, resolved
 from n2m.errors import JobFailed, UserError
 
 SUBSETS = {
@@ -96,22 +96,37 @@ class _JsonLines:
         return iter(self.rows)
 
 
-def generate(args: argparse.Namespace, prompts: dict[str, str], out: Path) -> Path:
-    """Generate ``{id}.wav`` + ``{id}.json`` sidecars (the ``n2m sample`` format) for every prompt that has none yet,
-    through training's public sampling API (``training.sampling.generate``). Re-runs resume."""
+def _sampling():
+    """``training.sampling`` (what ``n2m sample`` runs), or a one-line error when it is not installed."""
     if importlib.util.find_spec("training.sampling") is None:
         raise UserError("generation needs n2m sample (training.sampling); pass --generated DIR with audio named by id")
-    sampling = importlib.import_module("training.sampling")
+    return importlib.import_module("training.sampling")
+
+
+def generate_seconds(value: str) -> float:
+    """``--generate-seconds``: a clip length ``n2m sample`` accepts (``training.sampling.SECONDS``: finite, in
+    (0, MAX_SECONDS]); training is imported only when the flag is given."""
+    return _sampling().SECONDS(value)
+
+
+def generate(args: argparse.Namespace, prompts: dict[str, str], out: Path) -> Path:
+    """Generate ``{id}.wav`` + ``{id}.json`` sidecars (the ``n2m sample`` format) for every prompt that has none yet,
+    through training's public sampling API (``training.sampling.generate``). Re-runs resume. The sampling settings
+    are resolved (and a bad sampler refused) before anything is written."""
+    from training.cascade import cascade_stages
+
+    sampling = _sampling()
     writer = importlib.import_module("training.sample_cli")
+    options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
+               if v is not None}
+    settings = sampling.stage_settings(cascade_stages(args.cascade), **options)
+    checkpoints = writer.checkpoint_spec(args.checkpoints)
     target = out / "generated"
     target.mkdir(parents=True, exist_ok=True)
     todo = [sampling.Prompt(i, text) for i, text in prompts.items() if not (target / f"{i}.json").is_file()]
     if todo:
-        options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
-                   if v is not None}
-        checkpoints = writer.checkpoint_spec(args.checkpoints)
         results = sampling.generate(todo, args.cascade, checkpoints, seconds=args.generate_seconds, seed=args.seed,
-                                    batch_size=args.batch_size, device=args.device, **options)
+                                    batch_size=args.batch_size, device=args.device, settings=settings)
         config = {**resolved(args), "seed": args.seed, "cascade": args.cascade, "seconds": args.generate_seconds}
         for result in results:
             writer.write_result(target, result, config)
@@ -209,12 +224,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(tag agreement with the references; the probe with --probe-labels)")
     gen = p.add_argument_group("generation (with --checkpoints; defaults: the paper's per-stage settings)")
     gen.add_argument("--cascade", default="waveform", choices=("waveform", "spectrogram"), help="which cascade")
-    gen.add_argument("--generate-seconds", type=float, default=GENERATED_SECONDS,
-                     help="length of each generated clip; the middle --crop-seconds are scored")
+    gen.add_argument("--generate-seconds", type=generate_seconds, default=GENERATED_SECONDS,
+                     help="length of each generated clip (as n2m sample --seconds); the middle --crop-seconds are "
+                          "scored")
     gen.add_argument("--sampler", help="ancestral, ddim or dpmpp for every stage")
-    gen.add_argument("--steps", type=int, help="sampling steps for every stage")
-    gen.add_argument("--guidance", type=float, help="classifier-free guidance scale of the text stages")
-    gen.add_argument("--batch-size", type=int, default=4, help="clips sampled together")
+    gen.add_argument("--steps", type=POSITIVE_INT, help="sampling steps for every stage")
+    gen.add_argument("--guidance", type=NONNEGATIVE, help="classifier-free guidance scale of the text stages")
+    gen.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="clips sampled together")
     add_probe_options(p)
     add_fad_options(p)
     add_embedding_options(p)

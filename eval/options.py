@@ -11,9 +11,15 @@ from eval import report as reports
 from eval.audio_sets import Preprocess, embed_files
 from eval.embeddings import EmbeddingOptions
 from eval.scoring import FadOptions
+from n2m.config import MAX_SAMPLE_RATE, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, SAMPLE_RATE, number
 from n2m.names import check_name
 
 FAD_LABELS = {"vggish": "FAD_VGG", "clap": "FAD_CLAP", "musicnn": "FAD_musicnn"}
+# Caps that keep a typo from exhausting memory: a bootstrap draws [resamples, items] indices at once
+# (eval.clap_score.bootstrap_mean), and FAD-inf's sizes are distinct subset sizes fitted by a line (15 by default).
+MAX_BOOTSTRAP = 10_000  # Efron & Tibshirani (1993, ch. 13): 1,000-2,000 resamples suffice for percentile intervals
+MAX_INF_SIZES = 1_000
+BOOTSTRAP = number(int, low=0, high=MAX_BOOTSTRAP)
 EMBEDDING_HELP = ("vggish:WEIGHTS.pth (torchvggish state dict), clap:DIR (a CLAP model directory) or "
                   "musicnn[:MODEL[:LAYER]] (default MSD_musicnn:penultimate; each 3 s patch one sample)")
 
@@ -28,13 +34,13 @@ def add_embedding_options(p: argparse.ArgumentParser) -> None:
                    help="raw 128-d embeddings (none, as fadtk), AudioSet PCA whitening, or PCA + 8-bit quantisation")
     g.add_argument("--vggish-pca", metavar="FILE", help="PCA parameters (pca_eigen_vectors, pca_means) when they are "
                                                         "not in the weights file")
-    g.add_argument("--clap-min-seconds", type=float, default=1.0,
+    g.add_argument("--clap-min-seconds", type=NONNEGATIVE, default=1.0,
                    help="clips shorter than this are excluded from CLAP embeddings (reported as too_short)")
-    g.add_argument("--crop-seconds", type=float, default=None,
+    g.add_argument("--crop-seconds", type=POSITIVE, default=None,
                    help="keep the middle N seconds of longer clips before embedding (musiccaps default: 10)")
-    g.add_argument("--band-rate", type=int, default=None,
-                   help="resample through this rate before the model's own (musiccaps default: 16000, as the paper "
-                        "evaluated 16 kHz audio); applied to both sets")
+    g.add_argument("--band-rate", type=SAMPLE_RATE, default=None,
+                   help=f"resample through this rate (Hz, at most {MAX_SAMPLE_RATE}) before the model's own "
+                        "(musiccaps default: 16000, as the paper evaluated 16 kHz audio); applied to both sets")
     g.add_argument("--cache-dir", default=None, help="embedding cache (default $N2M_CACHE/eval or ~/.cache/n2m/eval); "
                                                      "entries are keyed by file content, model hash and settings")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write cached embeddings")
@@ -44,17 +50,21 @@ def add_fad_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("FAD")
     g.add_argument("--inf", action="store_true", help="also FAD-inf: FAD on seeded subsets fitted against 1/n, "
                                                       "extrapolated to infinitely many samples")
-    g.add_argument("--inf-sizes", type=int, default=15, help="number of subset sizes of the FAD-inf fit")
+    g.add_argument("--inf-sizes", type=number(int, low=2, high=MAX_INF_SIZES), default=15,
+                   help=f"number of subset sizes of the FAD-inf line fit (2 to {MAX_INF_SIZES})")
     g.add_argument("--per-song", action="store_true", help="also the FAD of each generated file against the reference")
-    g.add_argument("--bootstrap", type=int, default=200, metavar="N",
-                   help="resamples (of whole files, both sets) for the 95%% interval; 0 disables")
+    g.add_argument("--bootstrap", type=BOOTSTRAP, default=200, metavar="N",
+                   help=f"resamples (of whole files, both sets) for the 95%% interval, at most {MAX_BOOTSTRAP}; "
+                        "0 disables")
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", help="report directory (default reports/JOB-TIME)")
-    g.add_argument("--seed", type=int, default=0, help="seed of FAD-inf subsets, bootstrap, shuffled prompts, samples")
-    g.add_argument("--samples", type=int, default=6, help="prompts/clips with audio players on the page (0: none)")
+    g.add_argument("--seed", type=NONNEGATIVE_INT, default=0,
+                   help="seed (>= 0) of FAD-inf subsets, bootstrap, shuffled prompts, samples")
+    g.add_argument("--samples", type=NONNEGATIVE_INT, default=6,
+                   help="prompts/clips with audio players on the page (0: none)")
 
 
 def embedding_options(args: argparse.Namespace) -> EmbeddingOptions:

@@ -267,6 +267,8 @@ POSITIVE = number(float, low=0, low_open=True)
 NONNEGATIVE = number(float, low=0)
 FRACTION = number(float, low=0, high=1)
 FINITE = number(float)
+MAX_SAMPLE_RATE = 384_000  # the highest rate common audio interfaces and codecs offer
+SAMPLE_RATE = number(int, low=1, high=MAX_SAMPLE_RATE)
 
 
 def checked(value: Any, parse: Callable[[Any], Any], what: str) -> Any:
