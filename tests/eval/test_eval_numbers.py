@@ -103,3 +103,17 @@ def test_config_values_get_the_same_number_checks(tmp_path, capsys, audio_sets, 
     err = capsys.readouterr().err.strip()
     assert err == f"n2m eval: error: config {tmp_path / 'fad.yaml'}: crop_seconds: expected a number > 0, got 'nan'"
     assert not out.exists()
+
+
+def test_musiccaps_refuses_a_bad_sampler_before_writing(tmp_path, capsys, audio_sets, vggish_weights):
+    """The generation settings are resolved before OUT/generated is made (the sampler is a name, not a number, but
+    it is checked at the same point)."""
+    (tmp_path / "caps.csv").write_text("ytid,caption\ncalm,a calm piano piece\n")
+    out = tmp_path / "report"
+    argv = ["eval", "musiccaps", "--captions", str(tmp_path / "caps.csv"), "--reference-audio",
+            str(audio_sets["reference"]), "--checkpoints", str(tmp_path / "checkpoints"), "--vggish", vggish_weights,
+            "--sampler", "euler", "--out", str(out)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == ("n2m eval: error: unknown sampler 'euler'; choose from ancestral, ddim, "
+                                               "dpmpp")
+    assert not out.exists()
