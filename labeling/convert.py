@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from n2m.config import leaf
+from n2m.config import NONNEGATIVE, POSITIVE, POSITIVE_INT, SAMPLE_RATE, leaf
 from n2m.errors import UserError
 from n2m.provenance import file_hash, now_iso, versions, write_json
 
@@ -179,6 +179,42 @@ def text_config_from(text_dir: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Settings the checkpoint cannot use
+
+
+def check_features(features: dict) -> dict:
+    """``features`` (``ClapFeatureExtractor`` fields) if ``0 <= frequency_min < frequency_max <= sampling_rate / 2``
+    (a mel filter above the Nyquist frequency has no FFT bin to read and stays all zero); else a one-line
+    :class:`UserError` naming the flags."""
+    low, high, rate = features["frequency_min"], features["frequency_max"], features["sampling_rate"]
+    if low >= high:
+        raise UserError(f"--fmin {low:g} Hz must be below --fmax {high:g} Hz")
+    if high > rate / 2:
+        raise UserError(f"--fmax {high:g} Hz is above the Nyquist frequency of --sample-rate {rate} ({rate / 2:g} Hz)")
+    return features
+
+
+def check_audio_input(model, extractor, spec_size: int) -> None:
+    """One window of silence through the audio tower of ``model``: its HTSAT takes a spectrogram of at most
+    ``spec_size * (spec_size // mel_bins)`` frames (transformers ``ClapAudioEncoder.reshape_mel2img``), which the
+    window length, ``--sample-rate`` and LAION's hop decide, and ``spec_size`` must suit the patch grid. A setting
+    it cannot take fails here in one line, not at the first ``n2m label``."""
+    import numpy as np
+
+    rate, seconds = extractor.sampling_rate, extractor.max_length_s
+    inputs = extractor(np.zeros(int(rate * seconds), np.float32), sampling_rate=rate, return_tensors="pt")
+    frames, bins = inputs["input_features"].shape[-2:]  # [B, C, T, F]
+    try:
+        with torch.no_grad():
+            model.get_audio_features(**inputs)
+    except (ValueError, RuntimeError, ZeroDivisionError) as err:
+        why = (str(err).splitlines() or [type(err).__name__])[0]
+        raise UserError(f"a {seconds:g} s window at --sample-rate {rate} is a {frames} x {bins} spectrogram, which the "
+                        f"audio tower of --spec-size {spec_size} cannot take ({why}; LAION models use --sample-rate "
+                        "48000 and --spec-size 256)") from err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The conversion
 
 
@@ -201,10 +237,13 @@ def convert(checkpoint: str, text_model: str, out: str, features: dict | None = 
     """Convert and save; returns the conversion record (also written to ``out/conversion.json``).
 
     ``features`` overrides :data:`LAION_FEATURES`; ``spec_size`` (HTSAT's square input, 256 in every LAION model) is
-    the one audio shape the weights do not reveal.
+    the one audio shape the weights do not reveal. Settings the model cannot use fail before anything is written:
+    a mel band beyond the Nyquist frequency (:func:`check_features`), or a spectrogram the audio tower cannot take
+    (:func:`check_audio_input`).
     """
     from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel
 
+    features = check_features({**LAION_FEATURES, **(features or {})})
     state, dropped = rename_state_dict(load_laion_state_dict(checkpoint))
     audio = dict(audio_config_from(state), spec_size=int(spec_size))
     text = text_config_from(text_model)
@@ -231,7 +270,8 @@ def convert(checkpoint: str, text_model: str, out: str, features: dict | None = 
         raise UserError(f"--text-model {text_model}: no tokenizer ({err})") from err
     fusion = bool(audio["enable_fusion"])
     extractor = ClapFeatureExtractor(feature_size=audio["num_mel_bins"], truncation="fusion" if fusion else "rand_trunc",
-                                     padding="repeatpad", **{**LAION_FEATURES, **(features or {})})
+                                     padding="repeatpad", **features)
+    check_audio_input(model, extractor, audio["spec_size"])
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(root))
@@ -260,11 +300,14 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-model", required=True, metavar="ROBERTA_DIR",
                         help="local roberta-base directory: its config.json shapes the text tower, its tokenizer is copied")
     parser.add_argument("--out", required=True, metavar="DIR", help="output transformers ClapModel directory")
-    parser.add_argument("--sample-rate", type=int, default=LAION_FEATURES["sampling_rate"],
+    parser.add_argument("--sample-rate", type=SAMPLE_RATE, default=LAION_FEATURES["sampling_rate"],
                         help="audio rate the checkpoint was trained at (LAION: 48000)")
-    parser.add_argument("--fmin", type=float, default=LAION_FEATURES["frequency_min"], help="lowest mel frequency (Hz)")
-    parser.add_argument("--fmax", type=float, default=LAION_FEATURES["frequency_max"], help="highest mel frequency (Hz)")
-    parser.add_argument("--spec-size", type=int, default=256, help="HTSAT input size (LAION: 256)")
+    parser.add_argument("--fmin", type=NONNEGATIVE, default=LAION_FEATURES["frequency_min"],
+                        help="lowest mel frequency (Hz), below --fmax")
+    parser.add_argument("--fmax", type=POSITIVE, default=LAION_FEATURES["frequency_max"],
+                        help="highest mel frequency (Hz), at most half of --sample-rate")
+    parser.add_argument("--spec-size", type=POSITIVE_INT, default=256,
+                        help="HTSAT input size (LAION: 256); checked by embedding one window of silence")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")
     leaf(parser, run_convert)
 
