@@ -36,7 +36,6 @@ from eval.memorization_match import (
     BuildClip,
     MatchFrames,
     Threshold,
-    committed_shards,
     conformal_threshold,
     cosine_scores,
     match_scores,
@@ -45,7 +44,8 @@ from eval.memorization_match import (
 from eval.options import add_embedding_options, add_output_options, cache_root, embedding_options, model_info, out_dir
 from n2m.config import FRACTION, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
-from n2m.schema import BuildLayout, build_id
+from n2m.layout import BuildLayout, Shard, build_id, committed_shards
+from n2m.storage import exists
 
 VIEWS = ("match", "embedding")
 NO_HELDOUT = ("the build has no held-out clips to calibrate the thresholds on: build it with a split besides the "
@@ -85,11 +85,13 @@ class BuildFeatures:
                 self.vectors[clip.role].append(vectors.get(clip.key))
 
 
-def build_shards(args: argparse.Namespace, train_splits: set[str]) -> list[tuple[str, str]]:
-    """The committed shards of ``--build``, refused up front when there are none, or (from the splits in its
-    ``index.parquet``) when no split is a training split or nothing is left to calibrate the thresholds on."""
+def build_shards(args: argparse.Namespace, train_splits: set[str]) -> list[Shard]:
+    """The committed shards of ``--build``, refused up front when it is no build or has none, or (from the splits in
+    its ``index.parquet``) when no split is a training split or nothing is left to calibrate the thresholds on."""
     import pyarrow.parquet as pq
 
+    if not exists(BuildLayout(args.build).build_json):
+        raise UserError(f"{args.build} is not an n2m build (no build.json; make one with n2m build)")
     shards = committed_shards(args.build)
     if not shards:
         raise UserError(f"build {args.build} has no committed shards")
@@ -103,13 +105,13 @@ def build_shards(args: argparse.Namespace, train_splits: set[str]) -> list[tuple
     return shards
 
 
-def read_build(build: str, shards: list[tuple[str, str]], train_splits: set[str], exclude_holdout: bool, embedder,
+def read_build(build: str, shards: list[Shard], train_splits: set[str], exclude_holdout: bool, embedder,
                preprocess: Preprocess, cache) -> BuildFeatures:
     """Every committed shard, checked against its marker, extracted one at a time and embedded twice."""
     out = BuildFeatures()
     match = MatchFrames()
-    for split, tar in tqdm(shards, desc="build shards", unit="shard", leave=False):
-        with open_shard(split, tar, train_splits, exclude_holdout) as shard:
+    for committed in tqdm(shards, desc="build shards", unit="shard", leave=False):
+        with open_shard(committed.split, committed.tar, train_splits, exclude_holdout) as shard:
             out.add(shard, embed_files(shard.files, match, preprocess, cache, progress=False),
                     embed_files(shard.files, embedder, preprocess, cache, progress=False))
         out.shards += 1

@@ -32,16 +32,15 @@ import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-import fsspec
 import numpy as np
 
 from n2m import melody
-from n2m.errors import UserError
-from n2m.schema import BuildLayout, verify_shard
+from n2m.layout import verify_shard
+from n2m.storage import Store
 
 MATCH_VERSION = 1
 MATCH_FRAME_RATE = 10.0
@@ -205,28 +204,13 @@ def marked_held_out(clip_json: dict) -> bool:
     return value is True or str(value).strip().lower() in ("true", "1", "yes")
 
 
-def committed_shards(build: str) -> list[tuple[str, str]]:
-    """``(split, tar)`` of every committed shard of a build (``{split}-NNNNNN.tar`` whose marker exists), sorted."""
-    layout = BuildLayout(build)
-    fs, _, _ = fsspec.get_fs_token_paths(layout.build_json)
-    if not fs.exists(layout.build_json):
-        raise UserError(f"{build} is not an n2m build (no build.json; make one with n2m build)")
-    protocol = build.split("://", 1)[0] + "://" if "://" in build else ""
-    found = []
-    for marker in sorted(fs.glob(layout.shard_dir("*") + "/*-[0-9][0-9][0-9][0-9][0-9][0-9].json")):
-        split = PurePosixPath(marker).parent.name
-        if PurePosixPath(marker).name.startswith(f"{split}-"):
-            found.append((split, protocol + marker[: -len(".json")] + ".tar"))
-    return found
-
-
 @contextmanager
 def open_shard(split: str, tar: str, train_splits: set[str], exclude_holdout: bool) -> Iterator[BuildShard]:
-    """Check a shard against its marker (:func:`n2m.schema.verify_shard`), extract its clips into a temporary folder
+    """Check a shard against its marker (:func:`n2m.layout.verify_shard`), extract its clips into a temporary folder
     and yield them with their roles; the folder is removed afterwards."""
     verify_shard(tar)
     shard = BuildShard(tar)
-    with TemporaryDirectory(prefix="n2m-memorization-") as tmp, fsspec.open(tar, "rb") as raw, \
+    with TemporaryDirectory(prefix="n2m-memorization-") as tmp, Store(tar).open_read(tar) as raw, \
             tarfile.open(fileobj=raw, mode="r:") as archive:
         archive.extractall(tmp, filter="data")
         for meta_path in sorted(Path(tmp).glob("*.json")):

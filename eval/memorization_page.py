@@ -13,7 +13,7 @@ from typing import Any
 from eval import report as reports
 from eval import svg
 from eval.memorization_match import open_shard
-from n2m.schema import BuildLayout
+from n2m.layout import BuildLayout
 from n2m.storage import write_bytes_atomic, write_json
 
 

@@ -35,8 +35,8 @@ from n2m.audio import AudioError, decode
 from n2m.clap import ClapEmbedder, HFClapEmbedder, l2_normalise
 from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
+from n2m.layout import BuildLayout, verify_shard
 from n2m.provenance import file_hash, now_iso, versions
-from n2m.schema import BuildLayout, verify_shard
 from n2m.storage import write_json
 
 MAX_LOGIT_SCALE = math.log(100.0)

@@ -17,9 +17,10 @@ from labeling.vocabset import open_vocabularies
 from n2m.beam import BeamSession, add_beam_arguments, beam_setup
 from n2m.config import NONNEGATIVE, POSITIVE_INT, leaf, resolved
 from n2m.errors import JobFailed, ShardDamaged, UserError
+from n2m.layout import BuildLayout, build_id, verify_shard
 from n2m.names import check_name
 from n2m.provenance import now_iso, versions
-from n2m.schema import LABELS_VERSION, BuildLayout, build_id, verify_shard
+from n2m.schema import LABELS_VERSION
 from n2m.storage import Store, exists, is_remote, read_bytes, write_json
 
 if TYPE_CHECKING:
@@ -124,11 +125,11 @@ def run(args: argparse.Namespace) -> int:
     from labeling.job import (
         LabelSettings,
         assign_pipeline,
-        committed_shards,
         embed_vocabularies,
         global_counts,
         parse_k_prime,
         score_pipeline,
+        shard_refs,
         text_cache_path,
         threads_per_worker,
     )
@@ -137,10 +138,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     check_name(args.name, "--name")
     layout = BuildLayout(args.build)
-    if not exists(layout._join("shards")):
+    if not exists(layout.shards_root):
         raise UserError(f"--build {args.build}: no shards/ folder (run n2m build first)")
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-    shards = committed_shards(args.build, splits)
+    shards = shard_refs(args.build, splits)
     if not shards:
         raise UserError(f"--build {args.build}: no committed shards{' in ' + ','.join(splits) if splits else ''}")
     vocabs = open_vocabularies(args.vocab)

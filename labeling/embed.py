@@ -15,14 +15,14 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import fsspec
 import numpy as np
 
 from n2m.audio import AudioError
 from n2m.clap import ClapEmbedder
 from n2m.clip_embed import embed_encoded, load_store, save_store, store_rules
 from n2m.errors import ShardDamaged
-from n2m.schema import verify_shard
+from n2m.layout import verify_shard
+from n2m.storage import Store
 
 CLIPS_PER_CHUNK = 16  # clips decoded and held at once (their windows are batched by the embedder)
 
@@ -45,7 +45,7 @@ def read_samples(tar_path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     current: str | None = None
     members: dict[str, bytes] = {}
     try:
-        with fsspec.open(tar_path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        with Store(tar_path).open_read(tar_path) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -88,7 +88,7 @@ def embed_shard(embedder: ClapEmbedder, tar_path: str, batch_size: int = 8) -> S
 def shard_embeddings(embedder: ClapEmbedder, tar_path: str, sha1: str, cache_path: str,
                      batch_size: int = 8) -> ShardEmbeddings:
     """Stored embeddings of the shard with content ``sha1``, else computed (after checking the tar against its marker:
-    :func:`n2m.schema.verify_shard`, which raises :class:`n2m.errors.ShardDamaged`) and stored."""
+    :func:`n2m.layout.verify_shard`, which raises :class:`n2m.errors.ShardDamaged`) and stored."""
     rules = store_rules(embedder, sha1)
     stored = load_store(cache_path)
     if stored is not None and stored.rules == json.loads(json.dumps(rules, sort_keys=True)):

@@ -40,8 +40,9 @@ from labeling.io import load_npz, save_npz
 from labeling.vocabset import Vocabulary
 from n2m.beam import import_beam
 from n2m.errors import JobFailed, ShardDamaged, UserError
-from n2m.schema import LABELS_SCHEMA, LABELS_VERSION, BuildLayout, verify_shard
-from n2m.storage import exists, glob, read_bytes, write_bytes_atomic
+from n2m.layout import BuildLayout, committed_shards, shard_name, verify_shard
+from n2m.schema import LABELS_SCHEMA, LABELS_VERSION
+from n2m.storage import exists, read_bytes, write_bytes_atomic
 
 beam = import_beam()  # Beam workers import this module on their own: its optional-GCP-client notes stay silent
 
@@ -60,7 +61,7 @@ class ShardRef:
 
     @property
     def name(self) -> str:
-        return f"{self.split}-{self.index:06d}"
+        return shard_name(self.split, self.index)
 
 
 @dataclass(frozen=True)
@@ -143,21 +144,15 @@ def parse_k_prime(text: str) -> dict[str, int]:
     return {"long": values.get("long", 3), "short": values.get("short", 6)}
 
 
-def committed_shards(build: str, splits: list[str] | None) -> list[ShardRef]:
-    """Shards whose marker exists (a shard exists only once its marker does, docs/architecture.md section 3), each checked
-    against its marker's byte count here (cheap; the SHA-1 is checked by the worker before it reads the tar)."""
-    layout = BuildLayout(build)
+def shard_refs(build: str, splits: list[str] | None) -> list[ShardRef]:
+    """The committed shards of the build (:func:`n2m.layout.committed_shards`; all splits when ``splits`` is empty),
+    each checked against its marker's byte count here (cheap; the SHA-1 is checked by the worker before it reads the
+    tar)."""
     refs = []
-    for marker in glob(f"{layout._join('shards')}/*/*-[0-9][0-9][0-9][0-9][0-9][0-9].json"):
-        stem = marker.rsplit("/", 1)[-1][: -len(".json")]
-        split, _, index = stem.rpartition("-")
-        if splits and split not in splits:
-            continue
-        tar = layout.shard(split, int(index))
-        if exists(tar):
-            stats = verify_shard(tar, content=False)
-            refs.append(ShardRef(split, int(index), tar, stats["tar"]["sha1"], len(stats.get("clips") or [])))
-    return sorted(refs, key=lambda r: (r.split, r.index))
+    for shard in committed_shards(build, splits or None):
+        stats = verify_shard(shard.tar, content=False)
+        refs.append(ShardRef(shard.split, shard.index, shard.tar, stats["tar"]["sha1"], len(stats.get("clips") or [])))
+    return refs
 
 
 def text_cache_path(embed_dir: str, vocab: Vocabulary) -> str:

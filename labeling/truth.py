@@ -14,7 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from n2m.errors import UserError
-from n2m.schema import BuildLayout, source_id_of_key
+from n2m.layout import BuildLayout
+from n2m.schema import source_id_of_key
 
 
 def read_manifest(path: str) -> list[dict]:

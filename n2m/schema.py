@@ -1,4 +1,6 @@
-"""Data contracts shared by every job: clip keys, shard sample layout, Parquet schemas and the paths of a build.
+"""Data contracts shared by every job: clip keys, the shard sample's fields, the Parquet schemas (index, sources,
+label sets, vocabularies) and how training reads a label set. Where the files live and what makes a shard exist is
+:mod:`n2m.layout`; how they are written is :mod:`n2m.storage`.
 
 See docs/architecture.md section 3. Change a contract only with a new ``*_VERSION``.
 """
@@ -6,20 +8,21 @@ See docs/architecture.md section 3. Change a contract only with a new ``*_VERSIO
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import pyarrow as pa
 
-from n2m.errors import ShardDamaged, UserError
-from n2m.names import check_name
+# Re-exported while training/ still imports them from here; they live in n2m.layout.
+from n2m.layout import BuildLayout as BuildLayout
+from n2m.layout import build_id as build_id
+from n2m.layout import check_label_set as check_label_set
+from n2m.layout import verify_shard as verify_shard
+from n2m.storage import Store, glob
 
 BUILD_VERSION = 1
 LABELS_VERSION = 1
 
-SPLITS = ("train", "valid", "test")
 SOURCE_STATUSES = ("ok", "failed", "duplicate", "filtered")
 _KEY_RE = re.compile(r"^[0-9a-f]{16}_\d{4,}$")
 
@@ -47,60 +50,6 @@ def text_id(text: str) -> str:
     """Stable id of a caption/vocabulary entry: SHA-1 (16 hex) of its normalised text."""
     normalised = " ".join(text.lower().split())
     return hashlib.sha1(normalised.encode("utf-8")).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Paths of a build output and its label sets (PurePosixPath so remote fsspec URIs keep their slashes)
-
-
-@dataclass(frozen=True)
-class BuildLayout:
-    """Where everything of one build lives. ``root`` may be a local path or an fsspec URI."""
-
-    root: str
-
-    def _join(self, *parts: str) -> str:
-        return str(PurePosixPath(self.root.rstrip("/"), *parts)) if "://" not in self.root else "/".join(
-            [self.root.rstrip("/"), *parts]
-        )
-
-    def shard_dir(self, split: str) -> str:
-        return self._join("shards", split)
-
-    def shard(self, split: str, index: int) -> str:
-        return self._join("shards", split, f"{split}-{index:06d}.tar")
-
-    def shard_marker(self, split: str, index: int) -> str:
-        return self._join("shards", split, f"{split}-{index:06d}.json")
-
-    @property
-    def index(self) -> str:
-        return self._join("index.parquet")
-
-    @property
-    def sources(self) -> str:
-        return self._join("sources.parquet")
-
-    @property
-    def build_json(self) -> str:
-        return self._join("build.json")
-
-    @property
-    def labels_root(self) -> str:
-        return self._join("labels")
-
-    def label_dir(self, name: str) -> str:
-        """``labels/{name}``; ``name`` must be one safe path component (:func:`n2m.names.check_name`)."""
-        return self._join("labels", check_name(name, "label set name"))
-
-    def label_table(self, name: str, split: str, index: int) -> str:
-        return f"{self.label_dir(name)}/{split}-{index:06d}.parquet"
-
-    def label_manifest(self, name: str) -> str:
-        return f"{self.label_dir(name)}/manifest.json"
-
-    def embedding_dir(self, model_hash: str) -> str:
-        return self._join("embeddings", model_hash)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -177,105 +126,15 @@ def read_label_captions(label_dir: str, split: str | None = None) -> dict[str, d
 
     This is how training reads labels (through the contract, not the labelling job's internals).
     """
-    import fsspec
     import pyarrow.parquet as pq
 
-    fs, _, paths = fsspec.get_fs_token_paths(label_dir.rstrip("/") + "/*.parquet")
     captions: dict[str, dict[str, list[str]]] = {}
-    for path in sorted(paths):
+    for path in glob(label_dir.rstrip("/") + "/*.parquet"):
         if split is not None and not PurePosixPath(path).name.startswith(f"{split}-"):
             continue
-        with fs.open(path, "rb") as handle:
+        with Store(path).open_read(path) as handle:
             table = pq.read_table(handle, columns=["key", "kind", "captions"])
         for key, kind, texts in zip(table["key"].to_pylist(), table["kind"].to_pylist(), table["captions"].to_pylist()):
             entry = captions.setdefault(key, {"long": [], "short": []})
             entry.setdefault(kind, []).extend(texts or [])
     return captions
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Reading a build: its id, its committed shards, its label sets
-
-
-def _read(path: str) -> bytes:
-    import fsspec
-
-    with fsspec.open(path, "rb") as handle:
-        return handle.read()
-
-
-def build_id(build: str) -> str:
-    """The id of a build: ``build_id`` of its ``build.json`` (else the file's SHA-1); ``""`` without a build.json."""
-    path = BuildLayout(build).build_json
-    try:
-        data = _read(path)
-    except FileNotFoundError:
-        return ""
-    try:
-        return str(json.loads(data).get("build_id") or hashlib.sha1(data).hexdigest())
-    except (ValueError, AttributeError):
-        return hashlib.sha1(data).hexdigest()
-
-
-def shard_marker_path(tar: str) -> str:
-    """The commit marker ``{split}-NNNNNN.json`` beside a shard ``{split}-NNNNNN.tar``."""
-    if not tar.endswith(".tar"):
-        raise ValueError(f"not a shard path: {tar}")
-    return tar[: -len(".tar")] + ".json"
-
-
-def verify_shard(tar: str, content: bool = True) -> dict:
-    """Check a committed shard against its marker before reading it; returns the marker.
-
-    The marker ``{split}-NNNNNN.json`` (written after the tar, docs/architecture.md section 3) records ``tar.bytes`` and
-    ``tar.sha1``. The tar's size must equal the byte count, and with ``content`` its SHA-1 (one streaming read) must
-    equal the recorded one; otherwise :class:`n2m.errors.ShardDamaged` says which figure differs. A marker without
-    these fields is refused too: n2m build always writes them, so the shard is not one of its commits.
-    """
-    import fsspec
-
-    marker_path = shard_marker_path(tar)
-    try:
-        marker = json.loads(_read(marker_path))
-        expected_bytes, expected_sha1 = int(marker["tar"]["bytes"]), str(marker["tar"]["sha1"])
-    except FileNotFoundError as err:
-        raise ShardDamaged(f"shard {tar} has no commit marker {marker_path} (not a committed shard)") from err
-    except (ValueError, KeyError, TypeError) as err:
-        raise ShardDamaged(f"marker {marker_path} records no byte count and SHA-1 of its tar "
-                           "(not written by n2m build)") from err
-    fs, _, (path,) = fsspec.get_fs_token_paths(tar)
-    try:
-        size = int(fs.size(path))
-    except FileNotFoundError as err:
-        raise ShardDamaged(f"shard {tar} is missing (its marker exists)") from err
-    if size != expected_bytes:
-        raise ShardDamaged(f"shard {tar} has {size} bytes but its marker records {expected_bytes} "
-                           f"({'truncated' if size < expected_bytes else 'grown'}; rebuild it)")
-    if content:
-        digest = hashlib.sha1()
-        with fs.open(path, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-        if digest.hexdigest() != expected_sha1:
-            raise ShardDamaged(f"shard {tar} does not match the SHA-1 in its marker (content changed; rebuild it)")
-    return marker
-
-
-def check_label_set(build: str, name: str) -> dict:
-    """The manifest of label set ``name`` of ``build``, refused unless it was made from this very build (same id)."""
-    layout = BuildLayout(build)
-    path = layout.label_manifest(name)
-    try:
-        manifest = json.loads(_read(path))
-    except FileNotFoundError as err:
-        raise UserError(f"label set {name!r} not found ({path} is missing; run n2m label --name {name})") from err
-    except ValueError as err:
-        raise UserError(f"{path} is not valid JSON: {err}") from err
-    made_from = str((manifest.get("build") or {}).get("id") or "") if isinstance(manifest, dict) else ""
-    current = build_id(build)
-    if not made_from:
-        raise UserError(f"label set {name!r} records no build id ({path}): label the build again with n2m label")
-    if made_from != current:
-        raise UserError(f"label set {name!r} was made from build {made_from}, but {build} is build {current or '?'}: "
-                        f"label this build again (n2m label --name {name} --overwrite)")
-    return manifest

@@ -17,9 +17,10 @@ from typing import Any
 from n2m.beam import BeamSession, BeamSetup, add_beam_arguments, beam_setup
 from n2m.config import FINITE, FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import JobFailed, UserError
+from n2m.layout import BuildLayout, parse_shard_name
 from n2m.provenance import now_iso, versions
-from n2m.schema import BUILD_VERSION, BuildLayout
-from n2m.storage import Store, is_remote, join, read_json, write_json
+from n2m.schema import BUILD_VERSION
+from n2m.storage import Store, is_remote, read_json, write_json
 
 _FLAC_RATIO = 0.6  # FLAC bytes / PCM_16 bytes of typical music, for turning --shard-size-mb into sources per shard
 MAX_SAMPLE_RATE = 384000  # the highest rate common audio interfaces and codecs offer
@@ -199,7 +200,7 @@ def _run_build(args: argparse.Namespace, out: str, clip, fetch, splits, per_shar
     if the_plan.pending:
         workers = _run_pending(args, out, the_plan, job.JobSettings(out, clip, fetch, digest, args.threads,
                                                                     args.fetch_concurrency), setup, per_shard)
-        Store(out).rmtree(join(out, job.WORK_DIR))
+        Store(out).rmtree(layout.work_dir)
     listing = {"sources": the_plan.sources, "skipped_files": the_plan.listing.skipped_files,
                "repeated_uris": the_plan.listing.repeated_uris, "conflicts": the_plan.listing.conflicts}
     if args.retry_failed:
@@ -237,7 +238,6 @@ def _run_pending(args: argparse.Namespace, out: str, the_plan, settings, setup: 
     success while dropping work fails the build here); returns the number of workers it ran on."""
     from pipelines import job
     from pipelines.progress import ShardProgress, worker_output_to
-    from pipelines.shards import parse_shard_name
 
     log = None if args.verbose or not setup.local else _worker_log(out)
     try:
@@ -252,7 +252,7 @@ def _run_pending(args: argparse.Namespace, out: str, the_plan, settings, setup: 
         raise JobFailed(f"the pipeline stopped: {_last_line(err)} (Beam worker output: {log or 'above'}; "
                         "re-running resumes from the committed shards)") from err
     store, layout = Store(out), BuildLayout(out)
-    missing = [name for name in the_plan.pending if not store.exists(job.final_paths(out, name)[1])]
+    missing = [name for name in the_plan.pending if not store.exists(layout.shard_files(name)[1])]
     if missing:
         raise JobFailed(f"the {setup.runner} run finished but {len(missing)} of {len(the_plan.pending)} planned "
                         f"shards were not committed ({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}); "
@@ -268,8 +268,9 @@ def _worker_log(out: str) -> str:
 
     if is_remote(out):
         return os.path.join(tempfile.gettempdir(), f"n2m-build-workers-{os.getpid()}.log")
-    os.makedirs(os.path.join(out, "_work"), exist_ok=True)
-    return os.path.join(out, "_work", "workers.log")
+    layout = BuildLayout(out)
+    os.makedirs(layout.work_dir, exist_ok=True)
+    return layout.worker_log
 
 
 def _last_line(err: BaseException) -> str:
@@ -286,11 +287,9 @@ def _previous_build(layout: BuildLayout) -> dict[str, Any]:
 
 def _processed(out: str, names: list[str]) -> tuple[int, float]:
     """(sources, decoded seconds) in the shards this run committed."""
-    from pipelines.job import final_paths
-
     store, sources, seconds = Store(out), 0, 0.0
     for name in names:
-        marker = store.read_json(final_paths(out, name)[1])
+        marker = store.read_json(BuildLayout(out).shard_files(name)[1])
         sources += len(marker["sources"])
         seconds += sum(r["duration_s"] for r in marker["sources"])
     return sources, seconds

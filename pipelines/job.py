@@ -41,11 +41,12 @@ from typing import Any
 
 from n2m.audio import AudioError
 from n2m.beam import BeamSession, import_beam
-from n2m.schema import BuildLayout, clip_key
-from n2m.storage import Store, join
+from n2m.layout import BuildLayout, parse_shard_name
+from n2m.schema import clip_key
+from n2m.storage import Store
 from pipelines import clips
 from pipelines.fetch import FetchError, FetchSettings, fetch
-from pipelines.shards import ShardSpec, TarAssembler, parse_shard_name, sample_bytes, sample_json
+from pipelines.shards import ShardSpec, TarAssembler, sample_bytes, sample_json
 from pipelines.sources import Source
 
 beam = import_beam()
@@ -53,7 +54,6 @@ LOG = logging.getLogger(__name__)
 NAMESPACE = "n2m_build"
 PCM_TAG = "pcm"
 SHARD_TAG = "shard"
-WORK_DIR = "_work"
 FILTER_REASONS = frozenset({"too_short", "silent"})  # status "filtered"; "" is ok; "duplicate_pcm" is duplicate
 DUPLICATE_REASON = "duplicate_pcm"
 
@@ -81,23 +81,7 @@ class JobSettings:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Work layout (OUT/_work): plan files the driver writes, staged shards the first stage writes
-
-
-def plan_path(out: str, name: str) -> str:
-    return join(out, WORK_DIR, "plan", f"{name}.json")
-
-
-def stage_dir(out: str) -> str:
-    return join(out, WORK_DIR, "stage")
-
-
-def stage_tar(out: str, chunk: str) -> str:
-    return join(out, WORK_DIR, "stage", f"{chunk}.tar")
-
-
-def stage_marker(out: str, chunk: str) -> str:
-    return join(out, WORK_DIR, "stage", f"{chunk}.json")
+# Chunks: the unit of parallel work (their files live in OUT/_work/stage, n2m.layout.BuildLayout.stage_tar)
 
 
 def chunk_name(shard: str, start: int, stop: int) -> str:
@@ -122,13 +106,6 @@ def chunk_size(sources: int, workers: int, per_shard: int, per_worker: int = 16)
 def plan_chunks(sizes: dict[str, int], size: int) -> list[str]:
     """Cut pending shards (name -> number of sources) into chunks of ``size`` consecutive sources."""
     return [chunk_name(shard, start, min(start + size, n)) for shard, n in sizes.items() for start in range(0, n, size)]
-
-
-def final_paths(out: str, name: str) -> tuple[str, str]:
-    """(tar, marker) of a committed shard."""
-    split, index = parse_shard_name(name)
-    layout = BuildLayout(out)
-    return layout.shard(split, index), layout.shard_marker(split, index)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -214,18 +191,18 @@ class StageChunk(beam.DoFn):
         self.job = job
 
     def setup(self) -> None:
-        self.store = Store(self.job.out)
+        self.store, self.layout = Store(self.job.out), BuildLayout(self.job.out)
         self.counters = {s: beam.metrics.Metrics.counter(NAMESPACE, f"sources_{s}") for s in ("ok", "failed", "filtered")}
         self.clip_counter = beam.metrics.Metrics.counter(NAMESPACE, "clips_staged")
         self.seconds = beam.metrics.Metrics.counter(NAMESPACE, "input_seconds")
 
     def process(self, chunk: str) -> Iterator[Any]:
-        out = self.job.out
+        layout = self.layout
         shard, start, stop = parse_chunk_name(chunk)
-        plan = self.store.read_json(plan_path(out, shard))
+        plan = self.store.read_json(layout.plan(shard))
         rows = None
-        if self.store.exists(stage_marker(out, chunk)) and self.store.exists(stage_tar(out, chunk)):
-            staged = self.store.read_json(stage_marker(out, chunk))
+        if self.store.exists(layout.stage_marker(chunk)) and self.store.exists(layout.stage_tar(chunk)):
+            staged = self.store.read_json(layout.stage_marker(chunk))
             if staged.get("spec_hash") == plan["spec_hash"]:
                 rows = staged["sources"]
         if rows is None:
@@ -244,7 +221,7 @@ class StageChunk(beam.DoFn):
         with (
             ThreadPoolExecutor(job.fetch_concurrency, thread_name_prefix="fetch") as fetch_pool,
             ThreadPoolExecutor(job.threads, thread_name_prefix="decode") as work_pool,
-            self.store.atomic_writer(stage_tar(job.out, chunk)) as handle,
+            self.store.atomic_writer(self.layout.stage_tar(chunk)) as handle,
         ):
             fetched = ordered(fetch_pool, lambda s: _fetch(s, job.fetch), sources, job.fetch_concurrency)
             for source, processed in ordered(work_pool, lambda i: _process(i, job.clip), fetched, job.threads):
@@ -254,13 +231,13 @@ class StageChunk(beam.DoFn):
                 row["range"] = [offset, len(members)]
                 offset += len(members)
                 rows.append(row)
-        self.store.write_json(stage_marker(job.out, chunk), {"spec_hash": spec_hash, "sources": rows}, indent=1)
+        self.store.write_json(self.layout.stage_marker(chunk), {"spec_hash": spec_hash, "sources": rows}, indent=1)
         return rows
 
 
 def committed_hashes(name: str, out: str) -> Iterator[tuple[str, tuple[str, str, bool]]]:
     """``(pcm_sha1, (source_id, shard, True))`` of the ok sources of a shard committed earlier."""
-    marker = Store(out).read_json(final_paths(out, name)[1])
+    marker = Store(out).read_json(BuildLayout(out).shard_files(name)[1])
     for row in marker["sources"]:
         if row["status"] == "ok":
             yield row["pcm_sha1"], (row["source_id"], name, True)
@@ -301,25 +278,25 @@ class CommitShard(beam.DoFn):
         self.job = job
 
     def setup(self) -> None:
-        self.store = Store(self.job.out)
+        self.store, self.layout = Store(self.job.out), BuildLayout(self.job.out)
         self.clips = beam.metrics.Metrics.counter(NAMESPACE, "clips_committed")
         self.duplicates = beam.metrics.Metrics.counter(NAMESPACE, "sources_duplicate")
         self.shards = beam.metrics.Metrics.counter(NAMESPACE, "shards_committed")
 
     def process(self, element: tuple[str, dict[str, list]]) -> Iterator[str]:
         shard, grouped = element
-        out, store = self.job.out, self.store
-        tar_path, marker_path = final_paths(out, shard)
+        store, layout = self.store, self.layout
+        tar_path, marker_path = layout.shard_files(shard)
         if store.exists(marker_path):
             return
         duplicates, checked = dict(grouped["dups"]), set(grouped["checked"])
         chunks = sorted(set(grouped["staged"]), key=lambda c: parse_chunk_name(c)[1])
-        plan = store.read_json(plan_path(out, shard))
+        plan = store.read_json(layout.plan(shard))
         bounds = [parse_chunk_name(c)[1:] for c in chunks]
         if not chunks or [b[0] for b in bounds] != [0, *(b[1] for b in bounds[:-1])] \
                 or bounds[-1][1] != len(plan["sources"]):
             raise RuntimeError(f"shard {shard}: staged chunks {chunks} do not cover its {len(plan['sources'])} sources")
-        staged = [(chunk, store.read_json(stage_marker(out, chunk))["sources"]) for chunk in chunks]
+        staged = [(chunk, store.read_json(layout.stage_marker(chunk))["sources"]) for chunk in chunks]
         unchecked = [r["source_id"] for _, rows in staged for r in rows if r["status"] == "ok"
                      and r["source_id"] not in checked]
         if unchecked:
@@ -329,7 +306,7 @@ class CommitShard(beam.DoFn):
         with store.atomic_writer(tar_path) as handle:
             tar = TarAssembler(handle)
             for chunk, rows in staged:
-                with store.open_read(stage_tar(out, chunk)) as staged:
+                with store.open_read(layout.stage_tar(chunk)) as staged:
                     for row in rows:
                         offset, length = row.pop("range")
                         clip_rows = row.pop("clip_rows")
@@ -351,8 +328,8 @@ class CommitShard(beam.DoFn):
             "sources": sources, "clips": index,
         }, indent=1)
         for chunk in chunks:
-            store.remove(stage_marker(out, chunk))
-            store.remove(stage_tar(out, chunk))
+            store.remove(layout.stage_marker(chunk))
+            store.remove(layout.stage_tar(chunk))
         self.clips.inc(len(index))
         self.shards.inc()
         yield shard

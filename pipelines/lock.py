@@ -17,10 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from n2m.errors import UserError
+from n2m.layout import BuildLayout
 from n2m.provenance import now_iso
-from n2m.storage import Store, join
-
-LOCK_NAME = "build.lock"
+from n2m.storage import Store
 
 
 def _holder_gone(holder: dict[str, Any]) -> bool:
@@ -67,7 +66,7 @@ def build_lock(out: str) -> Iterator[str]:
     Raises UserError when OUT cannot be written (a file, a read-only folder) or another live build holds the lock.
     """
     store = Store(out)
-    path = join(out, LOCK_NAME)
+    path = BuildLayout(out).lock
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": now_iso()}
     new_folder = store.local and not os.path.exists(out)
     try:

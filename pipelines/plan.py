@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from n2m.errors import UserError
-from n2m.schema import BUILD_VERSION, BuildLayout
+from n2m.layout import BuildLayout, committed_shards
+from n2m.schema import BUILD_VERSION
 from n2m.storage import Store, join
 from pipelines.clips import ClipSettings
-from pipelines.job import WORK_DIR, final_paths, parse_chunk_name, plan_path, stage_dir, stage_marker, stage_tar
-from pipelines.shards import ShardSpec, parse_shard_name, plan_shards
+from pipelines.job import parse_chunk_name
+from pipelines.shards import ShardSpec, plan_shards
 from pipelines.sources import ListingStats, Source, iter_sources
-from pipelines.tables import committed_shards, iter_current
+from pipelines.tables import iter_current
 
 NOT_RETRIED = frozenset({"bad_manifest_row", "bad_file_name", "symlink_loop", "listing_error"})  # fixed by re-listing
 DERIVED_DIRS = ("labels", "embeddings")  # label sets and embedding caches computed from a build's shards
@@ -52,8 +53,8 @@ def clean_outputs(out: str) -> list[str]:
     embedding caches), which must not be mixed with the new build. Returns the derived folders removed."""
     store, layout = Store(out), BuildLayout(out)
     removed = [join(name, entry) for name in DERIVED_DIRS for entry in store.listdir(store.path(name))]
-    for name in ("shards", WORK_DIR, *DERIVED_DIRS):
-        store.rmtree(store.path(name))
+    for folder in (layout.shards_root, layout.work_dir, *(store.path(name) for name in DERIVED_DIRS)):
+        store.rmtree(folder)
     for path in (layout.index, layout.sources, layout.build_json):
         store.remove(path)
     return removed
@@ -63,7 +64,7 @@ def clean_stale(out: str) -> int:
     """Remove what interrupted runs left behind; returns the number of files removed."""
     store, layout = Store(out), BuildLayout(out)
     removed = 0
-    for split in store.listdir(store.path("shards")):
+    for split in store.listdir(layout.shards_root):
         folder = layout.shard_dir(split)
         removed += store.remove_tmp_files(folder)
         files = set(store.listdir(folder))
@@ -73,15 +74,15 @@ def clean_stale(out: str) -> int:
             if ext in ("tar", "json") and partner not in files:  # a tar never committed, or a marker without its tar
                 store.remove(join(folder, file))
                 removed += 1
-    store.rmtree(join(out, WORK_DIR, "plan"))
-    staged = stage_dir(out)
+    store.rmtree(layout.plan_dir)
+    staged = layout.stage_dir
     removed += store.remove_tmp_files(staged)
     for file in store.listdir(staged):
         chunk = file.rsplit(".", 1)[0]
         if not file.endswith((".tar", ".json")):
             continue
-        committed = store.exists(final_paths(out, parse_chunk_name(chunk)[0])[1])
-        complete = store.exists(stage_tar(out, chunk)) and store.exists(stage_marker(out, chunk))
+        committed = store.exists(layout.shard_files(parse_chunk_name(chunk)[0])[1])
+        complete = store.exists(layout.stage_tar(chunk)) and store.exists(layout.stage_marker(chunk))
         if committed or not complete:
             store.remove(join(staged, file))
             removed += 1
@@ -90,7 +91,7 @@ def clean_stale(out: str) -> int:
 
 def _write_plan(store: Store, out: str, spec: ShardSpec, digest: str) -> None:
     obj = spec.to_json(digest)
-    store.write_bytes(plan_path(out, spec.name), json.dumps(obj, sort_keys=True).encode())
+    store.write_bytes(BuildLayout(out).plan(spec.name), json.dumps(obj, sort_keys=True).encode())
 
 
 def plan_build(
@@ -105,7 +106,7 @@ def plan_build(
     store = Store(out)
     digest = settings_hash(clip, splits)
     plan = Plan()
-    done = set(committed_shards(store, BuildLayout(out)))
+    done = {shard.name for shard in committed_shards(out)}
     build = hashlib.sha1(digest.encode())
     sources = iter_sources(src, extensions=extensions, exclude=(out,), stats=plan.listing)
     changed: list[str] = []
@@ -114,7 +115,7 @@ def plan_build(
         build.update(spec_hash.encode())
         plan.sources += len(spec.sources)
         if spec.name in done:
-            marker = store.read_json(final_paths(out, spec.name)[1])
+            marker = store.read_json(BuildLayout(out).shard_files(spec.name)[1])
             if marker.get("spec_hash") == spec_hash:
                 plan.committed.append(spec.name)
                 continue
@@ -150,14 +151,14 @@ def plan_build(
 
 
 def _is_retry(store: Store, out: str, name: str) -> bool:
-    return bool(store.read_json(final_paths(out, name)[1]).get("retry"))
+    return bool(store.read_json(BuildLayout(out).shard_files(name)[1]).get("retry"))
 
 
 def _prune(store: Store, out: str, stale: list[str]) -> list[str]:
     """Delete committed shards: ``stale`` ones, then any other committed shard that depends on a deleted source (a
     duplicate whose canonical copy was deleted, or a ``--retry-failed`` attempt of a deleted source), until none is
     left. Returns every shard deleted."""
-    markers = {name: store.read_json(final_paths(out, name)[1]) for name in committed_shards(store, BuildLayout(out))}
+    markers = {shard.name: store.read_json(shard.marker) for shard in committed_shards(out)}
     doomed = set(stale)
     while True:
         deleted = {row["source_id"] for name in doomed for row in markers[name]["sources"]}
@@ -168,15 +169,14 @@ def _prune(store: Store, out: str, stale: list[str]) -> list[str]:
             break
         doomed |= more
     for name in sorted(doomed):
-        tar, marker = final_paths(out, name)
+        tar, marker = BuildLayout(out).shard_files(name)
         store.remove(marker)  # marker first: a crash in between leaves an uncommitted tar, cleaned on the next run
         store.remove(tar)
     return sorted(doomed)
 
 
 def _failed_sources(out: str) -> Iterator[Source]:
-    store, layout = Store(out), BuildLayout(out)
-    for _, rows, _ in iter_current(store, layout):
+    for _, rows, _ in iter_current(out):
         for row in rows:
             if row["status"] == "failed" and row["reason"] not in NOT_RETRIED:
                 yield Source(row["source_uri"], json.loads(row["meta_json"] or "{}"), tuple(row.get("text") or ()))
@@ -185,19 +185,17 @@ def _failed_sources(out: str) -> Iterator[Source]:
 def plan_retry(out: str, clip: ClipSettings, splits: tuple[tuple[str, float], ...], per_shard: int,
                build_id: str) -> Plan:
     """Plan new shards (numbered after the last of each split) holding the sources whose latest attempt failed."""
-    store, layout = Store(out), BuildLayout(out)
+    store = Store(out)
     digest = settings_hash(clip, splits)
-    committed = committed_shards(store, layout)
+    committed = committed_shards(out)
     if not committed:
         raise UserError(f"--retry-failed: {out} holds no committed shards to retry")
     next_index: dict[str, int] = {}
-    for name in committed:
-        split, index = parse_shard_name(name)
-        next_index[split] = max(next_index.get(split, 0), index + 1)
-        marker = store.read_json(final_paths(out, name)[1])
-        if marker.get("settings_hash") != digest:
-            raise UserError(f"--retry-failed needs the settings of the build in {out} (shard {name} differs)")
-    plan = Plan(committed=committed, build_id=build_id)
+    for shard in committed:
+        next_index[shard.split] = max(next_index.get(shard.split, 0), shard.index + 1)
+        if store.read_json(shard.marker).get("settings_hash") != digest:
+            raise UserError(f"--retry-failed needs the settings of the build in {out} (shard {shard.name} differs)")
+    plan = Plan(committed=[shard.name for shard in committed], build_id=build_id)
     for spec in plan_shards(_failed_sources(out), splits, per_shard, start=next_index, retry=True):
         _write_plan(store, out, spec, digest)
         plan.pending[spec.name] = len(spec.sources)

@@ -16,10 +16,9 @@ from typing import IO
 
 from tqdm.auto import tqdm
 
-from n2m.schema import BuildLayout
+from n2m.layout import BuildLayout, committed_shards, parse_shard_name
 from n2m.storage import Store
-from pipelines.job import parse_chunk_name, stage_dir
-from pipelines.shards import parse_shard_name
+from pipelines.job import parse_chunk_name
 
 
 class ShardProgress:
@@ -28,8 +27,8 @@ class ShardProgress:
 
     def __init__(self, out: str, chunks: list[str], interval_s: float = 1.0, enabled: bool = True,
                  stream: IO[str] | None = None):
-        self.store, self.layout = Store(out), BuildLayout(out)
-        self.stage_dir = stage_dir(out)
+        self.out, self.store = out, Store(out)
+        self.stage_dir = BuildLayout(out).stage_dir
         self.chunks = {c: parse_chunk_name(c)[0] for c in chunks}
         self.shards = set(self.chunks.values())
         self.splits = sorted({parse_shard_name(n)[0] for n in self.shards})
@@ -40,9 +39,7 @@ class ShardProgress:
         self.thread = threading.Thread(target=self._run, name="n2m-progress", daemon=True)
 
     def _poll(self) -> None:
-        committed = {
-            f[:-5] for split in self.splits for f in self.store.listdir(self.layout.shard_dir(split)) if f.endswith(".json")
-        } & self.shards
+        committed = {shard.name for shard in committed_shards(self.out, self.splits)} & self.shards
         staged = {f[:-5] for f in self.store.listdir(self.stage_dir) if f.endswith(".json")}
         self.bar.n = sum(chunk in staged or shard in committed for chunk, shard in self.chunks.items())
         self.bar.set_postfix(committed=len(committed), refresh=False)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from n2m.errors import UserError
+from n2m.layout import shard_name
 from n2m.schema import BUILD_VERSION
 from pipelines.sources import Source
 
@@ -112,16 +113,6 @@ class ShardSpec:
     def from_json(cls, obj: Mapping[str, Any]) -> ShardSpec:
         return cls(obj["split"], int(obj["index"]), tuple(Source.from_json(s) for s in obj["sources"]),
                    bool(obj.get("retry")))
-
-
-def shard_name(split: str, index: int) -> str:
-    """``{split}-NNNNNN`` (matches ``n2m.schema.BuildLayout.shard``)."""
-    return f"{split}-{index:06d}"
-
-
-def parse_shard_name(name: str) -> tuple[str, int]:
-    split, _, index = name.rpartition("-")
-    return split, int(index)
 
 
 def plan_shards(

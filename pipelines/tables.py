@@ -15,9 +15,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from n2m.schema import INDEX_SCHEMA, SOURCE_STATUSES, SOURCES_SCHEMA, SPLITS, BuildLayout
-from n2m.storage import TMP_MARK, Store
-from pipelines.shards import parse_shard_name
+from n2m.layout import BuildLayout, committed_shards
+from n2m.schema import INDEX_SCHEMA, SOURCE_STATUSES, SOURCES_SCHEMA
+from n2m.storage import Store
 
 ROW_GROUP = 65536  # rows buffered before a Parquet row group is written
 
@@ -53,43 +53,27 @@ class Totals:
         }
 
 
-def shard_dirs(store: Store, layout: BuildLayout) -> list[str]:
-    """Split names present under OUT/shards, known splits first."""
-    present = [n for n in store.listdir(store.path("shards")) if TMP_MARK not in n]
-    return sorted(present, key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s))
+def iter_markers(out: str) -> Iterator[dict[str, Any]]:
+    """The markers of the committed shards (:func:`n2m.layout.committed_shards`), one at a time, in their order."""
+    store = Store(out)
+    for shard in committed_shards(out):
+        yield store.read_json(shard.marker)
 
 
-def committed_shards(store: Store, layout: BuildLayout) -> list[str]:
-    """Names (``{split}-NNNNNN``) of committed shards: the tar and its marker both present."""
-    names = []
-    for split in shard_dirs(store, layout):
-        files = set(store.listdir(layout.shard_dir(split)))
-        for file in sorted(files):
-            if file.endswith(".json") and TMP_MARK not in file and file[:-5] + ".tar" in files:
-                names.append(file[:-5])
-    return names
-
-
-def iter_markers(store: Store, layout: BuildLayout) -> Iterator[dict[str, Any]]:
-    for name in committed_shards(store, layout):
-        split, index = parse_shard_name(name)
-        yield store.read_json(layout.shard_marker(split, index))
-
-
-def _latest_attempts(store: Store, layout: BuildLayout) -> dict[str, int]:
+def _latest_attempts(out: str) -> dict[str, int]:
     """source id -> shard index of its latest attempt, for sources that were retried."""
     latest: dict[str, int] = {}
-    for marker in iter_markers(store, layout):
+    for marker in iter_markers(out):
         if marker.get("retry"):
             for row in marker["sources"]:
                 latest[row["source_id"]] = max(latest.get(row["source_id"], -1), marker["index"])
     return latest
 
 
-def iter_current(store: Store, layout: BuildLayout) -> Iterator[tuple[dict[str, Any], list[dict], list[dict]]]:
+def iter_current(out: str) -> Iterator[tuple[dict[str, Any], list[dict], list[dict]]]:
     """``(marker, source rows, clip rows)`` per committed shard, without rows superseded by a later retry."""
-    latest = _latest_attempts(store, layout)
-    for marker in iter_markers(store, layout):
+    latest = _latest_attempts(out)
+    for marker in iter_markers(out):
         index = marker["index"]
         rows = [r for r in marker["sources"] if latest.get(r["source_id"], index) == index]
         clip_rows = [c for c in marker["clips"] if latest.get(c["source_id"], index) == index]
@@ -113,7 +97,7 @@ def write_tables(out: str, clip_s: float, notes: Mapping[str, str] | None = None
         pq.ParquetWriter(index_handle, INDEX_SCHEMA) as index_writer,
         pq.ParquetWriter(sources_handle, SOURCES_SCHEMA) as sources_writer,
     ):
-        for marker, rows, clip_rows in iter_current(store, layout):
+        for marker, rows, clip_rows in iter_current(out):
             totals.shards_by_split[marker["split"]] += 1
             for row in rows:
                 totals.sources += 1

@@ -13,7 +13,7 @@ pytest.importorskip("distributed", reason="the Dask tests need the dask extra: p
 
 from conftest import CAPTIONS, write_build, write_vocab  # noqa: E402
 
-from labeling.job import LabelSettings, committed_shards, global_counts, text_cache_path  # noqa: E402
+from labeling.job import LabelSettings, global_counts, shard_refs, text_cache_path  # noqa: E402
 from labeling.vocabset import open_vocabularies  # noqa: E402
 from n2m.beam import local_dask_cluster  # noqa: E402
 from n2m.cli import build_parser, main  # noqa: E402
@@ -103,7 +103,7 @@ def test_a_shard_the_runner_did_not_score_fails_the_job(setup):
         model_id=manifest["model"]["sha1"], vocabs=tuple(vocabs),
         text_caches=tuple(text_cache_path(embed_dir, v) for v in vocabs), k=4, k_prime=(2, 3), seed=0, batch_size=8,
         device="cpu", entry_block=32_768, min_tail_s=None, threads=1)
-    shards = committed_shards(str(out), [])
+    shards = shard_refs(str(out), [])
     scored, damaged = global_counts(settings, shards)
     assert scored == shards and damaged == []
     (label_dir / "_topk" / "valid-000000.npz").unlink()

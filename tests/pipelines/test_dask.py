@@ -28,6 +28,7 @@ from distributed import Client  # noqa: E402
 from n2m import audio  # noqa: E402
 from n2m.beam import DASK_RUNNER, BeamSession, beam_setup, local_dask_cluster  # noqa: E402
 from n2m.cli import build_parser  # noqa: E402
+from n2m.layout import BuildLayout  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -183,7 +184,7 @@ def test_commit_refuses_a_shard_whose_sources_missed_the_duplicate_check(tmp_pat
     committer.setup()
     with pytest.raises(RuntimeError, match="duplicate check never saw 1 of its sources"):
         list(committer.process((shard, {"staged": [chunk], "dups": [], "checked": [hashes[0][1][0]]})))
-    assert not Path(job.final_paths(out, shard)[1]).exists()
+    assert not Path(BuildLayout(out).shard_files(shard)[1]).exists()
     checked = [sid for _, (sid, _, _) in hashes]
     assert list(committer.process((shard, {"staged": [chunk], "dups": [], "checked": checked}))) == [shard]
 
