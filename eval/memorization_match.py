@@ -40,6 +40,7 @@ import numpy as np
 
 from n2m import melody
 from n2m.layout import verify_shard
+from n2m.manifest import clip_is_holdout
 from n2m.storage import Store
 
 MATCH_VERSION = 1
@@ -197,13 +198,6 @@ class BuildShard:
     files: list[Path] = field(default_factory=list)
 
 
-def marked_held_out(clip_json: dict) -> bool:
-    """The rule of ``n2m train --exclude-holdout``: the clip json's ``meta.holdout`` is true (n2m synth's manifest
-    column, carried by n2m build)."""
-    value = (clip_json.get("meta") or {}).get("holdout", False)
-    return value is True or str(value).strip().lower() in ("true", "1", "yes")
-
-
 @contextmanager
 def open_shard(split: str, tar: str, train_splits: set[str], exclude_holdout: bool) -> Iterator[BuildShard]:
     """Check a shard against its marker (:func:`n2m.layout.verify_shard`), extract its clips into a temporary folder
@@ -218,7 +212,7 @@ def open_shard(split: str, tar: str, train_splits: set[str], exclude_holdout: bo
             if not flac.is_file():
                 continue
             meta = json.loads(meta_path.read_text())
-            role = "train" if split in train_splits and not (exclude_holdout and marked_held_out(meta)) else "heldout"
+            role = "train" if split in train_splits and not (exclude_holdout and clip_is_holdout(meta)) else "heldout"
             shard.clips.append(BuildClip(meta_path.stem, split, Path(tar).name, role, str(meta.get("source_uri", "")),
                                          float(meta.get("offset_s") or 0.0), float(meta.get("duration_s") or 0.0)))
             shard.files.append(flac)

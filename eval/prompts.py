@@ -1,4 +1,5 @@
-"""``n2m eval prompts``: an evaluation set from a track manifest (e.g. n2m synth's ``manifest.jsonl``).
+"""``n2m eval prompts``: an evaluation set from a track manifest (e.g. n2m synth's ``manifest.jsonl``; any format
+:mod:`n2m.manifest` reads).
 
 Writes the inputs the other eval jobs pair by id: ``--out`` JSON lines ``{"id", "text"}`` (what ``n2m sample
 --prompts-file``, ``n2m eval clap-score --prompts`` and ``n2m eval musiccaps --captions`` read) and, optionally,
@@ -15,41 +16,21 @@ from pathlib import Path
 
 from n2m.config import leaf
 from n2m.errors import UserError
+from n2m.manifest import is_holdout, read_rows
 from n2m.names import check_name
+from n2m.storage import write_bytes_atomic
 
-TRUE_WORDS = ("true", "1", "yes")
-
-
-def read_manifest(path: Path) -> list[dict]:
-    """The rows of a JSON-lines manifest; a malformed line is a user error naming its line number."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as err:
-        raise UserError(f"cannot read manifest {path}: {err.strerror}") from err
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as err:
-            raise UserError(f"{path}:{number} is not JSON: {err}") from err
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{number} is not a JSON object")
-        rows.append(row)
-    return rows
-
-
-def held_out(row: dict) -> bool:
-    value = row.get("holdout", False)
-    return value is True or str(value).strip().lower() in TRUE_WORDS
+# adherence, melody_agreement and musiccaps still import these two names from here; they are n2m.manifest's reader
+# (JSON Lines for a name without a table suffix) and its holdout rule.
+read_manifest = read_rows
+held_out = is_holdout
 
 
 def evaluation_set(rows: list[dict], root: Path, caption_column: str, holdout_only: bool) -> list[tuple[str, str, str]]:
     """``(id, text, audio path)`` per kept row; relative paths are taken from the manifest's folder."""
     out, seen = [], {}
     for row in rows:
-        if holdout_only and not held_out(row):
+        if holdout_only and not is_holdout(row):
             continue
         path, text = row.get("path"), str(row.get(caption_column) or "").strip()
         if not path or not text:
@@ -65,27 +46,23 @@ def evaluation_set(rows: list[dict], root: Path, caption_column: str, holdout_on
 
 def run(args: argparse.Namespace) -> int:
     manifest = Path(args.manifest)
-    items = evaluation_set(read_manifest(manifest), manifest.parent, args.caption_column, args.holdout_only)
+    items = evaluation_set(read_rows(manifest), manifest.parent, args.caption_column, args.holdout_only)
     if not items:
         raise UserError(f"no tracks selected from {manifest}" + (" (none is marked holdout)" if args.holdout_only else ""))
     missing = [path for _, _, path in items if not Path(path).is_file()]
     if missing:
         raise UserError(f"{len(missing)} reference file(s) missing, e.g. {missing[0]}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t, _ in items))
-    print(f"n2m eval prompts: {len(items)} prompts -> {out}")
+    write_bytes_atomic(args.out, "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t, _ in items).encode())
+    print(f"n2m eval prompts: {len(items)} prompts -> {args.out}")
     if args.reference_list:
-        listing = Path(args.reference_list)
-        listing.parent.mkdir(parents=True, exist_ok=True)
-        listing.write_text("".join(f"{Path(p).resolve()}\n" for _, _, p in items))
-        print(f"  reference audio list -> {listing}")
+        write_bytes_atomic(args.reference_list, "".join(f"{Path(p).resolve()}\n" for _, _, p in items).encode())
+        print(f"  reference audio list -> {args.reference_list}")
     return 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True, help="JSON-lines track manifest with 'path' and a caption column "
-                                                     "(n2m synth's manifest.jsonl)")
+    p.add_argument("--manifest", required=True, help="track manifest (JSON lines, CSV/TSV or Parquet) with 'path' and "
+                                                     "a caption column (n2m synth's manifest.jsonl)")
     p.add_argument("--out", required=True, help="prompts file to write: JSON lines with 'id' (audio file stem) and 'text'")
     p.add_argument("--reference-list", help="also write the kept tracks' audio paths, one a line, to this text file")
     p.add_argument("--caption-column", default="caption", help="column holding the prompt text (default %(default)s)")

@@ -30,12 +30,13 @@ from tqdm import tqdm
 
 from labeling.embed import read_samples
 from labeling.presets import PRESETS, build_clap, get_preset, save_clap
-from labeling.truth import is_holdout, join_sources
+from labeling.truth import join_sources
 from n2m.audio import AudioError, decode
 from n2m.clap import ClapEmbedder, HFClapEmbedder, l2_normalise
 from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
 from n2m.layout import BuildLayout, verify_shard
+from n2m.manifest import is_holdout
 from n2m.provenance import file_hash, now_iso, versions
 from n2m.storage import write_json
 

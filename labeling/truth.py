@@ -1,4 +1,5 @@
-"""Known captions and ground truth of a build's sources, joined from a manifest (``n2m synth``'s ``manifest.jsonl``).
+"""Known captions and ground truth of a build's sources, joined from a manifest (``n2m synth``'s ``manifest.jsonl``,
+read by :func:`n2m.manifest.read_rows`).
 
 A manifest row names its audio by ``path`` (relative to the manifest's folder, or absolute) or ``url``. The build
 records each source's canonical ``source_uri`` and its manifest columns (``meta_json``); a row matches a source when
@@ -15,30 +16,11 @@ import pyarrow.parquet as pq
 
 from n2m.errors import UserError
 from n2m.layout import BuildLayout
+from n2m.manifest import is_holdout, read_rows
 from n2m.schema import source_id_of_key
+from n2m.storage import Store, exists
 
-
-def read_manifest(path: str) -> list[dict]:
-    """Rows of a JSONL, CSV/TSV or Parquet manifest (one-line errors for missing or malformed files)."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"manifest {path}: no such file")
-    suffix = file.suffix.lower()
-    if suffix == ".parquet":
-        return pq.read_table(file).to_pylist()
-    if suffix in (".csv", ".tsv"):
-        import csv
-
-        with open(file, newline="") as handle:
-            return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
-    rows = []
-    for n, line in enumerate(file.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise UserError(f"manifest {path}: line {n} is not JSON ({err.msg})") from err
-    return rows
+__all__ = ["is_holdout", "join_sources", "truth_of_keys"]  # is_holdout: label_eval still imports it from here
 
 
 def _uri_forms(value: str, base: Path) -> set[str]:
@@ -52,9 +34,9 @@ def _uri_forms(value: str, base: Path) -> set[str]:
 def join_sources(build: str, manifest_path: str) -> dict[str, dict]:
     """``{source_id: manifest row}`` for the build's ``ok`` sources that the manifest describes."""
     layout = BuildLayout(build)
-    if not Path(layout.sources).is_file():
+    if not exists(layout.sources):
         raise UserError(f"--build {build}: no sources.parquet (run n2m build first)")
-    rows = read_manifest(manifest_path)
+    rows = read_rows(manifest_path)
     base = Path(manifest_path).resolve().parent
     by_uri: dict[str, dict] = {}
     by_ident: dict[tuple[str, str], dict] = {}
@@ -66,7 +48,8 @@ def join_sources(build: str, manifest_path: str) -> dict[str, dict]:
         for field in ("track_id", "path"):
             if row.get(field):
                 by_ident[(field, str(row[field]))] = row
-    sources = pq.read_table(layout.sources, columns=["source_id", "source_uri", "status", "meta_json"]).to_pylist()
+    with Store(layout.sources).open_read(layout.sources) as handle:
+        sources = pq.read_table(handle, columns=["source_id", "source_uri", "status", "meta_json"]).to_pylist()
     out: dict[str, dict] = {}
     for src in sources:
         if src["status"] != "ok":
@@ -85,7 +68,3 @@ def truth_of_keys(keys, by_source: dict[str, dict]) -> dict[str, dict]:
     """``{clip key: manifest row}`` for the keys whose source the manifest describes."""
     return {k: by_source[source_id_of_key(k)] for k in keys if source_id_of_key(k) in by_source}
 
-
-def is_holdout(row: dict) -> bool:
-    value = row.get("holdout", False)
-    return value is True or str(value).strip().lower() in ("true", "1", "yes")

@@ -1,4 +1,5 @@
-"""Manifest readers (CSV/TSV, JSON Lines, Parquet): one :class:`~pipelines.inputs.Source` per row, streamed.
+"""Manifests as build inputs: one :class:`~pipelines.inputs.Source` per row, streamed by the one manifest reader
+(:mod:`n2m.manifest`: CSV/TSV, JSON Lines, Parquet).
 
 A row names its audio in a ``path`` or ``url`` column (the first non-empty one); the other columns become the clip's
 ``meta`` and a caption column its ``text``. A row that cannot be used (no path, malformed JSON or CSV, a key given
@@ -9,25 +10,18 @@ JSON cannot hold are changed and the change is noted in the source's ``notes``.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import posixpath
-import re
 from collections.abc import Iterator
 from typing import Any
 
-import fsspec
-
-from n2m.errors import UserError
+from n2m.manifest import Row, iter_rows
 from n2m.storage import is_remote
 from pipelines.inputs import Source, canonical_uri
 
 PATH_COLUMNS = ("path", "url")  # the first non-empty one names the source
 CAPTION_COLUMNS = ("caption", "captions", "text")  # copied (as a list) into each clip's ``text``
-_CSV_FIELD_LIMIT = 1 << 26  # characters per CSV field (Python's default of 131072 rejects long captions)
-_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, as errors="surrogateescape" reads it
 
 
 def _row_source(row: dict[str, Any], base: str, where: str) -> Source:
@@ -89,126 +83,20 @@ def _json_safe(value: Any, column: str, notes: list[str]) -> Any:
     return str(value)
 
 
-def _not_utf8(values: Any) -> str:
-    """``"not UTF-8 text (byte 0x..)"`` for the first undecodable byte in ``values`` (text read with
-    ``errors="surrogateescape"``, which keeps byte ``b`` as the code point U+DC00 + b; PEP 383), else ``""``."""
-    for value in values:
-        texts = value if isinstance(value, list) else [value]
-        for text in texts:
-            found = _ESCAPED_BYTE.search(text) if isinstance(text, str) else None
-            if found:
-                return f"not UTF-8 text (byte 0x{ord(found.group()) - 0xDC00:02x})"
-    return ""
-
-
-def _row_where(manifest: str, kind: str, number: int) -> str:
-    """The URI of a manifest row itself (names a row without a path): ``{canonical manifest}#{kind}={number}``."""
-    return f"{canonical_uri(manifest)}#{kind}={number}"
+def _row_where(manifest: str, row: Row) -> str:
+    """The URI of a manifest row itself (names a row without a path): ``{canonical manifest}#{line|row}={number}``."""
+    return f"{canonical_uri(manifest)}#{row.where}={row.number}"
 
 
 def _manifest_base(manifest: str) -> str:
     return posixpath.dirname(manifest) if is_remote(manifest) else os.path.dirname(os.path.abspath(manifest))
 
 
-def _check_columns(columns: list[str] | None, manifest: str) -> None:
-    """A manifest needs a path or url column, and no column name twice (which value would count?)."""
-    if columns is None:
-        return
-    if not any(c in columns for c in PATH_COLUMNS):
-        raise UserError(f"manifest {manifest} needs a {' or '.join(PATH_COLUMNS)} column (has: {', '.join(columns)})")
-    twice = sorted({c for c in columns if columns.count(c) > 1})
-    if twice:
-        raise UserError(f"manifest {manifest} has the column(s) {', '.join(map(repr, twice))} more than once")
-
-
-def _read_delimited(manifest: str, delimiter: str) -> Iterator[Source]:
-    """Rows of a CSV/TSV manifest; a row the csv module cannot parse becomes a failed source and reading goes on."""
+def list_manifest(manifest: str, fmt: str) -> Iterator[Source]:
+    """One Source per row of a manifest in format ``fmt`` (:func:`n2m.manifest.iter_rows`; it needs a ``path`` or
+    ``url`` column); a row the reader could not use, or one without a path, becomes a failed source. Surplus cells of
+    a CSV row go to ``meta["_extra"]``."""
     base = _manifest_base(manifest)
-    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    with fsspec.open(manifest, "r", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)  # -sig: spreadsheet BOMs; surplus cells: meta["_extra"]
-        bad_header = _not_utf8(reader.fieldnames or [])
-        if bad_header:
-            raise UserError(f"manifest {manifest}: its header is {bad_header}; save it as UTF-8")
-        _check_columns(reader.fieldnames or [], manifest)
-        number = 1
-        while True:
-            number += 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as err:
-                yield Source(_row_where(manifest, "line", number), error=f"malformed row: {err}")
-                continue
-            bad = _not_utf8(row.values())
-            if bad:
-                yield Source(_row_where(manifest, "line", number), error=bad)
-                continue
-            yield _row_source(row, base, _row_where(manifest, "line", number))
-
-
-def list_csv(manifest: str, *_: Any) -> Iterator[Source]:
-    """CSV manifest with a ``path`` or ``url`` column; the other columns become clip metadata."""
-    return _read_delimited(manifest, ",")
-
-
-def list_tsv(manifest: str, *_: Any) -> Iterator[Source]:
-    """Tab-separated manifest, as :func:`list_csv`."""
-    return _read_delimited(manifest, "\t")
-
-
-def list_jsonl(manifest: str, *_: Any) -> Iterator[Source]:
-    """JSON Lines manifest (one object per line); a malformed line becomes a failed source, not a crash."""
-    base = _manifest_base(manifest)
-    with fsspec.open(manifest, "r", encoding="utf-8", errors="surrogateescape") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = _row_where(manifest, "line", number)
-            bad = _not_utf8([line])
-            if bad:
-                yield Source(where, error=bad)
-                continue
-            try:
-                row = json.loads(line, object_pairs_hook=_unique_keys)
-            except json.JSONDecodeError as err:
-                yield Source(where, error=f"not JSON: {err.msg}")
-                continue
-            except ValueError as err:
-                yield Source(where, error=str(err))
-                continue
-            if not isinstance(row, dict):
-                yield Source(where, error="line is not a JSON object")
-                continue
-            yield _row_source(row, base, where)
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    twice = sorted({k for k in keys if keys.count(k) > 1})
-    if twice:
-        raise ValueError(f"the key(s) {', '.join(map(repr, twice))} appear more than once")
-    return dict(pairs)
-
-
-def list_parquet(manifest: str, *_: Any) -> Iterator[Source]:
-    """Parquet manifest, read one record batch at a time. A file Arrow cannot read (not Parquet, or damaged) is a
-    one-line :class:`UserError`: which of its rows are lost cannot be told."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    base = _manifest_base(manifest)
-    number = 0
-    try:
-        with fsspec.open(manifest, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
-            _check_columns(parquet.schema_arrow.names, manifest)
-            for batch in parquet.iter_batches(batch_size=1024):
-                for row in batch.to_pylist():
-                    number += 1
-                    yield _row_source(row, base, _row_where(manifest, "row", number))
-    except pa.ArrowException as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"manifest {manifest} is not a Parquet file Arrow can read (after {number} rows): "
-                        f"{first}") from err
+    for row in iter_rows(manifest, fmt, need_any=PATH_COLUMNS):
+        where = _row_where(manifest, row)
+        yield Source(where, error=row.error) if row.values is None else _row_source(row.values, base, where)

@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 import fsspec
 
 from n2m.errors import UserError
+from n2m.manifest import FORMATS as MANIFEST_FORMATS
 from n2m.storage import is_remote
 from pipelines.inputs import LISTING_REASONS, ListingStats, Source, canonical_uri
-from pipelines.manifests import CAPTION_COLUMNS, PATH_COLUMNS, list_csv, list_jsonl, list_parquet, list_tsv
+from pipelines.manifests import CAPTION_COLUMNS, PATH_COLUMNS, list_manifest
 
 __all__ = ["AUDIO_EXTENSIONS", "CAPTION_COLUMNS", "LISTERS", "LISTING_REASONS", "PATH_COLUMNS", "ListingStats",
            "Source", "canonical_uri", "input_kind", "iter_sources"]
@@ -158,16 +159,19 @@ def list_file(path: str, *_: Any) -> Iterator[Source]:
 
 
 Lister = Callable[[str, tuple[str, ...], tuple[str, ...], ListingStats], Iterator[Source]]
+
+
+def _manifest_lister(fmt: str) -> Lister:
+    return lambda manifest, *_: list_manifest(manifest, fmt)
+
+
+# A manifest format is read by n2m.manifest (a new one is added there, with its suffix in its FORMATS).
 LISTERS: dict[str, Lister] = {
     "dir": list_directory,
     "glob": list_glob,
-    "csv": list_csv,
-    "tsv": list_tsv,
-    "jsonl": list_jsonl,
-    "parquet": list_parquet,
     "file": list_file,
+    **{fmt: _manifest_lister(fmt) for fmt in sorted(set(MANIFEST_FORMATS.values()))},
 }
-_MANIFEST_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
 
 def input_kind(src: str) -> str:
@@ -186,11 +190,11 @@ def input_kind(src: str) -> str:
         return "dir"
     if not is_remote(src) and not stat.S_ISREG(os.stat(path).st_mode):
         raise UserError(f"input {src} is not a regular file (a FIFO or device?)")
-    if suffix in _MANIFEST_SUFFIXES:
-        return _MANIFEST_SUFFIXES[suffix]
+    if suffix in MANIFEST_FORMATS:
+        return MANIFEST_FORMATS[suffix]
     if suffix in AUDIO_EXTENSIONS:
         return "file"
-    raise UserError(f"input {src} is not a folder, a glob, an audio file or a manifest ({', '.join(_MANIFEST_SUFFIXES)})")
+    raise UserError(f"input {src} is not a folder, a glob, an audio file or a manifest ({', '.join(MANIFEST_FORMATS)})")
 
 
 def iter_sources(

@@ -180,11 +180,11 @@ def test_make_demo_plan_at_both_scales(tmp_path):
 
 
 def test_demo_corpus_holds_out_every_style_twice():
-    from n2m.synth.corpus import CorpusConfig, choose_spec, is_holdout
+    from n2m.synth.corpus import CorpusConfig, choose_spec, chosen_for_holdout
     from n2m.synth.styles import STYLES
 
     config = CorpusConfig(seed=99, holdout=0.334)
-    held = [choose_spec(config, i).style for i in range(42) if is_holdout(i, 0.334)]
+    held = [choose_spec(config, i).style for i in range(42) if chosen_for_holdout(i, 0.334)]
     assert sorted(held) == sorted(list(STYLES) * 2)
 
 

@@ -19,9 +19,9 @@ from n2m.synth import dsp, harmony
 from n2m.synth.compose import Note, TrackSpec, compose, plan_form
 from n2m.synth.corpus import (
     CorpusConfig,
+    chosen_for_holdout,
     encode_track,
     generate,
-    is_holdout,
     ogg_crc,
     read_manifest,
     stable_ogg,
@@ -137,10 +137,10 @@ def test_default_durations_span_35_to_150_seconds():
 
 def test_holdout_is_exact_and_prefix_stable():
     for fraction in (0.1, 0.2, 0.25, 1 / 3):
-        flags = [is_holdout(i, fraction) for i in range(300)]
+        flags = [chosen_for_holdout(i, fraction) for i in range(300)]
         for n in (7, 50, 300):
             assert sum(flags[:n]) == math.floor(n * fraction + 1e-9)
-    assert not any(is_holdout(i, 0.0) for i in range(100))
+    assert not any(chosen_for_holdout(i, 0.0) for i in range(100))
 
 
 def test_rendered_length_is_exact_and_form_fills_the_bars():

@@ -1,4 +1,5 @@
-"""Track metadata for vocabulary generation, read from a build's ``sources.parquet`` or a manifest (CSV, TSV, JSONL, Parquet).
+"""Track metadata for vocabulary generation, read from a build's ``sources.parquet`` or a manifest (CSV, TSV, JSONL,
+Parquet; :mod:`n2m.manifest`).
 
 A build's ``sources.parquet`` (``n2m.schema.SOURCES_SCHEMA``) keeps the manifest columns of each source in ``meta_json``;
 only rows with status ``ok`` are used. A manifest is any table with at least one of the ``title``/``artist``/``tags``
@@ -7,11 +8,11 @@ columns (``n2m synth``'s ``manifest.jsonl`` is one). A bad row is skipped and co
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from n2m.errors import UserError
+from n2m.manifest import FORMATS, is_holdout, iter_rows, manifest_format
 
 META_COLUMNS = ("title", "artist", "tags")
 ID_COLUMNS = ("source_id", "track_id", "id", "path", "uri", "url")
@@ -81,71 +83,40 @@ def _track(meta: dict[str, Any], fallback_id: str) -> Track | None:
 # Readers: each yields (row dict | None for an unreadable row, fallback id, skip reason or "")
 
 
-def _rows_jsonl(path: Path):
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                yield None, f"line-{number:06d}", "bad_row"
-                continue
-            yield (row, f"line-{number:06d}", "") if isinstance(row, dict) else (None, "", "bad_row")
-
-
-def _rows_csv(path: Path, delimiter: str):
-    with path.open(encoding="utf-8", newline="") as handle:
-        for number, row in enumerate(csv.DictReader(handle, delimiter=delimiter), start=1):
-            if None in row:  # more cells than header columns
-                yield None, "", "bad_row"
-                continue
-            yield row, f"row-{number:06d}", ""
-
-
-def _rows_parquet(path: Path):
+def _rows_sources_table(path: str) -> Iterator[tuple[dict[str, Any] | None, str, str]]:
+    """A build's ``sources.parquet``: the manifest columns (``meta_json``) of each ``ok`` source, with its id."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    if {"meta_json", "status", "source_id"} <= set(table.column_names):
-        for row in table.to_pylist():
-            if row["status"] != "ok":
-                yield None, "", f"status_{row['status']}"
-                continue
-            try:
-                meta = json.loads(row["meta_json"] or "{}")
-            except json.JSONDecodeError:
-                yield None, "", "bad_row"
-                continue
-            if not isinstance(meta, dict):
-                yield None, "", "bad_row"
-                continue
-            yield {**meta, "source_id": row["source_id"]}, row["source_id"], ""
-        return
-    for number, row in enumerate(table.to_pylist(), start=1):
-        yield row, f"row-{number:06d}", ""
+    for row in pq.read_table(path, columns=["source_id", "status", "meta_json"]).to_pylist():
+        if row["status"] != "ok":
+            yield None, "", f"status_{row['status']}"
+            continue
+        try:
+            meta = json.loads(row["meta_json"] or "{}")
+        except json.JSONDecodeError:
+            yield None, "", "bad_row"
+            continue
+        if not isinstance(meta, dict):
+            yield None, "", "bad_row"
+            continue
+        yield {**meta, "source_id": row["source_id"]}, row["source_id"], ""
 
 
-_READERS = {
-    ".jsonl": ("jsonl", _rows_jsonl),
-    ".json": ("jsonl", _rows_jsonl),
-    ".csv": ("csv", lambda p: _rows_csv(p, ",")),
-    ".tsv": ("tsv", lambda p: _rows_csv(p, "\t")),
-    ".parquet": ("parquet", _rows_parquet),
-}
+def _rows_manifest(path: str, fmt: str) -> Iterator[tuple[dict[str, Any] | None, str, str]]:
+    """A manifest (:func:`n2m.manifest.iter_rows`); an unreadable row, or a CSV row with more cells than columns, is a
+    ``bad_row``. Fallback ids: ``line-NNNNNN`` (JSON Lines line), ``row-NNNNNN`` (CSV data row or Parquet row)."""
+    for row in iter_rows(path, fmt, need_any=META_COLUMNS):
+        if row.values is None or None in row.values:
+            yield None, "", "bad_row"
+            continue
+        number = row.number - 1 if fmt in ("csv", "tsv") else row.number  # CSV: line 1 is the header
+        yield row.values, f"{'line' if fmt == 'jsonl' else 'row'}-{number:06d}", ""
 
 
-def _columns(path: Path, fmt: str) -> set[str] | None:
-    """Column names of a table-shaped input (``None`` for JSONL, whose rows may differ)."""
-    if fmt in ("csv", "tsv"):
-        with path.open(encoding="utf-8", newline="") as handle:
-            return set(next(csv.reader(handle, delimiter="\t" if fmt == "tsv" else ","), []))
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+def _is_sources_table(path: str) -> bool:
+    import pyarrow.parquet as pq
 
-        names = set(pq.read_schema(path).names)
-        return None if "meta_json" in names else names
-    return None
+    return {"meta_json", "status", "source_id"} <= set(pq.read_schema(path).names)
 
 
 def read_tracks(path: str, *, exclude_holdout: bool = False, max_tracks: int | None = None) -> TrackSet:
@@ -153,23 +124,21 @@ def read_tracks(path: str, *, exclude_holdout: bool = False, max_tracks: int | N
     source = Path(path)
     if not source.is_file():
         raise UserError(f"--from {path}: no such file")
-    suffix = source.suffix.lower()
-    if suffix not in _READERS:
-        raise UserError(f"--from {path}: unknown input type {suffix!r} (use {', '.join(sorted(_READERS))})")
-    fmt, reader = _READERS[suffix]
+    fmt = manifest_format(path)
+    if fmt is None:
+        raise UserError(f"--from {path}: unknown input type {source.suffix.lower()!r} "
+                        f"(use {', '.join(sorted(FORMATS))})")
     tracks: list[Track] = []
     skipped: Counter = Counter()
     try:
-        columns = _columns(source, fmt)
-        if columns is not None and not columns & set(META_COLUMNS):
-            raise UserError(f"--from {path}: the table has none of the columns {', '.join(META_COLUMNS)}")
-        for row, fallback_id, reason in reader(source):
+        rows = _rows_sources_table(path) if fmt == "parquet" and _is_sources_table(path) else _rows_manifest(path, fmt)
+        for row, fallback_id, reason in rows:
             if max_tracks is not None and len(tracks) >= max_tracks:
                 break
             if row is None:
                 skipped[reason] += 1
                 continue
-            if exclude_holdout and str(row.get("holdout", "")).lower() in ("true", "1", "yes"):
+            if exclude_holdout and is_holdout(row):
                 skipped["holdout"] += 1
                 continue
             track = _track(row, fallback_id)
@@ -177,6 +146,6 @@ def read_tracks(path: str, *, exclude_holdout: bool = False, max_tracks: int | N
                 skipped["no_metadata"] += 1
                 continue
             tracks.append(track)
-    except (UnicodeDecodeError, csv.Error, OSError, pa.ArrowException) as err:
+    except pa.ArrowException as err:
         raise UserError(f"--from {path}: cannot read it as {fmt}: {err}") from err
     return TrackSet(path=str(source), format=fmt, tracks=tracks, skipped=skipped)

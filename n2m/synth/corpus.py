@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from n2m.audio import encode
+from n2m.manifest import read_rows
 from n2m.storage import write_bytes_atomic
 from n2m.synth import captions
 from n2m.synth.compose import TrackSpec, compose
@@ -68,7 +69,9 @@ def _weighted(rng: np.random.Generator, weights: dict[str, float], exclude: str 
     return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
-def is_holdout(index: int, fraction: float) -> bool:
+def chosen_for_holdout(index: int, fraction: float) -> bool:
+    """Whether track ``index`` is held out at ``fraction`` (module docstring). This decides the manifest's
+    ``holdout`` column; reading it is :func:`n2m.manifest.is_holdout`."""
     return math.floor((index + 1) * fraction + 1e-9) > math.floor(index * fraction + 1e-9)
 
 
@@ -125,7 +128,7 @@ def make_track(config: CorpusConfig, index: int, out_dir: str) -> tuple[dict[str
         "duration_s": round(samples.shape[1] / SAMPLE_RATE, 3),
         "sample_rate": SAMPLE_RATE,
         "format": fmt,
-        "holdout": is_holdout(index, config.holdout),
+        "holdout": chosen_for_holdout(index, config.holdout),
     }
     return row, {"synth_s": synthesised - start, "encode_s": time.perf_counter() - synthesised, "bytes": len(data)}
 
@@ -181,10 +184,8 @@ def write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_manifest(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    with open(path) as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
+    """The rows of a corpus' ``manifest.jsonl``, in track order (:func:`n2m.manifest.read_rows`)."""
+    return iter(read_rows(path))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -220,12 +220,6 @@ def test_exclude_holdout_moves_marked_training_clips_to_the_calibration(run, cor
     assert "<audio" not in (out / "report.html").read_text()
 
 
-@pytest.mark.parametrize("value, held", [(True, True), ("true", True), ("1", True), ("yes", True), (False, False),
-                                         ("false", False), (None, False)])
-def test_marked_held_out_follows_the_training_rule(value, held):
-    assert mm.marked_held_out({"meta": {} if value is None else {"holdout": value}}) is held
-
-
 def test_prompt_named_by_a_sidecar_is_measured(run):
     """copy0's sidecar names its whole source track as audio prompt: it copies the prompt, and matches it at least as
     well as its best training clip."""
