@@ -21,7 +21,6 @@ follows the prompt), without matching it as a copy would.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from eval.options import add_embedding_options, add_output_options, cache_root, 
 from n2m.config import FRACTION, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
 from n2m.layout import BuildLayout, Shard, build_id, committed_shards
+from n2m.schema import read_sidecar
 from n2m.storage import exists
 
 VIEWS = ("match", "embedding")
@@ -222,11 +222,11 @@ def prompt_paths(generated: list[Path], prompts_dir: str | None) -> dict[str, Pa
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
+    """The clip's sidecar (:func:`n2m.schema.read_sidecar`); empty when it has none or it cannot be read."""
     try:
-        data = json.loads(path.with_suffix(".json").read_text())
+        return read_sidecar(path) or {}
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def prompt_section(items: list[dict], prompts: dict[str, Path], gen: dict[str, Any], embedder,

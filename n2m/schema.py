@@ -1,5 +1,5 @@
 """Data contracts shared by every job: clip keys, the shard sample's fields, the Parquet schemas (index, sources,
-label sets, vocabularies) and how training reads a label set. Where the files live and what makes a shard exist is
+label sets, vocabularies), how training reads a label set, and the sidecar of a generated clip. Where the files live and what makes a shard exist is
 :mod:`n2m.layout`; how they are written is :mod:`n2m.storage`.
 
 See docs/architecture.md section 3. Change a contract only with a new ``*_VERSION``.
@@ -8,8 +8,11 @@ See docs/architecture.md section 3. Change a contract only with a new ``*_VERSIO
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pyarrow as pa
 
@@ -138,3 +141,31 @@ def read_label_captions(label_dir: str, split: str | None = None) -> dict[str, d
             entry = captions.setdefault(key, {"long": [], "short": []})
             entry.setdefault(kind, []).extend(texts or [])
     return captions
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sample sidecar: ``{id}.json`` beside each ``{id}.wav`` of n2m sample, written last (a clip exists when it does)
+
+SAMPLE_SIDECAR_FIELDS = (
+    "id", "prompt_id", "prompt", "audio_prompt", "melody", "guidance", "sample_index", "seed", "run_seed",
+    "sample_rate", "seconds", "cascade", "stages", "sampler_settings", "lineage", "intermediates", "timing", "config",
+    "versions", "created_at",
+)  # audio_prompt and melody: {path, sha256, offset_s, seconds} or null; lineage: {build_ids, label_sets}
+
+
+def sidecar_path(audio: str | os.PathLike) -> Path:
+    """The sidecar ``{id}.json`` of a generated clip ``{id}.wav``."""
+    return Path(audio).with_suffix(".json")
+
+
+def read_sidecar(audio: str | os.PathLike) -> dict[str, Any] | None:
+    """The sidecar of a generated clip; ``None`` when the clip has none. Raises ``ValueError`` when the file is not a
+    JSON object (damaged, or not written by n2m sample)."""
+    path = sidecar_path(audio)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data

@@ -1,5 +1,6 @@
-"""The build tables' contract (n2m.schema): a real ``n2m build`` writes ``sources.parquet`` with exactly
-``SOURCES_SCHEMA``, and its ``decoder`` column says which decoder produced each source's audio."""
+"""The contracts of n2m.schema: a real ``n2m build`` writes ``sources.parquet`` with exactly ``SOURCES_SCHEMA``, and its
+``decoder`` column says which decoder produced each source's audio; ``n2m sample``'s sidecar holds exactly
+``SAMPLE_SIDECAR_FIELDS``."""
 
 from __future__ import annotations
 
@@ -63,3 +64,25 @@ def test_decoder_column_names_the_decoder_of_each_source(built):
     pair = {status["song.flac"], status["song.wav"]}
     assert pair in ({("ok", "soundfile:flac"), ("duplicate", "soundfile:wav")},
                     {("duplicate", "soundfile:flac"), ("ok", "soundfile:wav")})
+
+
+def test_the_sample_writer_writes_the_sidecar_contract(tmp_path):
+    """``n2m sample``'s writer (training.sample_cli) gives every field of ``SAMPLE_SIDECAR_FIELDS``, and nothing else;
+    :func:`n2m.schema.read_sidecar` finds it beside the clip, and says ``None`` for a clip without one."""
+    from n2m.schema import SAMPLE_SIDECAR_FIELDS, read_sidecar, sidecar_path
+    from training.sample_cli import write_result
+    from training.sampling import Prompt, Result
+
+    wave = np.zeros(2400, np.float32)
+    meta = {"seconds": 0.1, "stages": {"generator": {"build_id": "b1", "labels": "v1"}}, "settings": {}, "timing": {},
+            "versions": {}}
+    write_result(tmp_path, Result("c0", Prompt("c0", "a tune"), 0, 7, wave, 24_000, metadata=meta),
+                 {"seed": 7, "cascade": "waveform"})
+    sidecar = read_sidecar(tmp_path / "c0.wav")
+    assert sidecar_path(tmp_path / "c0.wav") == tmp_path / "c0.json"
+    assert sorted(sidecar) == sorted(SAMPLE_SIDECAR_FIELDS)
+    assert sidecar["lineage"] == {"build_ids": ["b1"], "label_sets": ["v1"]} and sidecar["seed"] == 7
+    assert read_sidecar(tmp_path / "other.wav") is None
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        read_sidecar(tmp_path / "list.wav")
