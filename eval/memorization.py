@@ -44,7 +44,7 @@ from eval.options import add_embedding_options, add_output_options, cache_root, 
 from n2m.config import FRACTION, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
 from n2m.layout import BuildLayout, Shard, build_id, committed_shards
-from n2m.schema import read_sidecar
+from n2m.schema import read_index, read_sidecar
 from n2m.storage import exists
 
 VIEWS = ("match", "embedding")
@@ -88,14 +88,12 @@ class BuildFeatures:
 def build_shards(args: argparse.Namespace, train_splits: set[str]) -> list[Shard]:
     """The committed shards of ``--build``, refused up front when it is no build or has none, or (from the splits in
     its ``index.parquet``) when no split is a training split or nothing is left to calibrate the thresholds on."""
-    import pyarrow.parquet as pq
-
     if not exists(BuildLayout(args.build).build_json):
         raise UserError(f"{args.build} is not an n2m build (no build.json; make one with n2m build)")
     shards = committed_shards(args.build)
     if not shards:
         raise UserError(f"build {args.build} has no committed shards")
-    splits = set(pq.read_table(BuildLayout(args.build).index, columns=["split"]).column("split").to_pylist())
+    splits = set(read_index(args.build, ["split"]).column("split").to_pylist())
     if not splits & train_splits:
         raise UserError(f"build {args.build} has no training clips: its splits are {', '.join(sorted(splits))}, "
                         f"--train-splits names {', '.join(sorted(train_splits))}")

@@ -38,6 +38,7 @@ from n2m.errors import UserError
 from n2m.layout import BuildLayout, verify_shard
 from n2m.manifest import is_holdout
 from n2m.provenance import file_hash, now_iso, versions
+from n2m.schema import read_index
 from n2m.storage import write_json
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -93,10 +94,8 @@ def training_windows(embedder: ClapEmbedder, build: str, by_source: dict[str, di
     windows to their cached features (default :func:`mel_features`). ``holdout`` selects the held-out tracks (True)
     or the training tracks (False). ``tracks`` lists the manifest rows, indexed by ``track``.
     """
-    import pyarrow.parquet as pq
-
     layout = BuildLayout(build)
-    index = pq.read_table(layout.index, columns=["key", "source_id", "split", "shard"]).to_pylist()
+    index = read_index(build, ["key", "source_id", "split", "shard"]).to_pylist()
     wanted = {r["key"]: r for r in index
               if r["source_id"] in by_source and is_holdout(by_source[r["source_id"]]) == holdout
               and str(by_source[r["source_id"]].get("caption") or "").strip()}

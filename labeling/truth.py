@@ -12,13 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from n2m.errors import UserError
-from n2m.layout import BuildLayout
 from n2m.manifest import is_holdout, read_rows
-from n2m.schema import source_id_of_key
-from n2m.storage import Store, exists
+from n2m.schema import read_sources, source_id_of_key
 
 __all__ = ["is_holdout", "join_sources", "truth_of_keys"]  # is_holdout: label_eval still imports it from here
 
@@ -33,9 +28,7 @@ def _uri_forms(value: str, base: Path) -> set[str]:
 
 def join_sources(build: str, manifest_path: str) -> dict[str, dict]:
     """``{source_id: manifest row}`` for the build's ``ok`` sources that the manifest describes."""
-    layout = BuildLayout(build)
-    if not exists(layout.sources):
-        raise UserError(f"--build {build}: no sources.parquet (run n2m build first)")
+    sources = read_sources(build, ["source_id", "source_uri", "status", "meta_json"]).to_pylist()
     rows = read_rows(manifest_path)
     base = Path(manifest_path).resolve().parent
     by_uri: dict[str, dict] = {}
@@ -48,8 +41,6 @@ def join_sources(build: str, manifest_path: str) -> dict[str, dict]:
         for field in ("track_id", "path"):
             if row.get(field):
                 by_ident[(field, str(row[field]))] = row
-    with Store(layout.sources).open_read(layout.sources) as handle:
-        sources = pq.read_table(handle, columns=["source_id", "source_uri", "status", "meta_json"]).to_pylist()
     out: dict[str, dict] = {}
     for src in sources:
         if src["status"] != "ok":

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 # Re-exported while training/ still imports them from here; they live in n2m.layout.
+from n2m.errors import UserError
 from n2m.layout import BuildLayout as BuildLayout
 from n2m.layout import build_id as build_id
 from n2m.layout import check_label_set as check_label_set
@@ -141,6 +142,26 @@ def read_label_captions(label_dir: str, split: str | None = None) -> dict[str, d
             entry = captions.setdefault(key, {"long": [], "short": []})
             entry.setdefault(kind, []).extend(texts or [])
     return captions
+
+
+def read_index(build: str, columns: list[str]) -> pa.Table:
+    """Columns of a build's ``index.parquet`` (``INDEX_SCHEMA``); a one-line error when the build has none."""
+    return _read_table(BuildLayout(build).index, build, columns)
+
+
+def read_sources(build: str, columns: list[str]) -> pa.Table:
+    """Columns of a build's ``sources.parquet`` (``SOURCES_SCHEMA``); a one-line error when the build has none."""
+    return _read_table(BuildLayout(build).sources, build, columns)
+
+
+def _read_table(path: str, build: str, columns: list[str]) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    try:
+        with Store(path).open_read(path) as handle:
+            return pq.read_table(handle, columns=columns)
+    except FileNotFoundError as err:
+        raise UserError(f"{path} is missing: is {build} a finished n2m build? (make one with n2m build)") from err
 
 
 # ---------------------------------------------------------------------------------------------------------------------

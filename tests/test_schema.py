@@ -1,6 +1,6 @@
 """The contracts of n2m.schema: a real ``n2m build`` writes ``sources.parquet`` with exactly ``SOURCES_SCHEMA``, and its
-``decoder`` column says which decoder produced each source's audio; ``n2m sample``'s sidecar holds exactly
-``SAMPLE_SIDECAR_FIELDS``."""
+``decoder`` column says which decoder produced each source's audio; the build tables are read the same way locally and
+behind a URI; ``n2m sample``'s sidecar holds exactly ``SAMPLE_SIDECAR_FIELDS``."""
 
 from __future__ import annotations
 
@@ -86,3 +86,25 @@ def test_the_sample_writer_writes_the_sidecar_contract(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a JSON object"):
         read_sidecar(tmp_path / "list.wav")
+
+
+def test_build_tables_are_read_locally_and_behind_a_uri_and_a_missing_one_is_a_one_line_error(tmp_path):
+    import uuid
+
+    import fsspec
+    import pyarrow as pa
+
+    from n2m.errors import UserError
+    from n2m.schema import INDEX_SCHEMA, read_index, read_sources
+
+    row = {"key": "0123456789abcdef_0000", "source_id": "0123456789abcdef", "source_uri": "/a.wav", "clip_index": 0,
+           "split": "train", "shard": "train-000000.tar", "offset_s": 0.0, "duration_s": 10.0, "padded": False,
+           "sample_rate": 24000, "channels": 1, "rms_db": -20.0}
+    pq.write_table(pa.Table.from_pylist([row], schema=INDEX_SCHEMA), tmp_path / "index.parquet")
+    uri = f"memory://n2m-schema-{uuid.uuid4().hex[:8]}/out"
+    fsspec.filesystem("memory").put(str(tmp_path / "index.parquet"), f"{uri}/index.parquet")
+    for build in (str(tmp_path), uri):
+        assert read_index(build, ["key", "split"]).to_pylist() == [{"key": row["key"], "split": "train"}]
+        with pytest.raises(UserError, match=r"sources.parquet is missing: is .* a finished n2m build"):
+            read_sources(build, ["source_id"])
+    fsspec.filesystem("memory").rm(uri, recursive=True)
