@@ -309,9 +309,9 @@ def prompt_conditioning(cond: Conditioning, texts: list[str], encoder, embedder,
     if audio and encoder is not None and any(has_text):
         alpha = DOUBLE_AUDIO_GUIDANCE if audio_guidance is None else audio_guidance
         audio_only = cond.without_text(everyone)
-        return cond, lambda eps: double_classifier_free(eps, guidance, alpha, audio_only, uncond), {
+        return cond, lambda denoise: double_classifier_free(denoise, guidance, alpha, audio_only, uncond), {
             "mode": "double", "text": guidance, "audio": alpha}
     if audio:
         scale = guidance if audio_guidance is None else audio_guidance
-        return cond, lambda eps: classifier_free(eps, scale, uncond), {"mode": "audio", "text": None, "audio": scale}
-    return cond, lambda eps: classifier_free(eps, guidance, uncond), {"mode": "text", "text": guidance, "audio": None}
+        return cond, lambda denoise: classifier_free(denoise, scale, uncond), {"mode": "audio", "text": None, "audio": scale}
+    return cond, lambda denoise: classifier_free(denoise, guidance, uncond), {"mode": "text", "text": guidance, "audio": None}

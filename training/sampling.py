@@ -199,22 +199,23 @@ def text_encoder_for(model: StageModel, device: torch.device,
 
 
 def _denoiser(model: StageModel, settings: StageSettings, stage_input, guide, autocast: bool):
-    """``(x, t, cond) -> eps`` of the model with guidance (``guide``: denoiser -> guided denoiser, or None) and
-    (whole or windowed) evaluation."""
+    """``(x, t, cond) -> Prediction`` (eps and x0) of the model, evaluated whole or in windows, with guidance
+    (``guide``: denoiser -> guided denoiser, or None) around it, so the windows cut the guided batch's conditioning
+    (conditional and unconditional halves alike)."""
     device = next(model.model.net.parameters()).device
 
-    def eps(x, t, cond):
+    def predict(x, t, cond):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            return model.denoiser.predict(x, t, cond).eps
+            return model.denoiser.predict(x, t, cond)
 
-    guided = guide(eps) if guide is not None else eps
-    if not stage_input.aligned or settings.window_s == 0:
-        return guided
-    multiple = math.lcm(model.model.net.cfg.total_stride, stage_input.frame)  # whole network strides, whole frames
-    window = max(1, round((settings.window_s or FALLBACK_WINDOW_S) * model.rate / multiple)) * multiple
-    pieces = windowed(guided, window=window, overlap=round(settings.overlap_s * model.rate),
-                      aligned=stage_input.aligned, multiple=stage_input.frame)
-    return whole_or_windowed(guided, pieces) if settings.window_s is None else pieces
+    denoise = predict
+    if stage_input.aligned and settings.window_s != 0:
+        multiple = math.lcm(model.model.net.cfg.total_stride, stage_input.frame)  # whole network strides and frames
+        window = max(1, round((settings.window_s or FALLBACK_WINDOW_S) * model.rate / multiple)) * multiple
+        pieces = windowed(predict, window=window, overlap=round(settings.overlap_s * model.rate),
+                          aligned=stage_input.aligned, multiple=stage_input.frame)
+        denoise = whole_or_windowed(predict, pieces) if settings.window_s is None else pieces
+    return guide(denoise) if guide is not None else denoise
 
 
 @dataclass

@@ -20,6 +20,7 @@ from fractions import Fraction
 
 import torch
 
+from training.diffusion.denoiser import Prediction
 from training.diffusion.samplers import Cond, Denoiser, map_cond
 
 log = logging.getLogger(__name__)
@@ -86,18 +87,19 @@ def windowed(
     e.g. ``lowfi`` at 1 or a spectrogram at 1/160): they are cut with the window. Other fields (text, levels) are
     repeated for each window. Window starts are multiples of ``multiple``, the aligned conditioning's frame size (160
     for a spectrogram), so every cut is exact; ``window`` must be a multiple of it and of the network's total stride.
-    ``windows_per_call`` windows go through the network as one batch ``[n * B, C, window]``.
+    ``windows_per_call`` windows go through the network as one batch ``[n * B, C, window]``. Both fields of the
+    prediction (``eps`` and ``x0``) are cross-faded with the same weights.
     """
     overlap = min(overlap, window - multiple)
     ramp = overlap
 
-    def run(x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+    def run(x: torch.Tensor, t: torch.Tensor, cond: Cond) -> Prediction:
         length = x.shape[-1]
         if length <= window:
             return denoise(x, t, cond)
         starts = window_starts(length, window, overlap, multiple)
         weights = crossfade_weights(length, window, starts, ramp).to(x.device, x.dtype)
-        out = torch.zeros_like(x)
+        out = Prediction(torch.zeros_like(x), torch.zeros_like(x))
         for first in range(0, len(starts), windows_per_call):
             chunk = starts[first : first + windows_per_call]
             n = len(chunk)
@@ -109,9 +111,11 @@ def windowed(
                 return value.repeat(n, *([1] * (value.dim() - 1)))
 
             xs = torch.cat([x[..., s : s + window] for s in chunk], dim=0)  # [n * B, C, window]
-            pred = denoise(xs, t.repeat(n), map_cond(cut, cond)).view(n, *x.shape[:-1], window)
-            for k, start in enumerate(chunk):
-                out[..., start : start + window] += pred[k] * weights[first + k]
+            pred = denoise(xs, t.repeat(n), map_cond(cut, cond))
+            for total, part in ((out.eps, pred.eps), (out.x0, pred.x0)):
+                part = part.view(n, *x.shape[:-1], window)
+                for k, start in enumerate(chunk):
+                    total[..., start : start + window] += part[k] * weights[first + k]
         return out
 
     return run
@@ -121,7 +125,7 @@ def whole_or_windowed(whole: Denoiser, pieces: Denoiser) -> Denoiser:
     """Use ``whole`` until the accelerator runs out of memory once, then ``pieces`` for the rest of the run."""
     state = {"windowed": False}
 
-    def run(x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+    def run(x: torch.Tensor, t: torch.Tensor, cond: Cond) -> Prediction:
         if not state["windowed"]:
             try:
                 return whole(x, t, cond)

@@ -1,7 +1,8 @@
 """Samplers, guidance and clipping against closed forms.
 
 The data are Gaussian, ``x0 ~ N(0, S^2)`` per element, so the exact denoiser is known in closed form:
-``E[eps | x_t] = sqrt(1 - ab) / (ab S^2 + 1 - ab) * x_t``. Every sampler step is then a linear map of ``x_t`` whose
+``E[eps | x_t] = sqrt(1 - ab) / (ab S^2 + 1 - ab) * x_t`` and ``E[x0 | x_t] = sqrt(ab) S^2 / (ab S^2 + 1 - ab) * x_t``
+(each from Gaussian conditioning; the samplers take both). Every sampler step is then a linear map of ``x_t`` whose
 coefficients the tests derive independently (Gaussian conditioning by covariance algebra, or the exact ODE flow).
 """
 
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.diffusion.guidance import classifier_free, dynamic_clip, make_clip
+from training.diffusion.denoiser import Prediction
+from training.diffusion.guidance import classifier_free, double_classifier_free, dynamic_clip, make_clip
 from training.diffusion.samplers import (
     SAMPLERS,
     Steps,
@@ -31,9 +33,11 @@ def alpha_bar(t: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(0.1 * t + 0.5 * 19.9 * t**2))
 
 
-def exact_eps(x: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+def posterior_mean(x: torch.Tensor, t: torch.Tensor, cond) -> Prediction:
+    """The posterior means of eps and x0 given x_t."""
     ab = alpha_bar(t.double()).view(-1, 1, 1).to(x.dtype)
-    return torch.sqrt(1 - ab) / (ab * S**2 + 1 - ab) * x
+    var = ab * S**2 + 1 - ab
+    return Prediction(eps=torch.sqrt(1 - ab) / var * x, x0=torch.sqrt(ab) * S**2 / var * x)
 
 
 def _var(ab: float) -> float:
@@ -86,11 +90,11 @@ def _ddim_gain(steps: Steps) -> float:
 def test_ddim_matches_scalar_recursion_and_converges_to_the_exact_ode_flow():
     x_t = torch.randn(2, 1, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     steps = make_steps(alpha_bar, 12)
-    out = sample_ddim(exact_eps, x_t, steps)
+    out = sample_ddim(posterior_mean, x_t, steps)
     np.testing.assert_allclose(out.numpy(), (_ddim_gain(steps) * x_t).numpy(), rtol=1e-10)
 
     exact = S / math.sqrt(_var(float(alpha_bar(torch.tensor(1.0, dtype=torch.float64)))))  # PF-ODE maps std to std
-    fine = sample_ddim(exact_eps, x_t, make_steps(alpha_bar, 2000))
+    fine = sample_ddim(posterior_mean, x_t, make_steps(alpha_bar, 2000))
     np.testing.assert_allclose(fine.numpy(), (exact * x_t).numpy(), rtol=2e-3)
 
 
@@ -103,7 +107,7 @@ def test_dpmpp_2m_is_second_order_and_beats_ddim_at_equal_steps():
 
     def err(sampler, n):
         steps = make_steps(alpha_bar, n + 1, spacing="log_snr", t_min=1e-3)
-        return abs(float(sampler(exact_eps, x_t, steps)[0, 0, 0]) - exact) / exact
+        return abs(float(sampler(posterior_mean, x_t, steps)[0, 0, 0]) - exact) / exact
 
     for n in (10, 20, 40):
         assert err(sample_dpmpp_2m, n) < 0.2 * err(sample_ddim, n)
@@ -118,7 +122,7 @@ def test_dpmpp_single_step_is_first_order_formula():
     x_t = torch.full((1, 1, 3), 2.0, dtype=torch.float64)
     steps = make_steps(alpha_bar, 1)
     ab = float(steps.alpha_bar[0])
-    np.testing.assert_allclose(sample_dpmpp_2m(exact_eps, x_t, steps).numpy(), _x0_coef(ab) * 2.0, rtol=1e-12)
+    np.testing.assert_allclose(sample_dpmpp_2m(posterior_mean, x_t, steps).numpy(), _x0_coef(ab) * 2.0, rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -152,7 +156,7 @@ def test_ancestral_output_variance_matches_gaussian_conditioning(gamma, n, spaci
     steps = make_steps(alpha_bar, n, spacing=spacing)
     gen = torch.Generator().manual_seed(1)
     x_t = torch.randn(4, 1, 50_000, dtype=torch.float64, generator=gen)
-    out = sample_ancestral(exact_eps, x_t, steps, gamma=gamma, generator=gen)
+    out = sample_ancestral(posterior_mean, x_t, steps, gamma=gamma, generator=gen)
     assert float(out.var()) == pytest.approx(_ancestral_variance(steps, gamma), rel=0.02)
 
 
@@ -163,14 +167,14 @@ def test_ancestral_with_many_steps_reproduces_the_data_variance():
     assert low < S**2 < high
     assert low == pytest.approx(S**2, rel=0.02) and high == pytest.approx(S**2, rel=0.02)
     gen = torch.Generator().manual_seed(2)
-    out = sample_ancestral(exact_eps, torch.randn(2, 1, 20_000, dtype=torch.float64, generator=gen), steps, generator=gen)
+    out = sample_ancestral(posterior_mean, torch.randn(2, 1, 20_000, dtype=torch.float64, generator=gen), steps, generator=gen)
     assert float(out.var()) == pytest.approx(low, rel=0.03)
 
 
 def test_ddim_eta_one_equals_ancestral_gamma_zero_and_seeds_reproduce():
     steps = make_steps(alpha_bar, 6, spacing="back_heavy")
     x_t = torch.randn(2, 1, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    run = lambda f, seed, **kw: f(exact_eps, x_t, steps, generator=torch.Generator().manual_seed(seed), **kw)  # noqa: E731
+    run = lambda f, seed, **kw: f(posterior_mean, x_t, steps, generator=torch.Generator().manual_seed(seed), **kw)  # noqa: E731
     a = run(sample_ancestral, 7, gamma=0.0)
     np.testing.assert_allclose(a.numpy(), run(sample_ddim, 7, eta=1.0).numpy(), rtol=1e-9, atol=1e-12)
     assert torch.equal(a, run(sample_ancestral, 7, gamma=0.0))
@@ -179,7 +183,7 @@ def test_ddim_eta_one_equals_ancestral_gamma_zero_and_seeds_reproduce():
 
 def test_callback_sees_every_step():
     seen = []
-    sample_ddim(exact_eps, torch.ones(1, 1, 4, dtype=torch.float64), make_steps(alpha_bar, 5), callback=seen.append)
+    sample_ddim(posterior_mean, torch.ones(1, 1, 4, dtype=torch.float64), make_steps(alpha_bar, 5), callback=seen.append)
     assert [info["i"] for info in seen] == list(range(5))
     assert seen[-1]["t"] == pytest.approx(float(make_steps(alpha_bar, 5).t[-2]))
 
@@ -214,6 +218,29 @@ def test_guidance_scale_one_is_the_conditional_model_and_scale_w_is_the_formula(
     np.testing.assert_allclose(guided.double().numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_guided_predictions_keep_x0_and_eps_consistent():
+    """Guidance combines eps and x0 with the same weights, which sum to 1, so at every scale the guided x0 is the one
+    the guided eps implies: ``x0 = (x - sigma eps) / alpha`` (x_t = alpha x0 + sigma eps)."""
+    alpha, sigma = 0.6, 0.8
+
+    def model(x, t, cond):
+        eps = torch.tanh(x * cond["gain"].view(-1, 1, 1) + cond["bias"].view(-1, 1, 1))
+        return Prediction(eps=eps, x0=(x - sigma * eps) / alpha)
+
+    x = torch.randn(3, 2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.full((3,), 0.3, dtype=torch.float64)
+    full = {"gain": torch.tensor([1.0, 2.0, 3.0]).double(), "bias": torch.tensor([0.5, -0.5, 1.0]).double()}
+    half = {"gain": full["gain"], "bias": torch.zeros(3).double()}
+    none = {"gain": torch.zeros(3).double(), "bias": torch.zeros(3).double()}
+    guided = [classifier_free(model, w, none) for w in (0.0, 1.0, 5.0)]
+    guided += [double_classifier_free(model, b, a, half, none) for a, b in ((3.0, 6.0), (0.5, 1.0), (1.0, 2.0))]
+    for denoise in guided:
+        pred = denoise(x, t, full)
+        torch.testing.assert_close(pred.x0, (x - sigma * pred.eps) / alpha, rtol=1e-12, atol=1e-12)
+    eps_c, eps_u = model(x, t, full).eps, model(x, t, none).eps
+    torch.testing.assert_close(guided[2](x, t, full).eps, eps_u + 5.0 * (eps_c - eps_u), rtol=1e-12, atol=1e-12)
+
+
 def test_dynamic_clip_matches_percentile_rule():
     gen = torch.Generator().manual_seed(0)
     x0 = torch.stack([torch.randn(2, 500, generator=gen) * 3, torch.rand(2, 500, generator=gen) * 1.8 - 0.9])
@@ -229,7 +256,11 @@ def test_dynamic_clip_matches_percentile_rule():
 
 
 def test_clipped_sampling_stays_in_range():
-    wild = lambda x, t, cond: -10.0 * x  # noqa: E731 - predicts x0 far outside [-1, 1]
+    def wild(x, t, cond):  # predicts x0 far outside [-1, 1]
+        ab = alpha_bar(t.double()).view(-1, 1, 1)
+        x0 = -10.0 * x
+        return Prediction(eps=(x - ab.sqrt() * x0) / (1 - ab).sqrt(), x0=x0)
+
     x_t = torch.randn(2, 1, 100, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for name, (fn, opts) in SAMPLERS.items():
         out = fn(wild, x_t, make_steps(alpha_bar, 5), clip=make_clip("dynamic", 0.99), generator=torch.Generator(), **opts)
@@ -240,8 +271,8 @@ def test_per_example_generators_make_samples_independent_of_the_batch():
     steps = make_steps(alpha_bar, 5)
     x_t = torch.randn(3, 1, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     gens = lambda: [torch.Generator().manual_seed(s) for s in (10, 11, 12)]  # noqa: E731
-    batch = sample_ancestral(exact_eps, x_t, steps, gamma=1.0, generator=gens())
-    alone = sample_ancestral(exact_eps, x_t[1:2], steps, gamma=1.0, generator=gens()[1:2])
+    batch = sample_ancestral(posterior_mean, x_t, steps, gamma=1.0, generator=gens())
+    alone = sample_ancestral(posterior_mean, x_t[1:2], steps, gamma=1.0, generator=gens()[1:2])
     torch.testing.assert_close(batch[1:2], alone, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError):
-        sample_ancestral(exact_eps, x_t, steps, generator=gens()[:2])
+        sample_ancestral(posterior_mean, x_t, steps, generator=gens()[:2])

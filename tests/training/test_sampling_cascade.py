@@ -64,6 +64,18 @@ def test_waveform_cascade_cli_writes_30_s_at_24_khz(models_dir, tmp_path):
     assert (out / "rock.wav").stat().st_mtime_ns == mtime
 
 
+def test_windowed_cascaders_take_guidance(models_dir):
+    """The windows cut the conditioning of the guided batch (its conditional and unconditional halves alike), so a
+    text cascader sampled in windows takes a guidance scale other than 1 (its low-fi input was once cut for one half
+    only: a size mismatch)."""
+    models = load_cascade("waveform", models_dir)
+    run = lambda guidance: generate(["a calm piano piece"], "waveform", models, seconds=1.5, steps=2,  # noqa: E731
+                                    guidance=guidance, window_s=0.75, progress=False, keep_stages=True)[0]
+    guided, plain = run(3.0), run(1.0)
+    assert guided.audio.shape == (36_000,) and np.isfinite(guided.audio).all()
+    assert not np.allclose(guided.stages["cascader"][0], plain.stages["cascader"][0])
+
+
 def test_spectrogram_cascade_cli_writes_30_s_and_keeps_the_mel(models_dir, tmp_path):
     from n2m.cli import main
 

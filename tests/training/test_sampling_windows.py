@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from training.diffusion.denoiser import Prediction
 from training.diffusion.samplers import make_steps, sample_ddim
 from training.windowing import crossfade_weights, whole_or_windowed, window_starts, windowed
 
@@ -38,7 +39,7 @@ def _smoother(width: int = 33):
     def denoise(x, t, cond):
         x0 = F.conv1d(cond["lowfi"], kernel, padding=width // 2)
         ab = alpha_bar(t.double()).view(-1, 1, 1)
-        return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+        return Prediction(eps=(x - ab.sqrt() * x0) / (1 - ab).sqrt(), x0=x0)
 
     return denoise
 
@@ -72,12 +73,14 @@ def test_aligned_conditioning_at_frame_rate_is_cut_exactly():
         assert cond["aligned"].shape[-1] * hop == x.shape[-1]
         assert cond["text"].shape[0] == x.shape[0]
         calls.append(x.shape[0])
-        return cond["aligned"].repeat_interleave(hop, dim=-1)
+        up = cond["aligned"].repeat_interleave(hop, dim=-1)
+        return Prediction(eps=up, x0=1.0 - up)
 
     fn = windowed(upsample_cond, window=40 * hop, overlap=8 * hop, aligned=("aligned",), multiple=hop, windows_per_call=3)
     x = torch.zeros(2, 3, 200 * hop)
     out = fn(x, torch.zeros(2), {"aligned": frames, "text": torch.ones(2, 4)})
-    torch.testing.assert_close(out, frames.repeat_interleave(hop, dim=-1))
+    torch.testing.assert_close(out.eps, frames.repeat_interleave(hop, dim=-1))
+    torch.testing.assert_close(out.x0, 1.0 - frames.repeat_interleave(hop, dim=-1))  # both fields, the same weights
     assert calls[0] == 6  # three windows of a batch of two in one call
 
 

@@ -147,11 +147,32 @@ def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Prediction:
-    """What the denoiser predicts at ``(x_t, t)``: ``eps`` and ``x0`` (``[B, C, T]`` each) and the raw output."""
+    """What a denoiser predicts at ``(x_t, t)``: ``eps`` and ``x0``, ``[B, C, T]`` each, related by
+    ``x_t = alpha_t x0 + sigma_t eps``. Samplers take both (:mod:`training.diffusion.samplers`), so the parametrisation
+    is converted here only.
+
+    Predictions add, subtract and scale field by field, so guidance (:mod:`training.diffusion.guidance`) and
+    cross-fades (:mod:`training.windowing`) combine them like tensors. Since ``x0`` is affine in ``eps`` at a fixed
+    ``x_t``, a combination whose weights sum to 1 (guidance: ``(1 - w) u + w c``; cross-fade weights) of consistent
+    predictions is consistent again.
+    """
 
     eps: torch.Tensor
     x0: torch.Tensor
-    out: torch.Tensor
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Prediction, ...]:
+        return tuple(Prediction(e, x) for e, x in zip(self.eps.chunk(chunks, dim), self.x0.chunk(chunks, dim)))
+
+    def __add__(self, other: Prediction) -> Prediction:
+        return Prediction(self.eps + other.eps, self.x0 + other.x0)
+
+    def __sub__(self, other: Prediction) -> Prediction:
+        return Prediction(self.eps - other.eps, self.x0 - other.x0)
+
+    def __mul__(self, scale: float) -> Prediction:
+        return Prediction(self.eps * scale, self.x0 * scale)
+
+    __rmul__ = __mul__
 
 
 class Denoiser:
@@ -174,13 +195,13 @@ class Denoiser:
         return _expand(alpha, x0) * x0 + _expand(sigma, x0) * noise
 
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> Prediction:
-        """Run the network and convert its output to ``eps`` and ``x0``."""
+        """Run the network and convert its output to ``eps`` and ``x0`` (the parametrisation's ``to_eps_x0``)."""
         alpha, sigma = self.schedule.alpha_sigma(t)
         out = self.net(x_t, t, **cond.kwargs())
         eps, x0 = PARAMETRISATIONS[self.parametrisation].to_eps_x0(
             out.float(), x_t.float(), _expand(alpha, x_t).float(), _expand(sigma, x_t).float()
         )
-        return Prediction(eps=eps, x0=x0, out=out)
+        return Prediction(eps=eps, x0=x0)
 
     def loss(
         self,

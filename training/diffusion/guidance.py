@@ -1,8 +1,10 @@
 """Classifier-free guidance and Imagen's dynamic clipping: transforms around a denoiser and its x0 prediction.
 
-- :func:`classifier_free` wraps ``denoise(x, t, cond) -> eps`` into the guided denoiser
+- :func:`classifier_free` wraps ``denoise(x, t, cond) -> prediction`` into the guided denoiser
   ``eps = eps_u + w (eps_c - eps_u)`` (Ho & Salimans 2022, eq. 6), evaluating the conditional and the unconditional
   halves in one batch. Noise2Music (section 3.5) guides with ``w = 10`` (generator) and ``w = 5`` (cascader).
+  A prediction is a :class:`training.diffusion.denoiser.Prediction` (``eps`` and ``x0``, combined alike, which keeps
+  them consistent: the weights of every combination here sum to 1) or any tensor.
 - :func:`double_classifier_free` guides a denoiser conditioned on text and audio at once with two scales,
   MusicGen-Style's double classifier-free guidance (Rouard et al. 2024, "Audio Conditioning for Music Generation via
   Discrete Bottleneck Features", section 4.3; audiocraft's ``cfg_coef`` = alpha and ``cfg_coef_beta`` = beta).

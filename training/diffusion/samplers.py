@@ -1,13 +1,14 @@
-"""Samplers for variance-preserving diffusion models with an epsilon-predicting denoiser.
+"""Samplers for variance-preserving diffusion models: pure functions of a denoiser that predicts ``eps`` and ``x0``.
 
 Every sampler is a pure function with one signature (the k-diffusion convention, Crowson 2022)::
 
     sample_x(denoise, x, steps, cond, *, clip=None, generator=None, callback=None, **options) -> x_0
 
-- ``denoise(x_t, t, cond) -> eps_hat``: ``x_t`` ``[B, C, T]``, ``t`` ``[B]`` the model's continuous time in [0, 1],
-  ``cond`` whatever the model takes (a mapping of batch-first tensors, or ``None``); returns ``eps_hat`` ``[B, C, T]``.
-  Classifier-free guidance and windowing are wrappers of this function (:mod:`training.diffusion.guidance`,
-  :mod:`training.windowing`), so every sampler gets them for free.
+- ``denoise(x_t, t, cond) -> Prediction``: ``x_t`` ``[B, C, T]``, ``t`` ``[B]`` the model's continuous time in [0, 1],
+  ``cond`` whatever the model takes (a mapping of batch-first tensors, or ``None``); returns ``eps_hat`` and ``x0_hat``
+  ``[B, C, T]`` each (:class:`training.diffusion.denoiser.Prediction`: the denoiser converts its network's output, so
+  the parametrisation lives there and nowhere here). Classifier-free guidance and windowing are wrappers of this
+  function (:mod:`training.diffusion.guidance`, :mod:`training.windowing`), so every sampler gets them for free.
 - ``x``: the starting noise ``x_T`` ``[B, C, T]``, drawn by the caller (seeded there).
 - ``steps``: a :class:`Steps`, the discretisation: times ``t_0 = t_max > ... > t_N = 0`` with their ``alpha_bar``.
 - ``clip``: a transform of the predicted ``x_0`` (Imagen's dynamic clipping); the ``eps`` used by the update is
@@ -28,8 +29,10 @@ from typing import Any
 
 import torch
 
+from training.diffusion.denoiser import Prediction
+
 Cond = Any  # a Mapping or a dataclass of batch-first tensors (e.g. training.diffusion.denoiser.Conditioning), or None
-Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond], torch.Tensor]
+Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond], Prediction]
 Clip = Callable[[torch.Tensor], torch.Tensor]
 Callback = Callable[[dict], None]
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -165,10 +168,11 @@ def make_steps(
 def predict(
     denoise: Denoiser, x: torch.Tensor, t: float, ab: float, cond: Cond, clip: Clip | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x0_hat, eps_hat)`` at time ``t`` with ``alpha_bar = ab``; ``x0_hat`` clipped and ``eps_hat`` made consistent."""
+    """``(x0_hat, eps_hat)`` of the denoiser at time ``t``; with ``clip``, ``x0_hat`` is clipped and ``eps_hat``
+    recomputed from it with ``alpha_bar = ab`` (the forward process), so the update stays consistent."""
     t_vec = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-    eps = denoise(x, t_vec, cond).to(x.dtype)
-    x0 = (x - math.sqrt(1.0 - ab) * eps) / math.sqrt(ab)
+    pred = denoise(x, t_vec, cond)
+    x0, eps = pred.x0.to(x.dtype), pred.eps.to(x.dtype)
     if clip is not None:
         x0 = clip(x0)
         eps = (x - math.sqrt(ab) * x0) / math.sqrt(1.0 - ab)
