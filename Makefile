@@ -72,7 +72,11 @@ ifeq ($(DEMO_SCALE),quarter)
 DEMO_TRACK_SECONDS ?= --min-seconds 20 --max-seconds 30
 DEMO_CLAP_MINUTES ?= 2
 DEMO_SPEC_STEPS ?= 900
-DEMO_SPEC_WINDOW ?= --window 2.5 --batch-size 16
+DEMO_SPEC_LR ?= 2e-3
+# the generator samples the length it trains on: at this budget its 2.5 s samples read spectral flatness 0.25 and probe
+# 3/14, its 10 s samples 0.55 (white noise) and 1/14; 3 s is one musicnn patch (a shorter clip is repeat-padded)
+DEMO_SAMPLE_SECONDS ?= 3
+DEMO_SPEC_WINDOW ?= --window 3 --batch-size 13
 DEMO_VOCODER_STEPS ?= 600
 DEMO_SR_STEPS ?= 400
 DEMO_BARS ?= --min-probe-ratio 2 --min-fad-gain 0.3
@@ -80,8 +84,11 @@ else ifeq ($(DEMO_SCALE),hour)
 DEMO_TRACK_SECONDS ?= --min-seconds 40 --max-seconds 60
 DEMO_CLAP_MINUTES ?= 4
 DEMO_SPEC_STEPS ?= 5000
-# the generator trains on the 10 s it samples (the same 1,000 frames a step as 16 x 2.5 s): a generator trained on 2.5 s
-# windows made noise when sampling 10 s (spectral flatness 0.55) where 2.5 s samples of it read 0.25
+# 1e-3: at a constant 2e-3 (10 s windows, batch 4) the generator's loss jumped from 0.08 to 0.53 at step 2,500 and never
+# came back (its network output went to zero); the rate also decays to a tenth by the last step at both scales
+DEMO_SPEC_LR ?= 1e-3
+# the generator trains on the 10 s it samples (the same 1,000 frames a step as 16 x 2.5 s)
+DEMO_SAMPLE_SECONDS ?= 10
 DEMO_SPEC_WINDOW ?= --window 10 --batch-size 4
 DEMO_VOCODER_STEPS ?= 3000
 DEMO_SR_STEPS ?= 2000
@@ -101,7 +108,8 @@ DEMO_TRAIN = --build $(DEMO)/out --preset small --exclude-holdout --warmup-steps
 # steps at noise levels where these low-variance signals are gone); the cascaders: light conditioning augmentation
 DEMO_DIFFUSION = --schedule cosine --parametrisation v
 DEMO_SPEC = --stage spec_generator --labels v1 --text-encoder $(DEMO_TEXT) $(DEMO_SPEC_WINDOW) \
-  $(DEMO_DIFFUSION) --weighting simplified --lr 2e-3 --text-cache 4096
+  $(DEMO_DIFFUSION) --weighting simplified --lr $(DEMO_SPEC_LR) --decay-steps $(DEMO_SPEC_STEPS) --min-lr-ratio 0.1 \
+  --text-cache 4096
 DEMO_VOCODER = --stage vocoder --window 0.5 --batch-size 8 $(DEMO_DIFFUSION) --aug-t-max 0.1 --lr 2e-3
 DEMO_SR = --stage sr_cascader --window 0.5 --batch-size 8 $(DEMO_DIFFUSION) --aug-t-max 0.2 --lr 1e-3
 DEMO_JUDGE = --captions $(DEMO)/eval/prompts.jsonl --id-column id --caption-column text --reference-audio \
@@ -181,9 +189,9 @@ $(DEMO)/eval/prompts.jsonl: $(DEMO)/corpus/manifest.jsonl
 
 .SECONDEXPANSION:
 $(DEMO)/samples/%.done: $(DEMO)/eval/prompts.jsonl $$(foreach s,$$(DEMO_TRAINED_STAGES),$(DEMO)/runs/$$*/$$(s)/checkpoints/last.ckpt)
-	$(call demo_step,sample the $* cascade: one 10 s clip per held-out prompt)
+	$(call demo_step,sample the $* cascade: one $(DEMO_SAMPLE_SECONDS) s clip per held-out prompt)
 	n2m sample --prompts-file $< --cascade spectrogram --checkpoints $(call demo_ckpts,$*) --out $(DEMO)/samples/$* \
-	  --seconds 10 --sampler dpmpp --steps $(DEMO_SAMPLE_STEPS) --guidance $(DEMO_GUIDANCE) --seed 0 --batch-size 7 \
+	  --seconds $(DEMO_SAMPLE_SECONDS) --sampler dpmpp --steps $(DEMO_SAMPLE_STEPS) --guidance $(DEMO_GUIDANCE) --seed 0 --batch-size 7 \
 	  --device cpu --quiet
 	@touch $@
 

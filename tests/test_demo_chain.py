@@ -169,7 +169,10 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     assert "--precision-aspects style,instrument,mood" in lines
     hour = _make_plan(tmp_path, "DEMO_SCALE=hour")
     assert hour.returncode == 0 and "--min-probe-ratio 3 --min-fad-gain 0.5 --tag-gain" in hour.stdout
-    assert "--window 2.5 --batch-size 16" in lines and "--window 10 --batch-size 4" in hour.stdout  # sampled length
+    assert "--window 3 --batch-size 13" in lines and "--seconds 3 " in lines  # the generator samples what it trains on
+    assert "--window 10 --batch-size 4" in hour.stdout and "--seconds 10 " in hour.stdout
+    assert "--lr 2e-3 --decay-steps 900 --min-lr-ratio 0.1" in lines
+    assert "--lr 1e-3 --decay-steps 5000 --min-lr-ratio 0.1" in hour.stdout
     wrong = _make_plan(tmp_path, "DEMO_SCALE=week")
     assert wrong.returncode != 0 and "DEMO_SCALE is quarter" in wrong.stderr
     trained = _make_plan(tmp_path, "DEMO_VOCODER_SLOT=trained")
