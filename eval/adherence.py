@@ -28,9 +28,9 @@ import numpy as np
 
 from eval.audio_sets import EmbeddedSet, Preprocess, embed_files
 from eval.clap_score import bootstrap_mean
-from eval.prompts import held_out, read_manifest
 from eval.report import metric
 from n2m.errors import JobFailed, UserError
+from n2m.manifest import is_holdout, read_rows
 
 TOP_TAGS = 5
 
@@ -146,7 +146,7 @@ def read_probe_labels(path: str | Path, column: str) -> ProbeLabels:
     manifest = Path(path)
     labels: dict[str, str] = {}
     centroid, held = [], []
-    for number, row in enumerate(read_manifest(manifest), 1):
+    for number, row in enumerate(read_rows(manifest), 1):
         value, file = row.get(column), row.get("path")
         if not file or value is None or isinstance(value, list | dict) or not str(value).strip():
             raise UserError(f"{manifest}: row {number} needs 'path' and a single value in '{column}'")
@@ -154,7 +154,7 @@ def read_probe_labels(path: str | Path, column: str) -> ProbeLabels:
         if audio.stem in labels:
             raise UserError(f"{manifest}: two rows share the file stem {audio.stem!r}: ids must be unique")
         labels[audio.stem] = str(value).strip()
-        (held if held_out(row) else centroid).append(audio)
+        (held if is_holdout(row) else centroid).append(audio)
     missing = [p for p in centroid + held if not p.is_file()]
     if missing:
         raise UserError(f"{manifest}: {len(missing)} audio file(s) missing, e.g. {missing[0]}")

@@ -41,13 +41,13 @@ from eval.options import (
     pair_items,
     probe_labels,
 )
-from eval.prompts import read_manifest
 from n2m.config import NONNEGATIVE, POSITIVE_INT, leaf, resolved
 from n2m.errors import JobFailed, UserError
+from n2m.manifest import TRUE_WORDS, read_rows
 
 SUBSETS = {
     "all": lambda row: True,
-    "audioset_eval": lambda row: str(row.get("is_audioset_eval", "")).strip().lower() in ("true", "1", "yes"),
+    "audioset_eval": lambda row: str(row.get("is_audioset_eval", "")).strip().lower() in TRUE_WORDS,
 }
 GENERATED_SECONDS = 30.0  # Noise2Music generates 30 s and scores the middle 10 s
 
@@ -89,7 +89,7 @@ class _JsonLines:
 
     def __init__(self, path: str | Path):
         self.rows = [{k: v if isinstance(v, str) else json.dumps(v) for k, v in row.items()}
-                     for row in read_manifest(Path(path))]
+                     for row in read_rows(Path(path))]
         self.fieldnames = sorted({k for row in self.rows for k in row})
 
     def __iter__(self):

@@ -20,11 +20,6 @@ from n2m.manifest import is_holdout, read_rows
 from n2m.names import check_name
 from n2m.storage import write_bytes_atomic
 
-# adherence, melody_agreement and musiccaps still import these two names from here; they are n2m.manifest's reader
-# (JSON Lines for a name without a table suffix) and its holdout rule.
-read_manifest = read_rows
-held_out = is_holdout
-
 
 def evaluation_set(rows: list[dict], root: Path, caption_column: str, holdout_only: bool) -> list[tuple[str, str, str]]:
     """``(id, text, audio path)`` per kept row; relative paths are taken from the manifest's folder."""
