@@ -2,19 +2,22 @@
 
 An entry's key is SHA-1 over (the audio file's content hash, the model id including its weights hash, the embedding
 settings as canonical JSON). Renaming or moving a file keeps its entries; changing a single byte of it, the weights or
-a setting (framing, crop, sample rate) misses. Entries are ``.npy`` float32 ``[F, D]`` written atomically (tmp +
-rename), so a killed run never leaves a half-written entry behind.
+a setting (framing, crop, sample rate) misses. Entries are ``.npy`` float32 ``[F, D]`` written atomically
+(:func:`n2m.storage.write_bytes_atomic`), so a killed run never leaves a half-written entry behind.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from n2m.storage import write_bytes_atomic, write_json
 
 
 def default_root() -> Path:
@@ -43,8 +46,7 @@ class EmbeddingCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             manifest = self.dir / "settings.json"
             if not manifest.exists():
-                manifest.write_text(json.dumps({"model": model_id, "settings": settings, "key": self.key},
-                                               indent=2, sort_keys=True, default=str))
+                write_json(str(manifest), {"model": model_id, "settings": settings, "key": self.key})
 
     def _path(self, content_hash: str) -> Path:
         assert self.dir is not None
@@ -61,8 +63,6 @@ class EmbeddingCache:
     def put(self, content_hash: str, embeddings: np.ndarray) -> None:
         if self.dir is None:
             return
-        path = self._path(content_hash)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, np.asarray(embeddings, np.float32), allow_pickle=False)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(embeddings, np.float32), allow_pickle=False)
+        write_bytes_atomic(str(self._path(content_hash)), buffer.getvalue())

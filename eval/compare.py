@@ -14,7 +14,8 @@ from eval import compare_extras as extra
 from eval import report as reports
 from n2m.config import FRACTION, POSITIVE, leaf, resolved
 from n2m.errors import UserError
-from n2m.provenance import now_iso, versions, write_json
+from n2m.provenance import now_iso, versions
+from n2m.storage import write_bytes_atomic, write_json
 
 # Direction of "better" for known metric families (prefix match); others are not ranked.
 LOWER_IS_BETTER = ("FAD",)
@@ -182,8 +183,7 @@ def run(args: argparse.Namespace) -> int:
             "reports": [{"name": r["name"], "path": r["_path"], "kind": r.get("kind")} for r in runs],
             "metrics": {row[0]: dict(zip(header[1:], row[1:])) for row in rows}, "best": best, **data})
         html = Path(args.html) if args.html else out / "compare.html"
-        html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(render_html(runs, header, rows, best, sections, args.title))
+        write_bytes_atomic(str(html), render_html(runs, header, rows, best, sections, args.title).encode("utf-8"))
         print(f"comparison: {out / 'compare.json'}  {html}")
     return 0
 

@@ -23,7 +23,8 @@ from eval import svg
 from eval.flatness import NOISE
 from n2m import audio
 from n2m.audio import AudioError
-from n2m.provenance import now_iso, versions, write_json
+from n2m.provenance import now_iso, versions
+from n2m.storage import write_bytes_atomic, write_json
 
 # Keys of a generated file's JSON sidecar (``n2m sample`` writes them) that say where the audio came from.
 LINEAGE_KEYS = ("cascade", "stages", "lineage", "sampler_settings", "run_seed", "seconds", "sample_rate",
@@ -350,7 +351,5 @@ def write(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
         stored["samples"] = [{k: v for k, v in s.items() if not k.endswith("_uri")} for s in stored["samples"]]
     json_path, html_path = out / "report.json", out / "report.html"
     write_json(str(json_path), stored)
-    tmp = html_path.with_name("report.html.tmp")
-    tmp.write_text(render_html(report))
-    tmp.replace(html_path)
+    write_bytes_atomic(str(html_path), render_html(report).encode("utf-8"))
     return json_path, html_path
