@@ -41,11 +41,11 @@ from eval import report as reports
 from eval.audio_sets import EmbeddedSet, Preprocess, by_id, embed_files, list_audio
 from eval.clap_score import bootstrap_mean
 from eval.options import BOOTSTRAP, MAX_BOOTSTRAP, add_output_options, finish, model_info, out_dir
-from eval.prompts import read_manifest
 from n2m import melody
 from n2m.config import leaf, number, resolved
 from n2m.errors import UserError
-from n2m.models.fetch import sha256_file
+from n2m.manifest import read_rows
+from n2m.provenance import file_hash
 
 FRAME_RATE = 10.0
 MAX_FRAME_RATE = melody.ANALYSIS_RATE / melody.HOP  # 62.5: faster output frames only repeat analysis frames
@@ -214,7 +214,7 @@ class SourceIndex:
     def sha256(self, path: Path) -> str | None:
         if path not in self.hashes:
             try:
-                self.hashes[path] = sha256_file(path) if path.is_file() else None
+                self.hashes[path] = file_hash(path, "sha256") if path.is_file() else None
             except OSError:
                 self.hashes[path] = None
         return self.hashes[path]
@@ -238,7 +238,7 @@ def source_files(spec: str) -> list[Path]:
     if not (path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES):
         return list_audio(spec)
     files = []
-    for line, row in enumerate(read_manifest(path), 1):
+    for line, row in enumerate(read_rows(path), 1):
         if not isinstance(row.get("path"), str) or not row["path"]:
             raise UserError(f"{path}: row {line} has no 'path'")
         files.append(Path(row["path"]) if Path(row["path"]).is_absolute() else path.parent / row["path"])

@@ -1,7 +1,7 @@
 """What every artifact records about itself: package versions, content hashes and time.
 
-The atomic writers and JSON readers (``write_json``, ``read_json``, ``write_bytes_atomic``) live in :mod:`n2m.storage`
-and stay importable from here for the callers that still name this module.
+The atomic writers and JSON readers (``write_json``, ``read_json``, ``write_bytes_atomic``) live in :mod:`n2m.storage`;
+they stay importable from here while training/ still imports them from this module.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ def sha1_bytes(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-1 of a file's content."""
-    digest = hashlib.sha1()
+def file_hash(path: str | os.PathLike, algorithm: str = "sha1", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's content, read in ``chunk``-byte blocks. ``algorithm`` is a :func:`hashlib.new` name:
+    SHA-1 for n2m's own content ids, ``"sha256"`` where a pin or a record asks for it (model wheels, the files of a
+    fetched model, the audio prompts a sample's sidecar names)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)

