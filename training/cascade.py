@@ -8,14 +8,13 @@ A stage model comes from an export directory (``n2m export``: safetensors + conf
 wrong place (wrong stage, rates that do not chain, a spectrogram of the wrong size) with one clear line. The vocoder's
 slot also takes ``griffin-lim``, a vocoder with nothing to train (:mod:`training.griffin_lim`; kind ``classical``).
 
-Per-stage sampling defaults are the paper's (arXiv 2302.03917, table 7): steps, the ancestral sampler's gamma and the
-guidance scale.
+What a stage samples from (its inputs) and its paper sampling settings are part of the stage
+(:class:`training.stage_spec.StageSpec`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,39 +24,17 @@ import torch
 from n2m.errors import UserError
 from n2m.provenance import dir_hash, file_hash, sha1_bytes
 from training.conditioning import StageConditioning
-from training.diffusion.augment import ConditioningAugmentation
-from training.diffusion.denoiser import Conditioning, Denoiser
+from training.diffusion.denoiser import Denoiser
 from training.diffusion.schedules import get_schedule
 from training.export import Exported, load_exported, load_weights, network_from_config
 from training.griffin_lim import NAME as GRIFFIN_LIM
 from training.griffin_lim import GriffinLim
-from training.lowfi import fft_upsample
-from training.mel import HOP
-from training.stages_spectrogram import SpectrogramAugmentation
 
 OUTPUT_RATE = 24_000
 
 CASCADES: dict[str, tuple[str, str, str]] = {
     "waveform": ("generator", "cascader", "sr_cascader"),
     "spectrogram": ("spec_generator", "vocoder", "sr_cascader"),
-}
-
-
-@dataclass(frozen=True)
-class StageDefaults:
-    """Paper sampling settings of a stage: steps, ancestral gamma, classifier-free guidance scale."""
-
-    steps: int
-    gamma: float
-    guidance: float
-
-
-PAPER_DEFAULTS: dict[str, StageDefaults] = {
-    "generator": StageDefaults(steps=1000, gamma=0.0, guidance=10.0),
-    "cascader": StageDefaults(steps=800, gamma=1.0, guidance=5.0),
-    "sr_cascader": StageDefaults(steps=800, gamma=0.0, guidance=1.0),
-    "spec_generator": StageDefaults(steps=1000, gamma=0.0, guidance=5.0),
-    "vocoder": StageDefaults(steps=100, gamma=0.0, guidance=1.0),
 }
 
 
@@ -214,65 +191,3 @@ def check_cascade(cascade: str, models: dict[str, StageModel]) -> None:
     last = models[stages[-1]]
     if last.rate != OUTPUT_RATE:
         raise UserError(f"{last.path} ({last.stage}) makes {last.rate} Hz audio; the cascade must end at {OUTPUT_RATE} Hz")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# What each stage is conditioned on at sampling time
-
-
-@dataclass
-class StageInput:
-    """The signal shape ``[B, C, L]`` a stage generates, its conditioning (text added later), and for windowing the
-    conditioning fields that run along time and the granularity (samples) at which they may be cut."""
-
-    shape: tuple[int, int, int]
-    cond: Conditioning
-    aligned: tuple[str, ...] = ()
-    frame: int = 1
-
-
-Noise = Callable[[torch.Tensor], torch.Tensor]  # per-example seeded noise shaped like its argument
-Inputs = Callable[[StageModel, torch.Tensor | None, int, float, float, Noise], StageInput]
-
-
-def _first_stage(model: StageModel, prev: torch.Tensor | None, batch: int, seconds: float, aug_t: float,
-                 noise: Noise) -> StageInput:
-    """Generators: ``seconds`` of the stage's rate (frames for the spectrogram generator), text only."""
-    return StageInput((batch, model.model.net.cfg.in_channels, round(seconds * model.rate)), Conditioning())
-
-
-def _upsampler(model: StageModel, prev: torch.Tensor, batch: int, seconds: float, aug_t: float,
-               noise: Noise) -> StageInput:
-    """Cascaders: the previous stage's audio, FFT-upsampled to this stage's rate (as in training, training.lowfi),
-    then diffused to the augmentation level ``aug_t`` (Ho et al. 2022, section 3: condition on a noised input)."""
-    length = round(prev.shape[-1] * model.rate / model.cond_rate)
-    lowfi = fft_upsample(prev.float(), length)
-    aug = ConditioningAugmentation(model.denoiser.schedule, model.config["diffusion"]["aug_t_max"])
-    lowfi, level = _augment(aug, lowfi, aug_t, noise)
-    return StageInput((batch, model.model.net.cfg.in_channels, length), Conditioning(lowfi=lowfi, aug_t=level),
-                      aligned=("lowfi",))
-
-
-def _vocoder(model: StageModel, prev: torch.Tensor, batch: int, seconds: float, aug_t: float,
-             noise: Noise) -> StageInput:
-    """Vocoder: the generated spectrogram ``[B, 80, F]`` enters at the bottom of the U; the audio has ``F * hop``
-    samples."""
-    aug = SpectrogramAugmentation(model.denoiser.schedule, model.config["diffusion"]["aug_t_max"])
-    mel, level = _augment(aug, prev.float(), aug_t, noise)
-    return StageInput((batch, model.model.net.cfg.in_channels, prev.shape[-1] * HOP),
-                      Conditioning(aligned=mel, aug_t=level), aligned=("aligned",), frame=HOP)
-
-
-def _augment(aug, z: torch.Tensor, aug_t: float, noise: Noise) -> tuple[torch.Tensor, torch.Tensor]:
-    """The conditioning at the fixed augmentation level ``aug_t`` (no blur), with per-example noise."""
-    t = torch.full((z.shape[0],), float(aug_t), device=z.device)
-    return aug.apply(z, t, noise=noise(z)), t
-
-
-STAGE_INPUTS: dict[str, Inputs] = {
-    "generator": _first_stage,
-    "spec_generator": _first_stage,
-    "cascader": _upsampler,
-    "sr_cascader": _upsampler,
-    "vocoder": _vocoder,
-}

@@ -41,7 +41,7 @@ from n2m.errors import UserError
 from n2m.melody import PITCH_CLASSES, melody_features
 from training.diffusion.denoiser import Conditioning
 from training.diffusion.guidance import classifier_free, double_classifier_free
-from training.stages import StageSpec
+from training.stage_spec import StageSpec
 
 CONDITIONS = ("text", "audio-embedding", "text+audio-embedding")
 MELODY_CHANNELS = len(PITCH_CLASSES)  # 12

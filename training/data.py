@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,19 +31,14 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
-from n2m.audio import AudioError, decode, downmix, resample
+from n2m.audio import AudioError, decode, downmix
 from n2m.errors import UserError
 from n2m.schema import BuildLayout, check_label_set, read_label_captions
 from training.conditioning import StageConditioning, melody_window
 from training.joint_embeddings import ClipEmbeddings
-from training.lowfi import make_lowfi
-from training.stages import StageSpec
-from training.stages_spectrogram import EXAMPLES as SPECTROGRAM_EXAMPLES
+from training.stage_spec import StageSpec
 
 log = logging.getLogger(__name__)
-
-LOWFI_MARGIN_S = 0.25  # context kept on both sides of a window while making its low-fi version (edge effects)
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Shards and the disjoint stream
@@ -113,41 +108,6 @@ def sample_caption(items: list[str], rng: random.Random) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Examples: a decoded clip -> the arrays one stage trains on (registry; the spectrogram stages add theirs)
-
-
-def _fit(x: np.ndarray, length: int) -> np.ndarray:
-    """Zero-pad or cut ``[C, T]`` to ``[C, length]``."""
-    if x.shape[1] >= length:
-        return x[:, :length]
-    return np.pad(x, ((0, 0), (0, length - x.shape[1])))
-
-
-def waveform_example(mono: np.ndarray, sr: int, stage: StageSpec, window: int, offset_frac: float) -> dict:
-    """Generator: the clip at the stage rate, a window of ``window`` samples at ``offset_frac`` of the free range."""
-    x = resample(mono, sr, stage.sample_rate)
-    start = int(offset_frac * max(0, x.shape[1] - window))
-    return {"x0": _fit(x[:, start:], window)}
-
-
-def cascade_example(mono: np.ndarray, sr: int, stage: StageSpec, window: int, offset_frac: float) -> dict:
-    """Cascader: the target window at the stage rate and its low-fi version (made with some context around it)."""
-    x = resample(mono, sr, stage.sample_rate)
-    start = int(offset_frac * max(0, x.shape[1] - window))
-    margin = int(LOWFI_MARGIN_S * stage.sample_rate)
-    lo, hi = max(0, start - margin), min(x.shape[1], start + window + margin)
-    lowfi = make_lowfi(x[:, lo:hi], stage.sample_rate, stage.cond_rate)
-    return {"x0": _fit(x[:, start:], window), "lowfi": _fit(lowfi[:, start - lo:], window)}
-
-
-EXAMPLES: dict[str, Callable[[np.ndarray, int, StageSpec, int, float], dict]] = {
-    "waveform": waveform_example,
-    "cascade": cascade_example,
-    **SPECTROGRAM_EXAMPLES,
-}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # The data module
 
 
@@ -188,7 +148,7 @@ class ExampleMaker:
             log.warning("skipping clip %s: %s", key, err)
             return None
         mono = downmix(decoded.samples)
-        example = EXAMPLES[self.stage.example](mono, decoded.sample_rate, self.stage, self.window, offset_frac)
+        example = self.stage.example.make(mono, decoded.sample_rate, self.stage, self.window, offset_frac)
         if self.joint is not None:
             vector = self.joint.get(key)
             if vector is None:

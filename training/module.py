@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -20,30 +19,16 @@ import torch
 
 from n2m.errors import UserError
 from n2m.provenance import now_iso, versions
-from training.diffusion.augment import ConditioningAugmentation
 from training.diffusion.denoiser import Conditioning, Denoiser
-from training.diffusion.schedules import Schedule, get_schedule
+from training.diffusion.schedules import get_schedule
 from training.networks.presets import build_network
 from training.networks.unet1d import UNetConfig
-from training.stages_spectrogram import spectrogram_augmentation
+from training.stages import get_stage
 from training.text import TextEncoder
 
 VAL_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-
-
-def _waveform_augmentation(schedule: Schedule, diffusion: dict[str, Any]) -> ConditioningAugmentation:
-    blur = diffusion.get("aug_blur_sigma")
-    return ConditioningAugmentation(schedule, diffusion["aug_t_max"], tuple(blur) if blur else None)
-
-
-# conditioning field of the batch -> factory(schedule, diffusion config) of its augmentation, a callable
-# ``z [B, C, T] -> (z_aug, t_aug [B])``. A stage whose conditioning is another kind of signal registers its own.
-AUGMENTATIONS: dict[str, Callable[[Schedule, dict[str, Any]], Callable]] = {
-    "lowfi": _waveform_augmentation,
-    "aligned": spectrogram_augmentation,
-}
 
 
 def conditioning_field(cfg: UNetConfig) -> str | None:
@@ -84,7 +69,9 @@ class DiffusionModule(L.LightningModule):
         self.denoiser = Denoiser(self.net, schedule, diffusion["parametrisation"], diffusion["weighting"])
         self.ema_denoiser = Denoiser(self.ema, schedule, diffusion["parametrisation"], diffusion["weighting"])
         self.cond_field = conditioning_field(self.net.cfg)
-        self.augment = AUGMENTATIONS[self.cond_field](schedule, diffusion) if self.cond_field else None
+        blur = diffusion.get("aug_blur_sigma")
+        self.augment = (get_stage(config["stage"]).augmentation(schedule, diffusion["aug_t_max"], tuple(blur) if blur
+                                                                else None) if self.cond_field else None)
         self.ema_decay = float(optim["ema_decay"])
         self._text: TextEncoder | None = None
         if optim.get("compile"):

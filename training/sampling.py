@@ -34,15 +34,7 @@ from n2m.config import FRACTION, NONNEGATIVE, checked, number
 from n2m.errors import UserError
 from n2m.names import check_name
 from n2m.provenance import versions
-from training.cascade import (
-    PAPER_DEFAULTS,
-    STAGE_INPUTS,
-    StageModel,
-    cascade_stages,
-    check_cascade,
-    load_stage,
-    resolve_checkpoints,
-)
+from training.cascade import StageModel, cascade_stages, check_cascade, load_stage, resolve_checkpoints
 from training.conditioning import (
     AudioFile,
     check_prompting,
@@ -53,6 +45,7 @@ from training.conditioning import (
 )
 from training.diffusion.guidance import make_clip
 from training.diffusion.samplers import SAMPLERS, SPACINGS, get_sampler, make_steps, noise_like
+from training.stages import get_stage
 from training.text import TextEncoder, load_text_encoder
 from training.windowing import whole_or_windowed, windowed
 
@@ -74,7 +67,7 @@ class Prompt:
 
 @dataclass(frozen=True)
 class StageSettings:
-    """How one stage samples. ``None`` takes the paper's value for the stage (:data:`PAPER_DEFAULTS`).
+    """How one stage samples. ``None`` takes the paper's value for the stage (its ``StageSpec.sampling``).
 
     ``window_s``: None = whole signal, cross-faded windows of :data:`FALLBACK_WINDOW_S` on out-of-memory; 0 = whole
     only; > 0 = always windows of that length. ``aug_t``: the conditioning-augmentation level the low-fi input or
@@ -96,7 +89,7 @@ class StageSettings:
 
     def resolved(self, stage: str) -> StageSettings:
         """The paper's values filled in, every number checked (finite, in range) with a one-line error."""
-        paper = PAPER_DEFAULTS[stage]
+        paper = get_stage(stage).sampling
         out = replace(self, steps=paper.steps if self.steps is None else self.steps,
                       guidance=paper.guidance if self.guidance is None else self.guidance,
                       gamma=paper.gamma if self.gamma is None else self.gamma)
@@ -240,7 +233,7 @@ def _run_stage(model: StageModel, settings: StageSettings, prev: torch.Tensor | 
     device = next(model.model.net.parameters()).device
     gens = [torch.Generator(device=device).manual_seed(_stage_seed(s, model.stage)) for s in seeds]
     noise = lambda like: noise_like(like, gens)  # noqa: E731
-    stage_input = STAGE_INPUTS[model.stage](model, prev, len(seeds), seconds, settings.aug_t, noise)
+    stage_input = get_stage(model.stage).inputs(model, prev, len(seeds), seconds, settings.aug_t, noise)
     cond, guide, scales = stage_input.cond, None, None
     if model.model.net.cfg.melody_channels > 0:
         cond = replace(cond, melody=melody_input(extras.melody, model.rate, stage_input.shape[-1], len(seeds), device))

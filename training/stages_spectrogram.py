@@ -10,23 +10,37 @@
   diffusion noise at ``t in [0, 1]`` and a 2D Gaussian blur (5 x 5 taps over mel x time, ``sigma`` 0.2-1.0).
   Paper preset: base 128, channels 128 x [1, 1, 2, 4], 26.0M parameters (paper: 25.7M).
 
-Importing this module adds both to :data:`training.stages.STAGES`. For training, the data module's example registry
-takes :data:`EXAMPLES` (mel computed on the fly in the loader workers) and the training module's augmentation registry
-takes :func:`spectrogram_augmentation` for the ``aligned`` conditioning field.
+Each stage is one entry of :data:`SPECTROGRAM_STAGES` (:class:`training.stage_spec.StageSpec`): its training examples
+(the mel computed on the fly in the loader workers), its conditioning augmentation (:class:`SpectrogramAugmentation`),
+what it samples from (:func:`vocoder_inputs`) and the paper's sampling settings (table 7).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from n2m.audio import resample
+from training.conditioning import fit_frames
 from training.diffusion.augment import ConditioningAugmentation
-from training.diffusion.schedules import Schedule
+from training.diffusion.denoiser import Conditioning
 from training.mel import MelConfig, MelFrontend
 from training.networks.presets import Architecture
-from training.stages import STAGES, StageSpec
+from training.stage_spec import (
+    Example,
+    Noise,
+    SamplingDefaults,
+    StageInput,
+    StageSpec,
+    augmented,
+    generator_inputs,
+)
+
+if TYPE_CHECKING:
+    from training.cascade import StageModel
 
 MEL = MelConfig()
 AUDIO_RATE = MEL.sample_rate  # the spectrogram describes 16 kHz audio
@@ -58,46 +72,6 @@ VOCODER = Architecture(
 )
 
 
-SPECTROGRAM_STAGES: dict[str, StageSpec] = {
-    "spec_generator": StageSpec(
-        name="spec_generator",
-        description="text -> 80-channel log-mel spectrogram at 100 frames/s, full 30 s clips",
-        example="spectrogram",
-        sample_rate=FRAME_RATE,
-        cond_rate=None,
-        window_s=(30.0, 30.0),
-        text=True,
-        token_length=96,
-        schedule="linear",
-        weighting="sigma",
-        parametrisation="eps",
-        cfg_dropout=0.1,
-        aug_t_max=0.0,
-        aug_blur_sigma=None,
-        paper_steps=1_800_000,
-        architecture=SPEC_GENERATOR,
-    ),
-    "vocoder": StageSpec(
-        name="vocoder",
-        description="log-mel spectrogram (100 frames/s) -> 16 kHz waveform (no text), random 3-4 s windows",
-        example="vocoder",
-        sample_rate=AUDIO_RATE,
-        cond_rate=FRAME_RATE,
-        window_s=(3.0, 4.0),
-        text=False,
-        token_length=0,
-        schedule="linear",
-        weighting="simplified",
-        parametrisation="eps",
-        cfg_dropout=0.0,
-        aug_t_max=1.0,
-        aug_blur_sigma=(0.2, 1.0),
-        paper_steps=840_000,
-        architecture=VOCODER,
-    ),
-}
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Training examples (data-loader workers; mel computed on the fly on the CPU)
 
@@ -108,8 +82,7 @@ def _audio_window(mono: np.ndarray, sr: int, samples: int, offset_frac: float) -
     """``[C, samples]`` of 16 kHz audio starting at ``offset_frac`` of the free range (zero-padded when short)."""
     x = resample(mono, sr, AUDIO_RATE)
     start = int(offset_frac * max(0, x.shape[1] - samples))
-    x = x[:, start : start + samples]
-    return np.pad(x, ((0, 0), (0, samples - x.shape[1]))) if x.shape[1] < samples else x
+    return fit_frames(x[:, start:], samples)
 
 
 def log_mel(audio: np.ndarray) -> np.ndarray:
@@ -128,10 +101,6 @@ def vocoder_example(mono: np.ndarray, sr: int, stage: StageSpec, window: int, of
     ``[80, window // 160]`` (the data module cuts both at the same time in their own time bases)."""
     audio = _audio_window(mono, sr, window, offset_frac)
     return {"x0": audio, "aligned": log_mel(audio)}
-
-
-# example name -> maker, for the data module's registry (training.data.EXAMPLES)
-EXAMPLES = {"spectrogram": spectrogram_example, "vocoder": vocoder_example}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -161,10 +130,59 @@ class SpectrogramAugmentation(ConditioningAugmentation):
     blur_fn = staticmethod(blur_2d)
 
 
-def spectrogram_augmentation(schedule: Schedule, diffusion: dict) -> SpectrogramAugmentation:
-    """Factory for the training module's augmentation registry (``training.module.AUGMENTATIONS["aligned"]``)."""
-    blur = diffusion.get("aug_blur_sigma")
-    return SpectrogramAugmentation(schedule, diffusion["aug_t_max"], tuple(blur) if blur else None)
+# ---------------------------------------------------------------------------------------------------------------------
+# Sampling: the vocoder's input, then the two stages
 
 
-STAGES.update(SPECTROGRAM_STAGES)
+def vocoder_inputs(model: StageModel, prev: torch.Tensor, batch: int, seconds: float, aug_t: float,
+                   noise: Noise) -> StageInput:
+    """Vocoder: the generated spectrogram ``[B, 80, F]`` enters at the bottom of the U; the audio has ``F * hop``
+    samples."""
+    mel, level = augmented(SpectrogramAugmentation, model, prev.float(), aug_t, noise)
+    return StageInput((batch, model.model.net.cfg.in_channels, prev.shape[-1] * MEL.hop),
+                      Conditioning(aligned=mel, aug_t=level), aligned=("aligned",), frame=MEL.hop)
+
+
+SPECTROGRAM_STAGES: tuple[StageSpec, ...] = (
+    StageSpec(
+        name="spec_generator",
+        description="text -> 80-channel log-mel spectrogram at 100 frames/s, full 30 s clips",
+        example=Example("spectrogram", spectrogram_example),
+        sample_rate=FRAME_RATE,
+        cond_rate=None,
+        window_s=(30.0, 30.0),
+        text=True,
+        token_length=96,
+        schedule="linear",
+        weighting="sigma",
+        parametrisation="eps",
+        cfg_dropout=0.1,
+        aug_t_max=0.0,
+        aug_blur_sigma=None,
+        paper_steps=1_800_000,
+        architecture=SPEC_GENERATOR,
+        inputs=generator_inputs,
+        sampling=SamplingDefaults(steps=1000, gamma=0.0, guidance=5.0),
+    ),
+    StageSpec(
+        name="vocoder",
+        description="log-mel spectrogram (100 frames/s) -> 16 kHz waveform (no text), random 3-4 s windows",
+        example=Example("vocoder", vocoder_example),
+        sample_rate=AUDIO_RATE,
+        cond_rate=FRAME_RATE,
+        window_s=(3.0, 4.0),
+        text=False,
+        token_length=0,
+        schedule="linear",
+        weighting="simplified",
+        parametrisation="eps",
+        cfg_dropout=0.0,
+        aug_t_max=1.0,
+        aug_blur_sigma=(0.2, 1.0),
+        paper_steps=840_000,
+        architecture=VOCODER,
+        inputs=vocoder_inputs,
+        sampling=SamplingDefaults(steps=100, gamma=0.0, guidance=1.0),
+        augmentation=SpectrogramAugmentation,
+    ),
+)

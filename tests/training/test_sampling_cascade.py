@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from builders import tiny_checkpoint
 
-import training.sampling as sampling  # registers the spectrogram stages before the train CLI reads STAGES
+import training.sampling as sampling
 from n2m.errors import UserError
 from training.cascade import load_stage
 from training.sampling import Prompt, generate, load_cascade

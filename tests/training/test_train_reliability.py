@@ -13,7 +13,7 @@ import pytest
 import torch
 from builders import tiny_checkpoint, write_build
 
-import training.sampling as sampling  # registers the spectrogram stages before the train CLI reads STAGES
+import training.sampling as sampling
 from n2m.cli import build_parser, main
 from n2m.errors import ShardDamaged, UserError
 from n2m.provenance import dir_hash
