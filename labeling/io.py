@@ -7,11 +7,7 @@ import io
 
 import numpy as np
 
-from n2m.layout import read_label_manifest
-from n2m.storage import glob, read_bytes, write_bytes_atomic
-
-# glob and read_label_manifest are re-exported while labeling/label_eval.py still imports them from here.
-__all__ = ["glob", "load_npz", "read_label_manifest", "save_npz"]
+from n2m.storage import read_bytes, write_bytes_atomic
 
 
 def save_npz(path: str, **arrays: np.ndarray) -> None:

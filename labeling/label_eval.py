@@ -24,12 +24,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from labeling.io import glob, load_npz, read_label_manifest
-from labeling.truth import is_holdout, join_sources, truth_of_keys
+from labeling.io import load_npz
+from labeling.truth import join_sources, truth_of_keys
 from labeling.vocabset import entries_of
 from n2m.config import POSITIVE, leaf
 from n2m.errors import UserError
-from n2m.provenance import now_iso, versions, write_json
+from n2m.layout import read_label_manifest
+from n2m.manifest import is_holdout
+from n2m.provenance import now_iso, versions
+from n2m.storage import Store, glob, write_json
 
 TEMPO_WORDS: dict[str, tuple[str, ...]] = {
     "slow": ("slow", "very slow", "slow tempo", "slow ballad", "leisurely pace", "slow bpm", "downtempo", "largo",
@@ -152,8 +155,9 @@ def clap_scores(keys: list[str], captions: dict[str, list[str]], audio: dict[str
 def _load_labels(label_dir: str) -> dict[str, dict[str, list[str]]]:
     """``{vocab: {key: captions}}`` from a label set's tables."""
     out: dict[str, dict[str, list[str]]] = {}
-    for path in sorted(Path(label_dir).glob("*.parquet")):
-        table = pq.read_table(path, columns=["key", "vocab", "captions"])
+    for path in glob(f"{label_dir.rstrip('/')}/*.parquet"):
+        with Store(path).open_read(path) as handle:
+            table = pq.read_table(handle, columns=["key", "vocab", "captions"])
         for key, vocab, captions in zip(*(table[c].to_pylist() for c in ("key", "vocab", "captions"))):
             out.setdefault(vocab, {})[key] = captions or []
     return out

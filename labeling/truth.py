@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from n2m.manifest import is_holdout, read_rows
+from n2m.manifest import read_rows
 from n2m.schema import read_sources, source_id_of_key
-
-__all__ = ["is_holdout", "join_sources", "truth_of_keys"]  # is_holdout: label_eval still imports it from here
 
 
 def _uri_forms(value: str, base: Path) -> set[str]:
