@@ -22,7 +22,8 @@ import torch
 
 from n2m.config import NONNEGATIVE, POSITIVE, POSITIVE_INT, SAMPLE_RATE, leaf
 from n2m.errors import UserError
-from n2m.provenance import file_hash, now_iso, versions, write_json
+from n2m.provenance import file_hash, now_iso, versions
+from n2m.storage import write_json
 
 log = logging.getLogger(__name__)
 

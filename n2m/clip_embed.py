@@ -20,11 +20,10 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 
 from n2m.audio import AudioError, decode
-from n2m.provenance import write_bytes_atomic
+from n2m.storage import read_bytes, write_bytes_atomic
 
 REDUCE = "mean_raw_then_l2"  # n2m.clap rule 3: the mean of the raw window embeddings, then L2-normalised
 
@@ -91,8 +90,7 @@ def load_store(path: str) -> Stored | None:
     """The store file at ``path``, or None when it is missing, unreadable or inconsistent (it is then computed
     again)."""
     try:
-        with fsspec.open(path, "rb") as handle:
-            data = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+        with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as data:
             stored = Stored([str(k) for k in data["keys"]], np.asarray(data["embeddings"], np.float32),
                             json.loads(str(data["failed"])), json.loads(str(data["rules"])))
     except (OSError, ValueError, KeyError):

@@ -45,7 +45,8 @@ from torch import nn
 from n2m.clap import DEFAULT_TEXT_CACHE, ClapEmbedder, l2_normalise, quiet_transformers, weight_misfit
 from n2m.errors import UserError
 from n2m.musicnn import Musicnn
-from n2m.provenance import dir_hash, read_json, write_json
+from n2m.provenance import dir_hash
+from n2m.storage import read_json, write_json
 
 MODEL_TYPE = "n2m_towers"
 FORMAT = 1

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from n2m.config import leaf, resolved
 from n2m.errors import UserError
-from n2m.provenance import now_iso, versions, write_json
+from n2m.provenance import now_iso, versions
+from n2m.storage import write_json
 
 log = logging.getLogger(__name__)
 
