@@ -15,7 +15,19 @@ import time
 from typing import Any
 
 from n2m.beam import BeamSession, BeamSetup, add_beam_arguments, beam_setup
-from n2m.config import FINITE, FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, leaf, number, resolved
+from n2m.config import (
+    FINITE,
+    FRACTION,
+    MAX_SAMPLE_RATE,
+    NONNEGATIVE,
+    NONNEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    SAMPLE_RATE,
+    leaf,
+    number,
+    resolved,
+)
 from n2m.errors import JobFailed, UserError
 from n2m.layout import BuildLayout, parse_shard_name
 from n2m.provenance import now_iso, versions
@@ -23,7 +35,6 @@ from n2m.schema import BUILD_VERSION
 from n2m.storage import Store, is_remote, read_json, write_json
 
 _FLAC_RATIO = 0.6  # FLAC bytes / PCM_16 bytes of typical music, for turning --shard-size-mb into sources per shard
-MAX_SAMPLE_RATE = 384000  # the highest rate common audio interfaces and codecs offer
 MAX_CHANNELS = 8  # 7.1 surround
 
 
@@ -47,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--extensions", default=",".join(_audio_extensions()),
                     help="file name endings a folder listing picks up (comma-separated; default: common audio)")
     audio = parser.add_argument_group("clips")
-    audio.add_argument("--sample-rate", type=number(int, low=1, high=MAX_SAMPLE_RATE), default=24000,
+    audio.add_argument("--sample-rate", type=SAMPLE_RATE, default=24000,
                        help=f"output sample rate in Hz, at most {MAX_SAMPLE_RATE} (default 24000)")
     audio.add_argument("--channels", type=number(int, low=1, high=MAX_CHANNELS), default=1,
                        help=f"output channels, at most {MAX_CHANNELS}: 1 = mean downmix (default 1)")
