@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="probability of pairing a window with a random subset of its track's tags instead of "
                              "its caption (keyword-to-caption augmentation, as in CLAP; 0 disables; default 0.5, "
                              "0.8 with pretrained towers)")
-    parser.add_argument("--seed", type=int, default=0, help="initialisation and batch sampling seed")
+    parser.add_argument("--seed", type=NONNEGATIVE_INT, default=0, help="initialisation and batch sampling seed")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=NONNEGATIVE_INT, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")

@@ -9,7 +9,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from n2m.config import leaf, resolved
+from n2m.config import NONNEGATIVE_INT, leaf, resolved
 from n2m.errors import UserError
 from n2m.provenance import now_iso, versions
 from n2m.storage import write_json
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, metavar="DIR", help="(required) output folder, created if missing")
     parser.add_argument("--tracks", type=int, default=24, metavar="N", help="number of tracks (default 24)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="corpus seed (default 0)")
+    parser.add_argument("--seed", type=NONNEGATIVE_INT, default=0, metavar="S", help="corpus seed (default 0)")
     parser.add_argument("--min-seconds", type=float, default=35.0, metavar="SEC",
                         help="shortest track duration in seconds (default 35)")
     parser.add_argument("--max-seconds", type=float, default=150.0, metavar="SEC",

@@ -12,7 +12,7 @@ from conftest import write_build
 from labeling.clap_train import clap_loss, learning_rate, track_text
 from labeling.presets import build_clap
 from n2m.clap import ClapEmbedder
-from n2m.cli import build_parser
+from n2m.cli import build_parser, main
 from n2m.errors import UserError
 
 TONE, NOISE = "a soft low sine tone", "harsh loud white noise"
@@ -106,3 +106,15 @@ def test_init_fine_tunes_an_existing_clap_directory(corpus, micro_clap_dir):
     changed = [k for k, v in tuned.model.state_dict().items() if not torch.equal(v, base.model.state_dict()[k])]
     assert changed  # weights moved
     assert json.loads((out / "train.json").read_text())["lineage"]["init_sha1"] == base.model_id
+
+
+def test_a_negative_seed_is_a_one_line_error(corpus, capsys):
+    root, manifest = corpus
+    argv = ["clap-train", "--build", str(root / "out"), "--captions", str(manifest), "--out", str(root / "clap"),
+            "--preset", "micro", "--max-steps", "1", "--batch-size", "4", "--seed", "-1"]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seed" in err[0] and "'-1'" in err[0]
+    assert not (root / "clap").exists()  # refused before any work
