@@ -18,6 +18,7 @@ import soundfile as sf
 import soxr
 
 from n2m.containers import looks_truncated, mp3_has_frame_count
+from n2m.storage import write_bytes_atomic
 
 REASONS = (
     "empty",  # zero bytes
@@ -351,8 +352,9 @@ def encode_flac(samples: np.ndarray, sample_rate: int) -> bytes:
 
 
 def write(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
-    """Write ``[C, T]`` audio to a file whose suffix picks the format (.wav, .flac, .ogg, .mp3)."""
+    """Write ``[C, T]`` audio to a file whose suffix picks the format (.wav, .flac, .ogg, .mp3), atomically
+    (:func:`n2m.storage.write_bytes_atomic`: a killed run leaves the old file or the new one)."""
     fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}.get(Path(path).suffix.lower())
     if fmt is None:
         raise ValueError(f"cannot write audio format of {path}")
-    Path(path).write_bytes(encode(samples, sample_rate, fmt, subtype))
+    write_bytes_atomic(str(path), encode(samples, sample_rate, fmt, subtype))
