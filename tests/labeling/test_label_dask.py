@@ -18,7 +18,8 @@ from labeling.vocabset import open_vocabularies  # noqa: E402
 from n2m.beam import local_dask_cluster  # noqa: E402
 from n2m.cli import build_parser, main  # noqa: E402
 from n2m.errors import JobFailed  # noqa: E402
-from n2m.schema import BuildLayout, clip_key, source_id  # noqa: E402
+from n2m.layout import BuildLayout  # noqa: E402
+from n2m.schema import clip_key, source_id  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 SHORT = ["piano", "drums", "violin", "guitar", "synth", "jazz", "rock", "calm"]

@@ -17,7 +17,8 @@ from conftest import CAPTIONS, write_build, write_vocab
 from labeling.vocabset import open_vocabularies
 from n2m.cli import build_parser, main
 from n2m.errors import JobFailed, ShardDamaged, UserError
-from n2m.schema import VOCAB_SCHEMA, BuildLayout, text_id
+from n2m.layout import BuildLayout
+from n2m.schema import VOCAB_SCHEMA, text_id
 
 IN_MEMORY = ["--", "--direct_running_mode=in_memory"]
 SHORT = ["piano", "drums", "violin", "guitar", "synth", "jazz"]
