@@ -24,9 +24,9 @@ import torch
 from n2m.errors import UserError
 from n2m.provenance import dir_hash, file_hash, sha1_bytes
 from training.conditioning import StageConditioning
+from training.config import DiffusionConfig
 from training.diffusion.denoiser import Denoiser
-from training.diffusion.schedules import get_schedule
-from training.export import Exported, load_exported, load_weights, network_from_config
+from training.export import Exported, load_checkpoint, load_exported
 from training.griffin_lim import NAME as GRIFFIN_LIM
 from training.griffin_lim import GriffinLim
 
@@ -62,6 +62,10 @@ class StageModel:
     @property
     def denoiser(self) -> Denoiser:
         return self.model.denoiser
+
+    @property
+    def diffusion(self) -> DiffusionConfig:
+        return self.model.diffusion
 
     @property
     def rate(self) -> int:
@@ -102,25 +106,6 @@ class StageModel:
                 "global_step": (self.config.get("source") or {}).get("global_step")}
 
 
-def _load_lightning(path: Path, device: str | torch.device) -> Exported:
-    """The EMA network of an ``n2m train`` checkpoint (``weights_only=True``: no pickled code runs)."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - an unreadable checkpoint is the user's to fix
-        raise UserError(f"cannot read checkpoint {path}: {err}") from err
-    if "n2m" not in data or "state_dict" not in data:
-        raise UserError(f"{path} is not an n2m training checkpoint")
-    config = dict(data["n2m"]["config"])
-    config["source"] = {"checkpoint": str(path), "global_step": int(data.get("global_step", 0))}
-    weights = {k[len("ema."):]: v for k, v in data["state_dict"].items() if k.startswith("ema.")}
-    net = network_from_config(config, str(path))
-    load_weights(net, weights, f"{path} (EMA weights)")
-    net = net.to(device).eval().requires_grad_(False)
-    diffusion = config["diffusion"]
-    denoiser = Denoiser(net, get_schedule(diffusion["schedule"]), diffusion["parametrisation"], diffusion["weighting"])
-    return Exported(net=net, denoiser=denoiser, config=config)
-
-
 def load_stage(path: str | Path, device: str | torch.device = "cpu") -> StageModel:
     """A stage model from an export directory or a ``.ckpt`` file; ``griffin-lim`` (when no such file exists) is the
     classical vocoder of :mod:`training.griffin_lim`."""
@@ -129,11 +114,11 @@ def load_stage(path: str | Path, device: str | torch.device = "cpu") -> StageMod
         inversion = GriffinLim().to(device)
         config = inversion.config()
         digest = sha1_bytes(json.dumps(config, sort_keys=True).encode())
-        return StageModel(Exported(net=inversion, denoiser=None, config=config), GRIFFIN_LIM, digest, "classical")
+        return StageModel(Exported(inversion, None, config, None), GRIFFIN_LIM, digest, "classical")
     if path.is_dir():
         return StageModel(load_exported(path, device), str(path), dir_hash(path), "export")
     if path.is_file():
-        return StageModel(_load_lightning(path, device), str(path), file_hash(path), "checkpoint")
+        return StageModel(load_checkpoint(path, device), str(path), file_hash(path), "checkpoint")
     raise UserError(f"checkpoint {path} does not exist")
 
 

@@ -58,6 +58,10 @@ class StageConditioning:
     joint_dim: int = 0  # its embedding size D
     melody: bool = False
 
+    def __post_init__(self) -> None:
+        if self.condition not in CONDITIONS:
+            raise UserError(f"conditioning.condition: {self.condition!r} is not one of {', '.join(CONDITIONS)}")
+
     @classmethod
     def of(cls, config: dict[str, Any]) -> StageConditioning:
         section = config.get("conditioning") or {}

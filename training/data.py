@@ -21,7 +21,6 @@ import json
 import logging
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -35,6 +34,7 @@ from n2m.audio import AudioError, decode, downmix
 from n2m.errors import UserError
 from n2m.schema import BuildLayout, check_label_set, read_label_captions
 from training.conditioning import StageConditioning, melody_window
+from training.config import DataConfig
 from training.joint_embeddings import ClipEmbeddings
 from training.stage_spec import StageSpec
 
@@ -109,20 +109,6 @@ def sample_caption(items: list[str], rng: random.Random) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The data module
-
-
-@dataclass
-class DataConfig:
-    build: str
-    labels: str | None = None
-    batch_size: int = 8
-    num_workers: int = 2
-    shuffle_buffer: int = 256
-    window_s: tuple[float, float] | None = None  # None: the stage's own
-    meta_text: bool = True  # add the clip json's text[] to the caption items
-    exclude_holdout: bool = False  # skip clips whose source is marked held out (clip json meta.holdout)
-    val_samples: int = 64
-    seed: int = 0
 
 
 class ExampleMaker:
@@ -253,12 +239,8 @@ class ShardDataModule(L.LightningDataModule):
         super().__init__()
         self.conditioning = conditioning or StageConditioning()
         self.joint: ClipEmbeddings | None = None
-        if cfg.batch_size < 1:
-            raise UserError(f"batch size must be at least 1, got {cfg.batch_size}")
         self.stage, self.cfg, self.multiple = stage, cfg, length_multiple
-        window_s = tuple(cfg.window_s or stage.window_s)
-        if len(window_s) != 2 or not 0 < window_s[0] <= window_s[1]:
-            raise UserError(f"window must be 0 < min <= max seconds, got {window_s}")
+        window_s = cfg.window_s or stage.window_s
         self.lengths = (round(window_s[0] * stage.sample_rate), round(window_s[1] * stage.sample_rate))
         self.captions: dict[str, dict[str, list[str]]] = {}
         self.val_examples: list[dict] = []

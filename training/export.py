@@ -1,9 +1,16 @@
-"""Exported models: a training checkpoint's EMA weights as safetensors + a ``config.json`` that rebuilds the network.
+"""Model files: ``n2m train`` checkpoints and ``n2m export`` directories, read into models, and exports written.
 
-``DIR/model.safetensors`` holds the EMA network's tensors (the names of ``UNet1D.state_dict()``); ``DIR/config.json``
-holds the network config, the diffusion config (schedule, parametrisation, weighting), the stage, the text encoder
-spec, the conditioning (:mod:`training.conditioning`: joint model and melody), the lineage (build id, label set, text encoder hash), the checkpoint it came from (path, SHA-1, step) and the
-package versions. :func:`load_exported` is the inference entry point for sampling and evaluation.
+- A training checkpoint (Lightning's ``.ckpt``) holds the run's config (``n2m.config``, a
+  :class:`training.config.TrainConfig`), the live (``net.*``) and EMA (``ema.*``) weights and the step.
+  :func:`read_checkpoint` is the one reader (``weights_only=True``: no pickled code runs; the config validated once).
+- An export: ``DIR/model.safetensors`` holds the EMA network's tensors (the names of ``UNet1D.state_dict()``);
+  ``DIR/config.json`` holds the network config, the diffusion config (schedule, parametrisation, weighting), the stage,
+  the text encoder spec, the conditioning (:mod:`training.conditioning`: joint model and melody), the lineage (build
+  id, label set, text encoder hash), the checkpoint it came from (path, SHA-1, step) and the package versions.
+
+:func:`load_checkpoint` (a checkpoint's EMA weights) and :func:`load_exported` (an export) give the same
+:class:`Exported` through :func:`build_model`, the one place a stage's network and denoiser are rebuilt from a config;
+they are the inference entry points for sampling and evaluation.
 """
 
 from __future__ import annotations
@@ -16,8 +23,8 @@ import torch
 
 from n2m.errors import UserError
 from n2m.provenance import file_hash, now_iso, read_json, versions, write_json
+from training.config import DiffusionConfig, TrainConfig, network_config
 from training.diffusion.denoiser import Denoiser
-from training.diffusion.schedules import get_schedule
 from training.networks.presets import build_network
 from training.networks.unet1d import UNet1D
 
@@ -27,38 +34,61 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A read training checkpoint: its validated config, its weights (``net.*`` live, ``ema.*`` EMA) and its step."""
+
+    path: Path
+    config: TrainConfig
+    state_dict: dict[str, torch.Tensor]
+    global_step: int
+
+    def ema_weights(self) -> dict[str, torch.Tensor]:
+        """The EMA network's tensors, named as ``UNet1D.state_dict()`` names them."""
+        weights = {k[len("ema."):]: v for k, v in self.state_dict.items() if k.startswith("ema.")}
+        if not weights:
+            raise UserError(f"{self.path} holds no EMA weights")
+        return weights
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """An ``n2m train`` checkpoint, loaded with ``weights_only=True``; an unreadable file, another kind of file or an
+    invalid config is a one-line :class:`UserError`."""
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - an unreadable checkpoint is the user's to fix
+        raise UserError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(data, dict) or "n2m" not in data or "state_dict" not in data:
+        raise UserError(f"{path} is not an n2m training checkpoint")
+    return Checkpoint(path, TrainConfig.from_dict(data["n2m"]["config"], str(path)), data["state_dict"],
+                      int(data.get("global_step", 0)))
+
+
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     """Write ``out/model.safetensors`` (EMA weights) and ``out/config.json`` from a training checkpoint."""
     from safetensors.torch import save_file
 
-    ckpt = Path(ckpt)
-    try:
-        data = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - an unreadable checkpoint is the user's to fix
-        raise UserError(f"cannot read checkpoint {ckpt}: {err}") from err
-    if "n2m" not in data or "state_dict" not in data:
-        raise UserError(f"{ckpt} is not an n2m training checkpoint")
-    config = data["n2m"]["config"]
-    weights = {k[len("ema."):]: v.contiguous() for k, v in data["state_dict"].items() if k.startswith("ema.")}
-    if not weights:
-        raise UserError(f"{ckpt} holds no EMA weights")
+    checkpoint = read_checkpoint(ckpt)
+    weights = {k: v.contiguous() for k, v in checkpoint.ema_weights().items()}
+    config = checkpoint.config
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(weights, str(out / WEIGHTS), metadata={"format": EXPORT_FORMAT, "stage": config["stage"]})
+    save_file(weights, str(out / WEIGHTS), metadata={"format": EXPORT_FORMAT, "stage": config.stage})
     write_json(str(out / CONFIG), {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
-        "stage": config["stage"],
-        "preset": config["preset"],
-        "spec": config["spec"],
-        "net": config["net"],
-        "diffusion": config["diffusion"],
-        "text_encoder": config["text_encoder"],
-        "conditioning": config.get("conditioning"),
-        "lineage": config["lineage"],
-        "source": {"checkpoint": str(ckpt.resolve()), "checkpoint_sha1": file_hash(ckpt),
-                   "global_step": int(data.get("global_step", 0)), "ema_decay": config["optim"]["ema_decay"]},
-        "training_versions": config.get("versions", {}),
+        "stage": config.stage,
+        "preset": config.preset,
+        "spec": config.spec,
+        "net": config.net.to_dict(),
+        "diffusion": config.diffusion.to_dict(),
+        "text_encoder": config.text_encoder,
+        "conditioning": config.conditioning.to_dict(),
+        "lineage": config.lineage,
+        "source": {"checkpoint": str(checkpoint.path.resolve()), "checkpoint_sha1": file_hash(checkpoint.path),
+                   "global_step": checkpoint.global_step, "ema_decay": config.optim.ema_decay},
+        "training_versions": config.versions,
         "versions": versions(("safetensors",)),
         "exported_at": now_iso(),
     })
@@ -67,11 +97,14 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
 
 @dataclass
 class Exported:
-    """A loaded export: the EMA network (eval mode, no gradients), its denoiser, and the export's config."""
+    """A loaded stage model: the EMA network (eval mode, no gradients), its denoiser, its diffusion settings, and the
+    config it was rebuilt from (an export's, or a checkpoint's with its ``source``). A classical stage (nothing
+    trained, :mod:`training.griffin_lim`) has no denoiser and no diffusion settings."""
 
     net: UNet1D
-    denoiser: Denoiser
+    denoiser: Denoiser | None
     config: dict[str, Any]
+    diffusion: DiffusionConfig | None
 
     @property
     def stage(self) -> str:
@@ -103,12 +136,26 @@ def _first(names: list[str], count: int = 3) -> str:
     return f" ({', '.join(names[:count])}{', ...' if len(names) > count else ''})" if names else ""
 
 
-def network_from_config(config: dict[str, Any], source: str) -> UNet1D:
-    """The (random) network of a stage config, with a one-line error for a config that does not describe one."""
+def build_model(config: dict[str, Any], weights: dict[str, torch.Tensor], source: str,
+                device: str | torch.device = "cpu") -> Exported:
+    """The stage model of a config's ``net`` and ``diffusion`` sections with ``weights`` loaded strictly
+    (:func:`load_weights`), on ``device`` in eval mode; ``source`` names the file in every error line."""
     try:
-        return build_network(config["net"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{source}: the network config is not valid ({err})") from err
+        net = build_network(network_config(config["net"]))
+        diffusion = DiffusionConfig.from_dict(config["diffusion"])
+    except UserError as err:
+        raise UserError(f"{source}: {err}") from None
+    load_weights(net, weights, source)
+    net = net.to(device).eval().requires_grad_(False)
+    return Exported(net=net, denoiser=diffusion.denoiser(net), config=config, diffusion=diffusion)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Exported:
+    """The EMA network of an ``n2m train`` checkpoint; its config gains ``source`` (the file and the step)."""
+    checkpoint = read_checkpoint(path)
+    config = {**checkpoint.config.to_dict(),
+              "source": {"checkpoint": str(checkpoint.path), "global_step": checkpoint.global_step}}
+    return build_model(config, checkpoint.ema_weights(), f"{checkpoint.path} (EMA weights)", device)
 
 
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Exported:
@@ -129,13 +176,8 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
     if missing or not str(config["version"]).isdigit() or int(config["version"]) > EXPORT_VERSION:
         raise UserError(f"{root / CONFIG} is not a supported n2m export (version {config.get('version')!r}"
                         f"{', missing ' + ', '.join(missing) if missing else ''})")
-    net = network_from_config(config, str(root / CONFIG))
     try:
         state = load_file(str(root / WEIGHTS))
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for any damaged file
         raise UserError(f"cannot read {root / WEIGHTS}: {str(err).strip() or type(err).__name__}") from err
-    load_weights(net, state, str(root / WEIGHTS))
-    net = net.to(device).eval().requires_grad_(False)
-    diffusion = config["diffusion"]
-    denoiser = Denoiser(net, get_schedule(diffusion["schedule"]), diffusion["parametrisation"], diffusion["weighting"])
-    return Exported(net=net, denoiser=denoiser, config=config)
+    return build_model(config, state, str(root / WEIGHTS), device)

@@ -19,16 +19,14 @@ import torch
 
 from n2m.errors import UserError
 from n2m.provenance import now_iso, versions
-from training.diffusion.denoiser import Conditioning, Denoiser
-from training.diffusion.schedules import get_schedule
+from training.config import TrainConfig
+from training.diffusion.denoiser import Conditioning
 from training.networks.presets import build_network
 from training.networks.unet1d import UNetConfig
 from training.stages import get_stage
 from training.text import TextEncoder
 
 VAL_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
-
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 def conditioning_field(cfg: UNetConfig) -> str | None:
@@ -55,26 +53,25 @@ def key_seed(key: str, salt: int = 0) -> int:
 
 
 class DiffusionModule(L.LightningModule):
-    """Trains ``config["net"]`` as the denoiser of ``config["stage"]``. ``config`` is the resolved training config
-    (sections ``net``, ``diffusion``, ``optim``; see :mod:`training.train_cli`) and travels inside every checkpoint."""
+    """Trains ``config.net`` as the denoiser of ``config.stage``. ``config`` is the resolved training config
+    (:class:`training.config.TrainConfig`, or its dict as a checkpoint stores it) and travels inside every checkpoint."""
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: TrainConfig | dict[str, Any]):
         super().__init__()
-        self.save_hyperparameters({"config": config})
+        config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        self.save_hyperparameters({"config": config.to_dict()})
         self.config = config
-        diffusion, optim = config["diffusion"], config["optim"]
-        self.net = build_network(config["net"])
+        diffusion = config.diffusion
+        self.net = build_network(config.net)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
-        schedule = get_schedule(diffusion["schedule"])
-        self.denoiser = Denoiser(self.net, schedule, diffusion["parametrisation"], diffusion["weighting"])
-        self.ema_denoiser = Denoiser(self.ema, schedule, diffusion["parametrisation"], diffusion["weighting"])
+        self.denoiser = diffusion.denoiser(self.net)
+        self.ema_denoiser = diffusion.denoiser(self.ema)
         self.cond_field = conditioning_field(self.net.cfg)
-        blur = diffusion.get("aug_blur_sigma")
-        self.augment = (get_stage(config["stage"]).augmentation(schedule, diffusion["aug_t_max"], tuple(blur) if blur
-                                                                else None) if self.cond_field else None)
-        self.ema_decay = float(optim["ema_decay"])
+        augmentation = get_stage(config.stage).augmentation
+        self.augment = (augmentation(self.denoiser.schedule, diffusion.aug_t_max, diffusion.aug_blur_sigma)
+                        if self.cond_field else None)
         self._text: TextEncoder | None = None
-        if optim.get("compile"):
+        if config.optim.compile:
             self.net.compile()
 
     # -----------------------------------------------------------------------------------------------------------------
@@ -84,7 +81,7 @@ class DiffusionModule(L.LightningModule):
         """The frozen text encoder (kept out of the state dict; moved to the module's device when training starts)."""
         width = self.net.cfg.text_dim
         if width > 0 and encoder is None:
-            raise UserError(f"stage {self.config['stage']} needs a text encoder (--text-encoder KIND:DIR)")
+            raise UserError(f"stage {self.config.stage} needs a text encoder (--text-encoder KIND:DIR)")
         if encoder is not None and width > 0 and encoder.dim != width:
             raise UserError(f"text encoder width {encoder.dim} does not match the network's text_dim {width}")
         self._text = encoder if width > 0 else None
@@ -125,15 +122,14 @@ class DiffusionModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         cond = self.conditioning(batch, augment=True)
-        diffusion = self.config["diffusion"]
-        loss = self.denoiser.loss(batch["x0"], cond, cfg_p=float(diffusion["cfg_dropout"]),
-                                  joint_p=float(diffusion.get("audio_dropout") or 0.0)).mean()
+        diffusion = self.config.diffusion
+        loss = self.denoiser.loss(batch["x0"], cond, cfg_p=diffusion.cfg_dropout, joint_p=diffusion.audio_dropout).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["x0"].shape[0])
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = self.global_step
-        decay = min(self.ema_decay, (1.0 + step) / (10.0 + step))
+        decay = min(self.config.optim.ema_decay, (1.0 + step) / (10.0 + step))
         with torch.no_grad():
             ema, live = list(self.ema.parameters()), list(self.net.parameters())
             torch._foreach_lerp_(ema, live, 1.0 - decay)
@@ -158,16 +154,13 @@ class DiffusionModule(L.LightningModule):
     # Optimisation and checkpoints
 
     def configure_optimizers(self):
-        optim = self.config["optim"]
-        if optim["optimizer"] not in OPTIMIZERS:
-            raise UserError(f"unknown optimizer {optim['optimizer']!r}; choose from {sorted(OPTIMIZERS)}")
+        optim = self.config.optim
         # fused: one kernel for the whole update on CUDA (no per-parameter launches, no host syncs)
-        opt = OPTIMIZERS[optim["optimizer"]](self.net.parameters(), lr=optim["lr"], betas=tuple(optim["betas"]),
-                                             weight_decay=optim["weight_decay"], fused=self.device.type == "cuda")
-        warmup, decay_steps, floor = int(optim["warmup_steps"]), int(optim["decay_steps"]), float(optim["min_lr_ratio"])
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, decay_steps, floor))
+        opt = optim.make(self.net.parameters(), fused=self.device.type == "cuda")
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, optim.warmup_steps, optim.decay_steps, optim.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["n2m"] = {"config": self.config, "versions": versions(), "saved_at": now_iso(),
+        checkpoint["n2m"] = {"config": self.config.to_dict(), "versions": versions(), "saved_at": now_iso(),
                              "global_step": int(self.global_step)}

@@ -25,10 +25,17 @@ import numpy as np
 
 from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
+from training.cascade import CASCADES, cascade_stages
 from training.conditioning import DEFAULT_PROMPT_SECONDS, DOUBLE_AUDIO_GUIDANCE, read_audio_file, read_audio_prompt
-from training.sampling import MAX_SECONDS, SECONDS
+from training.diffusion.guidance import CLIPS
+from training.diffusion.samplers import SAMPLERS, SPACINGS
+from training.sampling import MAX_SECONDS, PRECISIONS, SECONDS
+from training.stages import STAGES
 
-_CASCADE_HELP = "waveform: generator -> cascader -> sr_cascader; spectrogram: spec_generator -> vocoder -> sr_cascader"
+
+def _paper(field: str) -> str:
+    """The paper's value of a sampling setting per stage (``StageSpec.sampling``), for the help."""
+    return ", ".join(f"{name} {getattr(stage.sampling, field):g}" for name, stage in STAGES.items())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--prompts-file", metavar="FILE",
                      help="one prompt per line, or JSON lines with 'id' and 'text' (the id names the output files: "
                           "no '/', no leading dot, no control characters)")
-    what.add_argument("--cascade", required=True, choices=["waveform", "spectrogram"], help=_CASCADE_HELP)
+    what.add_argument("--cascade", required=True, choices=list(CASCADES),
+                      help="; ".join(f"{name}: {' -> '.join(stages)}" for name, stages in CASCADES.items()))
     what.add_argument("--checkpoints", required=True, metavar="DIR|STAGE=PATH,...",
                       help="a directory holding STAGE/ (n2m export), STAGE.ckpt or STAGE/checkpoints/ for each stage, "
                            "or stage=path pairs separated by commas; vocoder=griffin-lim puts the classical Griffin-Lim "
@@ -73,19 +81,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     how = parser.add_argument_group("sampling (one value for every stage, or stage=value,... ; default: the paper's)")
     how.add_argument("--sampler", default="ancestral", metavar="NAME|STAGE=NAME,...",
-                     help="ancestral (Noise2Music, with the stage's gamma), ddim or dpmpp (DPM-Solver++(2M))")
-    how.add_argument("--steps", metavar="N|STAGE=N,...",
-                     help="sampling steps, at least 1 (paper: generator 1000, cascader 800, sr_cascader 800, spec_generator 1000, "
-                          "vocoder 100)")
+                     help=f"one of {', '.join(SAMPLERS)} (ancestral: Noise2Music's, with the stage's gamma; ddim; "
+                          "dpmpp: DPM-Solver++(2M))")
+    how.add_argument("--steps", metavar="N|STAGE=N,...", help=f"sampling steps, at least 1 (paper: {_paper('steps')})")
     how.add_argument("--guidance", metavar="G|STAGE=G,...",
-                     help="classifier-free guidance scale, a finite number >= 0; one value applies to the text stages (paper: generator 10, "
-                          "cascader 5, spec_generator 5)")
+                     help="classifier-free guidance scale, a finite number >= 0; one value applies to the text stages "
+                          f"(paper: {_paper('guidance')})")
     how.add_argument("--spacing", default="uniform", metavar="NAME|STAGE=NAME,...",
-                     help="step spacing: uniform, front_heavy (short steps at high noise), back_heavy, log_snr")
-    how.add_argument("--gamma", type=NONNEGATIVE, help="ancestral stochasticity for every stage (paper: 0, cascader 1)")
+                     help=f"step spacing, one of {', '.join(SPACINGS)} (front_heavy: short steps at high noise)")
+    how.add_argument("--gamma", type=NONNEGATIVE,
+                     help=f"ancestral stochasticity for every stage (paper: {_paper('gamma')})")
     how.add_argument("--eta", type=NONNEGATIVE, default=0.0, help="DDIM stochasticity")
-    how.add_argument("--clip", default="dynamic", choices=["dynamic", "static", "none"],
-                     help="x0 clipping: Imagen's dynamic thresholding, [-1, 1], or none")
+    how.add_argument("--clip", default="dynamic", choices=list(CLIPS),
+                     help="x0 clipping: dynamic (Imagen's dynamic thresholding), static ([-1, 1]) or none")
     how.add_argument("--clip-percentile", type=number(float, low=0, high=1, low_open=True), default=0.995, help="dynamic clipping percentile")
     how.add_argument("--aug-t", type=FRACTION, default=0.0, help="noise level of the cascaders' and vocoder's conditioning")
     how.add_argument("--window-seconds", metavar="S|STAGE=S,...",
@@ -95,7 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("hardware")
     run.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="clips sampled together")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
-    run.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="bf16 autocast on auto+cuda")
+    run.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                     help="; ".join(f"{name}: {what}" for name, what in PRECISIONS.items()))
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     leaf(parser, run_sample)
 
@@ -231,7 +240,6 @@ def write_result(out: Path, result, args_config: dict[str, Any]) -> list[Path]:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from training.cascade import cascade_stages
     from training.sampling import Prompt, check_prompts, generate, load_cascade, stage_settings
 
     if not (args.prompts or args.prompts_file or args.audio_prompt):

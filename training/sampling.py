@@ -43,7 +43,7 @@ from training.conditioning import (
     melody_input,
     prompt_conditioning,
 )
-from training.diffusion.guidance import make_clip
+from training.diffusion.guidance import CLIPS, make_clip
 from training.diffusion.samplers import SAMPLERS, SPACINGS, get_sampler, make_steps, noise_like
 from training.stages import get_stage
 from training.text import TextEncoder, load_text_encoder
@@ -55,6 +55,7 @@ FALLBACK_WINDOW_S = 8.0  # window length when the whole signal does not fit in m
 OVERLAP_S = 0.5
 MAX_SECONDS = 600.0  # 20x the paper's 30 s clips; 100000 s would ask for tens of GB before the first step
 SECONDS = number(float, low=0, high=MAX_SECONDS, low_open=True)
+PRECISIONS = {"auto": "bf16 autocast on CUDA, fp32 elsewhere", "fp32": "no autocast", "bf16": "bf16 autocast"}
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,12 @@ class StageSettings:
     overlap_s: float = OVERLAP_S
 
     def resolved(self, stage: str) -> StageSettings:
-        """The paper's values filled in, every number checked (finite, in range) with a one-line error."""
+        """The paper's values filled in and every setting checked once (names in their registries, numbers finite
+        and in range), each bad one a one-line :class:`UserError`."""
+        for value, registry, what in ((self.sampler, SAMPLERS, "sampler"), (self.spacing, SPACINGS, "step spacing"),
+                                      (self.clip, CLIPS, "clipping")):
+            if value not in registry:
+                raise UserError(f"unknown {what} {value!r}; choose from {', '.join(registry)}")
         paper = get_stage(stage).sampling
         out = replace(self, steps=paper.steps if self.steps is None else self.steps,
                       guidance=paper.guidance if self.guidance is None else self.guidance,
@@ -102,6 +108,10 @@ class StageSettings:
         if out.audio_guidance is not None:
             checks["audio_guidance"] = checked(out.audio_guidance, NONNEGATIVE, f"{stage} audio guidance")
         return replace(out, **checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a sample's sidecar records them (``sampler_settings``)."""
+        return asdict(self)
 
 
 @dataclass
@@ -158,10 +168,6 @@ def stage_settings(
         (steps, "steps"), (guidance, "guidance"), (window_s, "window"), (audio_guidance, "audio guidance")))
     out = {}
     for stage in stages:
-        if samplers[stage] not in SAMPLERS:
-            raise UserError(f"unknown sampler {samplers[stage]!r}; choose from {', '.join(SAMPLERS)}")
-        if spacings[stage] not in SPACINGS:
-            raise UserError(f"unknown step spacing {spacings[stage]!r}; choose from {', '.join(SPACINGS)}")
         out[stage] = StageSettings(sampler=samplers[stage], steps=steps_[stage], spacing=spacings[stage],
                                    guidance=guid[stage], window_s=windows[stage], audio_guidance=audio[stage],
                                    **common).resolved(stage)
@@ -185,7 +191,7 @@ def text_encoder_for(model: StageModel, device: torch.device,
     spec = override or model.text_encoder_spec()
     if not spec:
         raise UserError(f"{model.path} is text-conditioned but records no text encoder: pass text_encoder")
-    key = (spec, int(model.config["diffusion"]["token_length"]), str(device))
+    key = (spec, model.diffusion.token_length, str(device))
     if key not in _ENCODERS:
         _ENCODERS[key] = load_text_encoder(spec, key[1]).to(device)
     return _ENCODERS[key]
@@ -312,8 +318,8 @@ def generate(
     stages = cascade_stages(cascade)
     prompts = check_prompts(prompts)
     device = torch.device(device)
-    if precision not in ("auto", "fp32", "bf16"):
-        raise UserError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     settings = settings or stage_settings(stages, **stage_options)
     loaded = isinstance(checkpoints, dict) and checkpoints and all(isinstance(m, StageModel) for m in checkpoints.values())
     models = checkpoints if loaded else load_cascade(cascade, checkpoints, device)
@@ -356,7 +362,7 @@ def _results(batch, outputs, timings, models, settings, stages, seconds, keep_st
         "cascade_stages": list(stages),
         "seconds": seconds,
         "stages": {s: models[s].provenance() for s in stages},
-        "settings": {s: asdict(settings[s]) for s in stages},
+        "settings": {s: settings[s].to_dict() for s in stages},
         "guidance": {s: g for s, g in guidance.items() if g is not None},
         "audio_prompt": extras.audio_prompt.describe() if extras.audio_prompt is not None else None,
         "melody": extras.melody.describe() if extras.melody is not None else None,

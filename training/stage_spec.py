@@ -125,6 +125,6 @@ def augmented(kind: type[ConditioningAugmentation], model: StageModel, z: torch.
     """The conditioning ``z`` ``[B, C, T]`` diffused to the fixed augmentation level ``aug_t`` (no blur) with the
     stage's schedule and per-example noise, and the level ``[B]`` (Ho et al. 2022, section 3: condition on a noised
     input)."""
-    aug = kind(model.denoiser.schedule, model.config["diffusion"]["aug_t_max"])
+    aug = kind(model.denoiser.schedule, model.diffusion.aug_t_max)
     t = torch.full((z.shape[0],), float(aug_t), device=z.device)
     return aug.apply(z, t, noise=noise(z)), t

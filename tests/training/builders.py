@@ -130,12 +130,14 @@ def tiny_checkpoint(stage: str, path: Path, text_encoder: str | None, build: str
     joint = "--joint-model" in extra  # the joint model's content hash is recorded even without a build
     config = resolve_config(parser.parse_args(argv), strict=build is not None)
     if joint and build is None:
+        from dataclasses import replace
+
         from training.conditioning import resolve_conditioning
         from training.stages import get_stage
 
-        config["conditioning"] = resolve_conditioning(parser.parse_args(argv), get_stage(stage), True).to_dict()
+        config = replace(config, conditioning=resolve_conditioning(parser.parse_args(argv), get_stage(stage), True))
     torch.manual_seed(seed)
-    net = build_network(config["net"])
+    net = build_network(config.net)
     torch.nn.init.normal_(net.head.weight, std=0.05)  # the output layer starts at zero; give the model a voice
     for param in net.parameters() if voiced else ():
         if param.dim() > 1 and not param.any():
@@ -143,7 +145,8 @@ def tiny_checkpoint(stage: str, path: Path, text_encoder: str | None, build: str
     weights = net.state_dict()
     state = {**{f"net.{k}": v for k, v in weights.items()}, **{f"ema.{k}": v.clone() for k, v in weights.items()}}
     torch.save({"state_dict": state, "global_step": 3,
-                "n2m": {"config": config, "versions": versions(), "saved_at": now_iso(), "global_step": 3}}, path)
+                "n2m": {"config": config.to_dict(), "versions": versions(), "saved_at": now_iso(), "global_step": 3}},
+               path)
     return path
 
 

@@ -22,8 +22,8 @@ import webdataset as wds
 from builders import commit, write_index
 
 from n2m.audio import encode_flac
+from training.config import DataConfig
 from training.data import (
-    DataConfig,
     ShardDataModule,
     caption_items,
     committed_shards,

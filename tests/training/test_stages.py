@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from training.cascade import StageModel
-from training.diffusion.denoiser import Denoiser
-from training.diffusion.schedules import get_schedule
-from training.export import Exported
+from training.config import DiffusionConfig
+from training.export import build_model
 from training.module import conditioning_field
 from training.networks.presets import build_network
 from training.stages import STAGES, get_stage
@@ -41,10 +40,10 @@ def test_a_stage_makes_the_examples_its_network_takes(name):
 def test_a_stages_sampling_inputs_have_its_networks_shape(name):
     stage = STAGES[name]
     cfg = stage.network("tiny", 32 if stage.text else None)
-    net = build_network(cfg).eval()
-    config = {"stage": name, "spec": stage.to_dict(), "diffusion": {"aug_t_max": stage.aug_t_max}}
-    denoiser = Denoiser(net, get_schedule(stage.schedule), stage.parametrisation, stage.weighting)
-    model = StageModel(Exported(net, denoiser, config), "-", "-", "export")
+    diffusion = DiffusionConfig(stage.schedule, stage.parametrisation, stage.weighting, aug_t_max=stage.aug_t_max)
+    config = {"stage": name, "spec": stage.to_dict(), "net": cfg.to_dict(), "diffusion": diffusion.to_dict()}
+    model = StageModel(build_model(config, build_network(cfg).state_dict(), "random weights"), "-", "-", "export")
+    net = model.model.net
     seconds = 0.5
     prev = None
     if not stage.generates:  # the previous stage's output: audio at cond_rate, or 80 mel frames at 100 frames/s

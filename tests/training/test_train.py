@@ -86,9 +86,10 @@ def test_dry_run_prints_config_and_parameter_count(tiny_build, tiny_t5, tmp_path
 
 
 def test_user_mistakes_are_user_errors(tiny_build, tiny_t5, tmp_path):
-    with pytest.raises(UserError):  # a text stage without a text encoder
+    with pytest.raises(UserError, match="text-conditioned: pass --text-encoder"):  # a text stage without an encoder
         run_cli(["train", "--stage", "generator", "--build", tiny_build["root"], "--preset", "tiny",
-                 "--out", str(tmp_path / "x"), "--dry-run"])
+                 "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
     with pytest.raises(UserError):
         run_cli(train_argv(tiny_build, tiny_t5, "generator", tmp_path / "y", "--net", "colour=blue", "--dry-run"))
     with pytest.raises(UserError):

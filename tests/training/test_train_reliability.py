@@ -18,7 +18,8 @@ from n2m.cli import build_parser, main
 from n2m.errors import ShardDamaged, UserError
 from n2m.provenance import dir_hash
 from training.cascade import load_stage
-from training.data import DataConfig, ShardDataModule
+from training.config import DataConfig
+from training.data import ShardDataModule
 from training.export import export_checkpoint, load_exported
 from training.stages import STAGES
 
