@@ -266,6 +266,14 @@ def test_cli_bad_arguments_give_one_line_and_nonzero_exit(tmp_path, capsys, flag
     assert not (tmp_path / "x").exists()
 
 
+def test_cli_negative_seed_is_a_one_line_parse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["synth", "--out", str(tmp_path / "x"), "--seed", "-1"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and "--seed" in err and "'-1'" in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_cli_takes_options_from_yaml_and_requires_out(tmp_path, capsys):
     config = tmp_path / "synth.yaml"
     config.write_text(f"out: {tmp_path / 'from_yaml'}\ntracks: 1\nmin-seconds: 2\nmax-seconds: 2\nformats: flac\n")
