@@ -3,8 +3,8 @@
 Train stream (infinite): every epoch of the shard list is a fresh permutation (same on every rank), split first over
 ranks and then over data-loader workers, so no two readers see the same clip within an epoch (when there are fewer
 shards than readers, every reader walks all shards and keeps every ``readers``-th sample instead). Samples pass a
-shuffle buffer, are decoded (FLAC), resampled to the stage's rates, cut into random windows and get one caption drawn
-per step (Noise2Music section 3.3). Consecutive examples are batched in the workers; a batch of a variable-window
+shuffle buffer, are decoded (FLAC), made into the stage's training examples (its ``StageSpec.example``: resampled to
+its rates, cut into random windows) and get one caption drawn per step (Noise2Music section 3.3). Consecutive examples are batched in the workers; a batch of a variable-window
 stage shares one random length (a multiple of the network's total stride).
 
 Beyond captions (:mod:`training.conditioning`): with a joint model, every example carries its clip's joint audio

@@ -2,9 +2,10 @@
 
 Before training, every shard is checked against its commit marker (byte count and SHA-1), the label set must have
 been made from this build, and at least one training example must be possible (n2m.schema, training.data_checks).
-The resolved config (sections ``net``, ``diffusion``, ``optim``, ``data``, ``trainer``, ``lineage`` and ``conditioning``:
-captions, the joint model's audio embedding or both, and the melody, :mod:`training.conditioning`) is printed by
-``--dry-run``, written to ``RUNDIR/config.json`` and stored in every checkpoint. ``RUNDIR`` gets ``checkpoints/last.ckpt``
+The resolved config (:class:`training.config.TrainConfig`: sections ``net``, ``diffusion``, ``optim``, ``data``,
+``trainer``, ``lineage`` and ``conditioning``: captions, the joint model's audio embedding or both, and the melody,
+:mod:`training.conditioning`) is printed by ``--dry-run`` (which reads no build, weights or text encoder), written to
+``RUNDIR/config.json`` and stored in every checkpoint. ``RUNDIR`` gets ``checkpoints/last.ckpt``
 (every ``--checkpoint-every`` steps and at the end) and ``checkpoints/best.ckpt`` (lowest validation loss), CSV logs
 under ``csv/`` and TensorBoard logs under ``tb/``. Multi-GPU and multi-node runs use Lightning's own flags, ``--devices`` per node and ``--num-nodes``: one
 ``n2m train`` per node, started by torchrun, SLURM's srun, or by hand with ``NODE_RANK``, ``MASTER_ADDR`` and
