@@ -27,10 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from training.cascade import CASCADES, PAPER_DEFAULTS, StageModel  # noqa: E402
-from training.diffusion.denoiser import Denoiser  # noqa: E402
-from training.diffusion.schedules import get_schedule  # noqa: E402
-from training.export import Exported  # noqa: E402
+from training.cascade import CASCADES, StageModel  # noqa: E402
+from training.config import DiffusionConfig  # noqa: E402
+from training.export import build_model  # noqa: E402
 from training.networks.presets import PAPER_TEXT_DIM, build_network, count_parameters  # noqa: E402
 from training.sampling import Prompt, generate  # noqa: E402
 from training.stages import get_stage  # noqa: E402
@@ -59,14 +58,13 @@ def random_stage(name: str, preset: str, text_dim: int, device: torch.device) ->
     spec = get_stage(name)
     cfg = spec.network(preset, text_dim)
     torch.manual_seed(0)
-    net = build_network(cfg).to(device).eval().requires_grad_(False)
+    net = build_network(cfg)
     torch.nn.init.normal_(net.head.weight, std=0.02)
+    diffusion = DiffusionConfig(spec.schedule, spec.parametrisation, spec.weighting, aug_t_max=spec.aug_t_max,
+                                token_length=spec.token_length)
     config = {"stage": name, "preset": preset, "spec": spec.to_dict(), "net": cfg.to_dict(), "text_encoder": None,
-              "diffusion": {"schedule": spec.schedule, "parametrisation": spec.parametrisation,
-                            "weighting": spec.weighting, "aug_t_max": spec.aug_t_max,
-                            "token_length": spec.token_length}, "lineage": {}}
-    denoiser = Denoiser(net, get_schedule(spec.schedule), spec.parametrisation, spec.weighting)
-    return StageModel(Exported(net=net, denoiser=denoiser, config=config), "random", "-", "random")
+              "diffusion": diffusion.to_dict(), "lineage": {}}
+    return StageModel(build_model(config, net.state_dict(), "random weights", device), "random", "-", "random")
 
 
 def stage_times(cascade: str, models: dict, encoder: TextEncoder, args, device, sampler: str,
@@ -104,10 +102,10 @@ def bench_cascade(cascade: str, args, device: torch.device, text_dim: int) -> No
     caveat = "" if args.preset == "paper" else "; tiny networks, not comparable to the paper's"
     print(f"paper step counts, scaled to 4 x 30 s (linear in batch and length; the paper: 4 TPU v4 chips{caveat}):")
     for s in stages:
-        ours = per_step[s] * PAPER_DEFAULTS[s].steps * scale
+        ours = per_step[s] * get_stage(s).sampling.steps * scale
         paper = PAPER_SECONDS.get(s)
         ratio = f"{ours / paper:8.2f}x the paper's {paper:.1f} s" if paper else "    (no paper figure)"
-        print(f"  {s:>15}: {PAPER_DEFAULTS[s].steps:5d} steps ~ {ours:9.1f} s  {ratio}")
+        print(f"  {s:>15}: {get_stage(s).sampling.steps:5d} steps ~ {ours:9.1f} s  {ratio}")
 
 
 def main() -> int:

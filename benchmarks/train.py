@@ -32,9 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.diffusion.denoiser import Conditioning, Denoiser  # noqa: E402
-from training.diffusion.schedules import get_schedule  # noqa: E402
-from training.module import AUGMENTATIONS, conditioning_field  # noqa: E402
+from training.config import DiffusionConfig  # noqa: E402
+from training.diffusion.denoiser import Conditioning  # noqa: E402
+from training.module import conditioning_field  # noqa: E402
 from training.networks.presets import PAPER_TEXT_DIM, PRESETS, build_network  # noqa: E402
 from training.stages import STAGES, StageSpec  # noqa: E402
 from training.stages_spectrogram import MEL  # noqa: E402
@@ -96,11 +96,10 @@ class Step:
             self.net.compile()
         elif compile_ == "blocks":
             self.net.compile_blocks()
-        schedule = get_schedule(spec.schedule)
-        self.denoiser = Denoiser(self.net, schedule, spec.parametrisation, spec.weighting)
+        self.denoiser = DiffusionConfig(spec.schedule, spec.parametrisation, spec.weighting).denoiser(self.net)
+        schedule = self.denoiser.schedule
         self.cond_field = conditioning_field(cfg)
-        self.augment = (AUGMENTATIONS[self.cond_field](schedule, {"aug_t_max": spec.aug_t_max,
-                                                                  "aug_blur_sigma": spec.aug_blur_sigma})
+        self.augment = (spec.augmentation(schedule, spec.aug_t_max, spec.aug_blur_sigma)
                         if self.cond_field else None)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-4, betas=(0.9, 0.999),
                                     fused=device.type == "cuda")
