@@ -26,6 +26,7 @@ from eval.options import (
     pair_items,
     probe_labels,
 )
+from n2m.cli import old_spellings
 from n2m.config import leaf, resolved
 from n2m.errors import UserError
 
@@ -91,7 +92,7 @@ def run_clap_score(args: argparse.Namespace) -> int:
     out = out_dir(args, "clap-score")
     report = reports.base_report("clap-score", out.name, resolved(args))
     preprocess = Preprocess(args.crop_seconds, args.band_rate)
-    embedder = embeddings.load(f"clap:{args.model}", embedding_options(args))
+    embedder = embeddings.load(f"clap:{args.joint_model}", embedding_options(args))
     gen = embed_files(generated, embedder, preprocess, cache_root(args), desc="clap: audio")
     ref = embed_files(reference, embedder, preprocess, cache_root(args), desc="clap: reference") if reference else None
     rows, section, warnings = scoring.clap_scores(embedder, prompts, gen, ref, args.seed, args.bootstrap)
@@ -108,7 +109,8 @@ def run_clap_score(args: argparse.Namespace) -> int:
 def add_clap_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio", required=True, nargs="+", help="generated audio (file stem = prompt id)")
     p.add_argument("--prompts", required=True, help="JSON lines with 'id' and 'text'")
-    p.add_argument("--model", required=True, help="CLAP model directory (transformers layout)")
+    old_spellings(p, p.add_argument("--joint-model", required=True, metavar="DIR",
+                                    help="CLAP model directory (transformers layout)"), "--model")
     p.add_argument("--reference", nargs="+", help="reference audio with the same ids, for the ground-truth scores")
     p.add_argument("--bootstrap", type=BOOTSTRAP, default=1000, metavar="N",
                    help=f"resamples of the clips for the CLAP score's 95%% interval, at most {MAX_BOOTSTRAP}; "

@@ -41,6 +41,7 @@ from eval.options import (
     pair_items,
     probe_labels,
 )
+from n2m.cli import old_spellings
 from n2m.config import NONNEGATIVE, POSITIVE_INT, leaf, resolved
 from n2m.errors import JobFailed, UserError
 from n2m.manifest import TRUE_WORDS, read_rows
@@ -137,10 +138,10 @@ def generate(args: argparse.Namespace, prompts: dict[str, str], out: Path) -> Pa
 def run(args: argparse.Namespace) -> int:
     from eval import adherence, embeddings, scoring
 
-    specs = ([f"vggish:{args.vggish}"] if args.vggish else []) + ([f"clap:{args.clap}"] if args.clap else []) \
+    specs = ([f"vggish:{args.vggish}"] if args.vggish else []) + ([f"clap:{args.joint_model}"] if args.joint_model else []) \
         + list(args.embedding or [])
     if not specs:
-        raise UserError("give --vggish WEIGHTS, --clap DIR and/or --embedding musicnn")
+        raise UserError("give --vggish WEIGHTS, --joint-model DIR and/or --embedding musicnn")
     if args.probe_labels and not any(spec.partition(":")[0] == "musicnn" for spec in specs):
         raise UserError("--probe-labels needs --embedding musicnn (the probe's judge)")
     labels = probe_labels(args)
@@ -218,7 +219,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id-column", default="ytid", help="CSV column naming the clip id (file stem)")
     p.add_argument("--caption-column", default="caption", help="CSV column with the prompt text")
     p.add_argument("--vggish", metavar="WEIGHTS", help="torchvggish state dict for FAD_VGG")
-    p.add_argument("--clap", metavar="DIR", help="CLAP model directory for FAD_CLAP and the CLAP score")
+    old_spellings(p, p.add_argument("--joint-model", metavar="DIR",
+                                    help="CLAP model directory for FAD_CLAP and the CLAP score"), "--clap")
     p.add_argument("--embedding", action="append", metavar="NAME[:ARGS]",
                    help="more judges, repeatable: " + EMBEDDING_HELP + ". musicnn adds the adherence section "
                         "(tag agreement with the references; the probe with --probe-labels)")

@@ -1,7 +1,7 @@
 """``n2m clap-train``: contrastive training of a small CLAP on clips whose true captions are known.
 
 No pretrained CLAP can be downloaded here, so the embedded default trains one: a ``tiny`` preset
-(:mod:`labeling.presets`; a byte-level BPE tokenizer trained on the captions) or, with ``--init DIR``, a real CLAP
+(:mod:`labeling.presets`; a byte-level BPE tokenizer trained on the captions) or, with ``--joint-model DIR``, a real CLAP
 directory fine-tuned on the user's labelled data. With ``--text-init hf:DIR --audio-init musicnn:MODEL`` it joins two
 pretrained towers instead (LiT-style; :mod:`labeling.clap_towers`, :mod:`n2m.joint`). The objective is CLAP's
 symmetric InfoNCE with learnable temperatures (Radford et al. 2021, CLIP; Wu et al. 2023, CLAP, arXiv 2211.06687):
@@ -33,6 +33,7 @@ from labeling.presets import PRESETS, build_clap, get_preset, save_clap
 from labeling.truth import join_sources
 from n2m.audio import AudioError, decode
 from n2m.clap import ClapEmbedder, HFClapEmbedder, l2_normalise
+from n2m.cli import old_spellings
 from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
 from n2m.layout import BuildLayout, verify_shard
@@ -55,13 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a joint model on pretrained towers (both load wherever a CLAP directory goes)")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                         help="model size when training from scratch (default tiny)")
-    parser.add_argument("--init", metavar="DIR", help="fine-tune this CLAP directory instead of a fresh preset")
+    old_spellings(parser, parser.add_argument(
+        "--joint-model", dest="init", metavar="DIR",  # dest: labeling.clap_towers reads args.init
+        help="fine-tune this CLAP directory instead of a fresh preset"), "--init")
     parser.add_argument("--max-steps", type=POSITIVE_INT, default=3000, help="stop after this many optimiser steps")
     parser.add_argument("--minutes", type=POSITIVE, default=5.0, help="stop after this much training time")
     parser.add_argument("--batch-size", type=number(int, low=2), default=32, help="tracks per contrastive batch (distinct tracks; >= 2, a batch needs negatives)")
     parser.add_argument("--lr", type=POSITIVE, default=None,
                         help="peak learning rate (default 1e-3 from scratch and for the heads on pretrained towers, "
-                             "1e-5 with --init)")
+                             "1e-5 with --joint-model)")
     parser.add_argument("--weight-decay", type=NONNEGATIVE, default=0.01, help="AdamW weight decay")
     parser.add_argument("--warmup", type=NONNEGATIVE_INT, default=100, help="linear warm-up steps")
     parser.add_argument("--tag-prob", type=FRACTION, default=None,
@@ -71,9 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=NONNEGATIVE_INT, default=0, help="initialisation and batch sampling seed")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=NONNEGATIVE_INT, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")
+    old_spellings(parser, parser.add_argument("--overwrite", action="store_true",
+                                              help="overwrite a non-empty --out directory"), "--force")
     add_tower_arguments(parser.add_argument_group(
-        "pretrained towers (LiT-style joint model; both --text-init and --audio-init, instead of --preset/--init)"))
+        "pretrained towers (LiT-style joint model; both --text-init and --audio-init, instead of --preset/--joint-model)"))
     leaf(parser, run)
 
 
@@ -207,7 +211,7 @@ def _embedder(args, captions: list[str]) -> HFClapEmbedder:
     if args.init:
         embedder = ClapEmbedder.from_pretrained(args.init, device=args.device)
         if not isinstance(embedder, HFClapEmbedder):
-            raise UserError(f"--init {args.init} is a joint model on pretrained towers; fine-tuning one is not "
+            raise UserError(f"--joint-model {args.init} is a joint model on pretrained towers; fine-tuning one is not "
                             "supported (train a new one with --text-init/--audio-init)")
         return embedder
     model, features, tokenizer = build_clap(get_preset(args.preset), captions, seed=args.seed)
@@ -224,8 +228,8 @@ def run(args: argparse.Namespace) -> int:
     from labeling.clap_towers import run_towers, uses_towers
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise UserError(f"{out} is not empty (use --force to overwrite)")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(f"{out} is not empty (use --overwrite to replace it)")
     towers = uses_towers(args)  # checks the flag combination before any work
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from labeling.vocabset import open_vocabularies
 from n2m.beam import BeamSession, add_beam_arguments, beam_setup
+from n2m.cli import old_spellings
 from n2m.config import NONNEGATIVE, POSITIVE_INT, leaf, resolved
 from n2m.errors import JobFailed, ShardDamaged, UserError
 from n2m.layout import BuildLayout, build_id, verify_shard
@@ -33,9 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="vocabulary file (n2m vocab; VOCAB_SCHEMA); repeat for several. A file holding both "
                              "kinds is scored as two vocabularies. Entries with no text, blank text or an id seen "
                              "before are left out and counted by reason in the summary and manifest.json")
-    parser.add_argument("--model", required=True, metavar="DIR",
-                        help="CLAP model directory (transformers layout: n2m clap convert / n2m clap-train output, "
-                             "or a local laion/clap-htsat-unfused copy)")
+    old_spellings(parser, parser.add_argument(
+        "--joint-model", required=True, metavar="DIR",
+        help="CLAP model directory (transformers layout: n2m clap convert / n2m clap-train output, or a local "
+             "laion/clap-htsat-unfused copy)"), "--model")
     parser.add_argument("--name", required=True,
                         help="label set name: writes OUT/labels/NAME/ (one folder name: no '/', no leading dot)")
     parser.add_argument("--k", type=POSITIVE_INT, default=10, help="top-K entries kept per clip and vocabulary (default 10)")
@@ -147,12 +149,12 @@ def run(args: argparse.Namespace) -> int:
     vocabs = open_vocabularies(args.vocab)
     k_prime = parse_k_prime(args.k_prime)
     kwargs = {} if args.min_tail_s is None else {"min_tail_s": args.min_tail_s}
-    embedder = ClapEmbedder.from_pretrained(args.model, device=args.device, **kwargs)
+    embedder = ClapEmbedder.from_pretrained(args.joint_model, device=args.device, **kwargs)
     embed_dir = layout.embedding_dir(embedder.model_id[:16])
     setup = beam_setup(args, max_workers=len(shards))
     settings = LabelSettings(
         build=args.build, name=args.name, out_dir=layout.label_dir(args.name), build_id=build_id(args.build),
-        model=str(Path(args.model).resolve()), model_id=embedder.model_id,
+        model=str(Path(args.joint_model).resolve()), model_id=embedder.model_id,
         vocabs=tuple(vocabs), text_caches=tuple(text_cache_path(embed_dir, v) for v in vocabs), k=args.k,
         k_prime=tuple(k_prime[v.kind] for v in vocabs), seed=args.seed, batch_size=args.batch_size,
         device=args.device, entry_block=args.entry_block, min_tail_s=args.min_tail_s,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from n2m.cli import old_spellings
 from n2m.config import NONNEGATIVE, POSITIVE, POSITIVE_INT, SAMPLE_RATE, leaf
 from n2m.errors import UserError
 from n2m.provenance import file_hash, now_iso, versions
@@ -309,14 +310,15 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
                         help="highest mel frequency (Hz), at most half of --sample-rate")
     parser.add_argument("--spec-size", type=POSITIVE_INT, default=256,
                         help="HTSAT input size (LAION: 256); checked by embedding one window of silence")
-    parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")
+    old_spellings(parser, parser.add_argument("--overwrite", action="store_true",
+                                              help="overwrite a non-empty --out directory"), "--force")
     leaf(parser, run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise UserError(f"{out} is not empty (use --force to overwrite)")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(f"{out} is not empty (use --overwrite to replace it)")
     features = {"sampling_rate": args.sample_rate, "frequency_min": args.fmin, "frequency_max": args.fmax}
     record = convert(args.checkpoint, args.text_model, str(out), features, args.spec_size, progress=print)
     from n2m.clap import ClapEmbedder

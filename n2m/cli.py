@@ -4,6 +4,8 @@ Listing the jobs (``n2m --help``) imports no job module (and so neither torch, B
 job's module is imported only when that job runs or its ``--help`` is asked for. A job module defines
 ``add_arguments(parser)`` (which calls :func:`n2m.config.leaf` on every runnable parser) and the ``run(args) -> int``
 functions it registers there. Every job takes ``--config FILE.yaml`` and ``--print-config`` (:mod:`n2m.config`).
+Jobs spell their flags from one vocabulary (docs/architecture.md, "Flag vocabulary"); a spelling the vocabulary
+retired still parses, unlisted in ``--help``, through :func:`old_spellings`.
 Mistakes a user can fix print one line and exit non-zero; ``--verbose`` shows the traceback.
 """
 
@@ -58,6 +60,17 @@ def build_parser(commands: dict[str, tuple[str, str]] | None = None,
         if load is None or name in load:
             importlib.import_module(module).add_arguments(child)
     return parser
+
+
+def old_spellings(container: argparse._ActionsContainer, action: argparse.Action, *spellings: str) -> argparse.Action:
+    """Let the retired ``spellings`` of ``action``'s flag (e.g. ``--output`` for ``--out``) still parse to ``action``,
+    so users' scripts keep working, while ``--help``, usage lines and error messages name only the vocabulary's
+    spelling. ``container`` is the parser or argument group ``action`` was added to; returns ``action``."""
+    for spelling in spellings:
+        if spelling in container._option_string_actions:
+            raise ValueError(f"{spelling} already names an option")
+        container._option_string_actions[spelling] = action
+    return action
 
 
 def job_of(argv: list[str]) -> str | None:

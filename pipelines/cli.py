@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from n2m.beam import BeamSession, BeamSetup, add_beam_arguments, beam_setup
+from n2m.cli import old_spellings
 from n2m.config import (
     FINITE,
     FRACTION,
@@ -53,8 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "URIs. An existing path is never read as a glob, and an input that lists no sources is an "
                          "error. A URI listed twice keeps its first row (a repeat with other captions is noted in "
                          "sources.parquet); NaN/Infinity become null and bytes become UTF-8 text, noted there too")
-    io.add_argument("--output", required=True, metavar="OUT",
-                    help="build folder (local path or fsspec URI); one build at a time holds OUT/build.lock")
+    old_spellings(io, io.add_argument(
+        "--out", required=True, metavar="OUT",
+        help="build folder (local path or fsspec URI); one build at a time holds OUT/build.lock"), "--output")
     io.add_argument("--extensions", default=",".join(_audio_extensions()),
                     help="file name endings a folder listing picks up (comma-separated; default: common audio)")
     audio = parser.add_argument_group("clips")
@@ -101,8 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fetching.add_argument("--fetch-concurrency", type=POSITIVE_INT, default=4,
                           help="reads in flight per worker (default 4)")
     run = parser.add_argument_group("running")
-    run.add_argument("--threads", type=POSITIVE_INT, default=1,
-                     help="sources decoded at once in each worker (codecs release the GIL; default 1)")
+    old_spellings(run, run.add_argument(
+        "--decode-threads", type=POSITIVE_INT, default=1,
+        help="sources decoded at once in each worker (codecs release the GIL; default 1)"), "--threads")
     run.add_argument("--overwrite", action="store_true",
                      help="delete an earlier build in OUT and start afresh; its label sets (OUT/labels) and embedding "
                           "caches (OUT/embeddings) are deleted too, since they describe the old shards")
@@ -117,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="exit non-zero (after writing the tables) when more than this fraction of sources failed "
                           "(default 1.0: never)")
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and the plan, then stop")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    old_spellings(run, run.add_argument("--quiet", action="store_true", help="no progress bar"), "--no-progress")
     add_beam_arguments(parser)
     leaf(parser, run_build)
 
@@ -170,9 +173,9 @@ def run_build(args: argparse.Namespace) -> int:
     clip, fetch, splits, per_shard = _settings(args)
     with _quiet_beam(args.verbose):
         setup = beam_setup(args, env=job.WORKER_ENV)
-    out = args.output.rstrip("/") if is_remote(args.output) else os.path.abspath(args.output)
+    out = args.out.rstrip("/") if is_remote(args.out) else os.path.abspath(args.out)
     if not is_remote(out) and os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"--output {out} is a file, not a folder")
+        raise UserError(f"--out {out} is a file, not a folder")
     with contextlib.nullcontext() if args.dry_run else build_lock(out):
         return _run_build(args, out, clip, fetch, splits, per_shard, setup, started, started_iso)
 
@@ -200,7 +203,7 @@ def _run_build(args: argparse.Namespace, out: str, clip, fetch, splits, per_shar
     if the_plan.pruned:
         print(f"--prune: deleted {len(the_plan.pruned)} committed shard(s) that no longer matched the listing or "
               f"depended on one that did: {', '.join(the_plan.pruned)}")
-    config = {**resolved(args), "output": out, "beam_args": setup.args, "runner": setup.runner,
+    config = {**resolved(args), "out": out, "beam_args": setup.args, "runner": setup.runner,
               "sources_per_shard": per_shard,
               "hop_seconds": clip.hop_s, "min_clip_seconds": clip.min_clip_s}
     if args.dry_run:
@@ -209,7 +212,7 @@ def _run_build(args: argparse.Namespace, out: str, clip, fetch, splits, per_shar
     digest = plan.settings_hash(clip, splits)
     workers = setup.workers
     if the_plan.pending:
-        workers = _run_pending(args, out, the_plan, job.JobSettings(out, clip, fetch, digest, args.threads,
+        workers = _run_pending(args, out, the_plan, job.JobSettings(out, clip, fetch, digest, args.decode_threads,
                                                                     args.fetch_concurrency), setup, per_shard)
         Store(out).rmtree(layout.work_dir)
     listing = {"sources": the_plan.sources, "skipped_files": the_plan.listing.skipped_files,
@@ -255,7 +258,7 @@ def _run_pending(args: argparse.Namespace, out: str, the_plan, settings, setup: 
         with worker_output_to(log) as console, _quiet_beam(args.verbose), BeamSession(setup) as session:
             size = job.chunk_size(the_plan.sources, session.workers or 8, per_shard)
             chunks = job.plan_chunks(the_plan.pending, size)
-            with ShardProgress(out, chunks, enabled=not args.no_progress, stream=console):
+            with ShardProgress(out, chunks, enabled=not args.quiet, stream=console):
                 job.run_pipeline(settings, chunks, the_plan.committed, session)
     except UserError:
         raise

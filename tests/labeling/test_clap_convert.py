@@ -135,6 +135,6 @@ def test_cli_convert(original, tmp_path, capsys):
     assert main(argv) == 0
     assert "wrote" in capsys.readouterr().out
     assert (out / "conversion.json").is_file() and (out / "model.safetensors").is_file()
-    assert main(argv) == 2  # refuses to overwrite without --force
+    assert main(argv) == 2  # refuses to overwrite without --overwrite
     assert "not empty" in capsys.readouterr().err
-    assert main([*argv, "--force"]) == 0
+    assert main([*argv, "--overwrite"]) == 0
