@@ -23,7 +23,6 @@ import random
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import fsspec
 import lightning as L
 import numpy as np
 import torch
@@ -32,7 +31,10 @@ from torch.utils.data import DataLoader
 
 from n2m.audio import AudioError, decode, downmix
 from n2m.errors import UserError
-from n2m.schema import BuildLayout, check_label_set, read_label_captions
+from n2m.layout import BuildLayout, check_label_set, committed_shards
+from n2m.manifest import clip_is_holdout
+from n2m.schema import read_index, read_label_captions
+from n2m.storage import Store
 from training.conditioning import StageConditioning, melody_window
 from training.config import DataConfig
 from training.joint_embeddings import ClipEmbeddings
@@ -44,23 +46,13 @@ log = logging.getLogger(__name__)
 # Shards and the disjoint stream
 
 
-def committed_shards(build: str, split: str) -> list[str]:
-    """Shard paths of a split that have their commit marker (docs/architecture.md section 3), sorted."""
-    layout = BuildLayout(build)
-    fs, _, tars = fsspec.get_fs_token_paths(layout.shard_dir(split).rstrip("/") + "/*.tar")
-    markers = set(fs.glob(layout.shard_dir(split).rstrip("/") + "/*.json"))
-    protocol = "" if "://" not in build else build.split("://", 1)[0] + "://"
-    return [protocol + t if protocol and "://" not in t else t for t in sorted(tars)
-            if t[: -len(".tar")] + ".json" in markers]
-
-
 def read_shards(urls: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """WebDataset samples of the given shards, opened with fsspec (local paths and remote URIs alike)."""
+    """WebDataset samples of the given shards, read through :mod:`n2m.storage` (local paths and URIs alike)."""
 
     def streams():
         for url in urls:
             try:
-                with fsspec.open(url, "rb") as handle:
+                with Store(url).open_read(url) as handle:
                     yield {"url": url, "stream": handle}
             except OSError as err:
                 log.warning("skipping shard %s: %s", url, err)
@@ -127,7 +119,7 @@ class ExampleMaker:
         key = sample.get("__key__", "?")
         try:
             meta = json.loads(sample["json"]) if "json" in sample else {}
-            if self.exclude_holdout and held_out(meta):
+            if self.exclude_holdout and clip_is_holdout(meta):
                 return None
             decoded = decode(sample["flac"], name=key)
         except (AudioError, KeyError, ValueError) as err:
@@ -148,13 +140,6 @@ class ExampleMaker:
         example["text"] = sample_caption(items, rng)
         example["key"] = key
         return example
-
-
-def held_out(clip_json: dict) -> bool:
-    """Whether a clip's source is marked held out: ``meta.holdout`` true (n2m synth's manifest column, which n2m build
-    carries into each clip's json)."""
-    value = (clip_json.get("meta") or {}).get("holdout", False)
-    return value is True or str(value).strip().lower() in ("true", "1", "yes")
 
 
 def collate(examples: list[dict], length: int, rng: random.Random | None) -> dict[str, Any]:
@@ -245,6 +230,7 @@ class ShardDataModule(L.LightningDataModule):
         self.captions: dict[str, dict[str, list[str]]] = {}
         self.val_examples: list[dict] = []
         self.train_urls: list[str] = []
+        self.valid_urls: list[str] = []
 
     def _captions(self, split: str | None) -> dict:
         if not (self.stage.text and self.conditioning.text and self.cfg.labels):
@@ -258,14 +244,15 @@ class ShardDataModule(L.LightningDataModule):
         fixed validation set."""
         from training.data_checks import check_first_example, verify_shards, warn_if_padded
 
-        self.train_urls = committed_shards(self.cfg.build, "train")
+        shards = committed_shards(self.cfg.build, ["train", "valid"])
+        self.train_urls = [s.tar for s in shards if s.split == "train"]
+        self.valid_urls = [s.tar for s in shards if s.split == "valid"]
         if not self.train_urls:
             raise UserError(f"{BuildLayout(self.cfg.build).shard_dir('train')} has no committed shards")
-        valid_urls = committed_shards(self.cfg.build, "valid")
-        verify_shards([*self.train_urls, *valid_urls])
+        verify_shards([*self.train_urls, *self.valid_urls])
         self.captions = self._captions(None)
         if self.conditioning.joint:
-            self.joint = self._joint_embeddings([*self.train_urls, *valid_urls])
+            self.joint = self._joint_embeddings([*self.train_urls, *self.valid_urls])
         check_first_example(self.train_urls, self.maker(), self.cfg.exclude_holdout)
         warn_if_padded(self.cfg.build, "train", self.lengths[1] / self.stage.sample_rate)
         self.val_examples = self._validation_set()
@@ -296,15 +283,14 @@ class ShardDataModule(L.LightningDataModule):
 
     def _validation_set(self) -> list[dict]:
         """This rank's share of the first ``val_samples`` valid clips, as fixed examples (equal count on every rank)."""
-        urls = committed_shards(self.cfg.build, "valid")
-        if not urls or self.cfg.val_samples <= 0:
+        if not self.valid_urls or self.cfg.val_samples <= 0:
             return []
         rank, world, _, _ = wds.utils.pytorch_worker_info()
         per_rank = min(self.cfg.val_samples, _count_clips(self.cfg.build, "valid")) // world
         maker = self.maker()
         length = self._val_length()
         out: list[dict] = []
-        for i, sample in enumerate(read_shards(urls)):
+        for i, sample in enumerate(read_shards(self.valid_urls)):
             if len(out) >= per_rank:
                 break
             if i % world != rank:
@@ -332,17 +318,6 @@ def _concat(batches: list[dict[str, Any]]) -> dict[str, Any]:
         values = [b[key] for b in batches]
         out[key] = torch.cat(values) if isinstance(values[0], torch.Tensor) else [v for vs in values for v in vs]
     return out
-
-
-def read_index(build: str, columns: list[str]):
-    """Columns of a build's ``index.parquet`` (a pyarrow Table), with a one-line error when it is missing."""
-    import pyarrow.parquet as pq
-
-    try:
-        with fsspec.open(BuildLayout(build).index, "rb") as handle:
-            return pq.read_table(handle, columns=columns)
-    except FileNotFoundError as err:
-        raise UserError(f"{BuildLayout(build).index} is missing: is {build} a finished n2m build?") from err
 
 
 def _count_clips(build: str, split: str) -> int:

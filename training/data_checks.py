@@ -1,6 +1,6 @@
 """What a training run checks about its data before the first step.
 
-- every shard it will read matches its commit marker (byte count and SHA-1, :func:`n2m.schema.verify_shard`), so a
+- every shard it will read matches its commit marker (byte count and SHA-1, :func:`n2m.layout.verify_shard`), so a
   truncated or altered tar stops the run with one line instead of silently training on part of it;
 - at least one training example can be made: the stream of :mod:`training.data` is infinite and skips clips it cannot
   use, so with every clip held out (``--exclude-holdout``) or undecodable it would wait forever for a batch;
@@ -21,7 +21,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from tqdm.auto import tqdm
 
 from n2m.errors import UserError
-from n2m.schema import verify_shard
+from n2m.layout import verify_shard
+from n2m.manifest import clip_is_holdout
+from n2m.schema import read_index
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +44,13 @@ def check_first_example(urls: list[str], maker, exclude_holdout: bool) -> None:
     """Read the train shards in order until ``maker`` (a :class:`training.data.ExampleMaker`) makes one example; a
     one-line :class:`UserError` with the counts when none can be made. Costs one decoded clip when the data is usable.
     """
-    from training.data import held_out, read_shards
+    from training.data import read_shards
 
     rng = random.Random(0)
     clips = held = 0
     for sample in read_shards(urls):
         clips += 1
-        if exclude_holdout and "json" in sample and held_out(_json(sample["json"])):
+        if exclude_holdout and "json" in sample and clip_is_holdout(_json(sample["json"])):
             held += 1
             continue
         if maker(sample, rng, 0.5) is not None:
@@ -71,8 +73,6 @@ def warn_if_padded(build: str, split: str, window_s: float) -> float:
     """Mean share of a ``window_s`` training window that is zero padding over the ``split`` clips (their audio
     durations from ``index.parquet``); logs one warning with the figures above :data:`PADDING_WARN`."""
     import pyarrow.compute as pc
-
-    from training.data import read_index
 
     table = read_index(build, ["split", "duration_s"])
     durations = table.filter(pc.equal(table["split"], split))["duration_s"].to_numpy(zero_copy_only=False)

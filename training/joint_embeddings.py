@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from tqdm.auto import tqdm
 
 from n2m.clip_embed import REDUCE, Stored, embed_encoded, load_store, save_store, store_rules
-from n2m.schema import BuildLayout, verify_shard
+from n2m.layout import BuildLayout, verify_shard
 
 log = logging.getLogger(__name__)
 

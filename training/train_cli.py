@@ -1,7 +1,7 @@
 """``n2m train``: train one stage of the Noise2Music cascade from a build's shards and a label set.
 
 Before training, every shard is checked against its commit marker (byte count and SHA-1), the label set must have
-been made from this build, and at least one training example must be possible (n2m.schema, training.data_checks).
+been made from this build, and at least one training example must be possible (n2m.layout, training.data_checks).
 The resolved config (:class:`training.config.TrainConfig`: sections ``net``, ``diffusion``, ``optim``, ``data``,
 ``trainer``, ``lineage`` and ``conditioning``: captions, the joint model's audio embedding or both, and the melody,
 :mod:`training.conditioning`) is printed by ``--dry-run`` (which reads no build, weights or text encoder), written to
@@ -34,9 +34,10 @@ from n2m.config import (
     leaf,
 )
 from n2m.errors import UserError
+from n2m.layout import BuildLayout, build_id, check_label_set, committed_shards
 from n2m.names import check_name
-from n2m.provenance import file_hash, versions, write_json
-from n2m.schema import BuildLayout, build_id, check_label_set
+from n2m.provenance import file_hash, versions
+from n2m.storage import write_json
 from training.conditioning import MELODY_CHANNELS, resolve_conditioning
 from training.conditioning import add_train_arguments as add_conditioning_arguments
 from training.config import (
@@ -392,6 +393,4 @@ def fit(config: TrainConfig, out: Path, resume: Path | None = None, params: int 
 
 
 def _has_valid_split(build: str) -> bool:
-    from training.data import committed_shards
-
-    return bool(committed_shards(build, "valid"))
+    return bool(committed_shards(build, ["valid"]))

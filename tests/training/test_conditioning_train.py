@@ -19,10 +19,10 @@ from n2m.cli import build_parser
 from n2m.clip_embed import save_store
 from n2m.config import apply_config
 from n2m.errors import UserError
+from n2m.layout import BuildLayout, committed_shards
 from n2m.melody import melody_features
 from n2m.provenance import dir_hash
-from n2m.schema import BuildLayout
-from training.data import committed_shards, read_shards
+from training.data import read_shards
 from training.train_cli import run_train
 
 
@@ -64,10 +64,9 @@ def _train(build: dict, out: Path, *extra: str, **kw) -> tuple[Batches, dict]:
 def _clips(build: dict) -> dict[str, tuple[np.ndarray, int]]:
     """Every clip of the build, decoded independently of the training code's example makers."""
     out = {}
-    for split in ("train", "valid"):
-        for sample in read_shards(committed_shards(build["root"], split)):
-            decoded = decode(sample["flac"])
-            out[sample["__key__"]] = (decoded.samples, decoded.sample_rate)
+    for sample in read_shards([s.tar for s in committed_shards(build["root"], ["train", "valid"])]):
+        decoded = decode(sample["flac"])
+        out[sample["__key__"]] = (decoded.samples, decoded.sample_rate)
     return out
 
 
@@ -96,8 +95,8 @@ def test_audio_embedding_conditions_on_each_clips_own_embedding_without_any_capt
     assert config["net"]["joint_dim"] == embedder.embed_dim
     assert ckpt["state_dict"]["net.joint_proj.0.weight"].shape[1] == embedder.embed_dim
     store = Path(BuildLayout(build["root"]).embedding_dir(dir_hash(model_a)[:16]))
-    shas = {json.loads(Path(t[:-4] + ".json").read_text())["tar"]["sha1"]
-            for split in ("train", "valid") for t in committed_shards(build["root"], split)}
+    shas = {json.loads(Path(s.marker).read_text())["tar"]["sha1"]
+            for s in committed_shards(build["root"], ["train", "valid"])}
     assert {p.stem for p in store.glob("*.npz")} == shas  # one file per shard, named by its content
 
 
@@ -109,11 +108,10 @@ def test_stored_embeddings_of_the_model_are_read_and_others_ignored(joint_models
     write_build(tmp_path / "build", {"train": [3, 3]})
     sha_a = dir_hash(model_a)
     store = BuildLayout(build["root"]).embedding_dir(sha_a[:16])
-    shards = committed_shards(build["root"], "train")
     planted = {}
-    for i, tar in enumerate(shards):
-        shard_sha = json.loads(Path(tar[:-4] + ".json").read_text())["tar"]["sha1"]
-        keys = [s["__key__"] for s in read_shards([tar])]
+    for i, shard in enumerate(committed_shards(build["root"], ["train"])):
+        shard_sha = json.loads(Path(shard.marker).read_text())["tar"]["sha1"]
+        keys = [s["__key__"] for s in read_shards([shard.tar])]
         vectors = np.random.default_rng(i).normal(size=(len(keys), 16)).astype(np.float32)
         owner = sha_a if i == 0 else dir_hash(model_b)
         save_store(f"{store}/{shard_sha}.npz", keys, vectors, [],

@@ -22,13 +22,9 @@ import webdataset as wds
 from builders import commit, write_index
 
 from n2m.audio import encode_flac
+from n2m.layout import committed_shards
 from training.config import DataConfig
-from training.data import (
-    ShardDataModule,
-    caption_items,
-    committed_shards,
-    disjoint_stream,
-)
+from training.data import ShardDataModule, caption_items, disjoint_stream
 from training.lowfi import fft_upsample
 from training.stages import STAGES
 
@@ -137,7 +133,7 @@ def test_captions_are_one_item_per_step_from_labels_and_metadata(tiny_build):
 
 @pytest.mark.parametrize("world,workers", [(1, 1), (2, 1), (2, 2), (3, 2)])
 def test_every_reader_gets_a_disjoint_share_of_each_epoch(tiny_build, monkeypatch, world, workers):
-    urls = committed_shards(tiny_build["root"], "train")
+    urls = [s.tar for s in committed_shards(tiny_build["root"], ["train"])]
     assert len(urls) == 4
     shares = []
     for rank in range(world):
@@ -214,7 +210,7 @@ def test_bad_clips_are_skipped_and_the_stream_goes_on(tmp_path, caplog):
     commit(shard_dir / "train-000000.tar", keys)
     write_index(tmp_path, [(k, "train", "train-000000.tar", 1.0) for k in keys])
     (shard_dir / "train-000001.tar").write_bytes(b"uncommitted: no marker")
-    assert committed_shards(str(tmp_path), "train") == [str(shard_dir / "train-000000.tar")]
+    assert [s.tar for s in committed_shards(str(tmp_path), ["train"])] == [str(shard_dir / "train-000000.tar")]
     cfg = DataConfig(build=str(tmp_path), batch_size=1, num_workers=0, window_s=(0.5, 0.5), val_samples=0)
     dm = ShardDataModule(STAGES["sr_cascader"], cfg, length_multiple=16)
     dm.setup()
