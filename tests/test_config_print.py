@@ -88,10 +88,10 @@ def test_print_config_round_trips_for_every_runnable_parser_of_every_job(job, tm
 
 def test_a_config_file_gives_the_required_options_and_flags_still_win(tmp_path, capsys):
     config = tmp_path / "build.yaml"
-    config.write_text("input: music/\noutput: out/\nclip-seconds: 10\nrunner: DirectRunner\n")
+    config.write_text("input: music/\nout: out/\nclip-seconds: 10\nrunner: DirectRunner\n")
     settings = yaml.safe_load(run(capsys, ["build", "--config", str(config), "--clip-seconds", "5",
                                            "--print-config"]))
-    assert (settings["input"], settings["output"], settings["clip_seconds"]) == ("music/", "out/", 5.0)
+    assert (settings["input"], settings["out"], settings["clip_seconds"]) == ("music/", "out/", 5.0)
     assert settings["runner"] == "DirectRunner" and settings["sample_rate"] == 24000  # default kept
 
 
@@ -102,7 +102,7 @@ def test_an_option_neither_the_file_nor_the_flags_give_is_still_required(tmp_pat
         main(["build", "--config", str(config), "--print-config"])
     err = capsys.readouterr().err.strip()
     assert done.value.code == 2 and len(err.splitlines()) == 1
-    assert "the following arguments are required: --output" in err and "--input" not in err
+    assert "the following arguments are required: --out" in err and "--input" not in err
 
 
 @pytest.mark.parametrize(("job", "flag", "key", "bad", "message"), [
@@ -111,7 +111,7 @@ def test_an_option_neither_the_file_nor_the_flags_give_is_still_required(tmp_pat
 ])
 def test_a_bad_value_is_the_same_one_line_error_from_a_file_as_from_a_flag(tmp_path, capsys, job, flag, key, bad,
                                                                            message):
-    required = {"label": ["--build", "b", "--vocab", "v", "--model", "m", "--name", "n"],
+    required = {"label": ["--build", "b", "--vocab", "v", "--joint-model", "m", "--name", "n"],
                 "eval": ["--reference", "r", "--generated", "g", "--embedding", "musicnn"]}[job[0]]
     with pytest.raises(SystemExit) as done:
         main([*job, *required, flag, bad, "--print-config"])
@@ -142,7 +142,7 @@ def test_a_flag_overrides_the_files_value_for_another_option_of_its_exclusive_gr
 
 def test_a_repeated_flag_replaces_the_files_list_instead_of_extending_it(tmp_path, capsys):
     config = tmp_path / "label.yaml"
-    config.write_text("build: b\nvocab: [long.parquet, short.parquet]\nmodel: m\nname: n\n")
+    config.write_text("build: b\nvocab: [long.parquet, short.parquet]\njoint-model: m\nname: n\n")
     settings = yaml.safe_load(run(capsys, ["label", "--config", str(config), "--print-config"]))
     assert settings["vocab"] == ["long.parquet", "short.parquet"]
     settings = yaml.safe_load(run(capsys, ["label", "--config", str(config), "--vocab", "mine.parquet",
