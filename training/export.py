@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from n2m.errors import UserError
-from n2m.provenance import file_hash, now_iso, read_json, versions, write_json
+from n2m.provenance import file_hash, now_iso, versions
+from n2m.storage import read_json, write_json
 from training.config import DiffusionConfig, TrainConfig, network_config
 from training.diffusion.denoiser import Denoiser
 from training.networks.presets import build_network

@@ -15,16 +15,20 @@ exist are skipped unless ``--overwrite``: every sample has its own seed, so an i
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from n2m.audio import write as write_audio
 from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
+from n2m.provenance import now_iso
+from n2m.schema import sidecar_path
+from n2m.storage import write_bytes_atomic, write_json
 from training.cascade import CASCADES, cascade_stages
 from training.conditioning import DEFAULT_PROMPT_SECONDS, DOUBLE_AUDIO_GUIDANCE, read_audio_file, read_audio_prompt
 from training.diffusion.guidance import CLIPS
@@ -182,29 +186,23 @@ def rate_label(rate: int) -> str:
     return f"{whole}k{rest // 100 if rest % 100 == 0 else rest}" if rest else f"{whole}k"
 
 
-def _write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
-    from n2m.audio import write
-
-    tmp = path.with_name(path.name + ".tmp.wav")
-    write(tmp, audio[None, :], rate)
-    os.replace(tmp, path)
-
-
 def write_result(out: Path, result, args_config: dict[str, Any]) -> list[Path]:
-    """``ID.wav`` + ``ID.json`` (+ intermediates); the sidecar is written last (a clip exists when it does)."""
-    from n2m.provenance import now_iso, write_json
-
+    """``ID.wav`` + its sidecar ``ID.json`` (the fields of :data:`n2m.schema.SAMPLE_SIDECAR_FIELDS`) + intermediates
+    (a spectrogram ``[80, frames]`` as ``.npy``, a waveform ``[T]`` as ``.wav``). Every file is written atomically
+    (:mod:`n2m.storage`) and the sidecar last: a clip exists when its sidecar does."""
     written = []
     for array, rate in result.stages.values():
         if array.ndim == 2:
             path = out / f"{result.id}.mel.npy"
-            np.save(path, array)
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
+            write_bytes_atomic(str(path), buffer.getvalue())
         else:
             path = out / f"{result.id}.{rate_label(rate)}.wav"
-            _write_wav(path, array, rate)
+            write_audio(path, array[None, :], rate)
         written.append(path)
     wav = out / f"{result.id}.wav"
-    _write_wav(wav, result.audio, result.sample_rate)
+    write_audio(wav, result.audio[None, :], result.sample_rate)
     meta = result.metadata
     sidecar = {
         "id": result.id,
@@ -231,7 +229,7 @@ def write_result(out: Path, result, args_config: dict[str, Any]) -> list[Path]:
         "versions": meta["versions"],
         "created_at": now_iso(),
     }
-    write_json(str(out / f"{result.id}.json"), sidecar)
+    write_json(str(sidecar_path(wav)), sidecar)
     return [wav, *written]
 
 
@@ -264,7 +262,7 @@ def run_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ids = lambda p: [p.id] if args.num_samples == 1 else [f"{p.id}_{k}" for k in range(args.num_samples)]  # noqa: E731
-    todo = [p for p in prompts if args.overwrite or not all((out / f"{i}.json").is_file() for i in ids(p))]
+    todo = [p for p in prompts if args.overwrite or not all(sidecar_path(out / f"{i}.wav").is_file() for i in ids(p))]
     skipped = len(prompts) - len(todo)
     if not todo:
         print(f"n2m sample: all {len(prompts)} prompts already have their files in {out} (use --overwrite)")

@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 import webdataset as wds
 
 from n2m.audio import encode_flac
-from n2m.provenance import write_json
-from n2m.schema import INDEX_SCHEMA, LABELS_SCHEMA, BuildLayout, clip_key, source_id
+from n2m.layout import BuildLayout
+from n2m.schema import INDEX_SCHEMA, LABELS_SCHEMA, clip_key, source_id
+from n2m.storage import write_json
 
 SR = 24_000
 LONG = ["a calm piano piece with soft strings", "an energetic rock song with loud drums",

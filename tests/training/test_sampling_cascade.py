@@ -94,6 +94,8 @@ def test_spectrogram_cascade_cli_writes_30_s_and_keeps_the_mel(models_dir, tmp_p
     assert meta["sampler_settings"]["vocoder"]["guidance"] == 1.0  # no text, no guidance
     assert set(meta["timing"]["stage_seconds"]) == {"spec_generator", "vocoder", "sr_cascader"}
     assert "prompts" not in meta["config"]
+    assert sorted(meta["intermediates"]) == ["0000.16k.wav", "0000.mel.npy"]
+    assert sorted(p.name for p in out.iterdir()) == ["0000.16k.wav", "0000.json", "0000.mel.npy", "0000.wav"]  # no tmp
 
 
 def test_samples_depend_only_on_their_seed(models_dir):
