@@ -195,7 +195,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                   "or next to this file)")
     p.add_argument("--title", default="n2m eval compare", help="page title")
     sec = p.add_argument_group("more sections on the page (and in compare.json)")
-    sec.add_argument("--label-eval", metavar="FILE", help="an n2m label-eval --json report: its precision table")
+    sec.add_argument("--label-eval", metavar="FILE", help="an n2m label-eval --out report: its precision table")
     sec.add_argument("--training-logs", nargs="+", metavar="RUNDIR",
                      help="n2m train run directories: loss curves from RUNDIR/csv/metrics.csv")
     bars = p.add_argument_group("quality bars (pass/fail from the figures; eval.compare_bars). Judged without a flag: "

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from labeling.io import load_npz
 from labeling.truth import join_sources, truth_of_keys
 from labeling.vocabset import entries_of
+from n2m.cli import old_spellings
 from n2m.config import POSITIVE, leaf
 from n2m.errors import UserError
 from n2m.layout import read_label_manifest
@@ -211,7 +212,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", required=True, metavar="OUT/labels/NAME", help="a label set made by n2m label")
     parser.add_argument("--truth", required=True, metavar="MANIFEST",
                         help="ground truth: manifest with style, instruments, mood, bpm (n2m synth's manifest.jsonl)")
-    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    old_spellings(parser, parser.add_argument("--out", metavar="FILE", help="also write the report here, as JSON"),
+                  "--json")
     parser.add_argument("--holdout-only", action="store_true", help="report held-out tracks only")
     parser.add_argument("--tempo-bounds", default="76,100", metavar="SLOW,FAST",
                         help="BPM limits of the tempo classes slow | medium | fast (default 76,100, the synthetic "
@@ -243,9 +245,9 @@ def run(args: argparse.Namespace) -> int:
             if s["assigned"] is not None:
                 print(f"  CLAP score {vocab}: assigned {s['assigned']:.3f} vs shuffled {s['shuffled']:.3f} "
                       f"({s['clips']} clips)")
-    if args.json:
-        write_json(args.json, report)
-        print(f"n2m label-eval: wrote {args.json}")
+    if args.out:
+        write_json(args.out, report)
+        print(f"n2m label-eval: wrote {args.out}")
     return 0
 
 

@@ -23,12 +23,13 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 RETIRED = {
     "n2m build": {"--output": "--out", "--threads": "--decode-threads", "--no-progress": "--quiet"},
     "n2m label": {"--model": "--joint-model"},
+    "n2m label-eval": {"--json": "--out"},
     "n2m clap convert": {"--force": "--overwrite"},
     "n2m clap-train": {"--init": "--joint-model", "--force": "--overwrite"},
     "n2m eval clap-score": {"--model": "--joint-model"},
     "n2m eval musiccaps": {"--clap": "--joint-model"},
 }
-NOWHERE = {"--output", "--force", "--no-progress", "--clap", "--init"}  # retired in every job
+NOWHERE = {"--output", "--json", "--force", "--no-progress", "--clap", "--init"}  # retired in every job
 LLM_MODEL = {"n2m vocab generate"}  # its --model names the LLM's model, not a joint model
 
 
