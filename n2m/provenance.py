@@ -1,7 +1,5 @@
-"""What every artifact records about itself: package versions, content hashes and time.
-
-The atomic writers and JSON readers (``write_json``, ``read_json``, ``write_bytes_atomic``) live in :mod:`n2m.storage`;
-they stay importable from here while training/ still imports them from this module.
+"""What every artifact records about itself: package versions, content hashes and time. (The atomic writers and JSON
+readers are :mod:`n2m.storage`'s.)
 """
 
 from __future__ import annotations
@@ -12,10 +10,6 @@ import os
 import platform
 from importlib import metadata
 from pathlib import Path
-
-from n2m.storage import read_json, write_bytes_atomic, write_json
-
-__all__ = ["dir_hash", "file_hash", "now_iso", "read_json", "sha1_bytes", "versions", "write_bytes_atomic", "write_json"]
 
 _PACKAGES = ("n2m", "numpy", "torch", "apache-beam", "pyarrow", "webdataset", "transformers", "lightning", "soundfile",
              "soxr", "librosa")

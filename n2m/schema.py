@@ -16,12 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
-# Re-exported while training/ still imports them from here; they live in n2m.layout.
 from n2m.errors import UserError
-from n2m.layout import BuildLayout as BuildLayout
-from n2m.layout import build_id as build_id
-from n2m.layout import check_label_set as check_label_set
-from n2m.layout import verify_shard as verify_shard
+from n2m.layout import BuildLayout
 from n2m.storage import Store, glob
 
 BUILD_VERSION = 1
