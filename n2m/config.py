@@ -87,7 +87,8 @@ def apply_config(root: argparse.ArgumentParser, args: argparse.Namespace, argv: 
     several values (``nargs``, ``append``) take a list or one value; ``null`` leaves the option unset. An option the
     YAML gives a value is no longer required on the command line. A flag replaces the file's value: a repeatable
     option's whole list, and the file's value for the other options of its mutually exclusive group. Keys the parser
-    sets without an option (Beam's pass-through flags, ``beam_args``) take a list of strings.
+    sets without an option (Beam's pass-through flags, ``beam_args``) take a list of strings. A key may also be a
+    flag's older spelling (``output`` for ``--out``): it names the same setting, so files written before a rename work.
     """
     if not getattr(args, "config", None):
         return args
@@ -97,6 +98,9 @@ def apply_config(root: argparse.ArgumentParser, args: argparse.Namespace, argv: 
     for key, value in load_yaml(args.config).items():
         dest = str(key).replace("-", "_")
         where = f"config {args.config}: {key}"
+        spelled = parser._option_string_actions.get("--" + str(key).replace("_", "-"))
+        if dest not in actions and spelled is not None:  # an older spelling of a flag (a hidden alias) names its setting
+            dest = spelled.dest
         if dest in _PRIVATE or (dest not in actions and dest not in parser._defaults):
             raise UserError(f"config {args.config}: unknown option {key!r}")
         values[dest] = config_value(actions[dest], value, where) if dest in actions else _strings(value, where)

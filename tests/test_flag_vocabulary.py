@@ -108,3 +108,20 @@ def test_a_retired_spelling_cannot_take_a_name_already_in_use():
     parser.add_argument("--output")
     with pytest.raises(ValueError, match="--output already names an option"):
         old_spellings(parser, out, "--output")
+
+
+@pytest.mark.parametrize("prog, old, new", [(p, o, n) for p, table in RETIRED.items() for o, n in table.items()])
+def test_a_config_file_with_a_retired_key_gives_the_same_settings(runnable, prog, old, new, tmp_path, capsys):
+    """A --config file written before a rename (``output: ...``) still names the setting the flag now sets."""
+    parser = runnable[prog]
+    action = parser._option_string_actions[new]
+    flags, positionals = every_option_set(parser)
+    if new not in flags:
+        flags += [new] if action.nargs == 0 else [new, value_for(action)]
+    assert main([*prog.split()[1:], *positionals, *flags, "--print-config"]) == 0
+    settings = yaml.safe_load(capsys.readouterr().out)
+    renamed = {(old.lstrip("-").replace("-", "_") if key == action.dest else key): value for key, value in settings.items()}
+    config = tmp_path / "old.yaml"
+    config.write_text(yaml.safe_dump(renamed))
+    assert main([*prog.split()[1:], *positionals, "--config", str(config), "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == settings
