@@ -1,4 +1,4 @@
-"""Optional sections of ``n2m eval compare``'s page: a label-eval table (``n2m label-eval --json``), training curves
+"""Optional sections of ``n2m eval compare``'s page: a label-eval table (``n2m label-eval --out``), training curves
 (the Lightning CSV logs of ``n2m train`` run directories) and the listening table (one row per prompt: each run's clip
 and the real track as audio players with their top musicnn tags). The quality bars are :mod:`eval.compare_bars`.
 """
@@ -38,7 +38,7 @@ def label_eval_rows(data: dict[str, Any]) -> list[list[str]]:
     """``[subset, vocabulary, aspect, precision, chance, ratio, captions]`` rows of a label-eval report."""
     subsets = data.get("subsets")
     if not isinstance(subsets, dict):
-        raise UserError("the label-eval file has no 'subsets' (write it with n2m label-eval --json)")
+        raise UserError("the label-eval file has no 'subsets' (write it with n2m label-eval --out)")
     rows = []
     for subset, result in subsets.items():
         for vocab, aspects in result.get("aspects", {}).items():

@@ -89,7 +89,7 @@ def uses_towers(args: argparse.Namespace) -> bool:
     if len(given) == 1:
         raise UserError(f"{given[0]} needs its partner: give both --text-init hf:DIR and --audio-init musicnn:MODEL")
     if args.init:
-        raise UserError("--init fine-tunes a CLAP directory; it does not combine with --text-init/--audio-init")
+        raise UserError("--joint-model fine-tunes a CLAP directory; it does not combine with --text-init/--audio-init")
     return True
 
 

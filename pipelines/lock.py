@@ -76,7 +76,7 @@ def build_lock(out: str) -> Iterator[str]:
             store.remove(path)
             created = _create(store, path, json.dumps(me).encode())
     except OSError as err:
-        raise UserError(f"cannot write to --output {out}: {err.strerror or err}") from err
+        raise UserError(f"cannot write to --out {out}: {err.strerror or err}") from err
     if not created:
         holder = _read_holder(store, path)
         who = (f"pid {holder.get('pid')} on host {holder.get('host')} since {holder.get('started')}" if holder

@@ -121,7 +121,7 @@ def plan_build(
                 continue
             if marker.get("settings_hash") != digest:
                 raise UserError(f"{out} holds shard {spec.name} built with other settings; re-run with --overwrite "
-                                "or choose another --output")
+                                "or choose another --out")
             changed.append(spec.name)
         if write:
             _write_plan(store, out, spec, digest)
