@@ -147,7 +147,7 @@ $(DEMO)/corpus/manifest.jsonl:
 
 $(DEMO)/out/build.json: $(DEMO)/corpus/manifest.jsonl
 	$(call demo_step,Beam build: 10 s clips in WebDataset shards)
-	n2m build --input $< --output $(DEMO)/out --clip-seconds 10 --split train=0.9,valid=0.1,test=0 --no-progress
+	n2m build --input $< --out $(DEMO)/out --clip-seconds 10 --split train=0.9,valid=0.1,test=0 --quiet
 
 $(DEMO)/vocab/aspects.parquet: $(DEMO)/corpus/manifest.jsonl
 	$(call demo_step,vocabularies: template generator (standing in for an LLM) and aspects)
@@ -162,8 +162,8 @@ $(DEMO)/clap/config.json: $(DEMO)/out/build.json
 $(DEMO)/out/labels/v1/manifest.json: $(DEMO)/clap/config.json $(DEMO)/vocab/aspects.parquet
 	$(call demo_step,pseudo-labels for every clip (Beam) and their precision on the held-out tracks)
 	n2m label --build $(DEMO)/out --vocab $(DEMO)/vocab/long.parquet --vocab $(DEMO)/vocab/aspects.parquet \
-	  --model $(DEMO)/clap --name v1
-	n2m label-eval --labels $(DEMO)/out/labels/v1 --truth $(DEMO)/corpus/manifest.jsonl --json $(DEMO)/label_eval.json
+	  --joint-model $(DEMO)/clap --name v1
+	n2m label-eval --labels $(DEMO)/out/labels/v1 --truth $(DEMO)/corpus/manifest.jsonl --out $(DEMO)/label_eval.json
 
 .SECONDARY:  # keep every step's output (make would delete pattern-rule intermediates)
 
