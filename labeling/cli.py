@@ -8,13 +8,15 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labeling.vocabset import open_vocabularies
-from n2m.beam import BeamSession, add_beam_arguments, beam_setup
+from n2m.beam import BeamSession, add_beam_arguments, beam_setup, worker_output_to
 from n2m.cli import old_spellings
 from n2m.config import NONNEGATIVE, POSITIVE_INT, leaf, resolved
 from n2m.errors import JobFailed, ShardDamaged, UserError
@@ -173,7 +175,10 @@ def run(args: argparse.Namespace) -> int:
     del embedder
     print(f"n2m label: {len(shards)} shards x {len(vocabs)} vocabularies "
           f"({', '.join(f'{v.name}: {v.size} {v.kind}' + _dropped(v) for v in vocabs)}) on {setup.describe()}")
-    with BeamSession(setup) as session:
+    # what Beam's local worker processes print (their own import notes, runner chatter) goes to a log, not the console
+    log = None if args.verbose or not setup.local else os.path.join(tempfile.gettempdir(),
+                                                                     f"n2m-label-workers-{os.getpid()}.log")
+    with worker_output_to(log), BeamSession(setup) as session:
         session.run(lambda p: score_pipeline(p, settings, shards), items=len(shards))
         scored, _ = global_counts(settings, shards)
         if scored:

@@ -30,10 +30,11 @@ import contextlib
 import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import IO, Any
 
 from n2m.errors import UserError
 
@@ -377,3 +378,24 @@ def _dask_threads(address: str, timeout_s: float) -> int:
     if not workers:
         raise UserError(f"the Dask cluster at {address} has no workers")
     return sum(int(w.get("nthreads", 1)) for w in workers)
+
+
+@contextlib.contextmanager
+def worker_output_to(log_path: str | None) -> Iterator[IO[str]]:
+    """Send what Beam's worker processes print (they inherit file descriptor 2) to ``log_path``.
+
+    Yields a stream on the real stderr for the progress bar. ``None`` leaves stderr alone (``--verbose``).
+    """
+    if log_path is None:
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log_path, "ab") as log, os.fdopen(os.dup(saved), "w") as console:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield console
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -14,7 +14,7 @@ import os
 import time
 from typing import Any
 
-from n2m.beam import BeamSession, BeamSetup, add_beam_arguments, beam_setup
+from n2m.beam import BeamSession, BeamSetup, add_beam_arguments, beam_setup, worker_output_to
 from n2m.cli import old_spellings
 from n2m.config import (
     FINITE,
@@ -251,7 +251,7 @@ def _run_pending(args: argparse.Namespace, out: str, the_plan, settings, setup: 
     """Run the pipeline over the plan's pending shards, then check that each has its marker (a runner that reports
     success while dropping work fails the build here); returns the number of workers it ran on."""
     from pipelines import job
-    from pipelines.progress import ShardProgress, worker_output_to
+    from pipelines.progress import ShardProgress
 
     log = None if args.verbose or not setup.local else _worker_log(out)
     try:

@@ -7,11 +7,7 @@ works the same for a local folder and an fsspec URI.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import threading
-from collections.abc import Iterator
 from typing import IO
 
 from tqdm.auto import tqdm
@@ -62,24 +58,3 @@ class ShardProgress:
         if exc[0] is None:
             self._poll()
         self.bar.close()
-
-
-@contextlib.contextmanager
-def worker_output_to(log_path: str | None) -> Iterator[IO[str]]:
-    """Send what Beam's worker processes print (they inherit file descriptor 2) to ``log_path``.
-
-    Yields a stream on the real stderr for the progress bar. ``None`` leaves stderr alone (``--verbose``).
-    """
-    if log_path is None:
-        yield sys.stderr
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(log_path, "ab") as log, os.fdopen(os.dup(saved), "w") as console:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield console
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)

@@ -16,7 +16,7 @@ from n2m.schema import LABELS_SCHEMA, read_label_captions
 
 
 @pytest.mark.integration
-def test_synth_build_train_label_eval(tmp_path, capsys):
+def test_synth_build_train_label_eval(tmp_path, capfd):
     corpus, out = tmp_path / "corpus", tmp_path / "out"
     assert main(["synth", "--out", str(corpus), "--tracks", "8", "--seed", "3", "--min-seconds", "11",
                  "--max-seconds", "12", "--holdout", "0.25", "--formats", "flac,wav"]) == 0
@@ -29,6 +29,8 @@ def test_synth_build_train_label_eval(tmp_path, capsys):
     assert json.loads((clap / "train.json").read_text())["holdout_tracks"] == 2
     assert main(["label", "--build", str(out), "--vocab", str(tmp_path / "aspects.parquet"), "--model", str(clap),
                  "--name", "v1", "--", "--direct_num_workers=2"]) == 0
+    err = capfd.readouterr().err  # the worker processes' own output goes to a log unless --verbose
+    assert "apitools" not in err and "WARNING:root" not in err
     label_dir = out / "labels" / "v1"
     manifest = json.loads((label_dir / "manifest.json").read_text())
     index = pq.read_table(out / "index.parquet")
@@ -49,4 +51,4 @@ def test_synth_build_train_label_eval(tmp_path, capsys):
     assert main(["label", "--build", str(out), "--vocab", str(tmp_path / "aspects.parquet"), "--model", str(clap),
                  "--name", "v1", "--", "--direct_num_workers=2"]) == 0
     assert {p: p.stat().st_mtime_ns for p in tables} == before
-    capsys.readouterr()
+    capfd.readouterr()
