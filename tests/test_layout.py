@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 
-import fsspec
 import pytest
 
 from n2m.errors import ShardDamaged
@@ -15,16 +13,9 @@ from n2m.layout import BuildLayout, committed_shards, parse_shard_name, shard_na
 from n2m.storage import Store
 
 
-@pytest.fixture(params=["local", "memory"])
-def root(request, tmp_path):
-    if request.param == "local":
-        yield str(tmp_path / "out")
-        return
-    uri = f"memory://n2m-layout-{uuid.uuid4().hex[:8]}/out"
-    yield uri
-    fs = fsspec.filesystem("memory")
-    if fs.exists(uri):
-        fs.rm(uri, recursive=True)
+@pytest.fixture
+def root(storage_root):
+    return storage_root
 
 
 def _put(root: str, *names: str) -> None:

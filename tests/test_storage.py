@@ -3,24 +3,14 @@ folder and behind an fsspec URI (``memory://`` here, which stands for gs:// and 
 
 from __future__ import annotations
 
-import uuid
-
-import fsspec
 import pytest
 
 from n2m.storage import TMP_MARK, Store, exists, glob, is_remote, join, parent, read_bytes, read_json, write_json
 
 
-@pytest.fixture(params=["local", "memory"])
-def root(request, tmp_path):
-    if request.param == "local":
-        yield str(tmp_path / "root")
-        return
-    uri = f"memory://n2m-storage-{uuid.uuid4().hex[:8]}/root"
-    yield uri
-    fs = fsspec.filesystem("memory")
-    if fs.exists(uri):
-        fs.rm(uri, recursive=True)
+@pytest.fixture
+def root(storage_root):
+    return storage_root
 
 
 def test_is_remote_and_join():
