@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -212,15 +210,6 @@ def test_a_clap_directory_whose_weights_do_not_fit_is_refused(build, micro_clap_
     argv = [a if a != micro_clap_dir else str(clap) for a in build["base"]]
     with pytest.raises(UserError, match="missing"):
         _label(*argv, "--name", "v1", "--dry-run", *IN_MEMORY)
-
-
-def test_importing_the_label_job_logs_no_optional_dependency_notes():
-    """Beam workers import labeling.job itself (to unpickle its DoFns), not through the CLI (issue 14, item 20)."""
-    code = "import logging; logging.basicConfig(level=logging.INFO); import labeling.job"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[2])
-    assert done.returncode == 0, done.stderr
-    assert "apitools" not in done.stderr and "bigquery_storage" not in done.stderr
 
 
 def test_a_clap_directory_with_corrupt_weights_is_a_one_line_error(build, micro_clap_dir, tmp_path):

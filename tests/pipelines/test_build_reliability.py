@@ -379,15 +379,3 @@ def test_a_live_lock_refuses_a_second_build_and_a_dead_one_is_taken_over(tmp_pat
     lock.write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname(), "started": "earlier"}))
     assert build(src, out, IN_MEMORY) == 0
     assert not lock.exists() and (out / "index.parquet").exists()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Item 20: importing Beam through n2m logs nothing about optional GCP clients
-
-
-def test_importing_the_build_job_logs_no_optional_dependency_notes():
-    code = "import logging; logging.basicConfig(level=logging.INFO); import pipelines.job"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[2])
-    assert done.returncode == 0, done.stderr
-    assert "apitools" not in done.stderr and "bigquery_storage" not in done.stderr
