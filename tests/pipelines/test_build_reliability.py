@@ -268,7 +268,7 @@ def _exit_code(argv: list[str]) -> int:
     ("--max-source-mb", "inf"), ("--max-source-seconds", "nan"), ("--shard-size-mb", "inf"),
     ("--typical-source-seconds", "0"), ("--sources-per-shard", "0"), ("--fetch-timeout", "nan"),
     ("--fetch-deadline", "inf"), ("--fetch-retries", "-1"), ("--fetch-backoff", "inf"), ("--fetch-concurrency", "0"),
-    ("--threads", "1.5"), ("--max-failure-rate", "nan"), ("--sample-rate", "100000000000"), ("--channels", "0"),
+    ("--decode-threads", "1.5"), ("--max-failure-rate", "nan"), ("--sample-rate", "100000000000"), ("--channels", "0"),
 ])
 def test_build_numbers_out_of_range_are_one_line_errors(tmp_path, capsys, flag, value):
     src = tmp_path / "a.wav"
