@@ -49,7 +49,7 @@ class Store:
     """
 
     def __init__(self, root: str):
-        import fsspec  # here, not at import: n2m.provenance imports this module and ``n2m --help`` stays light
+        import fsspec  # here, not at import: ``n2m --help`` and jobs on local paths never need fsspec
         from fsspec.implementations.local import LocalFileSystem
 
         self.root = str(root)

@@ -88,9 +88,10 @@ def windowed(
     repeated for each window. Window starts are multiples of ``multiple``, the aligned conditioning's frame size (160
     for a spectrogram), so every cut is exact; ``window`` must be a multiple of it and of the network's total stride.
     ``windows_per_call`` windows go through the network as one batch ``[n * B, C, window]``. Both fields of the
-    prediction (``eps`` and ``x0``) are cross-faded with the same weights.
+    prediction (``eps`` and ``x0``) are cross-faded with the same weights. The overlap is at most half the window (a
+    window no longer than the overlap would otherwise advance one ``multiple`` at a time: thousands of windows).
     """
-    overlap = min(overlap, window - multiple)
+    overlap = min(overlap, window // 2 // multiple * multiple)
     ramp = overlap
 
     def run(x: torch.Tensor, t: torch.Tensor, cond: Cond) -> Prediction:

@@ -99,3 +99,19 @@ def test_whole_or_windowed_falls_back_after_out_of_memory():
     fn(torch.zeros(1), torch.zeros(1), None)
     fn(torch.zeros(1), torch.zeros(1), None)
     assert calls == ["whole", "pieces", "pieces"]
+
+
+def test_an_overlap_as_long_as_the_window_is_cut_to_half_of_it():
+    """--window-seconds at or below the 0.5 s overlap: the windows advance half a window, not one frame."""
+    calls = []
+
+    def denoise(x, t, cond):
+        calls.append(x.shape[-1])
+        return Prediction(torch.zeros_like(x), torch.zeros_like(x))
+
+    length, window, multiple = 48_000, 4_000, 100
+    run = windowed(denoise, window=window, overlap=12_000, multiple=multiple)
+    out = run(torch.zeros(1, 1, length), torch.full((1,), 0.5), {})
+    assert out.x0.shape == (1, 1, length) and set(calls) == {window}
+    assert len(calls) == len(window_starts(length, window, window // 2, multiple)) == 23  # (48000 - 4000) / 2000 + 1
+
