@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -98,10 +96,10 @@ class _JsonLines:
 
 
 def _sampling():
-    """``training.sampling`` (what ``n2m sample`` runs), or a one-line error when it is not installed."""
-    if importlib.util.find_spec("training.sampling") is None:
-        raise UserError("generation needs n2m sample (training.sampling); pass --generated DIR with audio named by id")
-    return importlib.import_module("training.sampling")
+    """``training.sampling``, what ``n2m sample`` runs (imported when generating, so ``--help`` stays light)."""
+    import training.sampling
+
+    return training.sampling
 
 
 def generate_seconds(value: str) -> float:
@@ -114,14 +112,14 @@ def generate(args: argparse.Namespace, prompts: dict[str, str], out: Path) -> Pa
     """Generate ``{id}.wav`` + ``{id}.json`` sidecars (the ``n2m sample`` format) for every prompt that has none yet,
     through training's public sampling API (``training.sampling.generate``). Re-runs resume. The sampling settings
     are resolved (and a bad sampler refused) before anything is written."""
-    from training.cascade import cascade_stages
+    from training.cascade import cascade_stages, checkpoint_spec
+    from training.sample_files import write_result
 
     sampling = _sampling()
-    writer = importlib.import_module("training.sample_cli")
     options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
                if v is not None}
     settings = sampling.stage_settings(cascade_stages(args.cascade), **options)
-    checkpoints = writer.checkpoint_spec(args.checkpoints)
+    checkpoints = checkpoint_spec(args.checkpoints)
     target = out / "generated"
     target.mkdir(parents=True, exist_ok=True)
     todo = [sampling.Prompt(i, text) for i, text in prompts.items() if not (target / f"{i}.json").is_file()]
@@ -130,7 +128,7 @@ def generate(args: argparse.Namespace, prompts: dict[str, str], out: Path) -> Pa
                                     batch_size=args.batch_size, device=args.device, settings=settings)
         config = {**resolved(args), "seed": args.seed, "cascade": args.cascade, "seconds": args.generate_seconds}
         for result in results:
-            writer.write_result(target, result, config)
+            write_result(target, result, config)
     print(f"generated {len(todo)} clips ({len(prompts) - len(todo)} already there) in {target}")
     return target
 

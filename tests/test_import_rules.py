@@ -17,7 +17,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "pipelines": ("n2m",),
     "labeling": ("n2m",),
     "training": ("n2m",),
-    "eval": ("n2m", "training.sampling", "training.cascade", "training.export"),
+    "eval": ("n2m", "training.sampling", "training.sample_files", "training.cascade", "training.export"),
 }
 
 

@@ -14,6 +14,7 @@ What a stage samples from (its inputs) and its paper sampling settings are part 
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,3 +177,26 @@ def check_cascade(cascade: str, models: dict[str, StageModel]) -> None:
     last = models[stages[-1]]
     if last.rate != OUTPUT_RATE:
         raise UserError(f"{last.path} ({last.stage}) makes {last.rate} Hz audio; the cascade must end at {OUTPUT_RATE} Hz")
+
+
+def per_stage(text: str | None, cast, name: str) -> Any:
+    """``"V"`` -> V, ``"stage=V,stage=V"`` -> {stage: V}; None stays None. ``cast`` may be an argparse type of
+    :mod:`n2m.config` (its range message is kept)."""
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            return cast(text)
+        pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
+        return {stage.strip(): cast(value.strip()) for stage, value in pairs}
+    except argparse.ArgumentTypeError as err:
+        raise UserError(f"--{name} {text!r}: {err}") from None
+    except ValueError as err:
+        raise UserError(f"--{name} takes a value or stage=value pairs, got {text!r}") from err
+
+
+def checkpoint_spec(text: str) -> str | dict[str, str]:
+    """``--checkpoints``: a directory, or ``stage=path`` pairs."""
+    if "=" not in text:
+        return text
+    return per_stage(text, str, "checkpoints")

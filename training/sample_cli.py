@@ -15,24 +15,19 @@ exist are skipped unless ``--overwrite``: every sample has its own seed, so an i
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from n2m.audio import write as write_audio
 from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, leaf, number, resolved
 from n2m.errors import UserError
-from n2m.provenance import now_iso
 from n2m.schema import sidecar_path
-from n2m.storage import write_bytes_atomic, write_json
-from training.cascade import CASCADES, cascade_stages
+from training.cascade import CASCADES, cascade_stages, checkpoint_spec, per_stage
 from training.conditioning import DEFAULT_PROMPT_SECONDS, DOUBLE_AUDIO_GUIDANCE, read_audio_file, read_audio_prompt
 from training.diffusion.guidance import CLIPS
 from training.diffusion.samplers import SAMPLERS, SPACINGS
+from training.sample_files import write_result
 from training.sampling import MAX_SECONDS, PRECISIONS, SECONDS
 from training.stages import STAGES
 
@@ -143,29 +138,6 @@ def read_prompts(path: str) -> list[Any]:
     return prompts
 
 
-def per_stage(text: str | None, cast, name: str) -> Any:
-    """``"V"`` -> V, ``"stage=V,stage=V"`` -> {stage: V}; None stays None. ``cast`` may be an argparse type of
-    :mod:`n2m.config` (its range message is kept)."""
-    if text is None:
-        return None
-    try:
-        if "=" not in text:
-            return cast(text)
-        pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
-        return {stage.strip(): cast(value.strip()) for stage, value in pairs}
-    except argparse.ArgumentTypeError as err:
-        raise UserError(f"--{name} {text!r}: {err}") from None
-    except ValueError as err:
-        raise UserError(f"--{name} takes a value or stage=value pairs, got {text!r}") from err
-
-
-def checkpoint_spec(text: str) -> str | dict[str, str]:
-    """``--checkpoints``: a directory, or ``stage=path`` pairs."""
-    if "=" not in text:
-        return text
-    return per_stage(text, str, "checkpoints")
-
-
 def _device(name: str) -> str:
     import torch
 
@@ -178,59 +150,6 @@ def _device(name: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Writing
-
-
-def rate_label(rate: int) -> str:
-    """3200 -> ``3k2``, 16000 -> ``16k``."""
-    whole, rest = divmod(rate, 1000)
-    return f"{whole}k{rest // 100 if rest % 100 == 0 else rest}" if rest else f"{whole}k"
-
-
-def write_result(out: Path, result, args_config: dict[str, Any]) -> list[Path]:
-    """``ID.wav`` + its sidecar ``ID.json`` (the fields of :data:`n2m.schema.SAMPLE_SIDECAR_FIELDS`) + intermediates
-    (a spectrogram ``[80, frames]`` as ``.npy``, a waveform ``[T]`` as ``.wav``). Every file is written atomically
-    (:mod:`n2m.storage`) and the sidecar last: a clip exists when its sidecar does."""
-    written = []
-    for array, rate in result.stages.values():
-        if array.ndim == 2:
-            path = out / f"{result.id}.mel.npy"
-            buffer = io.BytesIO()
-            np.save(buffer, array, allow_pickle=False)
-            write_bytes_atomic(str(path), buffer.getvalue())
-        else:
-            path = out / f"{result.id}.{rate_label(rate)}.wav"
-            write_audio(path, array[None, :], rate)
-        written.append(path)
-    wav = out / f"{result.id}.wav"
-    write_audio(wav, result.audio[None, :], result.sample_rate)
-    meta = result.metadata
-    sidecar = {
-        "id": result.id,
-        "prompt_id": result.prompt.id,
-        "prompt": result.prompt.text,
-        "audio_prompt": meta.get("audio_prompt"),
-        "melody": meta.get("melody"),
-        "guidance": meta.get("guidance", {}),
-        "sample_index": result.sample_index,
-        "seed": result.seed,
-        "run_seed": args_config["seed"],
-        "sample_rate": result.sample_rate,
-        "seconds": meta["seconds"],
-        "cascade": args_config["cascade"],
-        "stages": meta["stages"],
-        "sampler_settings": meta["settings"],
-        "lineage": {
-            "build_ids": sorted({str(s["build_id"]) for s in meta["stages"].values() if s.get("build_id")}),
-            "label_sets": sorted({str(s["labels"]) for s in meta["stages"].values() if s.get("labels")}),
-        },
-        "intermediates": [p.name for p in written],
-        "timing": meta["timing"],
-        "config": args_config,
-        "versions": meta["versions"],
-        "created_at": now_iso(),
-    }
-    write_json(str(sidecar_path(wav)), sidecar)
-    return [wav, *written]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

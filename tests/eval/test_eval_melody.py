@@ -102,7 +102,7 @@ def test_shuffled_is_the_mean_over_the_other_distinct_sources():
 def write_clip(out: Path, clip_id: str, wave: np.ndarray, melody: Path | None) -> Path:
     """``out/ID.wav`` + ``out/ID.json`` through ``n2m sample``'s writer, the melody entry as the sampler describes it."""
     from training.conditioning import read_audio_file
-    from training.sample_cli import write_result
+    from training.sample_files import write_result
     from training.sampling import Prompt, Result
 
     meta = {"seconds": wave.shape[1] / SR, "stages": {}, "settings": {}, "timing": {}, "versions": {},

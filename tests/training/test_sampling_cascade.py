@@ -128,7 +128,9 @@ def test_models_in_the_wrong_place_are_refused(models_dir):
 
 
 def test_prompt_files_and_stage_values_parse(tmp_path):
-    from training.sample_cli import per_stage, rate_label, read_prompts
+    from training.cascade import per_stage
+    from training.sample_cli import read_prompts
+    from training.sample_files import rate_label
 
     lines = tmp_path / "p.txt"
     lines.write_text("first prompt\n\nsecond prompt\n")
