@@ -28,7 +28,6 @@ that share a source are not independent, so the interval is then narrower than i
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from n2m.config import leaf, number, resolved
 from n2m.errors import UserError
 from n2m.manifest import read_rows
 from n2m.provenance import file_hash
+from n2m.schema import read_sidecar, sidecar_path
 
 FRAME_RATE = 10.0
 MAX_FRAME_RATE = melody.ANALYSIS_RATE / melody.HOP  # 62.5: faster output frames only repeat analysis frames
@@ -180,18 +180,17 @@ class Pair:
 
 def _melody_entry(pair: Pair) -> dict[str, Any] | None:
     """The sidecar's ``melody`` entry (``path``, ``sha256``); None with ``pair``'s reason set when there is none."""
-    sidecar = pair.clip.with_suffix(".json")
-    if not sidecar.is_file():
+    sidecar = sidecar_path(pair.clip)
+    try:
+        data = read_sidecar(pair.clip)
+    except (OSError, ValueError) as err:
+        pair.left_out("bad_sidecar", f"{sidecar} is not a readable JSON object ({err})")
+        return None
+    if data is None:
         pair.left_out("no_sidecar", f"{sidecar} does not exist: no record of a melody source")
         return None
-    try:
-        data = json.loads(sidecar.read_text())
-    except (OSError, ValueError) as err:
-        pair.left_out("bad_sidecar", f"{sidecar} is not readable JSON ({err})")
-        return None
-    entry = data.get("melody") if isinstance(data, dict) else None
-    if isinstance(data, dict):
-        pair.prompt = data.get("prompt") if isinstance(data.get("prompt"), str) else None
+    entry = data.get("melody")
+    pair.prompt = data.get("prompt") if isinstance(data.get("prompt"), str) else None
     if entry is None:
         pair.left_out("no_melody", f"{sidecar} names no melody source (sampled without --melody)")
         return None

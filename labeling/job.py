@@ -40,7 +40,7 @@ from labeling.io import load_npz, save_npz
 from labeling.vocabset import Vocabulary
 from n2m.beam import import_beam
 from n2m.errors import JobFailed, ShardDamaged, UserError
-from n2m.layout import BuildLayout, committed_shards, shard_name, verify_shard
+from n2m.layout import BuildLayout, Shard, committed_shards, verify_shard
 from n2m.schema import LABELS_SCHEMA, LABELS_VERSION
 from n2m.storage import exists, read_bytes, write_bytes_atomic
 
@@ -50,18 +50,11 @@ FAILURES_IN_MANIFEST = 1_000
 
 
 @dataclass(frozen=True)
-class ShardRef:
-    """A committed build shard: ``name`` is ``{split}-NNNNNN``; ``sha1`` and ``clips`` come from its marker."""
+class ShardRef(Shard):
+    """A committed build shard with what its marker records: the tar's ``sha1`` and the number of ``clips``."""
 
-    split: str
-    index: int
-    tar: str
     sha1: str
     clips: int
-
-    @property
-    def name(self) -> str:
-        return shard_name(self.split, self.index)
 
 
 @dataclass(frozen=True)
@@ -151,7 +144,8 @@ def shard_refs(build: str, splits: list[str] | None) -> list[ShardRef]:
     refs = []
     for shard in committed_shards(build, splits or None):
         stats = verify_shard(shard.tar, content=False)
-        refs.append(ShardRef(shard.split, shard.index, shard.tar, stats["tar"]["sha1"], len(stats.get("clips") or [])))
+        refs.append(ShardRef(shard.split, shard.index, shard.tar, shard.marker, stats["tar"]["sha1"],
+                             len(stats.get("clips") or [])))
     return refs
 
 

@@ -23,6 +23,7 @@ from pathlib import PurePosixPath
 
 from n2m.errors import ShardDamaged, UserError
 from n2m.names import check_name
+from n2m.provenance import stream_hash
 from n2m.storage import TMP_MARK, Store, exists, is_remote, read_bytes
 
 SPLITS = ("train", "valid", "test")  # the known splits, in the order every listing of a build gives them
@@ -220,11 +221,9 @@ def verify_shard(tar: str, content: bool = True) -> dict:
         raise ShardDamaged(f"shard {tar} has {size} bytes but its marker records {expected_bytes} "
                            f"({'truncated' if size < expected_bytes else 'grown'}; rebuild it)")
     if content:
-        digest = hashlib.sha1()
         with store.open_read(tar) as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-        if digest.hexdigest() != expected_sha1:
+            actual_sha1 = stream_hash(handle)
+        if actual_sha1 != expected_sha1:
             raise ShardDamaged(f"shard {tar} does not match the SHA-1 in its marker (content changed; rebuild it)")
     return marker
 

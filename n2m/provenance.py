@@ -10,6 +10,7 @@ import os
 import platform
 from importlib import metadata
 from pathlib import Path
+from typing import BinaryIO
 
 _PACKAGES = ("n2m", "numpy", "torch", "apache-beam", "pyarrow", "webdataset", "transformers", "lightning", "soundfile",
              "soxr", "librosa")
@@ -34,15 +35,20 @@ def sha1_bytes(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def file_hash(path: str | os.PathLike, algorithm: str = "sha1", chunk: int = 1 << 20) -> str:
-    """Hex digest of a file's content, read in ``chunk``-byte blocks. ``algorithm`` is a :func:`hashlib.new` name:
-    SHA-1 for n2m's own content ids, ``"sha256"`` where a pin or a record asks for it (model wheels, the files of a
-    fetched model, the audio prompts a sample's sidecar names)."""
+def stream_hash(handle: BinaryIO, algorithm: str = "sha1", chunk: int = 1 << 20) -> str:
+    """Hex digest of what an open binary stream holds from its position on, read in ``chunk``-byte blocks."""
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
+    while block := handle.read(chunk):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def file_hash(path: str | os.PathLike, algorithm: str = "sha1") -> str:
+    """Hex digest of a local file's content. ``algorithm`` is a :func:`hashlib.new` name: SHA-1 for n2m's own content
+    ids, ``"sha256"`` where a pin or a record asks for it (model wheels, the files of a fetched model, the audio prompts
+    a sample's sidecar names)."""
+    with open(path, "rb") as handle:
+        return stream_hash(handle, algorithm)
 
 
 def dir_hash(path: str | os.PathLike) -> str:
