@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from eval.cache import EmbeddingCache
 from eval.embeddings import Embedder
 from n2m import audio
 from n2m.audio import AudioError
 from n2m.errors import UserError
+from n2m.progress import bar as progress_bar
 from n2m.provenance import sha1_bytes
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif", ".webm")
@@ -225,7 +225,7 @@ def embed_files(files: list[Path], embedder: Embedder, preprocess: Preprocess, c
     out = EmbeddedSet()
     clock = time.perf_counter
     stream = _prepared(files, embedder, preprocess, cache, workers)
-    bar = tqdm(total=len(files), desc=desc, unit="file", disable=not progress, leave=False)
+    bar = progress_bar(total=len(files), desc=desc, unit="file", disable=not progress, leave=False)
     while True:
         t0 = clock()
         item = next(stream, None)

@@ -1,69 +1,28 @@
-"""``n2m eval fad | clap-score | adherence | melody | musiccaps | prompts | compare | memorization``: each prints its figures as a table and
-writes ``report.json`` + ``report.html`` under ``--out``."""
+"""``n2m eval fad | clap-score | adherence | melody | musiccaps | prompts | compare | memorization``: the options of
+each command, parsed into its settings dataclass for its job (:mod:`eval.jobs`: fad, clap-score, adherence; the
+others in their own modules), which prints its figures as a table and writes ``report.json`` + ``report.html`` under
+``--out``."""
 
 from __future__ import annotations
 
 import argparse
 
-from eval import report as reports
-from eval.audio_sets import Preprocess, by_id, embed_files, list_audio
-from eval.options import (
+from eval.cli_options import (
     BOOTSTRAP,
     EMBEDDING_HELP,
-    FAD_LABELS,
-    MAX_BOOTSTRAP,
     add_embedding_options,
     add_fad_options,
     add_output_options,
     add_probe_options,
-    cache_root,
-    embed_both,
-    embedding_options,
-    fad_options,
-    finish,
-    model_info,
-    out_dir,
-    pair_items,
-    probe_labels,
 )
+from eval.melody_agreement import FRAME_RATE, MAX_FRAME_RATE
+from eval.musiccaps import GENERATED_SECONDS, SUBSETS, generate_seconds
+from eval.options import MAX_BOOTSTRAP
 from n2m.cli import old_spellings
-from n2m.config import leaf, resolved
-from n2m.errors import UserError
+from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, job, leaf, number
 
 # ---------------------------------------------------------------------------------------------------------------------
 # fad
-
-
-def run_fad(args: argparse.Namespace) -> int:
-    from eval import adherence, embeddings, scoring
-
-    reference, generated = list_audio(args.reference), list_audio(args.generated)
-    if not reference or not generated:
-        raise UserError(f"no audio files found ({len(reference)} reference, {len(generated)} generated)")
-    out = out_dir(args, "fad")
-    report = reports.base_report("fad", out.name, resolved(args))
-    preprocess = Preprocess(args.crop_seconds, args.band_rate)
-    report.update(preprocess=preprocess.as_dict(), fad={}, sets={}, models={}, warnings=[],
-                  lineage=reports.lineage(generated))
-    musicnn = None
-    for spec in args.embedding:
-        embedder = embeddings.load(spec, embedding_options(args))
-        ref, gen = embed_both(embedder, reference, generated, preprocess, cache_root(args))
-        label = FAD_LABELS.get(embedder.name, f"FAD_{embedder.name}")
-        report["models"][embedder.name] = model_info(embedder)
-        report["sets"][f"reference ({embedder.name})"] = ref.summary()
-        report["sets"][f"generated ({embedder.name})"] = gen.summary()
-        rows, section, warnings = scoring.fad(label, model_info(embedder), ref, gen, fad_options(args))
-        report["metrics"].update(rows)
-        report["fad"][embedder.name] = section
-        report["warnings"] += warnings
-        if embedder.name == "musicnn":
-            musicnn = (embedder, ref, gen)
-    reports.attach_samples(report, pair_items(generated, reference), args.samples, args.seed)
-    if musicnn is not None:
-        adherence.tag_samples(report, musicnn[0], musicnn[1:], preprocess, cache_root(args))
-    scoring.add_flatness(report, reference, generated, preprocess, cache_root(args))
-    return finish(report, out)
 
 
 def add_fad(p: argparse.ArgumentParser) -> None:
@@ -74,36 +33,11 @@ def add_fad(p: argparse.ArgumentParser) -> None:
     add_fad_options(p)
     add_embedding_options(p)
     add_output_options(p)
-    leaf(p, run_fad)
+    leaf(p, job("eval.jobs:run_fad"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # clap-score
-
-
-def run_clap_score(args: argparse.Namespace) -> int:
-    from eval import embeddings, scoring
-
-    prompts = scoring.read_prompts(args.prompts)
-    generated = list_audio(args.audio)
-    by_id(generated)
-    reference = list_audio(args.reference) if args.reference else []
-    by_id(reference)
-    out = out_dir(args, "clap-score")
-    report = reports.base_report("clap-score", out.name, resolved(args))
-    preprocess = Preprocess(args.crop_seconds, args.band_rate)
-    embedder = embeddings.load(f"clap:{args.joint_model}", embedding_options(args))
-    gen = embed_files(generated, embedder, preprocess, cache_root(args), desc="clap: audio")
-    ref = embed_files(reference, embedder, preprocess, cache_root(args), desc="clap: reference") if reference else None
-    rows, section, warnings = scoring.clap_scores(embedder, prompts, gen, ref, args.seed, args.bootstrap)
-    report.update(preprocess=preprocess.as_dict(), models={"clap": model_info(embedder)}, clap_score=section,
-                  warnings=warnings, lineage=reports.lineage(generated),
-                  sets={"audio": gen.summary(), **({"reference": ref.summary()} if ref else {})},
-                  missing={"prompts without audio": section["text"]["missing_audio"],
-                           "audio files without a prompt": section["text"]["missing_target"]})
-    report["metrics"].update(rows)
-    reports.attach_samples(report, pair_items(generated, reference, prompts), args.samples, args.seed)
-    return finish(report, out)
 
 
 def add_clap_score(p: argparse.ArgumentParser) -> None:
@@ -117,43 +51,11 @@ def add_clap_score(p: argparse.ArgumentParser) -> None:
                         "0 disables")
     add_embedding_options(p)
     add_output_options(p)
-    leaf(p, run_clap_score)
+    leaf(p, job("eval.jobs:run_clap_score"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # adherence
-
-
-def run_adherence(args: argparse.Namespace) -> int:
-    from eval import adherence, embeddings, scoring
-
-    generated = list_audio(args.generated)
-    by_id(generated)
-    reference = list_audio(args.reference) if args.reference else []
-    by_id(reference)
-    if not generated:
-        raise UserError("no generated audio files found")
-    if not reference and not args.probe_labels:
-        raise UserError("give --reference (tag agreement) and/or --probe-labels (the probe)")
-    labels = probe_labels(args)
-    prompts = scoring.read_prompts(args.prompts) if args.prompts else None
-    features = embeddings.load(args.embedding, embedding_options(args))
-    if features.name != "musicnn":
-        raise UserError(f"the adherence judge is musicnn: --embedding musicnn[:MODEL[:LAYER]], got {args.embedding!r}")
-    out = out_dir(args, "adherence")
-    report = reports.base_report("adherence", out.name, resolved(args))
-    preprocess, cache = Preprocess(args.crop_seconds, args.band_rate), cache_root(args)
-    report.update(preprocess=preprocess.as_dict(), models={"musicnn": model_info(features)}, sets={}, warnings=[],
-                  lineage=reports.lineage(generated))
-    gen = embed_files(generated, features, preprocess, cache, desc="musicnn: generated")
-    ref = embed_files(reference, features, preprocess, cache, desc="musicnn: reference") if reference else None
-    report["sets"]["generated (musicnn)"] = gen.summary()
-    if ref is not None:
-        report["sets"]["reference (musicnn)"] = ref.summary()
-    adherence.judge(report, features, gen, ref, labels, preprocess, cache, args.bootstrap, args.seed)
-    reports.attach_samples(report, pair_items(generated, reference, prompts), args.samples, args.seed)
-    adherence.tag_samples(report, features, [s for s in (gen, ref) if s], preprocess, cache)
-    return finish(report, out)
 
 
 def add_adherence(p: argparse.ArgumentParser) -> None:
@@ -168,7 +70,151 @@ def add_adherence(p: argparse.ArgumentParser) -> None:
     add_probe_options(p)
     add_embedding_options(p)
     add_output_options(p)
-    leaf(p, run_adherence)
+    leaf(p, job("eval.jobs:run_adherence"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# melody
+
+
+def add_melody(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generated", required=True, nargs="+",
+                   help="clips of n2m sample --melody: directories, globs or .txt lists; each clip's JSON sidecar "
+                        "names its melody source (path and SHA-256)")
+    p.add_argument("--sources", metavar="DIR_OR_MANIFEST",
+                   help="where moved melody sources are now: a directory, glob, .txt list or JSON-lines manifest with "
+                        "'path'; a source is recognised by its SHA-256, never by its name")
+    p.add_argument("--frame-rate", type=number(float, low=0, high=MAX_FRAME_RATE, low_open=True), default=FRAME_RATE,
+                   metavar="R", help=f"melody frames per second (default %(default)s; at most {MAX_FRAME_RATE:g}, the "
+                                     "analysis frame rate)")
+    p.add_argument("--bootstrap", type=BOOTSTRAP, default=1000, metavar="N",
+                   help=f"resamples of the clips for the 95%% intervals, at most {MAX_BOOTSTRAP}; 0 disables")
+    add_output_options(p)
+    leaf(p, job("eval.melody_agreement:run_melody"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# musiccaps
+
+
+def add_musiccaps(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--captions", required=True, help="caption CSV (MusicCaps: musiccaps-public.csv), or JSON lines "
+                                                     "(.jsonl, e.g. n2m eval prompts --out: --id-column id "
+                                                     "--caption-column text)")
+    p.add_argument("--reference-audio", required=True, help="directory of reference clips named by id ({ytid}.wav)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--generated", help="directory of generated audio named by id ({ytid}.wav)")
+    source.add_argument("--checkpoints", metavar="DIR|STAGE=PATH,...",
+                        help="generate first (into OUT/generated, resumable) through training's sampling API from "
+                             "these stage checkpoints (as 'n2m sample --checkpoints')")
+    p.add_argument("--subset", default="all", choices=sorted(SUBSETS),
+                   help="all rows, or the is_audioset_eval rows (2,858 in MusicCaps)")
+    p.add_argument("--id-column", default="ytid", help="CSV column naming the clip id (file stem)")
+    p.add_argument("--caption-column", default="caption", help="CSV column with the prompt text")
+    p.add_argument("--vggish", metavar="WEIGHTS", help="torchvggish state dict for FAD_VGG")
+    old_spellings(p, p.add_argument("--joint-model", metavar="DIR",
+                                    help="CLAP model directory for FAD_CLAP and the CLAP score"), "--clap")
+    p.add_argument("--embedding", action="append", metavar="NAME[:ARGS]",
+                   help="more judges, repeatable: " + EMBEDDING_HELP + ". musicnn adds the adherence section "
+                        "(tag agreement with the references; the probe with --probe-labels)")
+    gen = p.add_argument_group("generation (with --checkpoints; defaults: the paper's per-stage settings)")
+    gen.add_argument("--cascade", default="waveform", choices=("waveform", "spectrogram"), help="which cascade")
+    gen.add_argument("--generate-seconds", type=generate_seconds, default=GENERATED_SECONDS,
+                     help="length of each generated clip (as n2m sample --seconds); the middle --crop-seconds are "
+                          "scored")
+    gen.add_argument("--sampler", help="ancestral, ddim or dpmpp for every stage")
+    gen.add_argument("--steps", type=POSITIVE_INT, help="sampling steps for every stage")
+    gen.add_argument("--guidance", type=NONNEGATIVE, help="classifier-free guidance scale of the text stages")
+    gen.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="clips sampled together")
+    add_probe_options(p)
+    add_fad_options(p)
+    add_embedding_options(p)
+    add_output_options(p)
+    p.set_defaults(crop_seconds=10.0, band_rate=16000)
+    leaf(p, job("eval.musiccaps:run_musiccaps"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# prompts
+
+
+def add_prompts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="track manifest (JSON lines, CSV/TSV or Parquet) with 'path' and "
+                                                     "a caption column (n2m synth's manifest.jsonl)")
+    p.add_argument("--out", required=True, help="prompts file to write: JSON lines with 'id' (audio file stem) and 'text'")
+    p.add_argument("--reference-list", help="also write the kept tracks' audio paths, one a line, to this text file")
+    p.add_argument("--caption-column", default="caption", help="column holding the prompt text (default %(default)s)")
+    p.add_argument("--holdout-only", action="store_true", help="keep only rows marked \"holdout\": true")
+    leaf(p, job("eval.prompts:run_prompts"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# compare
+
+
+def add_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("reports", nargs="+", help="report.json files or report directories")
+    p.add_argument("--out", help="directory for compare.json and compare.html")
+    p.add_argument("--html", help="write the page here instead of OUT/compare.html (compare.json goes to --out, "
+                                  "or next to this file)")
+    p.add_argument("--title", default="n2m eval compare", help="page title")
+    sec = p.add_argument_group("more sections on the page (and in compare.json)")
+    sec.add_argument("--label-eval", metavar="FILE", help="an n2m label-eval --out report: its precision table")
+    sec.add_argument("--training-logs", nargs="+", metavar="RUNDIR",
+                     help="n2m train run directories: loss curves from RUNDIR/csv/metrics.csv")
+    bars = p.add_argument_group("quality bars (pass/fail from the figures; eval.compare_bars). Judged without a flag: "
+                                "each run's samples are audio, not noise, when its report has spectral flatness")
+    bars.add_argument("--baseline", metavar="NAME", help="report name the others must beat on FAD (e.g. an "
+                                                          "untrained model)")
+    bars.add_argument("--min-fad-gain", type=FRACTION, default=0.3,
+                      help="required relative FAD reduction vs --baseline (default %(default)s)")
+    bars.add_argument("--min-probe-ratio", type=POSITIVE, metavar="R",
+                      help="bar: each run's musicnn probe accuracy (n2m eval musiccaps/adherence --probe-labels) "
+                           ">= R x its chance; shown beside the baseline's and the real held-out tracks' accuracy")
+    bars.add_argument("--tag-gain", action="store_true",
+                      help="bar: each run's musicnn tag agreement above shuffled, its 95%% interval above zero")
+    bars.add_argument("--precision-aspects", default="style,instrument",
+                      help="label-eval aspects whose precision must beat chance (default %(default)s)")
+    bars.add_argument("--min-precision-ratio", type=POSITIVE, default=3.0,
+                      help="required precision / chance of those aspects (default %(default)s)")
+    bars.add_argument("--label-subset", default="holdout",
+                      help="label-eval subset the precision bar reads (default %(default)s)")
+    leaf(p, job("eval.compare:run_compare"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# memorization
+
+
+def add_memorization(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generated", required=True, nargs="+", help="generated audio: directories, globs or .txt lists")
+    p.add_argument("--build", required=True, help="the n2m build the model was trained on (OUT of n2m build)")
+    p.add_argument("--embedding", default="musicnn", metavar="NAME[:ARGS]",
+                   help="embedding of the nearest-neighbour view: musicnn[:MODEL[:LAYER]] (default: MSD_musicnn "
+                        "penultimate, installed by n2m models fetch), clap:DIR or vggish:WEIGHTS.pth. --crop-seconds "
+                        "and --band-rate apply to every clip, in both views")
+    p.add_argument("--prompts-audio", metavar="DIR", help="audio prompts, named by generated id (or by the sidecar's "
+                                                          "prompt_id); default: the audio_prompt of each sidecar")
+    data = p.add_argument_group("training and held-out clips")
+    data.add_argument("--train-splits", default="train", help="comma-separated splits the model trained on "
+                                                              "(default %(default)s); every other clip is held out")
+    data.add_argument("--exclude-holdout", action="store_true",
+                      help="as n2m train --exclude-holdout: clips marked held out are not training clips (they "
+                           "calibrate the thresholds instead)")
+    g = p.add_argument_group("thresholds")
+    g.add_argument("--alpha", type=number(float, low=0, high=1, low_open=True, high_open=True), default=0.01,
+                   help="target false-positive rate of each view: a clip is flagged above the ceil((n+1)(1-alpha))-th "
+                        "smallest best score of n held-out clips (split conformal; default %(default)s)")
+    g.add_argument("--calibration-clips", type=POSITIVE_INT, default=500, metavar="N",
+                   help="held-out clips scored for the calibration (a seeded sample when there are more)")
+    g.add_argument("--match-threshold", type=FRACTION, metavar="S",
+                   help="fixed audio-match threshold instead of the calibrated one")
+    g.add_argument("--embedding-threshold", type=number(float, low=-1, high=1), metavar="S",
+                   help="fixed embedding-cosine threshold instead of the calibrated one")
+    g.add_argument("--neighbours", type=POSITIVE_INT, default=3, help="nearest training clips listed per view")
+    add_embedding_options(p)
+    add_output_options(p)
+    leaf(p, job("eval.memorization:run_memorization"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -176,8 +222,6 @@ def add_adherence(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from eval import compare, melody_agreement, memorization, musiccaps, prompts
-
     sub = parser.add_subparsers(dest="eval_command", metavar="COMMAND", required=True)
     add_fad(sub.add_parser("fad", help="Fréchet Audio Distance between two sets of audio (VGGish and/or CLAP)",
                            description="FAD between reference and generated audio, with optional FAD-inf, per-song "
@@ -190,7 +234,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Tag agreement (each generated clip's musicnn tags vs its own reference track's, paired vs "
                     "shuffled) and a probe (nearest-centroid classification of generated clips into the classes of "
                     "a manifest column, vs chance and vs the real held-out tracks)."))
-    melody_agreement.add_arguments(sub.add_parser(
+    add_melody(sub.add_parser(
         "melody", help="do clips of n2m sample --melody follow their melody source? pitch-class agreement, paired "
                        "vs shuffled (chance 1/12)",
         description="Pairs each generated clip with the melody source its sidecar names (verified by SHA-256; moved "
@@ -200,18 +244,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "sources), and the gain paired - shuffled with a bootstrap interval over clips. Chance is 1/12 "
                     "for independent melodies uniform over the 12 pitch classes; the shuffled figure is the chance "
                     "level of the actual sources."))
-    musiccaps.add_arguments(sub.add_parser(
+    add_musiccaps(sub.add_parser(
         "musiccaps", help="the MusicCaps protocol of Noise2Music (FAD_VGG, FAD_CLAP, FAD_musicnn, CLAP score, "
                           "musicnn adherence)",
         description="Noise2Music Section 5: prompts from a caption CSV, references named by id, generated audio "
                     "scored on its middle 10 s at 16 kHz."))
-    prompts.add_arguments(sub.add_parser(
+    add_prompts(sub.add_parser(
         "prompts", help="prompts + reference audio list from a track manifest (e.g. held-out tracks)",
         description="An evaluation set from a track manifest: prompts (JSON lines id, text) for n2m sample and "
                     "clap-score, and the matching reference audio list for fad and clap-score, paired by file stem."))
-    compare.add_arguments(sub.add_parser("compare", help="put report.json files side by side",
+    add_compare(sub.add_parser("compare", help="put report.json files side by side",
                                          description="Compare the headline metrics of several eval reports."))
-    memorization.add_arguments(sub.add_parser(
+    add_memorization(sub.add_parser(
         "memorization", help="does a model reproduce its training clips? nearest training clips by embedding and by "
                              "an alignment-robust audio match, thresholds calibrated on held-out clips",
         description="For every generated clip, its nearest training clips of --build by embedding and by a chroma "

@@ -4,15 +4,15 @@ the real track), a label-eval table and training curves (:mod:`eval.compare_extr
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eval import compare_bars as bars_
 from eval import compare_extras as extra
 from eval import report as reports
-from n2m.config import FRACTION, POSITIVE, leaf, resolved
+from n2m.config import resolved
 from n2m.errors import UserError
 from n2m.provenance import now_iso, versions
 from n2m.storage import write_bytes_atomic, write_json
@@ -123,21 +123,42 @@ def _page_link(run: dict[str, Any]) -> str:
     return f' (<a href="{escape(page.resolve().as_uri())}">page</a>)' if page.is_file() else ""
 
 
-def bar_options(args: argparse.Namespace) -> bars_.BarOptions:
+@dataclass(frozen=True, kw_only=True)
+class CompareSettings:
+    """``n2m eval compare``: the ``reports`` (two or more report.json files or folders), where the comparison goes
+    (``out``, ``html``), the page ``title``, the extra sections (``label_eval``, ``training_logs``) and the quality bars'
+    settings (:class:`eval.compare_bars.BarOptions`)."""
+
+    reports: list[str]
+    out: str | None = None
+    html: str | None = None
+    title: str = "n2m eval compare"
+    label_eval: str | None = None
+    training_logs: list[str] | None = None
+    baseline: str | None = None
+    min_fad_gain: float = 0.3
+    min_probe_ratio: float | None = None
+    tag_gain: bool = False
+    precision_aspects: str = "style,instrument"
+    min_precision_ratio: float = 3.0
+    label_subset: str = "holdout"
+
+
+def bar_options(settings: CompareSettings) -> bars_.BarOptions:
     return bars_.BarOptions(
-        baseline=args.baseline, min_fad_gain=args.min_fad_gain, min_probe_ratio=args.min_probe_ratio,
-        tag_gain=args.tag_gain, precision_aspects=tuple(a.strip() for a in args.precision_aspects.split(",")
-                                                        if a.strip()),
-        min_precision_ratio=args.min_precision_ratio, label_subset=args.label_subset)
+        baseline=settings.baseline, min_fad_gain=settings.min_fad_gain, min_probe_ratio=settings.min_probe_ratio,
+        tag_gain=settings.tag_gain,
+        precision_aspects=tuple(a.strip() for a in settings.precision_aspects.split(",") if a.strip()),
+        min_precision_ratio=settings.min_precision_ratio, label_subset=settings.label_subset)
 
 
-def extras(args: argparse.Namespace, runs: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, Any]]:
+def extras(settings: CompareSettings, runs: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, Any]]:
     """The optional sections as ``({heading: html}, {key: data for compare.json})``: quality bars
     (:mod:`eval.compare_bars`), the listening table, label eval and training curves (:mod:`eval.compare_extras`)."""
-    label_eval = extra.read_json(args.label_eval, "label-eval report") if args.label_eval else None
+    label_eval = extra.read_json(settings.label_eval, "label-eval report") if settings.label_eval else None
     sections: dict[str, str] = {}
     data: dict[str, Any] = {}
-    options = bar_options(args)
+    options = bar_options(settings)
     if (options.baseline or label_eval is not None or options.min_probe_ratio is not None or options.tag_gain
             or bars_.has_flatness(runs)):
         bars = bars_.quality_bars(runs, options, label_eval)
@@ -155,17 +176,18 @@ def extras(args: argparse.Namespace, runs: list[dict[str, Any]]) -> tuple[dict[s
             + "<p class=meta>CLAP score of the assigned captions vs the same captions on other clips:</p>"
             + reports.html_table(["subset", "vocabulary", "assigned", "shuffled", "clips"],
                                  extra.label_clap_rows(label_eval), (2, 3, 4)))
-        data["label_eval"] = str(Path(args.label_eval).resolve())
-    if args.training_logs:
-        sections["Training curves (n2m train, Lightning CSV logs)"] = extra.curves_html(args.training_logs)
-        data["training_logs"] = [str(Path(p).resolve()) for p in args.training_logs]
+        data["label_eval"] = str(Path(settings.label_eval).resolve())
+    if settings.training_logs:
+        sections["Training curves (n2m train, Lightning CSV logs)"] = extra.curves_html(settings.training_logs)
+        data["training_logs"] = [str(Path(p).resolve()) for p in settings.training_logs]
     return sections, data
 
 
-def run(args: argparse.Namespace) -> int:
-    if len(args.reports) < 2:
+def run_compare(settings: CompareSettings) -> int:
+    """Print the reports' headline metrics side by side; with ``out`` or ``html``, write compare.json and the page."""
+    if len(settings.reports) < 2:
         raise UserError("give two or more reports to compare")
-    runs = [load(p) for p in args.reports]
+    runs = [load(p) for p in settings.reports]
     seen: dict[str, int] = {}
     for run_ in runs:  # disambiguate equal names
         count = seen.get(run_["name"], 0)
@@ -174,45 +196,15 @@ def run(args: argparse.Namespace) -> int:
             run_["name"] = f"{run_['name']} ({count + 1})"
     header, rows, best = table(runs)
     print(reports.text_table(header, rows))
-    sections, data = extras(args, runs)
-    if args.out or args.html:
-        out = Path(args.out) if args.out else Path(args.html).parent
+    sections, data = extras(settings, runs)
+    if settings.out or settings.html:
+        out = Path(settings.out) if settings.out else Path(settings.html).parent
         out.mkdir(parents=True, exist_ok=True)
         write_json(str(out / "compare.json"), {
-            "created": now_iso(), "versions": versions(), "config": resolved(args),
+            "created": now_iso(), "versions": versions(), "config": resolved(settings),
             "reports": [{"name": r["name"], "path": r["_path"], "kind": r.get("kind")} for r in runs],
             "metrics": {row[0]: dict(zip(header[1:], row[1:])) for row in rows}, "best": best, **data})
-        html = Path(args.html) if args.html else out / "compare.html"
-        write_bytes_atomic(str(html), render_html(runs, header, rows, best, sections, args.title).encode("utf-8"))
+        html = Path(settings.html) if settings.html else out / "compare.html"
+        write_bytes_atomic(str(html), render_html(runs, header, rows, best, sections, settings.title).encode("utf-8"))
         print(f"comparison: {out / 'compare.json'}  {html}")
     return 0
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("reports", nargs="+", help="report.json files or report directories")
-    p.add_argument("--out", help="directory for compare.json and compare.html")
-    p.add_argument("--html", help="write the page here instead of OUT/compare.html (compare.json goes to --out, "
-                                  "or next to this file)")
-    p.add_argument("--title", default="n2m eval compare", help="page title")
-    sec = p.add_argument_group("more sections on the page (and in compare.json)")
-    sec.add_argument("--label-eval", metavar="FILE", help="an n2m label-eval --out report: its precision table")
-    sec.add_argument("--training-logs", nargs="+", metavar="RUNDIR",
-                     help="n2m train run directories: loss curves from RUNDIR/csv/metrics.csv")
-    bars = p.add_argument_group("quality bars (pass/fail from the figures; eval.compare_bars). Judged without a flag: "
-                                "each run's samples are audio, not noise, when its report has spectral flatness")
-    bars.add_argument("--baseline", metavar="NAME", help="report name the others must beat on FAD (e.g. an "
-                                                          "untrained model)")
-    bars.add_argument("--min-fad-gain", type=FRACTION, default=0.3,
-                      help="required relative FAD reduction vs --baseline (default %(default)s)")
-    bars.add_argument("--min-probe-ratio", type=POSITIVE, metavar="R",
-                      help="bar: each run's musicnn probe accuracy (n2m eval musiccaps/adherence --probe-labels) "
-                           ">= R x its chance; shown beside the baseline's and the real held-out tracks' accuracy")
-    bars.add_argument("--tag-gain", action="store_true",
-                      help="bar: each run's musicnn tag agreement above shuffled, its 95%% interval above zero")
-    bars.add_argument("--precision-aspects", default="style,instrument",
-                      help="label-eval aspects whose precision must beat chance (default %(default)s)")
-    bars.add_argument("--min-precision-ratio", type=POSITIVE, default=3.0,
-                      help="required precision / chance of those aspects (default %(default)s)")
-    bars.add_argument("--label-subset", default="holdout",
-                      help="label-eval subset the precision bar reads (default %(default)s)")
-    leaf(p, run)

@@ -27,23 +27,23 @@ that share a source are not independent, so the interval is then narrower than i
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-from tqdm import tqdm
 
 from eval import report as reports
 from eval.audio_sets import EmbeddedSet, Preprocess, by_id, embed_files, list_audio
 from eval.clap_score import bootstrap_mean
-from eval.options import BOOTSTRAP, MAX_BOOTSTRAP, add_output_options, finish, model_info, out_dir
+from eval.options import OutputSettings, finish, model_info, out_dir
 from n2m import melody
-from n2m.config import leaf, number, resolved
+from n2m.config import resolved
 from n2m.errors import UserError
 from n2m.manifest import read_rows
+from n2m.progress import bar as progress_bar
+from n2m.progress import honours_quiet
 from n2m.provenance import file_hash
 from n2m.schema import read_sidecar, sidecar_path
 
@@ -222,8 +222,8 @@ class SourceIndex:
         """The first file of ``--sources`` whose content has SHA-256 ``digest``."""
         if self._by_hash is None:
             self._by_hash = {}
-            for path in tqdm(self.files, desc="melody: hashing --sources", unit="file", leave=False,
-                             disable=not self.files):
+            for path in progress_bar(self.files, desc="melody: hashing --sources", unit="file", leave=False,
+                                     disable=not self.files):
                 found = self.sha256(path)
                 if found is not None:
                     self._by_hash.setdefault(found, path)
@@ -324,16 +324,30 @@ def _none_paired(pairs: list[Pair]) -> NoReturn:
                     f"{next(p.message for p in pairs if p.reason)}")
 
 
-def run(args: argparse.Namespace) -> int:
-    generated = list_audio(args.generated)
+@dataclass(frozen=True, kw_only=True)
+class MelodySettings(OutputSettings):
+    """``n2m eval melody``: the ``generated`` clips of ``n2m sample --melody`` (directories, globs or ``.txt``
+    lists), where moved melody ``sources`` are now, the melody ``frame_rate`` (frames per second) and ``bootstrap``
+    resamples of the clips for the intervals."""
+
+    generated: list[str]
+    sources: str | None = None
+    frame_rate: float = FRAME_RATE
+    bootstrap: int = 1000
+
+
+@honours_quiet
+def run_melody(settings: MelodySettings) -> int:
+    """Pair each clip with its melody source, score their agreement against shuffled pairs; the report."""
+    generated = list_audio(settings.generated)
     by_id(generated)
     if not generated:
         raise UserError("no generated audio files found")
-    out = out_dir(args, "melody")
-    pairs = pair_sources(generated, args.sources)
+    out = out_dir(settings, "melody")
+    pairs = pair_sources(generated, settings.sources)
     if all(p.reason for p in pairs):
         _none_paired(pairs)
-    frames = MelodyFrames(args.frame_rate)
+    frames = MelodyFrames(settings.frame_rate)
     gen, src, distinct = _frames(pairs, frames)
     by_path = {path: pitch_classes(f) for path, f in zip(src.paths, src.frames)}
     clip_frames = {i: pitch_classes(f) for i, f in zip(gen.ids, gen.frames)}
@@ -345,35 +359,19 @@ def run(args: argparse.Namespace) -> int:
             pair.left_out("no_voiced_overlap", f"{pair.clip} and {pair.source} have no voiced frame in common")
     if not result.ids:
         _none_paired(pairs)
-    report = reports.base_report("melody", out.name, resolved(args))
+    report = reports.base_report("melody", out.name, resolved(settings))
     report.update(models={"melody": model_info(frames)}, preprocess=Preprocess().as_dict(), warnings=[],
-                  lineage=reports.lineage(generated), melody=_section(pairs, result, args.frame_rate),
+                  lineage=reports.lineage(generated), melody=_section(pairs, result, settings.frame_rate),
                   sets={"generated (melody)": gen.summary(), "melody sources": src.summary()},
                   counts={"generated clips": len(pairs), "scored": len(result.ids),
                           "distinct melody sources": result.sources,
                           **Counter(f"left out: {p.reason}" for p in pairs if p.reason is not None)})
     report["missing"] = {f"clips left out ({reason})": [f"{p.id}: {p.message}" for p in pairs if p.reason == reason]
                          for reason in sorted({p.reason for p in pairs if p.reason is not None})}
-    report["metrics"].update(result.rows(args.bootstrap, args.seed))
+    report["metrics"].update(result.rows(settings.bootstrap, settings.seed))
     report["warnings"] += _warnings(pairs, result)
     scored = set(result.ids)
     reports.attach_samples(report, [{"id": p.id, "prompt": p.prompt, "generated": str(p.clip),
                                      "reference": str(p.source)} for p in pairs if p.id in scored],
-                           args.samples, args.seed)
+                           settings.samples, settings.seed)
     return finish(report, out)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--generated", required=True, nargs="+",
-                   help="clips of n2m sample --melody: directories, globs or .txt lists; each clip's JSON sidecar "
-                        "names its melody source (path and SHA-256)")
-    p.add_argument("--sources", metavar="DIR_OR_MANIFEST",
-                   help="where moved melody sources are now: a directory, glob, .txt list or JSON-lines manifest with "
-                        "'path'; a source is recognised by its SHA-256, never by its name")
-    p.add_argument("--frame-rate", type=number(float, low=0, high=MAX_FRAME_RATE, low_open=True), default=FRAME_RATE,
-                   metavar="R", help=f"melody frames per second (default %(default)s; at most {MAX_FRAME_RATE:g}, the "
-                                     "analysis frame rate)")
-    p.add_argument("--bootstrap", type=BOOTSTRAP, default=1000, metavar="N",
-                   help=f"resamples of the clips for the 95%% intervals, at most {MAX_BOOTSTRAP}; 0 disables")
-    add_output_options(p)
-    leaf(p, run)

@@ -20,13 +20,12 @@ follows the prompt), without matching it as a copy would.
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from eval import report as reports
 from eval.audio_sets import EmbeddedSet, Preprocess, by_id, embed_files, list_audio
@@ -40,10 +39,12 @@ from eval.memorization_match import (
     match_scores,
     open_shard,
 )
-from eval.options import add_embedding_options, add_output_options, cache_root, embedding_options, model_info, out_dir
-from n2m.config import FRACTION, POSITIVE_INT, leaf, number, resolved
+from eval.options import EmbeddingSettings, OutputSettings, cache_root, embedding_options, model_info, out_dir
+from n2m.config import resolved
 from n2m.errors import UserError
 from n2m.layout import BuildLayout, Shard, build_id, committed_shards
+from n2m.progress import bar as progress_bar
+from n2m.progress import honours_quiet
 from n2m.schema import read_index, read_sidecar
 from n2m.storage import exists
 
@@ -85,20 +86,41 @@ class BuildFeatures:
                 self.vectors[clip.role].append(vectors.get(clip.key))
 
 
-def build_shards(args: argparse.Namespace, train_splits: set[str]) -> list[Shard]:
+@dataclass(frozen=True, kw_only=True)
+class MemorizationSettings(EmbeddingSettings, OutputSettings):
+    """``n2m eval memorization``: the ``generated`` clips against the training clips of ``build`` (its
+    ``train_splits``, less the held-out clips with ``exclude_holdout``) by ``embedding`` and by the audio match; the
+    thresholds calibrated on ``calibration_clips`` held-out clips at false-positive rate ``alpha`` unless fixed
+    (``match_threshold``, ``embedding_threshold``); ``neighbours`` listed per view; ``prompts_audio``: the audio
+    prompts, when not named by the sidecars."""
+
+    generated: list[str]
+    build: str
+    embedding: str = "musicnn"
+    prompts_audio: str | None = None
+    train_splits: str = "train"
+    exclude_holdout: bool = False
+    alpha: float = 0.01
+    calibration_clips: int = 500
+    match_threshold: float | None = None
+    embedding_threshold: float | None = None
+    neighbours: int = 3
+
+
+def build_shards(settings: MemorizationSettings, train_splits: set[str]) -> list[Shard]:
     """The committed shards of ``--build``, refused up front when it is no build or has none, or (from the splits in
     its ``index.parquet``) when no split is a training split or nothing is left to calibrate the thresholds on."""
-    if not exists(BuildLayout(args.build).build_json):
-        raise UserError(f"{args.build} is not an n2m build (no build.json; make one with n2m build)")
-    shards = committed_shards(args.build)
+    if not exists(BuildLayout(settings.build).build_json):
+        raise UserError(f"{settings.build} is not an n2m build (no build.json; make one with n2m build)")
+    shards = committed_shards(settings.build)
     if not shards:
-        raise UserError(f"build {args.build} has no committed shards")
-    splits = set(read_index(args.build, ["split"]).column("split").to_pylist())
+        raise UserError(f"build {settings.build} has no committed shards")
+    splits = set(read_index(settings.build, ["split"]).column("split").to_pylist())
     if not splits & train_splits:
-        raise UserError(f"build {args.build} has no training clips: its splits are {', '.join(sorted(splits))}, "
+        raise UserError(f"build {settings.build} has no training clips: its splits are {', '.join(sorted(splits))}, "
                         f"--train-splits names {', '.join(sorted(train_splits))}")
-    needs_heldout = args.match_threshold is None or args.embedding_threshold is None
-    if needs_heldout and splits <= train_splits and not args.exclude_holdout:
+    needs_heldout = settings.match_threshold is None or settings.embedding_threshold is None
+    if needs_heldout and splits <= train_splits and not settings.exclude_holdout:
         raise UserError(NO_HELDOUT)
     return shards
 
@@ -108,7 +130,7 @@ def read_build(build: str, shards: list[Shard], train_splits: set[str], exclude_
     """Every committed shard, checked against its marker, extracted one at a time and embedded twice."""
     out = BuildFeatures()
     match = MatchFrames()
-    for committed in tqdm(shards, desc="build shards", unit="shard", leave=False):
+    for committed in progress_bar(shards, desc="build shards", unit="shard", leave=False):
         with open_shard(committed.split, committed.tar, train_splits, exclude_holdout) as shard:
             out.add(shard, embed_files(shard.files, match, preprocess, cache, progress=False),
                     embed_files(shard.files, embedder, preprocess, cache, progress=False))
@@ -142,14 +164,14 @@ def view_scores(query_frames: list[np.ndarray], query_vectors: list[np.ndarray |
     return {"match": (match, lags), "embedding": (embedding, None)}
 
 
-def thresholds(data: BuildFeatures, args: argparse.Namespace, rng: np.random.Generator
+def thresholds(data: BuildFeatures, settings: MemorizationSettings, rng: np.random.Generator
                ) -> tuple[dict[str, Threshold], dict[str, list[float]]]:
     """Each view's threshold: fixed by the user, else calibrated on (a seeded sample of) the held-out clips."""
-    fixed = {"match": args.match_threshold, "embedding": args.embedding_threshold}
+    fixed = {"match": settings.match_threshold, "embedding": settings.embedding_threshold}
     count = len(data.clips["heldout"])
     if count == 0 and any(v is None for v in fixed.values()):
         raise UserError(NO_HELDOUT)
-    chosen = np.sort(rng.choice(count, size=min(count, args.calibration_clips), replace=False)) if count else []
+    chosen = np.sort(rng.choice(count, size=min(count, settings.calibration_clips), replace=False)) if count else []
     scores = view_scores([data.frames["heldout"][i] for i in chosen], [data.vectors["heldout"][i] for i in chosen],
                          data)
     heldout, out = {}, {}
@@ -159,7 +181,7 @@ def thresholds(data: BuildFeatures, args: argparse.Namespace, rng: np.random.Gen
         if fixed[view] is not None:
             out[view] = Threshold(float(fixed[view]), "fixed")
         elif heldout[view]:
-            out[view] = conformal_threshold(np.asarray(heldout[view]), args.alpha)
+            out[view] = conformal_threshold(np.asarray(heldout[view]), settings.alpha)
         else:
             raise UserError(f"no held-out clip has a {view} score to calibrate on; give --{view}-threshold")
     return out, heldout
@@ -271,35 +293,38 @@ def _share(flags: list[bool]) -> dict[str, Any]:
 # The job
 
 
-def run(args: argparse.Namespace) -> int:
+@honours_quiet
+def run_memorization(settings: MemorizationSettings) -> int:
+    """Score every generated clip against the training clips in both views, flag those above the thresholds; the
+    report and its listening page."""
     from eval import embeddings
     from eval.memorization_page import finish, listen_items
 
-    generated = list_audio(args.generated)
+    generated = list_audio(settings.generated)
     by_id(generated)
     if not generated:
         raise UserError("no generated audio files found")
-    train_splits = {s.strip() for s in args.train_splits.split(",") if s.strip()}
+    train_splits = {s.strip() for s in settings.train_splits.split(",") if s.strip()}
     if not train_splits:
         raise UserError("--train-splits names no split")
-    out = out_dir(args, "memorization")
-    shards = build_shards(args, train_splits)
-    prompts = prompt_paths(generated, args.prompts_audio)
-    embedder = embeddings.load(args.embedding, embedding_options(args))
-    cache, rng = cache_root(args), np.random.default_rng(args.seed)
-    preprocess = Preprocess(args.crop_seconds, args.band_rate)  # every clip of every set, both views
-    report = reports.base_report("memorization", out.name, resolved(args))
+    out = out_dir(settings, "memorization")
+    shards = build_shards(settings, train_splits)
+    prompts = prompt_paths(generated, settings.prompts_audio)
+    embedder = embeddings.load(settings.embedding, embedding_options(settings))
+    cache, rng = cache_root(settings), np.random.default_rng(settings.seed)
+    preprocess = Preprocess(settings.crop_seconds, settings.band_rate)  # every clip of every set, both views
+    report = reports.base_report("memorization", out.name, resolved(settings))
     report.update(models={"match": model_info(MatchFrames()), embedder.name: model_info(embedder)}, warnings=[],
                   lineage=reports.lineage(generated), preprocess=preprocess.as_dict())
     gen_match = embed_files(generated, MatchFrames(), preprocess, cache, desc="generated: match")
     gen_embedded = embed_files(generated, embedder, preprocess, cache, desc=f"generated: {embedder.name}")
-    data = read_build(args.build, shards, train_splits, args.exclude_holdout, embedder, preprocess, cache)
-    limits, heldout = thresholds(data, args, rng)
+    data = read_build(settings.build, shards, train_splits, settings.exclude_holdout, embedder, preprocess, cache)
+    limits, heldout = thresholds(data, settings, rng)
 
     ids, vectors = gen_match.ids, gen_embedded.clips_by_id()
     paths = dict(zip(gen_match.ids, gen_match.paths))
     scores = view_scores(gen_match.frames, [vectors.get(i) for i in ids], data)
-    items = judge(ids, paths, scores, data, limits, args.neighbours)
+    items = judge(ids, paths, scores, data, limits, settings.neighbours)
     train_vectors, _ = _vectors(data.vectors["train"])
     gen = {"frames": dict(zip(ids, gen_match.frames)), "vectors": vectors,
            "centre": train_vectors.mean(axis=0) if len(train_vectors) else None}
@@ -307,14 +332,14 @@ def run(args: argparse.Namespace) -> int:
 
     report["sets"] = {"generated (match)": gen_match.summary(), f"generated ({embedder.name})": gen_embedded.summary(),
                       "build clips": data.summary()}
-    report["build"] = {"path": args.build, "id": build_id(args.build), "train_splits": sorted(train_splits),
-                       "exclude_holdout": bool(args.exclude_holdout), "shards": data.shards,
+    report["build"] = {"path": settings.build, "id": build_id(settings.build), "train_splits": sorted(train_splits),
+                       "exclude_holdout": bool(settings.exclude_holdout), "shards": data.shards,
                        "training_clips": len(data.clips["train"]), "heldout_clips": len(data.clips["heldout"])}
     report["memorization"] = {"thresholds": {v: limits[v].as_dict() for v in VIEWS}, "heldout_scores": heldout,
                               "items": items, "prompts": section}
     report["metrics"].update(_metrics(items, limits, section, embedder.name))
     report["warnings"] += _warnings(report, data, gen_match, limits)
-    return finish(report, out, listen_items(items, args.samples), args.build)
+    return finish(report, out, listen_items(items, settings.samples), settings.build)
 
 
 def _metrics(items: list[dict], limits: dict[str, Threshold], prompts: dict | None, embedding: str) -> dict:
@@ -358,34 +383,3 @@ def _warnings(report: dict, data: BuildFeatures, gen_match: EmbeddedSet, limits:
                    f"thresholds (median {np.median(held):.1f} s) differ in length: the false-positive bound assumes "
                    "comparable clips")
     return out
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--generated", required=True, nargs="+", help="generated audio: directories, globs or .txt lists")
-    p.add_argument("--build", required=True, help="the n2m build the model was trained on (OUT of n2m build)")
-    p.add_argument("--embedding", default="musicnn", metavar="NAME[:ARGS]",
-                   help="embedding of the nearest-neighbour view: musicnn[:MODEL[:LAYER]] (default: MSD_musicnn "
-                        "penultimate, installed by n2m models fetch), clap:DIR or vggish:WEIGHTS.pth. --crop-seconds "
-                        "and --band-rate apply to every clip, in both views")
-    p.add_argument("--prompts-audio", metavar="DIR", help="audio prompts, named by generated id (or by the sidecar's "
-                                                          "prompt_id); default: the audio_prompt of each sidecar")
-    data = p.add_argument_group("training and held-out clips")
-    data.add_argument("--train-splits", default="train", help="comma-separated splits the model trained on "
-                                                              "(default %(default)s); every other clip is held out")
-    data.add_argument("--exclude-holdout", action="store_true",
-                      help="as n2m train --exclude-holdout: clips marked held out are not training clips (they "
-                           "calibrate the thresholds instead)")
-    g = p.add_argument_group("thresholds")
-    g.add_argument("--alpha", type=number(float, low=0, high=1, low_open=True, high_open=True), default=0.01,
-                   help="target false-positive rate of each view: a clip is flagged above the ceil((n+1)(1-alpha))-th "
-                        "smallest best score of n held-out clips (split conformal; default %(default)s)")
-    g.add_argument("--calibration-clips", type=POSITIVE_INT, default=500, metavar="N",
-                   help="held-out clips scored for the calibration (a seeded sample when there are more)")
-    g.add_argument("--match-threshold", type=FRACTION, metavar="S",
-                   help="fixed audio-match threshold instead of the calibrated one")
-    g.add_argument("--embedding-threshold", type=number(float, low=-1, high=1), metavar="S",
-                   help="fixed embedding-cosine threshold instead of the calibrated one")
-    g.add_argument("--neighbours", type=POSITIVE_INT, default=3, help="nearest training clips listed per view")
-    add_embedding_options(p)
-    add_output_options(p)
-    leaf(p, run)

@@ -16,20 +16,19 @@ what ``n2m sample`` runs), writing ``{id}.wav`` and the same JSON sidecars as ``
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from eval import report as reports
 from eval.audio_sets import Preprocess, by_id, embed_files, list_audio
 from eval.options import (
-    EMBEDDING_HELP,
     FAD_LABELS,
-    add_embedding_options,
-    add_fad_options,
-    add_output_options,
-    add_probe_options,
+    EmbeddingSettings,
+    FadExtras,
+    OutputSettings,
+    ProbeSettings,
     cache_root,
     embedding_options,
     fad_options,
@@ -39,10 +38,10 @@ from eval.options import (
     pair_items,
     probe_labels,
 )
-from n2m.cli import old_spellings
-from n2m.config import NONNEGATIVE, POSITIVE_INT, leaf, resolved
+from n2m.config import resolved
 from n2m.errors import JobFailed, UserError
 from n2m.manifest import TRUE_WORDS, read_rows
+from n2m.progress import honours_quiet
 
 SUBSETS = {
     "all": lambda row: True,
@@ -108,7 +107,40 @@ def generate_seconds(value: str) -> float:
     return _sampling().SECONDS(value)
 
 
-def generate(args: argparse.Namespace, prompts: dict[str, str], out: Path) -> Path:
+@dataclass(frozen=True, kw_only=True)
+class MusicCapsSettings(ProbeSettings, FadExtras, EmbeddingSettings, OutputSettings):
+    """``n2m eval musiccaps``: prompts from ``captions`` (``subset`` of its rows; ``id_column``, ``caption_column``),
+    references in ``reference_audio``, generated clips in ``generated`` or made first from ``checkpoints`` (one of
+    the two; ``cascade``, ``generate_seconds``, ``sampler``, ``steps``, ``guidance``, ``batch_size`` then apply), judged
+    by ``vggish`` (weights), the CLAP ``joint_model`` and each ``embedding``. Scored on the middle 10 s at 16 kHz."""
+
+    captions: str
+    reference_audio: str
+    generated: str | None = None
+    checkpoints: str | None = None
+    subset: str = "all"
+    id_column: str = "ytid"
+    caption_column: str = "caption"
+    vggish: str | None = None
+    joint_model: str | None = None
+    embedding: list[str] | None = None
+    cascade: str = "waveform"
+    generate_seconds: float = GENERATED_SECONDS
+    sampler: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    batch_size: int = 4
+    crop_seconds: float | None = 10.0
+    band_rate: int | None = 16000
+
+    def __post_init__(self) -> None:
+        if (self.generated is None) == (self.checkpoints is None):
+            raise UserError("give one of --generated DIR or --checkpoints (to generate first)")
+        if self.subset not in SUBSETS:
+            raise UserError(f"--subset must be one of {', '.join(sorted(SUBSETS))}, got {self.subset!r}")
+
+
+def generate(settings: MusicCapsSettings, prompts: dict[str, str], out: Path) -> Path:
     """Generate ``{id}.wav`` + ``{id}.json`` sidecars (the ``n2m sample`` format) for every prompt that has none yet,
     through training's public sampling API (``training.sampling.generate``). Re-runs resume. The sampling settings
     are resolved (and a bad sampler refused) before anything is written."""
@@ -116,37 +148,40 @@ def generate(args: argparse.Namespace, prompts: dict[str, str], out: Path) -> Pa
     from training.sample_files import write_result
 
     sampling = _sampling()
-    options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
+    options = {k: v for k, v in (("sampler", settings.sampler), ("steps", settings.steps), ("guidance", settings.guidance))
                if v is not None}
-    settings = sampling.stage_settings(cascade_stages(args.cascade), **options)
-    checkpoints = checkpoint_spec(args.checkpoints)
+    stages = sampling.stage_settings(cascade_stages(settings.cascade), **options)
+    checkpoints = checkpoint_spec(settings.checkpoints)
     target = out / "generated"
     target.mkdir(parents=True, exist_ok=True)
     todo = [sampling.Prompt(i, text) for i, text in prompts.items() if not (target / f"{i}.json").is_file()]
     if todo:
-        results = sampling.generate(todo, args.cascade, checkpoints, seconds=args.generate_seconds, seed=args.seed,
-                                    batch_size=args.batch_size, device=args.device, settings=settings)
-        config = {**resolved(args), "seed": args.seed, "cascade": args.cascade, "seconds": args.generate_seconds}
+        results = sampling.generate(todo, settings.cascade, checkpoints, seconds=settings.generate_seconds, seed=settings.seed,
+                                    batch_size=settings.batch_size, device=settings.device, settings=stages)
+        config = {**resolved(settings), "seed": settings.seed, "cascade": settings.cascade, "seconds": settings.generate_seconds}
         for result in results:
             write_result(target, result, config)
     print(f"generated {len(todo)} clips ({len(prompts) - len(todo)} already there) in {target}")
     return target
 
 
-def run(args: argparse.Namespace) -> int:
+@honours_quiet
+def run_musiccaps(settings: MusicCapsSettings) -> int:
+    """Generate (with ``checkpoints``) or read the clips, score them against the references by every judge; the
+    report."""
     from eval import adherence, embeddings, scoring
 
-    specs = ([f"vggish:{args.vggish}"] if args.vggish else []) + ([f"clap:{args.joint_model}"] if args.joint_model else []) \
-        + list(args.embedding or [])
+    specs = ([f"vggish:{settings.vggish}"] if settings.vggish else []) + ([f"clap:{settings.joint_model}"] if settings.joint_model else []) \
+        + list(settings.embedding or [])
     if not specs:
         raise UserError("give --vggish WEIGHTS, --joint-model DIR and/or --embedding musicnn")
-    if args.probe_labels and not any(spec.partition(":")[0] == "musicnn" for spec in specs):
+    if settings.probe_labels and not any(spec.partition(":")[0] == "musicnn" for spec in specs):
         raise UserError("--probe-labels needs --embedding musicnn (the probe's judge)")
-    labels = probe_labels(args)
-    prompts, rows = read_captions(args.captions, args.id_column, args.caption_column, args.subset)
-    out = out_dir(args, "musiccaps")
-    generated_dir = Path(args.generated) if args.generated else generate(args, prompts, out)
-    ref_by_id = by_id(list_audio(args.reference_audio))
+    labels = probe_labels(settings)
+    prompts, rows = read_captions(settings.captions, settings.id_column, settings.caption_column, settings.subset)
+    out = out_dir(settings, "musiccaps")
+    generated_dir = Path(settings.generated) if settings.generated else generate(settings, prompts, out)
+    ref_by_id = by_id(list_audio(settings.reference_audio))
     gen_by_id = by_id(list_audio(str(generated_dir)))
     reference = [ref_by_id[i] for i in prompts if i in ref_by_id]
     generated = [gen_by_id[i] for i in prompts if i in gen_by_id]
@@ -158,23 +193,23 @@ def run(args: argparse.Namespace) -> int:
     if not generated:
         raise JobFailed(f"none of the {len(prompts)} caption ids has a generated file in {generated_dir}")
     if not reference:
-        raise JobFailed(f"none of the {len(prompts)} caption ids has a reference file in {args.reference_audio}")
+        raise JobFailed(f"none of the {len(prompts)} caption ids has a reference file in {settings.reference_audio}")
 
-    preprocess = Preprocess(args.crop_seconds, args.band_rate or None)
-    report = reports.base_report("musiccaps", out.name, resolved(args))
+    preprocess = Preprocess(settings.crop_seconds, settings.band_rate or None)
+    report = reports.base_report("musiccaps", out.name, resolved(settings))
     report.update(
         preprocess=preprocess.as_dict(), fad={}, models={}, sets={}, warnings=[], missing=missing,
         lineage=reports.lineage(generated),
-        counts={"caption_rows": rows, "subset": args.subset, "prompts": len(prompts), "reference_found": len(reference),
+        counts={"caption_rows": rows, "subset": settings.subset, "prompts": len(prompts), "reference_found": len(reference),
                 "generated_found": len(generated), **{k: len(v) for k, v in missing.items()}},
     )
     for what, ids in missing.items():
         if ids:
             report["warnings"].append(f"{len(ids)} {what}")
-    cache = cache_root(args)
+    cache = cache_root(settings)
     musicnn = None
     for spec in specs:
-        embedder = embeddings.load(spec, embedding_options(args))
+        embedder = embeddings.load(spec, embedding_options(settings))
         name = embedder.name
         if name in report["models"]:
             raise UserError(f"two {name} models given; musiccaps scores one per kind")
@@ -183,57 +218,20 @@ def run(args: argparse.Namespace) -> int:
         report["models"][name] = model_info(embedder)
         report["sets"][f"reference ({name})"] = ref.summary()
         report["sets"][f"generated ({name})"] = gen.summary()
-        rows_, section, warnings = scoring.fad(FAD_LABELS[name], model_info(embedder), ref, gen, fad_options(args))
+        rows_, section, warnings = scoring.fad(FAD_LABELS[name], model_info(embedder), ref, gen, fad_options(settings, settings.seed))
         report["metrics"].update(rows_)
         report["fad"][name] = section
         report["warnings"] += warnings
         if name == "clap":
-            rows_, section, warnings = scoring.clap_scores(embedder, prompts, gen, ref, args.seed, args.bootstrap)
+            rows_, section, warnings = scoring.clap_scores(embedder, prompts, gen, ref, settings.seed, settings.bootstrap)
             report["metrics"].update(rows_)
             report["clap_score"] = section
             report["warnings"] += [w for w in warnings if "prompts have no generated audio" not in w]
         if name == "musicnn":
             musicnn = (embedder, gen, ref)
-            adherence.judge(report, embedder, gen, ref, labels, preprocess, cache, args.bootstrap, args.seed)
-    reports.attach_samples(report, pair_items(generated, reference, prompts), args.samples, args.seed)
+            adherence.judge(report, embedder, gen, ref, labels, preprocess, cache, settings.bootstrap, settings.seed)
+    reports.attach_samples(report, pair_items(generated, reference, prompts), settings.samples, settings.seed)
     if musicnn is not None:
         adherence.tag_samples(report, musicnn[0], musicnn[1:], preprocess, cache)
     scoring.add_flatness(report, reference, generated, preprocess, cache)
     return finish(report, out)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--captions", required=True, help="caption CSV (MusicCaps: musiccaps-public.csv), or JSON lines "
-                                                     "(.jsonl, e.g. n2m eval prompts --out: --id-column id "
-                                                     "--caption-column text)")
-    p.add_argument("--reference-audio", required=True, help="directory of reference clips named by id ({ytid}.wav)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--generated", help="directory of generated audio named by id ({ytid}.wav)")
-    source.add_argument("--checkpoints", metavar="DIR|STAGE=PATH,...",
-                        help="generate first (into OUT/generated, resumable) through training's sampling API from "
-                             "these stage checkpoints (as 'n2m sample --checkpoints')")
-    p.add_argument("--subset", default="all", choices=sorted(SUBSETS),
-                   help="all rows, or the is_audioset_eval rows (2,858 in MusicCaps)")
-    p.add_argument("--id-column", default="ytid", help="CSV column naming the clip id (file stem)")
-    p.add_argument("--caption-column", default="caption", help="CSV column with the prompt text")
-    p.add_argument("--vggish", metavar="WEIGHTS", help="torchvggish state dict for FAD_VGG")
-    old_spellings(p, p.add_argument("--joint-model", metavar="DIR",
-                                    help="CLAP model directory for FAD_CLAP and the CLAP score"), "--clap")
-    p.add_argument("--embedding", action="append", metavar="NAME[:ARGS]",
-                   help="more judges, repeatable: " + EMBEDDING_HELP + ". musicnn adds the adherence section "
-                        "(tag agreement with the references; the probe with --probe-labels)")
-    gen = p.add_argument_group("generation (with --checkpoints; defaults: the paper's per-stage settings)")
-    gen.add_argument("--cascade", default="waveform", choices=("waveform", "spectrogram"), help="which cascade")
-    gen.add_argument("--generate-seconds", type=generate_seconds, default=GENERATED_SECONDS,
-                     help="length of each generated clip (as n2m sample --seconds); the middle --crop-seconds are "
-                          "scored")
-    gen.add_argument("--sampler", help="ancestral, ddim or dpmpp for every stage")
-    gen.add_argument("--steps", type=POSITIVE_INT, help="sampling steps for every stage")
-    gen.add_argument("--guidance", type=NONNEGATIVE, help="classifier-free guidance scale of the text stages")
-    gen.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="clips sampled together")
-    add_probe_options(p)
-    add_fad_options(p)
-    add_embedding_options(p)
-    add_output_options(p)
-    p.set_defaults(crop_seconds=10.0, band_rate=16000)
-    leaf(p, run)

@@ -10,11 +10,10 @@ Writes the inputs the other eval jobs pair by id: ``--out`` JSON lines ``{"id", 
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from n2m.config import leaf
 from n2m.errors import UserError
 from n2m.manifest import is_holdout, read_rows
 from n2m.names import check_name
@@ -39,27 +38,31 @@ def evaluation_set(rows: list[dict], root: Path, caption_column: str, holdout_on
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    manifest = Path(args.manifest)
-    items = evaluation_set(read_rows(manifest), manifest.parent, args.caption_column, args.holdout_only)
+@dataclass(frozen=True, kw_only=True)
+class PromptsSettings:
+    """``n2m eval prompts``: the track ``manifest``, the prompts file to write (``out``), the optional
+    ``reference_list`` to write, the ``caption_column``, ``holdout_only``."""
+
+    manifest: str
+    out: str
+    reference_list: str | None = None
+    caption_column: str = "caption"
+    holdout_only: bool = False
+
+
+def run_prompts(settings: PromptsSettings) -> int:
+    """Write the prompts file (and the reference list) of the manifest's tracks that have their audio."""
+    manifest = Path(settings.manifest)
+    items = evaluation_set(read_rows(manifest), manifest.parent, settings.caption_column, settings.holdout_only)
     if not items:
-        raise UserError(f"no tracks selected from {manifest}" + (" (none is marked holdout)" if args.holdout_only else ""))
+        raise UserError(f"no tracks selected from {manifest}"
+                        + (" (none is marked holdout)" if settings.holdout_only else ""))
     missing = [path for _, _, path in items if not Path(path).is_file()]
     if missing:
         raise UserError(f"{len(missing)} reference file(s) missing, e.g. {missing[0]}")
-    write_bytes_atomic(args.out, "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t, _ in items).encode())
-    print(f"n2m eval prompts: {len(items)} prompts -> {args.out}")
-    if args.reference_list:
-        write_bytes_atomic(args.reference_list, "".join(f"{Path(p).resolve()}\n" for _, _, p in items).encode())
-        print(f"  reference audio list -> {args.reference_list}")
+    write_bytes_atomic(settings.out, "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t, _ in items).encode())
+    print(f"n2m eval prompts: {len(items)} prompts -> {settings.out}")
+    if settings.reference_list:
+        write_bytes_atomic(settings.reference_list, "".join(f"{Path(p).resolve()}\n" for _, _, p in items).encode())
+        print(f"  reference audio list -> {settings.reference_list}")
     return 0
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", required=True, help="track manifest (JSON lines, CSV/TSV or Parquet) with 'path' and "
-                                                     "a caption column (n2m synth's manifest.jsonl)")
-    p.add_argument("--out", required=True, help="prompts file to write: JSON lines with 'id' (audio file stem) and 'text'")
-    p.add_argument("--reference-list", help="also write the kept tracks' audio paths, one a line, to this text file")
-    p.add_argument("--caption-column", default="caption", help="column holding the prompt text (default %(default)s)")
-    p.add_argument("--holdout-only", action="store_true", help="keep only rows marked \"holdout\": true")
-    leaf(p, run)

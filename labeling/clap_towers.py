@@ -17,7 +17,6 @@ The heads' input statistics (mean, standard deviation) come from the cached trai
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from dataclasses import dataclass
@@ -26,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from labeling.clap_train import (
+    ClapTrainSettings,
     clap_loss,
     learning_rate,
     lineage,
@@ -38,59 +37,16 @@ from labeling.clap_train import (
     track_text,
     training_windows,
 )
-from n2m.config import NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, number, resolved
+from n2m.config import resolved
 from n2m.errors import UserError
-from n2m.joint import DEFAULT_LAYERS, TowerEmbedder
+from n2m.joint import TowerEmbedder
 from n2m.models import model_dir
+from n2m.progress import bar as progress_bar
 from n2m.provenance import now_iso, versions
 from n2m.storage import write_json
 
 DEFAULT_TAG_PROB = 0.8
-TAG_LOSS = 0.3  # synthetic 40-track corpus, 8 seeds: held-out instrument precision 3.3x -> 4.1x chance, mood 17x -> 34x
 SIGLIP_INIT = (math.log(10.0), -10.0)  # SigLIP's initial log temperature and bias
-
-
-def add_tower_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--text-init", metavar="hf:DIR",
-                       help="pretrained text tower: a transformers text encoder folder, or the name of one that "
-                            "'n2m models fetch' installs (hf:all-MiniLM-L6-v2)")
-    group.add_argument("--audio-init", metavar="musicnn:MODEL[:LAYER[+LAYER]]",
-                       help="pretrained audio tower: a musicnn model name (MSD_musicnn, MTT_musicnn, MSD_vgg, ...) or "
-                            f"folder, and the layers whose per-patch features it gives (default "
-                            f"{'+'.join(DEFAULT_LAYERS['musicnn'])} for musicnn, "
-                            f"{'+'.join(DEFAULT_LAYERS['vgg'])} for VGG; e.g. musicnn:MSD_musicnn:mean_pool+max_pool)")
-    group.add_argument("--text-head-layers", type=number(int, low=0, high=2), default=0,
-                       help="layers of the text head: 0 (default: none, the locked text tower's mean-pooled vector is "
-                            "the joint space, as in LiT), 1 (linear) or 2 (Linear-GELU-Linear)")
-    group.add_argument("--audio-head-layers", type=number(int, low=1, high=2), default=2,
-                       help="layers of the audio head: 2 (Linear-GELU-Linear, default) or 1 (linear)")
-    group.add_argument("--head-hidden", type=POSITIVE_INT, default=512, help="hidden width of 2-layer heads")
-    group.add_argument("--embed-dim", type=POSITIVE_INT, default=None,
-                       help="joint embedding size D (default: the text tower's width with --text-head-layers 0, "
-                            "else 128)")
-    group.add_argument("--dropout", type=number(float, low=0, high=1, high_open=True), default=0.1,
-                       help="dropout on the heads' inputs while training (default 0.1)")
-    group.add_argument("--text-views", type=NONNEGATIVE_INT, default=16,
-                       help="tag-subset texts cached per training track (default 16; 0: captions only)")
-    group.add_argument("--tag-loss", type=NONNEGATIVE, default=TAG_LOSS,
-                       help=f"weight of the sigmoid tag loss: each window against every distinct tag of the training "
-                            f"tracks, positive for its own track's tags (SigLIP's pairwise sigmoid; default {TAG_LOSS}, "
-                            "0 disables)")
-    group.add_argument("--tune-text-layers", type=NONNEGATIVE_INT, default=0,
-                       help="also train the text tower's top N blocks (default 0: both towers locked)")
-    group.add_argument("--tune-lr", type=POSITIVE, default=2e-5, help="peak learning rate of tuned tower blocks")
-
-
-def uses_towers(args: argparse.Namespace) -> bool:
-    """Whether this run joins pretrained towers; a half-given or conflicting flag set is a UserError."""
-    given = [flag for flag, value in (("--text-init", args.text_init), ("--audio-init", args.audio_init)) if value]
-    if not given:
-        return False
-    if len(given) == 1:
-        raise UserError(f"{given[0]} needs its partner: give both --text-init hf:DIR and --audio-init musicnn:MODEL")
-    if args.init:
-        raise UserError("--joint-model fine-tunes a CLAP directory; it does not combine with --text-init/--audio-init")
-    return True
 
 
 def text_tower_dir(spec: str) -> Path:
@@ -187,21 +143,21 @@ class TowerData:
     membership: torch.Tensor
 
 
-def run_towers(args: argparse.Namespace, by_source: dict[str, dict]) -> int:
+def run_towers(settings: ClapTrainSettings, by_source: dict[str, dict]) -> int:
     """Train the heads (and tuned text blocks) of a joint model on ``by_source``'s non-held-out tracks; save it."""
-    text_dir = text_tower_dir(args.text_init)
-    audio_dir, layers = audio_tower(args.audio_init)
+    text_dir = text_tower_dir(settings.text_init)
+    audio_dir, layers = audio_tower(settings.audio_init)
     started = time.perf_counter()
-    embedder = TowerEmbedder.build(text_dir, audio_dir, layers, embed_dim=args.embed_dim, hidden=args.head_hidden,
-                                   audio_head_layers=args.audio_head_layers, text_head_layers=args.text_head_layers,
-                                   dropout=args.dropout, tune_text_layers=args.tune_text_layers,
-                                   names=(args.audio_init, args.text_init), device=args.device, seed=args.seed)
-    features, owners, tracks, failed = training_windows(embedder, args.build, by_source, False, tower_features)
+    embedder = TowerEmbedder.build(text_dir, audio_dir, layers, embed_dim=settings.embed_dim, hidden=settings.head_hidden,
+                                   audio_head_layers=settings.audio_head_layers, text_head_layers=settings.text_head_layers,
+                                   dropout=settings.dropout, tune_text_layers=settings.tune_text_layers,
+                                   names=(settings.audio_init, settings.text_init), device=settings.device, seed=settings.seed)
+    features, owners, tracks, failed = training_windows(embedder, settings.build, by_source, False, tower_features)
     if len(tracks) < 2:
         raise UserError(f"only {len(tracks)} captioned training track(s) found; need at least 2")
-    held = training_windows(embedder, args.build, by_source, True, tower_features)
-    rng = np.random.default_rng(args.seed)
-    views = [text_views(rng, row, args.text_views) for row in tracks]
+    held = training_windows(embedder, settings.build, by_source, True, tower_features)
+    rng = np.random.default_rng(settings.seed)
+    views = [text_views(rng, row, settings.text_views) for row in tracks]
     texts = [text for v in views for text in v]
     tags, membership = tag_bank(tracks)
     device = embedder.device
@@ -209,20 +165,20 @@ def run_towers(args: argparse.Namespace, by_source: dict[str, dict]) -> int:
                      pooled_texts(embedder, texts).to(device), tags, pooled_texts(embedder, tags).to(device),
                      membership.to(device))
     prep_s = time.perf_counter() - started
-    print(f"n2m clap-train: towers {args.audio_init} + {args.text_init}; {len(tracks)} tracks, {len(owners)} windows "
+    print(f"n2m clap-train: towers {settings.audio_init} + {settings.text_init}; {len(tracks)} tracks, {len(owners)} windows "
           f"({failed} clips failed to decode), {len(texts)} texts; {len(held[2])} held-out tracks; "
           f"tower outputs in {prep_s:.1f} s")
     started = time.perf_counter()
-    step, curve = train_heads(args, embedder, data, rng)
+    step, curve = train_heads(settings, embedder, data, rng)
     train_s = time.perf_counter() - started
     metrics = {"train": _retrieval(embedder, data.features, owners, tracks)}
     if held[0] is not None:
         metrics["holdout"] = _retrieval(embedder, held[0].to(embedder.device), held[1], held[2])
-    out = Path(args.out)
-    made = dict(lineage(args), created=now_iso(), steps=step, tracks=len(tracks), windows=int(len(owners)))
+    out = Path(settings.out)
+    made = dict(lineage(settings), created=now_iso(), steps=step, tracks=len(tracks), windows=int(len(owners)))
     embedder.save(out, lineage=made)
     write_json(str(out / "train.json"), {
-        "created": made["created"], "config": resolved(args), "steps": step, "train_s": round(train_s, 1),
+        "created": made["created"], "config": resolved(settings), "steps": step, "train_s": round(train_s, 1),
         "features_s": round(prep_s, 1), "tracks": len(tracks), "windows": int(len(owners)), "texts": len(texts),
         "failed_clips": failed, "holdout_tracks": len(held[2]), "metrics": metrics, "curve": curve,
         "lineage": dict(made, towers={"audio": embedder.config["audio"], "text": embedder.config["text"]}),
@@ -235,7 +191,7 @@ def run_towers(args: argparse.Namespace, by_source: dict[str, dict]) -> int:
     return 0
 
 
-def train_heads(args: argparse.Namespace, embedder: TowerEmbedder, data: TowerData,
+def train_heads(settings: ClapTrainSettings, embedder: TowerEmbedder, data: TowerData,
                 rng: np.random.Generator) -> tuple[int, list[dict]]:
     """The training loop (module docstring) until ``--max-steps`` or ``--minutes``; returns ``(steps, curve)`` and
     leaves the model in eval mode. Without tuned tower blocks and without ``--threads`` it runs on one CPU thread:
@@ -245,28 +201,28 @@ def train_heads(args: argparse.Namespace, embedder: TowerEmbedder, data: TowerDa
     model.text_head.set_statistics(data.pooled)
     tuned = [p for p in model.text_tower.parameters() if p.requires_grad]
     heads = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("text_tower.")]
-    use_tags = args.tag_loss > 0 and bool(data.tags)
+    use_tags = settings.tag_loss > 0 and bool(data.tags)
     siglip = ([torch.nn.Parameter(torch.tensor(v, device=embedder.device)) for v in SIGLIP_INIT] if use_tags
               else [])  # the tag loss's temperature and bias: trained here, not part of the model
-    groups = ([{"params": heads + siglip, "peak": args.lr or 1e-3}]
-              + ([{"params": tuned, "peak": args.tune_lr}] if tuned else []))
-    optimiser = torch.optim.AdamW(groups, lr=groups[0]["peak"], weight_decay=args.weight_decay)
+    groups = ([{"params": heads + siglip, "peak": settings.lr or 1e-3}]
+              + ([{"params": tuned, "peak": settings.tune_lr}] if tuned else []))
+    optimiser = torch.optim.AdamW(groups, lr=groups[0]["peak"], weight_decay=settings.weight_decay)
     by_track = [np.flatnonzero(data.owners == t) for t in range(len(data.tracks))]
-    tag_prob = DEFAULT_TAG_PROB if args.tag_prob is None else args.tag_prob
+    tag_prob = DEFAULT_TAG_PROB if settings.tag_prob is None else settings.tag_prob
     threads = torch.get_num_threads()
-    if not tuned and not args.threads:
+    if not tuned and not settings.threads:
         torch.set_num_threads(1)
     model.train()
-    deadline = time.perf_counter() + 60.0 * args.minutes
+    deadline = time.perf_counter() + 60.0 * settings.minutes
     curve, step = [], 0
     try:
-        with tqdm(total=args.max_steps, desc="clap-train", unit="step") as bar:
-            while step < args.max_steps and time.perf_counter() < deadline:
-                picks = sample_batch(rng, data.owners, by_track, args.batch_size)
+        with progress_bar(total=settings.max_steps, desc="clap-train", unit="step") as bar:
+            while step < settings.max_steps and time.perf_counter() < deadline:
+                picks = sample_batch(rng, data.owners, by_track, settings.batch_size)
                 rows = pick_views(rng, data.owners[picks], data.first, tag_prob)
-                progress = max(step / args.max_steps, 1.0 - (deadline - time.perf_counter()) / (60.0 * args.minutes))
+                progress = max(step / settings.max_steps, 1.0 - (deadline - time.perf_counter()) / (60.0 * settings.minutes))
                 for group in optimiser.param_groups:
-                    group["lr"] = learning_rate(step, group["peak"], args.warmup, progress)
+                    group["lr"] = learning_rate(step, group["peak"], settings.warmup, progress)
                 text_in = (embedder.tower_text(embedder.tokens([data.texts[r] for r in rows])) if tuned
                            else data.pooled[torch.as_tensor(rows, device=embedder.device)])
                 audio = model.audio_head(data.features[torch.as_tensor(picks, device=embedder.device)])
@@ -274,7 +230,7 @@ def train_heads(args: argparse.Namespace, embedder: TowerEmbedder, data: TowerDa
                 if use_tags:
                     tag_in = embedder.tower_text(embedder.tokens(data.tags)) if tuned else data.tag_pooled
                     targets = data.membership[torch.as_tensor(data.owners[picks], device=embedder.device)]
-                    loss = loss + args.tag_loss * sigmoid_tag_loss(audio, model.text_head(tag_in), targets, *siglip)
+                    loss = loss + settings.tag_loss * sigmoid_tag_loss(audio, model.text_head(tag_in), targets, *siglip)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)

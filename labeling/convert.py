@@ -11,17 +11,15 @@ anything else stops the conversion, and so does any transformers weight left unf
 
 from __future__ import annotations
 
-import argparse
 import logging
 import pickle
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from n2m.cli import old_spellings
-from n2m.config import NONNEGATIVE, POSITIVE, POSITIVE_INT, SAMPLE_RATE, leaf
 from n2m.errors import UserError
 from n2m.provenance import file_hash, now_iso, versions
 from n2m.storage import write_json
@@ -293,34 +291,32 @@ def convert(checkpoint: str, text_model: str, out: str, features: dict | None = 
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# CLI (registered under ``n2m clap convert`` by labeling.cli)
+# The job (``n2m clap convert``; the command line: labeling.clap_cli)
 
 
-def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CKPT", help="original LAION CLAP .pt checkpoint "
-                        "(e.g. music_audioset_epoch_15_esc_90.14.pt; HTSAT audio branch, RoBERTa text branch)")
-    parser.add_argument("--text-model", required=True, metavar="ROBERTA_DIR",
-                        help="local roberta-base directory: its config.json shapes the text tower, its tokenizer is copied")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output transformers ClapModel directory")
-    parser.add_argument("--sample-rate", type=SAMPLE_RATE, default=LAION_FEATURES["sampling_rate"],
-                        help="audio rate the checkpoint was trained at (LAION: 48000)")
-    parser.add_argument("--fmin", type=NONNEGATIVE, default=LAION_FEATURES["frequency_min"],
-                        help="lowest mel frequency (Hz), below --fmax")
-    parser.add_argument("--fmax", type=POSITIVE, default=LAION_FEATURES["frequency_max"],
-                        help="highest mel frequency (Hz), at most half of --sample-rate")
-    parser.add_argument("--spec-size", type=POSITIVE_INT, default=256,
-                        help="HTSAT input size (LAION: 256); checked by embedding one window of silence")
-    old_spellings(parser, parser.add_argument("--overwrite", action="store_true",
-                                              help="overwrite a non-empty --out directory"), "--force")
-    leaf(parser, run_convert)
+@dataclass(frozen=True, kw_only=True)
+class ConvertSettings:
+    """What ``n2m clap convert`` does: ``checkpoint`` (the LAION ``.pt``), ``text_model`` (a roberta-base folder),
+    ``out`` (the transformers ClapModel folder), the audio front end the checkpoint was trained with (``sample_rate``,
+    ``fmin``, ``fmax`` in Hz; ``spec_size``, HTSAT's input size) and ``overwrite`` (replace a non-empty ``out``)."""
+
+    checkpoint: str
+    text_model: str
+    out: str
+    sample_rate: int = LAION_FEATURES["sampling_rate"]
+    fmin: float = LAION_FEATURES["frequency_min"]
+    fmax: float = LAION_FEATURES["frequency_max"]
+    spec_size: int = 256
+    overwrite: bool = False
 
 
-def run_convert(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
+def run_convert(settings: ConvertSettings) -> int:
+    """Convert, then load the result as every consumer will (a check before anyone relies on it); print a summary."""
+    out = Path(settings.out)
+    if out.exists() and any(out.iterdir()) and not settings.overwrite:
         raise UserError(f"{out} is not empty (use --overwrite to replace it)")
-    features = {"sampling_rate": args.sample_rate, "frequency_min": args.fmin, "frequency_max": args.fmax}
-    record = convert(args.checkpoint, args.text_model, str(out), features, args.spec_size, progress=print)
+    features = {"sampling_rate": settings.sample_rate, "frequency_min": settings.fmin, "frequency_max": settings.fmax}
+    record = convert(settings.checkpoint, settings.text_model, str(out), features, settings.spec_size, progress=print)
     from n2m.clap import ClapEmbedder
 
     embedder = ClapEmbedder.from_pretrained(str(out))

@@ -155,13 +155,12 @@ def text_cache_path(embed_dir: str, vocab: Vocabulary) -> str:
 
 def embed_vocabularies(embedder, settings: LabelSettings, text_batch: int) -> None:
     """Stage 1: every vocabulary's text embeddings, blocked and cached (skipped when cached)."""
-    from tqdm import tqdm
-
     from labeling.topk import text_embedding_cache
+    from n2m.progress import bar as progress_bar
 
     for vocab, path in zip(settings.vocabs, settings.text_caches):
         texts = vocab.table(("text",))["text"]
-        with tqdm(total=vocab.size, desc=f"text embeddings {vocab.name}", unit="entry", leave=False) as bar:
+        with progress_bar(total=vocab.size, desc=f"text embeddings {vocab.name}", unit="entry", leave=False) as bar:
             text_embedding_cache(path, lambda a, b, t=texts: t.slice(a, b - a).to_pylist(), vocab.size,
                                  lambda batch: embedder.embed_text(batch, batch_size=text_batch), embedder.embed_dim,
                                  progress=bar.update)

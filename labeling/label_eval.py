@@ -15,7 +15,6 @@ for the held-out tracks alone (``holdout: true``; ``--holdout-only`` reports jus
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +26,7 @@ import pyarrow.parquet as pq
 from labeling.io import load_npz
 from labeling.truth import join_sources, truth_of_keys
 from labeling.vocabset import entries_of
-from n2m.cli import old_spellings
-from n2m.config import POSITIVE, leaf
+from n2m.config import POSITIVE, checked
 from n2m.errors import UserError
 from n2m.layout import read_label_manifest
 from n2m.manifest import is_holdout
@@ -205,31 +203,38 @@ def evaluate(label_dir: str, truth_path: str, bounds: tuple[float, float], holdo
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# CLI
+# The job (``n2m label-eval``; the command line: labeling.label_eval_cli)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--labels", required=True, metavar="OUT/labels/NAME", help="a label set made by n2m label")
-    parser.add_argument("--truth", required=True, metavar="MANIFEST",
-                        help="ground truth: manifest with style, instruments, mood, bpm (n2m synth's manifest.jsonl)")
-    old_spellings(parser, parser.add_argument("--out", metavar="FILE", help="also write the report here, as JSON"),
-                  "--json")
-    parser.add_argument("--holdout-only", action="store_true", help="report held-out tracks only")
-    parser.add_argument("--tempo-bounds", default="76,100", metavar="SLOW,FAST",
-                        help="BPM limits of the tempo classes slow | medium | fast (default 76,100, the synthetic "
-                             "corpus's caption words)")
-    leaf(parser, run)
+@dataclass(frozen=True, kw_only=True)
+class LabelEvalSettings:
+    """What ``n2m label-eval`` does: ``labels`` (a label set folder), ``truth`` (the manifest with the ground truth),
+    ``out`` (also write the report there, as JSON), ``holdout_only``, ``tempo_bounds`` (``"SLOW,FAST"`` BPM)."""
+
+    labels: str
+    truth: str
+    out: str | None = None
+    holdout_only: bool = False
+    tempo_bounds: str = "76,100"
+
+    def __post_init__(self) -> None:
+        self.bounds  # noqa: B018 (refused here, before any work)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``tempo_bounds`` as two BPM values ``(SLOW, FAST)``, SLOW < FAST."""
+        try:
+            low, high = (checked(x, POSITIVE, "--tempo-bounds") for x in self.tempo_bounds.split(","))
+        except (ValueError, UserError):
+            low = high = 0.0
+        if not 0 < low < high:
+            raise UserError(f"--tempo-bounds {self.tempo_bounds!r}: expected two BPM values SLOW < FAST, e.g. 76,100")
+        return low, high
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        low, high = (POSITIVE(x) for x in args.tempo_bounds.split(","))
-        if low >= high:
-            raise ValueError
-    except (ValueError, argparse.ArgumentTypeError):
-        raise UserError(f"--tempo-bounds {args.tempo_bounds!r}: expected two BPM values SLOW < FAST, e.g. 76,100") \
-            from None
-    report = evaluate(args.labels, args.truth, (low, high), args.holdout_only)
+def run_label_eval(settings: LabelEvalSettings) -> int:
+    """Evaluate the label set against the truth; print the tables; write the report with ``out``."""
+    report = evaluate(settings.labels, settings.truth, settings.bounds, settings.holdout_only)
     report["versions"] = versions()
     for subset, result in report["subsets"].items():
         print(f"== {subset}: {result['clips']} clips")
@@ -245,9 +250,9 @@ def run(args: argparse.Namespace) -> int:
             if s["assigned"] is not None:
                 print(f"  CLAP score {vocab}: assigned {s['assigned']:.3f} vs shuffled {s['shuffled']:.3f} "
                       f"({s['clips']} clips)")
-    if args.out:
-        write_json(args.out, report)
-        print(f"n2m label-eval: wrote {args.out}")
+    if settings.out:
+        write_json(settings.out, report)
+        print(f"n2m label-eval: wrote {settings.out}")
     return 0
 
 

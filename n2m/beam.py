@@ -25,7 +25,6 @@ google.cloud.bigquery_storage_v1...``); import it (or call :func:`import_beam`) 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
 import logging
@@ -76,35 +75,19 @@ silence_optional_dependency_notes()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The option convention
+# The option convention (the flags themselves: n2m.beam_cli)
 
 
-def add_beam_arguments(parser: argparse.ArgumentParser, cap: str = "") -> None:
-    """``--runner`` and ``--dask-workers`` in a "running on Beam" group, and every flag ``parser`` does not define
-    collected (with anything after ``--``) into ``args.beam_args`` for Beam. ``cap``: the job's worker limit, for help."""
-    group = parser.add_argument_group(
-        "running on Beam",
-        "Flags this job does not define go to Beam unchanged, before or after '--' (--direct_num_workers=2, "
-        "--dask_client_address=tcp://HOST:PORT, --project=..., --temp_location=...); a flag neither knows is refused. "
-        "Remote workers need n2m installed: docs/scaling.md gives the Dataflow, Flink and Spark command lines.")
-    group.add_argument("--runner", default=None, metavar="NAME",
-                       help="Beam runner: DirectRunner (default: Beam's FnApiRunner, multi-processing, one worker per "
-                            f"core{cap}; never Prism), DaskRunner (needs {DASK_EXTRA}; with "
-                            "--dask_client_address, else a local cluster), DataflowRunner, FlinkRunner, SparkRunner, "
-                            "PortableRunner or a runner's full class path")
-    group.add_argument("--dask-workers", type=int, default=None, metavar="N",
-                       help="run on a local Dask cluster of N worker processes that the job starts and stops "
-                            "(implies --runner DaskRunner)")
-    parse_known = parser.parse_known_args
+@dataclass(frozen=True, kw_only=True)
+class BeamOptions:
+    """The Beam settings of a Beam job (the base of its settings dataclass): ``runner`` (default DirectRunner),
+    ``dask_workers`` (a local Dask cluster of that many worker processes) and ``beam_args``, Beam's own flags as typed
+    (:func:`n2m.beam_cli.add_beam_arguments` collects them from the command line); ``verbose`` keeps Beam's logs."""
 
-    def parse_known_args(args=None, namespace=None):
-        namespace, extras = parse_known(args, namespace)
-        collected = list(getattr(namespace, "beam_args", None) or []) + [a for a in extras if a != "--"]
-        namespace.beam_args = collected
-        return namespace, []
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
-    parser.set_defaults(beam_args=[])
+    runner: str | None = None
+    dask_workers: int | None = None
+    beam_args: list[str] = field(default_factory=list)
+    verbose: bool = False
 
 
 def given(beam_args: list[str], flag: str) -> bool:
@@ -187,7 +170,7 @@ def _flag_value(beam_args: list[str], flag: str) -> str | None:
     return None
 
 
-def beam_setup(args: argparse.Namespace, max_workers: int | None = None,
+def beam_setup(args: BeamOptions, max_workers: int | None = None,
                env: dict[str, str] | None = None) -> BeamSetup:
     """Check ``args.runner``, ``args.dask_workers`` and ``args.beam_args`` (one-line :class:`UserError` for a mistake)
     and add n2m's defaults: DirectRunner in multi-processing mode with one worker per core (at most ``max_workers``),

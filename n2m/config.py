@@ -6,23 +6,33 @@ Unknown keys fail loudly, and every value passes the same ``type`` and ``choices
 ``--print-config`` prints the resolved settings (defaults, then the file, then the flags) as YAML that ``--config``
 reads back to the same settings. :func:`number` and its instances are the argparse types for numeric options: finite,
 and in range where the range matters.
+
+A job itself is a function of its typed settings (a dataclass whose fields are the job's options, in a module apart
+from its CLI): :func:`job` makes the CLI's run function that builds those settings from the parsed options
+(:func:`settings_from`) and calls it, so the job runs the same from Python without argparse.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import importlib
+import inspect
+import keyword
 import math
 import sys
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 
 from n2m.errors import UserError
 
 _PRIVATE = ("func", "_parser", "config", "print_config", "verbose", "help")
+S = TypeVar("S")
 
 
 def leaf(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None]) -> None:
@@ -130,12 +140,76 @@ def settings_yaml(args: argparse.Namespace) -> str:
     One key per option of the job's parser (its ``dest``, in the parser's order), then the values the parser sets
     without an option (``beam_args``); paths are written as text, tuples as lists.
     """
-    parser: argparse.ArgumentParser = args._parser
+    settings = {dest: _plain(getattr(args, dest)) for dest in setting_names(args._parser) if hasattr(args, dest)}
+    return yaml.safe_dump(settings, sort_keys=False, allow_unicode=True, width=1 << 16)
+
+
+def setting_names(parser: argparse.ArgumentParser) -> list[str]:
+    """The settings a job's parser gives, in its order: each option's ``dest``, then the values it sets without an
+    option (``beam_args``); the front door's own (``--config``, ``--print-config``, ``--verbose``) left out."""
     dests = [a.dest for a in parser._actions if a.dest != argparse.SUPPRESS and a.default != argparse.SUPPRESS]
     dests += [dest for dest in parser._defaults if dest not in dests]
-    settings = {dest: _plain(getattr(args, dest)) for dest in dests
-                if dest not in _PRIVATE and not dest.startswith("_") and hasattr(args, dest)}
-    return yaml.safe_dump(settings, sort_keys=False, allow_unicode=True, width=1 << 16)
+    return [dest for dest in dests if dest not in _PRIVATE and not dest.startswith("_")]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Jobs: functions of typed settings
+
+
+def job(target: str) -> Callable[..., int | None]:
+    """The run function a CLI gives :func:`leaf` for the job function ``target`` (``"package.module:function"``).
+
+    The job function's first parameter is the job's settings, annotated with its dataclass. Called with the parsed
+    options (and any further arguments, passed on), the run function imports the job's module (when the job runs,
+    never for ``--help``), builds the settings with :func:`settings_from` and returns ``function(settings, ...)``.
+    """
+
+    def run(args: argparse.Namespace, *more: Any, **options: Any) -> int | None:
+        function = job_function(target)
+        return function(settings_from(args, settings_type(function)), *more, **options)
+
+    run.target = target  # type: ignore[attr-defined]
+    run.__doc__ = f"Run {target} with the settings of the parsed options."
+    return run
+
+
+def job_function(target: str) -> Callable[..., Any]:
+    """The function ``"package.module:function"`` names (its module imported)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def settings_type(function: Callable[..., Any]) -> type:
+    """The settings dataclass a job function takes: its first parameter's annotation."""
+    first = next(iter(inspect.signature(function).parameters))
+    kind = typing.get_type_hints(function).get(first)
+    if not (isinstance(kind, type) and dataclasses.is_dataclass(kind)):
+        raise TypeError(f"{function.__qualname__}: its first parameter {first!r} is not annotated with a dataclass")
+    return kind
+
+
+def settings_from(args: argparse.Namespace, kind: type[S]) -> S:
+    """``kind`` (a job's settings dataclass) from the parsed options: each field takes the option of its name, a field
+    no option sets keeps its default. Every setting of the job's parser (:func:`setting_names`) must have its field, so
+    none is dropped on the way (a programming error, raised as :class:`TypeError`)."""
+    names = {_setting(f.name): f.name for f in dataclasses.fields(kind) if f.init}  # type: ignore[arg-type]
+    parser = getattr(args, "_parser", None)
+    missing = [dest for dest in (setting_names(parser) if parser is not None else []) if dest not in names]
+    if missing:
+        raise TypeError(f"{kind.__name__} has no field for the setting(s) {', '.join(missing)} of {parser.prog}")
+    return kind(**{name: getattr(args, dest) for dest, name in names.items() if hasattr(args, dest)})
+
+
+def _setting(name: str) -> str:
+    """The setting a field stands for: its name, less the ``_`` a Python keyword takes as a name (``from_``)."""
+    return name[:-1] if name.endswith("_") and keyword.iskeyword(name[:-1]) else name
+
+
+def require(settings: Any, *names: str) -> None:
+    """Settings a job needs that its parser cannot require (a one-line :class:`UserError` naming their flags)."""
+    missing = [f"--{_setting(n).replace('_', '-')}" for n in names if getattr(settings, n, None) in (None, "")]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)} (give it on the command line or in --config)")
 
 
 def _plain(value: Any) -> Any:
@@ -283,11 +357,13 @@ def checked(value: Any, parse: Callable[[Any], Any], what: str) -> Any:
         raise UserError(f"{what}: {err}") from None
 
 
-def resolved(args: argparse.Namespace) -> dict[str, Any]:
-    """The job's options as a plain dict (for ``--dry-run`` and the config recorded in every artifact)."""
+def resolved(settings: Any) -> dict[str, Any]:
+    """A job's settings (its settings dataclass) as a plain dict, for ``--dry-run`` and the config recorded in every
+    artifact: one key per field in the field order, paths as text, ``verbose`` left out."""
     out = {}
-    for key, value in vars(args).items():
-        if key in _PRIVATE or key.startswith("_"):
+    for item in dataclasses.fields(settings):
+        if item.name in _PRIVATE or item.name.startswith("_"):
             continue
-        out[key] = str(value) if isinstance(value, Path) else value
+        value = getattr(settings, item.name)
+        out[_setting(item.name)] = str(value) if isinstance(value, Path) else value
     return out

@@ -32,6 +32,20 @@ RETIRED = {
 NOWHERE = {"--output", "--json", "--force", "--no-progress", "--clap", "--init"}  # retired in every job
 LLM_MODEL = {"n2m vocab generate"}  # its --model names the LLM's model, not a joint model
 
+# Every job writes to --out but these, which write nowhere or where another flag says
+NO_OUT = {
+    "n2m vocab show": "prints a vocabulary's summary",
+    "n2m models list": "prints what is installed",
+    "n2m models fetch": "fills the models folder every job reads (--dir)",
+    "n2m label": "writes BUILD/labels/NAME: a label set lives in the build it labels (--build, --name)",
+}
+# Every job draws progress bars, and so takes --quiet, but these short ones
+NO_PROGRESS = {"n2m vocab aspects", "n2m vocab show", "n2m clap convert", "n2m label-eval", "n2m export",
+               "n2m eval prompts", "n2m eval compare", "n2m models fetch", "n2m models list"}
+# The jobs that keep what an earlier run wrote (refuse, resume or skip it) unless --overwrite; the others replace
+# their outputs (a report, a vocabulary, an export) whenever they run, so the flag would change nothing
+KEEPS_EARLIER_OUTPUT = {"n2m build", "n2m label", "n2m clap convert", "n2m clap-train", "n2m sample"}
+
 
 @pytest.fixture(scope="module")
 def runnable() -> dict[str, argparse.ArgumentParser]:
@@ -63,6 +77,22 @@ def test_no_job_shows_a_spelling_the_vocabulary_retired(runnable):
         text = parser.format_help()
         for old in RETIRED.get(prog, {}):
             assert not mentions(text, old), f"{prog} --help mentions {old}"
+
+
+def test_every_job_takes_out_quiet_and_overwrite_where_they_mean_something(runnable):
+    """``--out`` for what a job writes, ``--quiet`` for every job that draws progress bars, ``--overwrite`` for
+    every job that otherwise keeps an earlier run's output: the tables above, each exception with its reason."""
+    progs = set(runnable)
+    assert set(NO_OUT) | NO_PROGRESS | KEEPS_EARLIER_OUTPUT <= progs  # no stale entry
+    for prog, parser in runnable.items():
+        shown = visible(parser)
+        assert ("--out" in shown) == (prog not in NO_OUT), prog
+        assert ("--quiet" in shown) == (prog not in NO_PROGRESS), prog
+        assert ("--overwrite" in shown) == (prog in KEEPS_EARLIER_OUTPUT), prog
+        if "--quiet" in shown:
+            assert shown["--quiet"].nargs == 0 and "progress" in shown["--quiet"].help, prog
+        if "--overwrite" in shown:
+            assert shown["--overwrite"].nargs == 0, prog
 
 
 def test_the_retired_spellings_are_exactly_the_tables_and_the_documents(runnable):

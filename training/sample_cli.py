@@ -1,33 +1,18 @@
-"""``n2m sample``: text prompts -> 24 kHz wav files through a Noise2Music cascade, with a JSON sidecar per file.
-
-Stages trained on more than captions (:mod:`training.conditioning`) also take ``--audio-prompt FILE`` (the joint
-model's embedding of an excerpt of FILE, alone or with a text prompt: then double classifier-free guidance, ``--guidance``
-for the text and ``--audio-guidance`` for the audio) and ``--melody FILE`` (its melody, from its start, trimmed or
-padded to the clip). The sidecar names both files (path and SHA-256) and each stage's guidance scales.
-
-Output, per prompt id (per sample ``K`` with ``--num-samples`` > 1: ``ID_K``): ``OUT/ID.wav`` (24 kHz, 16-bit) and
-``OUT/ID.json`` (prompt, id, seeds, the stage models with their SHA-1, sampler settings, lineage: build ids and label
-sets of the models, versions). ``--keep-stages`` adds the intermediate outputs: ``ID.3k2.wav`` (waveform generator),
-``ID.mel.npy`` (spectrogram generator, ``[80, frames]``) and ``ID.16k.wav`` (cascader or vocoder). Files that already
-exist are skipped unless ``--overwrite``: every sample has its own seed, so an interrupted run resumes exactly.
+"""``n2m sample``'s command line: the options, parsed into :class:`training.sample_job.SampleSettings` for the job
+:func:`training.sample_job.run_sample` (text prompts -> 24 kHz wav files through a Noise2Music cascade, with a JSON
+sidecar per file; its module docstring says what is written).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
-from typing import Any
 
-from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, leaf, number, resolved
-from n2m.errors import UserError
-from n2m.schema import sidecar_path
-from training.cascade import CASCADES, cascade_stages, checkpoint_spec, per_stage
-from training.conditioning import DEFAULT_PROMPT_SECONDS, DOUBLE_AUDIO_GUIDANCE, read_audio_file, read_audio_prompt
+from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, job, leaf, number
+from training.cascade import CASCADES
+from training.conditioning import DEFAULT_PROMPT_SECONDS, DOUBLE_AUDIO_GUIDANCE
 from training.diffusion.guidance import CLIPS
 from training.diffusion.samplers import SAMPLERS, SPACINGS
-from training.sample_files import write_result
+from training.sample_job import read_prompts  # noqa: F401 (tests/training import it from here until part B)
 from training.sampling import MAX_SECONDS, PRECISIONS, SECONDS
 from training.stages import STAGES
 
@@ -105,100 +90,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                      help="; ".join(f"{name}: {what}" for name, what in PRECISIONS.items()))
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    leaf(parser, run_sample)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Parsing
-
-
-def read_prompts(path: str) -> list[Any]:
-    """Prompts from a text file (one per line) or JSON lines with ``id`` and ``text``."""
-    from training.sampling import Prompt
-
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise UserError(f"cannot read prompts file {path}: {err.strerror}") from err
-    prompts = []
-    for line_no, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        if not line.startswith("{"):
-            prompts.append(Prompt(f"{len(prompts):04d}", line))
-            continue
-        try:
-            row = json.loads(line)
-            prompts.append(Prompt(str(row["id"]), str(row["text"])))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise UserError(f"{path}:{line_no}: a JSON line needs 'id' and 'text' ({err})") from err
-    if not prompts:
-        raise UserError(f"{path} holds no prompts")
-    return prompts
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available")
-    return name
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Writing
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Running
-
-
-def run_sample(args: argparse.Namespace) -> int:
-    from training.sampling import Prompt, check_prompts, generate, load_cascade, stage_settings
-
-    if not (args.prompts or args.prompts_file or args.audio_prompt):
-        raise UserError("give --prompts, --prompts-file or --audio-prompt")
-    texts = args.prompts or ([] if args.prompts_file else [""])  # an audio prompt alone: one prompt without text
-    prompts = check_prompts(read_prompts(args.prompts_file) if args.prompts_file else [
-        Prompt(f"{i:04d}", text) for i, text in enumerate(texts)])
-    audio_prompt = read_audio_prompt(args.audio_prompt, args.audio_prompt_seconds) if args.audio_prompt else None
-    melody = read_audio_file(args.melody, "--melody") if args.melody else None
-    options = {
-        "sampler": per_stage(args.sampler, str, "sampler"),
-        "steps": per_stage(args.steps, POSITIVE_INT, "steps"),
-        "guidance": per_stage(args.guidance, NONNEGATIVE, "guidance"),
-        "audio_guidance": per_stage(args.audio_guidance, NONNEGATIVE, "audio-guidance"),
-        "spacing": per_stage(args.spacing, str, "spacing"),
-        "window_s": per_stage(args.window_seconds, NONNEGATIVE, "window-seconds"),
-        "eta": args.eta, "clip": args.clip, "clip_percentile": args.clip_percentile, "aug_t": args.aug_t,
-    }
-    if args.gamma is not None:
-        options["gamma"] = args.gamma
-    settings = stage_settings(cascade_stages(args.cascade), **options)  # every number checked before any work
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ids = lambda p: [p.id] if args.num_samples == 1 else [f"{p.id}_{k}" for k in range(args.num_samples)]  # noqa: E731
-    todo = [p for p in prompts if args.overwrite or not all(sidecar_path(out / f"{i}.wav").is_file() for i in ids(p))]
-    skipped = len(prompts) - len(todo)
-    if not todo:
-        print(f"n2m sample: all {len(prompts)} prompts already have their files in {out} (use --overwrite)")
-        return 0
-    device = _device(args.device)
-    config = {k: v for k, v in resolved(args).items() if k != "prompts"}  # each sidecar names its own prompt
-    start = time.perf_counter()
-    models = load_cascade(args.cascade, checkpoint_spec(args.checkpoints), device)
-    results = generate(todo, args.cascade, models, seconds=args.seconds, num_samples=args.num_samples, seed=args.seed,
-                       batch_size=args.batch_size, device=device, keep_stages=args.keep_stages, settings=settings,
-                       text_encoder=args.text_encoder, precision=args.precision, progress=not args.quiet,
-                       audio_prompt=audio_prompt, melody=melody, joint_model=args.joint_model)
-    for result in results:
-        write_result(out, result, config)
-    elapsed = time.perf_counter() - start
-    audio_s = sum(len(r.audio) / r.sample_rate for r in results)
-    print(f"n2m sample: {len(results)} clips ({audio_s:.0f} s of 24 kHz audio) from {len(todo)} prompts in "
-          f"{elapsed:.1f} s ({audio_s / elapsed:.2f} s of audio per second) -> {out}"
-          + (f"; {skipped} prompts already done" if skipped else ""))
-    return 0
+    leaf(parser, job("training.sample_job:run_sample"))

@@ -8,7 +8,8 @@ n2m ships a smaller curated list of descriptors, each with its aspect category, 
 - ``.jsonl``: objects with ``text`` and optional ``aspect``.
 
 Entries without a category get ``extra`` (``musiccaps`` for ``aspect_list``). Duplicates are removed by the near-duplicate
-key of :func:`labeling.vocab.clean.near_key` (the first occurrence wins, built-in first).
+key of :func:`labeling.vocab.clean.near_key` (the first occurrence wins, built-in first). The ``n2m vocab aspects``
+job is :func:`run_aspects` of :class:`AspectsSettings` (the command line: :mod:`labeling.vocab.cli`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from labeling.vocab.clean import near_key
+from n2m.config import require, resolved
 from n2m.errors import UserError
-from n2m.provenance import file_hash, sha1_bytes
+from n2m.provenance import file_hash, now_iso, sha1_bytes, versions
 from n2m.schema import text_id
 
 CATEGORIES = ("genre", "subgenre", "mood", "instrument", "vocal", "tempo", "rhythm", "era", "production", "harmony",
@@ -150,3 +153,42 @@ def build_aspects(extra: list[str], *, builtin: bool = True) -> AspectSet:
     if not out.rows:
         raise UserError("the aspect vocabulary is empty (--no-builtin and no usable --extra entries)")
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The job
+
+
+@dataclass(frozen=True, kw_only=True)
+class AspectsSettings:
+    """What ``n2m vocab aspects`` writes: ``out`` (required), the vocabulary table; ``extra``, the user's lists;
+    ``no_builtin`` leaves the built-in list out."""
+
+    out: str | None = None
+    extra: list[str] | None = None
+    no_builtin: bool = False
+
+    def __post_init__(self) -> None:
+        require(self, "out")
+
+
+def run_aspects(settings: AspectsSettings) -> int:
+    """Write the short-form vocabulary (built-in list plus ``extra``) and its summary; print the summary."""
+    from labeling.vocab.io import check_out, write_vocab
+    from labeling.vocab.show import summary_lines
+
+    started = time.monotonic()
+    out = check_out(settings.out)
+    aspects = build_aspects(settings.extra or [], builtin=not settings.no_builtin)
+    summary = {
+        "name": out.stem, "kind": "short", "created": now_iso(), "backend": "aspects", "model": "",
+        "sources": aspects.sources,
+        "counts": {"entries": len(aspects.rows), "duplicates_removed": aspects.duplicates},
+        "aspects": dict(sorted({a: sum(r["aspect"] == a for r in aspects.rows)
+                                for a in {r["aspect"] for r in aspects.rows}}.items())),
+        "config": resolved(settings), "versions": versions(),
+        "timings_s": {"total": round(time.monotonic() - started, 3)},
+    }
+    written = write_vocab(out, aspects.rows, summary)
+    print("\n".join(summary_lines(written, path=str(out))))
+    return 0

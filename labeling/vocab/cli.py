@@ -7,60 +7,16 @@ Examples::
     n2m vocab generate --from demo/corpus/manifest.jsonl --llm template --out vocab/demo_lf.parquet
     n2m vocab aspects --out vocab/aspects.parquet --extra my_tags.txt
     n2m vocab show vocab/lf.parquet
+
+The jobs, functions of their typed settings: :func:`labeling.vocab.generate.run_generate`,
+:func:`labeling.vocab.aspects.run_aspects`, :func:`labeling.vocab.show.run_show`.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
-from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, leaf, number
-from n2m.errors import UserError
-
-
-def require(args: argparse.Namespace, *names: str) -> None:
-    """Options required on the command line or in the --config YAML (argparse cannot see the YAML)."""
-    missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) in (None, "")]
-    if missing:
-        raise UserError(f"missing {', '.join(missing)} (give it on the command line or in --config)")
-
-
-def run_generate(args: argparse.Namespace) -> int:
-    from labeling.vocab.generate import run_generate as job
-
-    require(args, "from", "llm", "out")
-
-    return job(args)
-
-
-def run_aspects(args: argparse.Namespace) -> int:
-    from labeling.vocab.aspects import build_aspects
-    from labeling.vocab.io import check_out, write_vocab
-    from labeling.vocab.show import summary_lines
-    from n2m.config import resolved
-    from n2m.provenance import now_iso, versions
-
-    started = time.monotonic()
-    require(args, "out")
-    out = check_out(args.out)
-    aspects = build_aspects(args.extra or [], builtin=not args.no_builtin)
-    summary = {
-        "name": out.stem, "kind": "short", "created": now_iso(), "backend": "aspects", "model": "",
-        "sources": aspects.sources,
-        "counts": {"entries": len(aspects.rows), "duplicates_removed": aspects.duplicates},
-        "aspects": dict(sorted({a: sum(r["aspect"] == a for r in aspects.rows)
-                                for a in {r["aspect"] for r in aspects.rows}}.items())),
-        "config": resolved(args), "versions": versions(), "timings_s": {"total": round(time.monotonic() - started, 3)},
-    }
-    written = write_vocab(out, aspects.rows, summary)
-    print("\n".join(summary_lines(written, path=str(out))))
-    return 0
-
-
-def run_show(args: argparse.Namespace) -> int:
-    from labeling.vocab.show import run_show as job
-
-    return job(args)
+from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, job, leaf, number
 
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -109,6 +65,7 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     clean.add_argument("--min-words", type=POSITIVE_INT, default=4, help="drop sentences with fewer words")
     clean.add_argument("--max-words", type=POSITIVE_INT, default=60, help="drop sentences with more words")
     clean.add_argument("--max-chars", type=POSITIVE_INT, default=400, help="drop sentences with more characters")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               description="Ask an LLM to describe each track's music from its metadata, cache every "
                                           "answer, and clean the answers into a long-form vocabulary.")
     _generate_arguments(generate)
-    leaf(generate, run_generate)
+    leaf(generate, job("labeling.vocab.generate:run_generate"))
 
     aspects = sub.add_parser("aspects", help="the short-form aspect vocabulary (built-in list plus your own)",
                              description="Write the built-in curated short-form descriptors (genres, moods, "
@@ -128,11 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="extra descriptors: .txt/.tsv (text[<TAB>aspect] per line), .csv (text[,aspect] or "
                               "MusicCaps' aspect_list column), .jsonl ({text, aspect}); repeat for several files")
     aspects.add_argument("--no-builtin", action="store_true", help="leave out the built-in list (extra files only)")
-    leaf(aspects, run_aspects)
+    leaf(aspects, job("labeling.vocab.aspects:run_aspects"))
 
     show = sub.add_parser("show", help="size, kinds, examples, duplicates and rejections of a vocabulary",
                           description="Summarise a vocabulary table and its JSON sidecar.")
     show.add_argument("path", metavar="vocab/NAME.parquet", help="a vocabulary written by generate or aspects")
     show.add_argument("--examples", type=NONNEGATIVE_INT, default=8, metavar="N", help="evenly spaced example entries to print")
     show.add_argument("--rejected", action="store_true", help="also print example rejected sentences per reason")
-    leaf(show, run_show)
+    leaf(show, job("labeling.vocab.show:run_show"))

@@ -1,9 +1,10 @@
-"""``n2m vocab show``: size, kinds, aspects, examples, duplicates removed and rejections by reason of a vocabulary."""
+"""``n2m vocab show``: size, kinds, aspects, examples, duplicates removed and rejections by reason of a vocabulary
+(the job :func:`run_show` of :class:`ShowSettings`; the command line: :mod:`labeling.vocab.cli`)."""
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -58,15 +59,26 @@ def table_lines(table: pa.Table, examples: int) -> list[str]:
     return lines
 
 
-def run_show(args: argparse.Namespace) -> int:
-    table, meta = read_vocab(args.path)
+@dataclass(frozen=True, kw_only=True)
+class ShowSettings:
+    """``path``: the vocabulary table; ``examples``: evenly spaced entries to print; ``rejected``: also print example
+    rejected sentences per reason."""
+
+    path: str
+    examples: int = 8
+    rejected: bool = False
+
+
+def run_show(settings: ShowSettings) -> int:
+    """Print the vocabulary's summary, its rejections (with ``rejected``) and example entries."""
+    table, meta = read_vocab(settings.path)
     if meta is None:
-        lines = [f"{args.path}: {table.num_rows} entries (no JSON sidecar: provenance and rejections unknown)"]
+        lines = [f"{settings.path}: {table.num_rows} entries (no JSON sidecar: provenance and rejections unknown)"]
     else:
-        lines = summary_lines(meta, args.path)
+        lines = summary_lines(meta, settings.path)
         for reason, texts in meta.get("rejected_examples", {}).items():
-            if args.rejected:
+            if settings.rejected:
                 lines += [f"    rejected ({reason}): {t}" for t in texts]
-    lines += table_lines(table, args.examples)
+    lines += table_lines(table, settings.examples)
     print("\n".join(lines))
     return 0

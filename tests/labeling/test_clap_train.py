@@ -19,7 +19,7 @@ TONE, NOISE = "a soft low sine tone", "harsh loud white noise"
 
 
 def _train(*argv: str) -> int:
-    parser = build_parser({"clap-train": ("x", "labeling.clap_train")})
+    parser = build_parser({"clap-train": ("x", "labeling.clap_train_cli")})
     args = parser.parse_args(["clap-train", *argv])
     return args.func(args)
 

@@ -185,7 +185,7 @@ def test_clap_train_checks_shards_against_their_markers(build, tmp_path):
     with pytest.raises(ShardDamaged, match="truncated"):
         main_args = ["clap-train", "--build", str(build["out"]), "--captions", str(manifest), "--out",
                      str(tmp_path / "clap"), "--preset", "micro", "--max-steps", "1", "--batch-size", "2"]
-        parser = build_parser({"clap-train": ("clap", "labeling.clap_train")})
+        parser = build_parser({"clap-train": ("clap", "labeling.clap_train_cli")})
         args = parser.parse_args(main_args)
         args.func(args)
 
