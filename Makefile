@@ -115,7 +115,7 @@ DEMO_SR = --stage sr_cascader --window 0.5 --batch-size 8 $(DEMO_DIFFUSION) --au
 DEMO_JUDGE = --captions $(DEMO)/eval/prompts.jsonl --id-column id --caption-column text --reference-audio \
   $(DEMO)/corpus/audio --embedding musicnn --probe-labels $(DEMO)/corpus/manifest.jsonl --probe-column style \
   --cache-dir $(DEMO)/eval/cache --samples 100
-# The vocoder slot: griffin-lim (the classical inversion of training.griffin_lim, nothing to train) or trained (the
+# The vocoder slot: griffin-lim (the classical inversion of n2m.training.griffin_lim, nothing to train) or trained (the
 # small diffusion vocoder, DEMO_VOCODER_STEPS). griffin-lim by default: the small vocoder still turned real log-mels into
 # noise after 600 CPU steps (spectral flatness 0.55 where white noise reads 0.56 and the real tracks at most 0.10).
 DEMO_VOCODER_SLOT ?= griffin-lim

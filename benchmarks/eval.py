@@ -4,7 +4,7 @@ Models are random (VGGish at its real size with random weights; a tiny random CL
 pipeline, not a model's quality. For each model:
 
 - baseline: the bare model forward on pre-decoded, pre-resampled waveforms (the floor the pipeline can reach);
-- cold: :func:`eval.audio_sets.embed_files` from FLAC files with the cache off (read + hash, decode, downmix and resample
+- cold: :func:`n2m.eval.audio_sets.embed_files` from FLAC files with the cache off (read + hash, decode, downmix and resample
   in prefetch threads, overlapped with the forward) followed by the Fréchet distance with both square-root paths, FAD-inf and a bootstrap;
 - warm: the same with every embedding in the cache (what a re-run costs).
 
@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from n2m.eval import embeddings, frechet, vggish  # noqa: E402
+from n2m.eval import report as reports  # noqa: E402
+from n2m.eval.audio_sets import Preprocess, embed_files, list_audio  # noqa: E402
 
-from eval import embeddings, frechet, vggish  # noqa: E402
-from eval import report as reports  # noqa: E402
-from eval.audio_sets import Preprocess, embed_files, list_audio  # noqa: E402
 from n2m import audio  # noqa: E402
 
 

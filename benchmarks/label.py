@@ -1,6 +1,6 @@
 """Labelling throughput, as ratios against baselines measured in the same run.
 
-(a) Scoring: clips x entries x dim per second of ``labeling.topk.stream_topk`` over a vocabulary's cached text
+(a) Scoring: clips x entries x dim per second of ``n2m.labeling.topk.stream_topk`` over a vocabulary's cached text
     embeddings read from a ``.npy`` memory map (so: disk/page-cache reads + blocked matmul + top-K + merge), against a
     plain blocked matmul of the same shapes on in-memory arrays. Target: ratio >= 0.6.
 (b) Audio embedding: ``ClapEmbedder.embed_audio`` on a batch of clips at the build's rate (resampling, 10 s windows,
@@ -23,8 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from n2m.labeling.topk import ENTRY_BLOCK, memmap_blocks, stream_topk  # noqa: E402
+
 from benchmarks.timing import best_of  # noqa: E402
-from labeling.topk import ENTRY_BLOCK, memmap_blocks, stream_topk  # noqa: E402
 from n2m.clap import HFClapEmbedder, l2_normalise  # noqa: E402
 
 
@@ -61,9 +62,8 @@ def bench_scoring(clips: int, entries: int, dim: int, k: int, device: str, repea
 
 
 def bench_audio(clips: int, seconds: float, batch: int, device: str, repeats: int) -> dict:
+    from n2m.labeling.presets import train_tokenizer
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
-
-    from labeling.presets import train_tokenizer
 
     torch.manual_seed(0)
     model = ClapModel(ClapConfig())  # LAION HTSAT-base + RoBERTa-base shapes, random weights

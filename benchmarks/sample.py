@@ -1,6 +1,6 @@
 """Sampling speed: seconds of audio generated per second, per stage and for the whole cascade, by sampler and steps.
 
-Runs :func:`training.sampling.generate` (guidance, clipping, windowing and all) on randomly initialised networks of a
+Runs :func:`n2m.training.sampling.generate` (guidance, clipping, windowing and all) on randomly initialised networks of a
 preset (speed does not depend on the weights) with a random text encoder of the paper's width. Prints, per cascade,
 sampler and step count: per-stage throughput (s of audio / s), the sampler's speed as a ratio to the ancestral sampler
 at the same steps (measured in the same run), and the time the paper's step counts would take, next to the paper's
@@ -27,13 +27,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from training.cascade import CASCADES, StageModel  # noqa: E402
-from training.config import DiffusionConfig  # noqa: E402
-from training.export import build_model  # noqa: E402
-from training.networks.presets import PAPER_TEXT_DIM, build_network, count_parameters  # noqa: E402
-from training.sampling import Prompt, generate  # noqa: E402
-from training.stages import get_stage  # noqa: E402
-from training.text import TextEncoder  # noqa: E402
+from n2m.training.cascade import CASCADES, StageModel  # noqa: E402
+from n2m.training.config import DiffusionConfig  # noqa: E402
+from n2m.training.export import build_model  # noqa: E402
+from n2m.training.networks.presets import PAPER_TEXT_DIM, build_network, count_parameters  # noqa: E402
+from n2m.training.sampling import Prompt, generate  # noqa: E402
+from n2m.training.stages import get_stage  # noqa: E402
+from n2m.training.text import TextEncoder  # noqa: E402
 
 PAPER_SECONDS = {"generator": 25.0, "cascader": 60.0, "sr_cascader": 57.3, "spec_generator": 8.3}  # 4 samples, 4 TPUs
 

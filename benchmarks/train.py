@@ -32,12 +32,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.config import DiffusionConfig  # noqa: E402
-from training.diffusion.denoiser import Conditioning  # noqa: E402
-from training.module import conditioning_field  # noqa: E402
-from training.networks.presets import PAPER_TEXT_DIM, PRESETS, build_network  # noqa: E402
-from training.stages import STAGES, StageSpec  # noqa: E402
-from training.stages_spectrogram import MEL  # noqa: E402
+from n2m.training.config import DiffusionConfig  # noqa: E402
+from n2m.training.diffusion.denoiser import Conditioning  # noqa: E402
+from n2m.training.module import conditioning_field  # noqa: E402
+from n2m.training.networks.presets import PAPER_TEXT_DIM, PRESETS, build_network  # noqa: E402
+from n2m.training.stages import STAGES, StageSpec  # noqa: E402
+from n2m.training.stages_spectrogram import MEL  # noqa: E402
 
 ALL_STAGES = ("generator", "cascader", "sr_cascader", "spec_generator", "vocoder")
 

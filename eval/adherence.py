@@ -5,7 +5,7 @@ was labelled or conditioned with CLAP is not judged by the same model.
 (a) **Tag agreement.** A clip's tag vector is its mean musicnn tag probabilities over its 3 s patches ``[50]``. For
     each generated clip, the cosine with its own reference track's vector (paired, by id) against the mean cosine with
     the other references: the expectation of a shuffled-reference baseline over all derangements (what
-    :func:`eval.clap_score.paired_score` samples once). The gain ``paired - shuffled`` > 0 says clips resemble the track
+    :func:`n2m.eval.clap_score.paired_score` samples once). The gain ``paired - shuffled`` > 0 says clips resemble the track
     whose caption they were generated from more than other tracks.
 (b) **Probe.** Nearest-centroid classification (Euclidean distance to each class's mean clip vector; the nearest
     shrunken centroid of Tibshirani et al. 2002, PNAS 99(10), without shrinkage) of generated clips into the classes
@@ -13,7 +13,7 @@ was labelled or conditioned with CLAP is not judged by the same model.
     expected accuracy of predictions independent of the labels, ``sum_c P(pred = c) P(true = c)``) and beside the
     same accuracy on the real held-out tracks: the ceiling this judge allows.
 
-Intervals are percentile bootstraps over clips (:func:`eval.clap_score.bootstrap_mean`).
+Intervals are percentile bootstraps over clips (:func:`n2m.eval.clap_score.bootstrap_mean`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from n2m.eval.audio_sets import EmbeddedSet, Preprocess, embed_files
+from n2m.eval.clap_score import bootstrap_mean
+from n2m.eval.report import metric
 
-from eval.audio_sets import EmbeddedSet, Preprocess, embed_files
-from eval.clap_score import bootstrap_mean
-from eval.report import metric
 from n2m.errors import JobFailed, UserError
 from n2m.manifest import is_holdout, read_rows
 
@@ -221,7 +221,7 @@ def judge(report: dict[str, Any], musicnn, generated: EmbeddedSet, reference: Em
           labels: ProbeLabels | None, preprocess: Preprocess, cache: Path | None, reps: int, seed: int) -> None:
     """Add the ``adherence`` section, its metrics rows, set summaries and warnings to ``report``: tag agreement when
     there is a ``reference`` set, the probe when there are ``labels``. ``musicnn`` is the
-    :class:`eval.embeddings.MusicnnEmbedder` that embedded ``generated`` and ``reference``."""
+    :class:`n2m.eval.embeddings.MusicnnEmbedder` that embedded ``generated`` and ``reference``."""
     section: dict[str, Any] = {"model": musicnn.model_id, "layer": musicnn.layer}
     if reference is not None:
         tags = [{i: musicnn.split(c)[1] for i, c in s.clips_by_id().items()} for s in (generated, reference)]

@@ -9,7 +9,7 @@ prompt; audio and prompts are paired by id (audio file stem == prompt id), never
   reference recording of the same id, and the references' own text score (the paper's "Ground truth" row).
 
 :func:`bootstrap_mean` gives the percentile interval of a mean of per-item values (items resampled), used for these
-scores and for the musicnn adherence figures (:mod:`eval.adherence`).
+scores and for the musicnn adherence figures (:mod:`n2m.eval.adherence`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``n2m eval fad | clap-score | adherence | melody | musiccaps | prompts | compare | memorization``: the options of
-each command, parsed into its settings dataclass for its job (:mod:`eval.jobs`: fad, clap-score, adherence; the
+each command, parsed into its settings dataclass for its job (:mod:`n2m.eval.jobs`: fad, clap-score, adherence; the
 others in their own modules), which prints its figures as a table and writes ``report.json`` + ``report.html`` under
 ``--out``."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from eval.cli_options import (
+from n2m.eval.cli_options import (
     BOOTSTRAP,
     EMBEDDING_HELP,
     add_embedding_options,
@@ -15,9 +15,10 @@ from eval.cli_options import (
     add_output_options,
     add_probe_options,
 )
-from eval.melody_agreement import FRAME_RATE, MAX_FRAME_RATE
-from eval.musiccaps import GENERATED_SECONDS, SUBSETS, generate_seconds
-from eval.options import MAX_BOOTSTRAP
+from n2m.eval.melody_agreement import FRAME_RATE, MAX_FRAME_RATE
+from n2m.eval.musiccaps import GENERATED_SECONDS, SUBSETS, generate_seconds
+from n2m.eval.options import MAX_BOOTSTRAP
+
 from n2m.cli import old_spellings
 from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, job, leaf, number
 
@@ -33,7 +34,7 @@ def add_fad(p: argparse.ArgumentParser) -> None:
     add_fad_options(p)
     add_embedding_options(p)
     add_output_options(p)
-    leaf(p, job("eval.jobs:run_fad"))
+    leaf(p, job("n2m.eval.jobs:run_fad"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -51,7 +52,7 @@ def add_clap_score(p: argparse.ArgumentParser) -> None:
                         "0 disables")
     add_embedding_options(p)
     add_output_options(p)
-    leaf(p, job("eval.jobs:run_clap_score"))
+    leaf(p, job("n2m.eval.jobs:run_clap_score"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -70,7 +71,7 @@ def add_adherence(p: argparse.ArgumentParser) -> None:
     add_probe_options(p)
     add_embedding_options(p)
     add_output_options(p)
-    leaf(p, job("eval.jobs:run_adherence"))
+    leaf(p, job("n2m.eval.jobs:run_adherence"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -90,7 +91,7 @@ def add_melody(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=BOOTSTRAP, default=1000, metavar="N",
                    help=f"resamples of the clips for the 95%% intervals, at most {MAX_BOOTSTRAP}; 0 disables")
     add_output_options(p)
-    leaf(p, job("eval.melody_agreement:run_melody"))
+    leaf(p, job("n2m.eval.melody_agreement:run_melody"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def add_musiccaps(p: argparse.ArgumentParser) -> None:
     add_embedding_options(p)
     add_output_options(p)
     p.set_defaults(crop_seconds=10.0, band_rate=16000)
-    leaf(p, job("eval.musiccaps:run_musiccaps"))
+    leaf(p, job("n2m.eval.musiccaps:run_musiccaps"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def add_prompts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-list", help="also write the kept tracks' audio paths, one a line, to this text file")
     p.add_argument("--caption-column", default="caption", help="column holding the prompt text (default %(default)s)")
     p.add_argument("--holdout-only", action="store_true", help="keep only rows marked \"holdout\": true")
-    leaf(p, job("eval.prompts:run_prompts"))
+    leaf(p, job("n2m.eval.prompts:run_prompts"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def add_compare(p: argparse.ArgumentParser) -> None:
     sec.add_argument("--label-eval", metavar="FILE", help="an n2m label-eval --out report: its precision table")
     sec.add_argument("--training-logs", nargs="+", metavar="RUNDIR",
                      help="n2m train run directories: loss curves from RUNDIR/csv/metrics.csv")
-    bars = p.add_argument_group("quality bars (pass/fail from the figures; eval.compare_bars). Judged without a flag: "
+    bars = p.add_argument_group("quality bars (pass/fail from the figures; n2m.eval.compare_bars). Judged without a flag: "
                                 "each run's samples are audio, not noise, when its report has spectral flatness")
     bars.add_argument("--baseline", metavar="NAME", help="report name the others must beat on FAD (e.g. an "
                                                           "untrained model)")
@@ -179,7 +180,7 @@ def add_compare(p: argparse.ArgumentParser) -> None:
                       help="required precision / chance of those aspects (default %(default)s)")
     bars.add_argument("--label-subset", default="holdout",
                       help="label-eval subset the precision bar reads (default %(default)s)")
-    leaf(p, job("eval.compare:run_compare"))
+    leaf(p, job("n2m.eval.compare:run_compare"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -214,7 +215,7 @@ def add_memorization(p: argparse.ArgumentParser) -> None:
     g.add_argument("--neighbours", type=POSITIVE_INT, default=3, help="nearest training clips listed per view")
     add_embedding_options(p)
     add_output_options(p)
-    leaf(p, job("eval.memorization:run_memorization"))
+    leaf(p, job("n2m.eval.memorization:run_memorization"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

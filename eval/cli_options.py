@@ -1,11 +1,12 @@
 """The option groups shared by the ``n2m eval`` commands' parsers (embedding models, FAD extras, output, the musicnn
-probe): the command-line side of :mod:`eval.options`, whose settings dataclasses have a field per option here."""
+probe): the command-line side of :mod:`n2m.eval.options`, whose settings dataclasses have a field per option here."""
 
 from __future__ import annotations
 
 import argparse
 
-from eval.options import MAX_BOOTSTRAP, MAX_INF_SIZES
+from n2m.eval.options import MAX_BOOTSTRAP, MAX_INF_SIZES
+
 from n2m.config import MAX_SAMPLE_RATE, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, SAMPLE_RATE, number
 
 BOOTSTRAP = number(int, low=0, high=MAX_BOOTSTRAP)

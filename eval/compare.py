@@ -1,6 +1,6 @@
 """``n2m eval compare A B ...``: the headline metrics of several reports side by side (printed, JSON and HTML), with
-optional sections: quality bars (:mod:`eval.compare_bars`), a listening table (each prompt with every run's clip and
-the real track), a label-eval table and training curves (:mod:`eval.compare_extras`)."""
+optional sections: quality bars (:mod:`n2m.eval.compare_bars`), a listening table (each prompt with every run's clip and
+the real track), a label-eval table and training curves (:mod:`n2m.eval.compare_extras`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval import compare_bars as bars_
-from eval import compare_extras as extra
-from eval import report as reports
+from n2m.eval import compare_bars as bars_
+from n2m.eval import compare_extras as extra
+from n2m.eval import report as reports
+
 from n2m.config import resolved
 from n2m.errors import UserError
 from n2m.provenance import now_iso, versions
@@ -127,7 +128,7 @@ def _page_link(run: dict[str, Any]) -> str:
 class CompareSettings:
     """``n2m eval compare``: the ``reports`` (two or more report.json files or folders), where the comparison goes
     (``out``, ``html``), the page ``title``, the extra sections (``label_eval``, ``training_logs``) and the quality bars'
-    settings (:class:`eval.compare_bars.BarOptions`)."""
+    settings (:class:`n2m.eval.compare_bars.BarOptions`)."""
 
     reports: list[str]
     out: str | None = None
@@ -154,7 +155,7 @@ def bar_options(settings: CompareSettings) -> bars_.BarOptions:
 
 def extras(settings: CompareSettings, runs: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, Any]]:
     """The optional sections as ``({heading: html}, {key: data for compare.json})``: quality bars
-    (:mod:`eval.compare_bars`), the listening table, label eval and training curves (:mod:`eval.compare_extras`)."""
+    (:mod:`n2m.eval.compare_bars`), the listening table, label eval and training curves (:mod:`n2m.eval.compare_extras`)."""
     label_eval = extra.read_json(settings.label_eval, "label-eval report") if settings.label_eval else None
     sections: dict[str, str] = {}
     data: dict[str, Any] = {}

@@ -1,14 +1,14 @@
 """Quality bars of ``n2m eval compare``: pass / fail / n/a from the reports' headline metrics and a label-eval report,
 each with the figures it was judged on.
 
-- Audio, not noise: for each run with spectral flatness figures (:mod:`eval.flatness`), its median clip flatness
+- Audio, not noise: for each run with spectral flatness figures (:mod:`n2m.eval.flatness`), its median clip flatness
   ``spectral_flatness <= spectral_flatness_reference_max``, the flattest real track's; on whenever a report has either
   figure (n/a when one is missing). It comes first: when it fails, the run's samples are noise and its other figures
   compare noise with music (the page says so above the table).
 - FAD gain: for each run other than ``baseline``, ``1 - FAD_run / FAD_baseline >= min_fad_gain`` per FAD metric.
 - CLAP score above shuffled: ``CLAP_score > CLAP_score_shuffled`` for each run that has a CLAP score.
 - Probe: for each run other than ``baseline``, ``musicnn_probe_accuracy >= min_probe_ratio * musicnn_probe_chance``
-  (:mod:`eval.adherence`: nearest class centroid; chance is ``sum_c P(pred = c) P(true = c)``), with the baseline's
+  (:mod:`n2m.eval.adherence`: nearest class centroid; chance is ``sum_c P(pred = c) P(true = c)``), with the baseline's
   accuracy and the real held-out tracks' (the ceiling) beside it.
 - Tag agreement: for each run other than ``baseline``, the 95% interval of ``musicnn_tag_gain`` (paired minus
   shuffled) lies above zero.
@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from eval import report as reports
-from eval.flatness import NOISE
+from n2m.eval import report as reports
+from n2m.eval.flatness import NOISE
+
 from n2m.errors import UserError
 
 RESULTS = {True: "pass", False: "fail", None: "n/a"}

@@ -1,6 +1,6 @@
 """Optional sections of ``n2m eval compare``'s page: a label-eval table (``n2m label-eval --out``), training curves
 (the Lightning CSV logs of ``n2m train`` run directories) and the listening table (one row per prompt: each run's clip
-and the real track as audio players with their top musicnn tags). The quality bars are :mod:`eval.compare_bars`.
+and the real track as audio players with their top musicnn tags). The quality bars are :mod:`n2m.eval.compare_bars`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from eval import report as reports
-from eval import svg
+from n2m.eval import report as reports
+from n2m.eval import svg
+
 from n2m.errors import UserError
 
 CURVE_COLUMNS = ("train/loss", "val/loss")
@@ -96,7 +97,7 @@ def curves_html(run_dirs: list[str]) -> str:
 def listen_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``[{"id", "prompt", "runs": {name: (path, tags, flatness)}, "reference": (path, tags, flatness)}]`` in id
     order, from each report's ``samples`` (ids, prompts, audio paths, top musicnn tags
-    (:func:`eval.adherence.tag_samples`) and spectral flatness (:mod:`eval.flatness`))."""
+    (:func:`n2m.eval.adherence.tag_samples`) and spectral flatness (:mod:`n2m.eval.flatness`))."""
     rows: dict[str, dict[str, Any]] = {}
     for run in runs:
         for sample in run.get("samples") or []:
@@ -114,7 +115,7 @@ def listen_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def listen_html(runs: list[dict[str, Any]], max_bytes: int = 4 * reports.MAX_SAMPLE_BYTES) -> str:
     """The table of :func:`listen_rows`: prompt, each run's clip and the real track as audio players (the middle
-    10 s, :func:`eval.report.audio_data_uri`) with their top musicnn tags; audio beyond ``max_bytes`` is left out."""
+    10 s, :func:`n2m.eval.report.audio_data_uri`) with their top musicnn tags; audio beyond ``max_bytes`` is left out."""
     rows = listen_rows(runs)
     if not rows:
         return ""

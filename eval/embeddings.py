@@ -58,7 +58,7 @@ class _VGGish:
     name = "vggish"
 
     def __init__(self, path: str, options: EmbeddingOptions):
-        from eval.vggish import SAMPLE_RATE, VGGishEmbedder, VGGishSettings
+        from n2m.eval.vggish import SAMPLE_RATE, VGGishEmbedder, VGGishSettings
 
         _require_path("vggish", path, "WEIGHTS.pth")
         settings = VGGishSettings(options.vggish_framing, options.vggish_postprocess)
@@ -145,7 +145,7 @@ class MusicnnEmbedder:
     models: ``pool5``, the tag layer's input). A clip shorter than 3 s is one patch, repeat-padded by the model; below
     ``min_seconds`` it is excluded.
 
-    One forward pass serves FAD, the probe and the tags (:mod:`eval.adherence`): the cache holds ``[P, D + T]``, the
+    One forward pass serves FAD, the probe and the tags (:mod:`n2m.eval.adherence`): the cache holds ``[P, D + T]``, the
     layer's features followed by the ``T`` tag probabilities, and a clip's vector is the mean over patches of both,
     ``[D + T]``, which :meth:`split` separates."""
 

@@ -87,8 +87,8 @@ def spectral_flatness(samples: np.ndarray, sample_rate: int) -> float | None:
 
 
 class FlatnessMeter:
-    """Spectral flatness in the shape of an :class:`eval.embeddings.Embedder`, so that
-    :func:`eval.audio_sets.embed_files` reads, decodes, crops, resamples, caches by file content and records failures
+    """Spectral flatness in the shape of an :class:`n2m.eval.embeddings.Embedder`, so that
+    :func:`n2m.eval.audio_sets.embed_files` reads, decodes, crops, resamples, caches by file content and records failures
     exactly as it does for the embedding models. Its "embeddings" are :func:`frame_flatness`'s ``[F, 2]``; a clip's
     vector is ``[1]``: :func:`clip_flatness`, NaN when every frame is below the floor."""
 

@@ -1,9 +1,9 @@
 """The ``n2m eval fad``, ``clap-score`` and ``adherence`` jobs as functions of their typed settings (the command line
-is :mod:`eval.cli`): each prints its figures as a table and writes ``report.json`` + ``report.html`` under ``out``.
+is :mod:`n2m.eval.cli`): each prints its figures as a table and writes ``report.json`` + ``report.html`` under ``out``.
 
 From Python::
 
-    from eval.jobs import FadSettings, run_fad
+    from n2m.eval.jobs import FadSettings, run_fad
     run_fad(FadSettings(reference=["real/"], generated=["generated/"], embedding=["musicnn"], out="reports/fad"))
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eval import report as reports
-from eval.audio_sets import Preprocess, by_id, embed_files, list_audio
-from eval.options import (
+from n2m.eval import report as reports
+from n2m.eval.audio_sets import Preprocess, by_id, embed_files, list_audio
+from n2m.eval.options import (
     FAD_LABELS,
     EmbeddingSettings,
     FadExtras,
@@ -29,6 +29,7 @@ from eval.options import (
     pair_items,
     probe_labels,
 )
+
 from n2m.config import resolved
 from n2m.errors import UserError
 from n2m.progress import honours_quiet
@@ -72,7 +73,7 @@ class AdherenceSettings(ProbeSettings, EmbeddingSettings, OutputSettings):
 def run_fad(settings: FadSettings) -> int:
     """FAD under each embedding (with FAD-inf, per-song FAD, a bootstrap interval as asked), spectral flatness of
     both sets, the musicnn tags of the players' clips; the report."""
-    from eval import adherence, embeddings, scoring
+    from n2m.eval import adherence, embeddings, scoring
 
     reference, generated = list_audio(settings.reference), list_audio(settings.generated)
     if not reference or not generated:
@@ -106,7 +107,7 @@ def run_fad(settings: FadSettings) -> int:
 @honours_quiet
 def run_clap_score(settings: ClapScoreSettings) -> int:
     """The CLAP score of every clip with its prompt, against shuffled prompts (and the references'); the report."""
-    from eval import embeddings, scoring
+    from n2m.eval import embeddings, scoring
 
     prompts = scoring.read_prompts(settings.prompts)
     generated = list_audio(settings.audio)
@@ -133,7 +134,7 @@ def run_clap_score(settings: ClapScoreSettings) -> int:
 @honours_quiet
 def run_adherence(settings: AdherenceSettings) -> int:
     """Tag agreement and the probe, judged by musicnn (never a CLAP); the report."""
-    from eval import adherence, embeddings, scoring
+    from n2m.eval import adherence, embeddings, scoring
 
     generated = list_audio(settings.generated)
     by_id(generated)

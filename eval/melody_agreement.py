@@ -1,7 +1,7 @@
 """``n2m eval melody``: does a clip generated with ``n2m sample --melody FILE`` follow its melody source? (issue 16)
 
 **Pairing.** Each generated clip's JSON sidecar (``x.wav`` -> ``x.json``, written by ``n2m sample``) names its melody
-source in ``melody``: the file's path and SHA-256 (:meth:`training.conditioning.AudioFile.describe`). The source is the
+source in ``melody``: the file's path and SHA-256 (:meth:`n2m.training.conditioning.AudioFile.describe`). The source is the
 file at that path when its content still has that hash, else the file under ``--sources`` (a directory, glob, ``.txt``
 list or JSON-lines manifest with ``path``) with that hash, so a moved or renamed source is still found and an edited
 one is never used. A clip that cannot be paired (no sidecar, sampled without ``--melody``, source gone or changed,
@@ -21,7 +21,7 @@ Two independent sequences, uniform over the 12 classes, agree on 1/12 of the fra
 ``paired_i = agreement(g_i, s_i)``; ``shuffled_i`` = the mean of ``agreement(g_i, s)`` over the other distinct sources
 of the set (by content: clips sampled with the same melody share one source), which is the chance level of these very
 sources (their pitch-class statistics need not be uniform); ``gain_i = paired_i - shuffled_i``. Each is reported as
-its mean over clips with a percentile bootstrap interval over clips (:func:`eval.clap_score.bootstrap_mean`). Clips
+its mean over clips with a percentile bootstrap interval over clips (:func:`n2m.eval.clap_score.bootstrap_mean`). Clips
 that share a source are not independent, so the interval is then narrower than it should be (the report warns).
 """
 
@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
+from n2m.eval import report as reports
+from n2m.eval.audio_sets import EmbeddedSet, Preprocess, by_id, embed_files, list_audio
+from n2m.eval.clap_score import bootstrap_mean
+from n2m.eval.options import OutputSettings, finish, model_info, out_dir
 
-from eval import report as reports
-from eval.audio_sets import EmbeddedSet, Preprocess, by_id, embed_files, list_audio
-from eval.clap_score import bootstrap_mean
-from eval.options import OutputSettings, finish, model_info, out_dir
 from n2m import melody
 from n2m.config import resolved
 from n2m.errors import UserError
@@ -55,11 +55,11 @@ MANIFEST_SUFFIXES = (".jsonl", ".json")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Melody frames as an eval "embedding" (eval.audio_sets then decodes them and records failures)
+# Melody frames as an eval "embedding" (n2m.eval.audio_sets then decodes them and records failures)
 
 
 class MelodyFrames:
-    """The melody condition as an :class:`eval.embeddings.Embedder`: ``embed`` gives the one-hot dominant pitch class
+    """The melody condition as an :class:`n2m.eval.embeddings.Embedder`: ``embed`` gives the one-hot dominant pitch class
     per frame ``[F, 12]`` (all zero in silent frames) at ``frame_rate``."""
 
     name = "melody"
@@ -232,7 +232,7 @@ class SourceIndex:
 
 def source_files(spec: str) -> list[Path]:
     """``--sources``: a JSON-lines manifest's ``path`` column (relative to its folder), else audio files as
-    :func:`eval.audio_sets.list_audio` finds them."""
+    :func:`n2m.eval.audio_sets.list_audio` finds them."""
     path = Path(spec)
     if not (path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES):
         return list_audio(spec)

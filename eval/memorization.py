@@ -2,7 +2,7 @@
 
 For every generated clip: its nearest training clips by an alignment-robust audio match (chroma frames
 cross-correlated over all time offsets) and by embedding (musicnn by default, or ``clap:DIR``), each view with a
-threshold calibrated on held-out real clips of the same build (:mod:`eval.memorization_match`), the share of generated
+threshold calibrated on held-out real clips of the same build (:mod:`n2m.eval.memorization_match`), the share of generated
 clips above each, and the matches side by side in the HTML page. Like the memorization study of MusicLM (Agostinelli
 et al. 2023, section 6), it asks whether outputs sit closer to a training example than unseen music does.
 
@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from eval import report as reports
-from eval.audio_sets import EmbeddedSet, Preprocess, by_id, embed_files, list_audio
-from eval.memorization_match import (
+from n2m.eval import report as reports
+from n2m.eval.audio_sets import EmbeddedSet, Preprocess, by_id, embed_files, list_audio
+from n2m.eval.memorization_match import (
     MATCH_FRAME_RATE,
     BuildClip,
     MatchFrames,
@@ -39,7 +38,8 @@ from eval.memorization_match import (
     match_scores,
     open_shard,
 )
-from eval.options import EmbeddingSettings, OutputSettings, cache_root, embedding_options, model_info, out_dir
+from n2m.eval.options import EmbeddingSettings, OutputSettings, cache_root, embedding_options, model_info, out_dir
+
 from n2m.config import resolved
 from n2m.errors import UserError
 from n2m.layout import BuildLayout, Shard, build_id, committed_shards
@@ -70,7 +70,7 @@ class BuildFeatures:
         self.cache_hits = 0
 
     def summary(self) -> dict[str, Any]:
-        """The build's clips in the shape of :meth:`eval.audio_sets.EmbeddedSet.summary` (excluded: undecodable)."""
+        """The build's clips in the shape of :meth:`n2m.eval.audio_sets.EmbeddedSet.summary` (excluded: undecodable)."""
         used = sum(len(c) for c in self.clips.values())
         return {"files": used + sum(self.failures.values()), "used": used, "excluded": sum(self.failures.values()),
                 "excluded_by_reason": dict(sorted(self.failures.items())), "cache_hits": self.cache_hits}
@@ -297,8 +297,8 @@ def _share(flags: list[bool]) -> dict[str, Any]:
 def run_memorization(settings: MemorizationSettings) -> int:
     """Score every generated clip against the training clips in both views, flag those above the thresholds; the
     report and its listening page."""
-    from eval import embeddings
-    from eval.memorization_page import finish, listen_items
+    from n2m.eval import embeddings
+    from n2m.eval.memorization_page import finish, listen_items
 
     generated = list_audio(settings.generated)
     by_id(generated)

@@ -17,7 +17,7 @@ chroma frames gave held-out max 0.817, copies >= 0.997, unseen <= 0.671; mean-no
 same framing) gave 0.891, >= 0.989 and <= 0.858: a margin half as wide. Pitch content is also what a copied melody
 keeps when the model re-renders it.
 
-**Embedding.** Clip vectors of an eval embedding (:mod:`eval.embeddings`), centred on the mean of the training clips
+**Embedding.** Clip vectors of an eval embedding (:mod:`n2m.eval.embeddings`), centred on the mean of the training clips
 (the shared offset of non-negative features would make every cosine high), cosine similarity.
 
 **Thresholds** (:func:`conformal_threshold`): scores of held-out real clips against the training clips calibrate each
@@ -50,11 +50,11 @@ _PAIR_BUDGET = 4_000_000  # complex spectrum cells per block of the batched cros
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Chroma frames as an eval "embedding" (so eval.audio_sets decodes, caches and records failures for them)
+# Chroma frames as an eval "embedding" (so n2m.eval.audio_sets decodes, caches and records failures for them)
 
 
 class MatchFrames:
-    """Chroma frames for the audio match, shaped like an :class:`eval.embeddings.Embedder`: ``embed`` gives unit
+    """Chroma frames for the audio match, shaped like an :class:`n2m.eval.embeddings.Embedder`: ``embed`` gives unit
     frames ``[F, 12]`` (cached by file content like any embedding)."""
 
     name = "chroma-match"

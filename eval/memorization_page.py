@@ -1,5 +1,5 @@
 """The page of ``n2m eval memorization``: thresholds and their calibration, score distributions, and each generated
-clip beside its nearest training clip (and its audio prompt) as embedded players. Built from :mod:`eval.report`'s
+clip beside its nearest training clip (and its audio prompt) as embedded players. Built from :mod:`n2m.eval.report`'s
 blocks; ``report.json`` holds every figure, the page adds the audio."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from eval import report as reports
-from eval import svg
-from eval.memorization_match import open_shard
+from n2m.eval import report as reports
+from n2m.eval import svg
+from n2m.eval.memorization_match import open_shard
+
 from n2m.layout import BuildLayout
 from n2m.storage import write_bytes_atomic, write_json
 
@@ -48,7 +49,7 @@ def _add_uri(uris: dict[str, str], name: str, path: str | Path, budget: list[int
 
 def players(report: dict, listen: list[dict], build: str) -> dict[str, str]:
     """Audio of the listened clips (generated, nearest training clip by audio match and by embedding, prompt) as data
-    URIs, within :data:`eval.report.MAX_SAMPLE_BYTES`."""
+    URIs, within :data:`n2m.eval.report.MAX_SAMPLE_BYTES`."""
     budget = [reports.MAX_SAMPLE_BYTES]
     uris: dict[str, str] = {}
     for item in listen:

@@ -2,20 +2,19 @@
 
 States are sums (count, sum of embeddings, sum of outer products; sum of cosines and of their squares) in float64 with
 ``dist_reduce_fx="sum"``, so a distributed ``compute()`` gives exactly what one process would on all the data, and the
-memory is ``O(D^2)`` however many clips are seen. The Fréchet distance itself is :func:`eval.frechet.frechet_distance`.
+memory is ``O(D^2)`` however many clips are seen. The Fréchet distance itself is :func:`n2m.eval.frechet.frechet_distance`.
 """
 
 from __future__ import annotations
 
 import torch
+from n2m.eval.frechet import frechet_distance, stats_from_sums
 from torchmetrics import Metric
-
-from eval.frechet import frechet_distance, stats_from_sums
 
 
 class FrechetAudioDistance(Metric):
     """``update(embeddings [N, D], real: bool)`` feeds the reference (``real=True``) or generated set;
-    ``compute()`` -> FAD (NaN when no valid value exists; see :class:`eval.frechet.FrechetResult`)."""
+    ``compute()`` -> FAD (NaN when no valid value exists; see :class:`n2m.eval.frechet.FrechetResult`)."""
 
     is_differentiable = False
     higher_is_better = False

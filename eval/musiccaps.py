@@ -6,11 +6,11 @@ Prompts come from the CSV's captions (MusicCaps: ``ytid, start_s, end_s, aspect_
 dropped. Generated audio (``{ytid}.wav``, usually 30 s) is scored on its middle 10 s through 16 kHz, as the paper did;
 the same preprocessing is applied to the references so both sides see the same band. Reported: FAD_VGG, FAD_CLAP, the
 CLAP score (with shuffled-prompt baseline, ground-truth audio score and the references' own score), the spectral
-flatness of both sets (:mod:`eval.flatness`: audio or noise?), counts, and what was missing or excluded. With
-``--embedding musicnn``: FAD_musicnn and the musicnn adherence section (:mod:`eval.adherence`: tag agreement with the
+flatness of both sets (:mod:`n2m.eval.flatness`: audio or noise?), counts, and what was missing or excluded. With
+``--embedding musicnn``: FAD_musicnn and the musicnn adherence section (:mod:`n2m.eval.adherence`: tag agreement with the
 references; with ``--probe-labels``, the class probe), a judge that needs no CLAP.
 
-``--checkpoints`` generates the audio first through training's public sampling API (``training.sampling.generate``,
+``--checkpoints`` generates the audio first through training's public sampling API (``n2m.training.sampling.generate``,
 what ``n2m sample`` runs), writing ``{id}.wav`` and the same JSON sidecars as ``n2m sample`` into ``OUT/generated``.
 """
 
@@ -21,9 +21,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval import report as reports
-from eval.audio_sets import Preprocess, by_id, embed_files, list_audio
-from eval.options import (
+from n2m.eval import report as reports
+from n2m.eval.audio_sets import Preprocess, by_id, embed_files, list_audio
+from n2m.eval.options import (
     FAD_LABELS,
     EmbeddingSettings,
     FadExtras,
@@ -38,6 +38,7 @@ from eval.options import (
     pair_items,
     probe_labels,
 )
+
 from n2m.config import resolved
 from n2m.errors import JobFailed, UserError
 from n2m.manifest import TRUE_WORDS, read_rows
@@ -95,14 +96,14 @@ class _JsonLines:
 
 
 def _sampling():
-    """``training.sampling``, what ``n2m sample`` runs (imported when generating, so ``--help`` stays light)."""
-    import training.sampling
+    """``n2m.training.sampling``, what ``n2m sample`` runs (imported when generating, so ``--help`` stays light)."""
+    import n2m.training.sampling
 
-    return training.sampling
+    return n2m.training.sampling
 
 
 def generate_seconds(value: str) -> float:
-    """``--generate-seconds``: a clip length ``n2m sample`` accepts (``training.sampling.SECONDS``: finite, in
+    """``--generate-seconds``: a clip length ``n2m sample`` accepts (``n2m.training.sampling.SECONDS``: finite, in
     (0, MAX_SECONDS]); training is imported only when the flag is given."""
     return _sampling().SECONDS(value)
 
@@ -142,10 +143,10 @@ class MusicCapsSettings(ProbeSettings, FadExtras, EmbeddingSettings, OutputSetti
 
 def generate(settings: MusicCapsSettings, prompts: dict[str, str], out: Path) -> Path:
     """Generate ``{id}.wav`` + ``{id}.json`` sidecars (the ``n2m sample`` format) for every prompt that has none yet,
-    through training's public sampling API (``training.sampling.generate``). Re-runs resume. The sampling settings
+    through training's public sampling API (``n2m.training.sampling.generate``). Re-runs resume. The sampling settings
     are resolved (and a bad sampler refused) before anything is written."""
-    from training.cascade import cascade_stages, checkpoint_spec
-    from training.sample_files import write_result
+    from n2m.training.cascade import cascade_stages, checkpoint_spec
+    from n2m.training.sample_files import write_result
 
     sampling = _sampling()
     options = {k: v for k, v in (("sampler", settings.sampler), ("steps", settings.steps), ("guidance", settings.guidance))
@@ -169,7 +170,7 @@ def generate(settings: MusicCapsSettings, prompts: dict[str, str], out: Path) ->
 def run_musiccaps(settings: MusicCapsSettings) -> int:
     """Generate (with ``checkpoints``) or read the clips, score them against the references by every judge; the
     report."""
-    from eval import adherence, embeddings, scoring
+    from n2m.eval import adherence, embeddings, scoring
 
     specs = ([f"vggish:{settings.vggish}"] if settings.vggish else []) + ([f"clap:{settings.joint_model}"] if settings.joint_model else []) \
         + list(settings.embedding or [])

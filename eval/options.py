@@ -1,6 +1,6 @@
 """Settings and output steps shared by the ``n2m eval`` commands: the settings dataclasses of the option groups
 (embedding models, FAD extras, report location and seed, the musicnn probe), which each command's settings extend (the
-options themselves: :mod:`eval.cli_options`), and the steps that read them."""
+options themselves: :mod:`n2m.eval.cli_options`), and the steps that read them."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval import report as reports
-from eval.audio_sets import Preprocess, embed_files
-from eval.embeddings import EmbeddingOptions
-from eval.scoring import FadOptions
+from n2m.eval import report as reports
+from n2m.eval.audio_sets import Preprocess, embed_files
+from n2m.eval.embeddings import EmbeddingOptions
+from n2m.eval.scoring import FadOptions
+
 from n2m.names import check_name
 
 FAD_LABELS = {"vggish": "FAD_VGG", "clap": "FAD_CLAP", "musicnn": "FAD_musicnn"}
 # Caps that keep a typo from exhausting memory: a bootstrap draws [resamples, items] indices at once
-# (eval.clap_score.bootstrap_mean), and FAD-inf's sizes are distinct subset sizes fitted by a line (15 by default).
+# (n2m.eval.clap_score.bootstrap_mean), and FAD-inf's sizes are distinct subset sizes fitted by a line (15 by default).
 MAX_BOOTSTRAP = 10_000  # Efron & Tibshirani (1993, ch. 13): 1,000-2,000 resamples suffice for percentile intervals
 MAX_INF_SIZES = 1_000
 
@@ -79,7 +80,7 @@ def fad_options(extras: FadExtras, seed: int) -> FadOptions:
 
 
 def cache_root(settings: EmbeddingSettings) -> Path | None:
-    from eval.cache import default_root
+    from n2m.eval.cache import default_root
 
     return None if settings.no_cache else Path(settings.cache_dir) if settings.cache_dir else default_root()
 
@@ -107,7 +108,7 @@ def embed_both(embedder, reference: list[Path], generated: list[Path], preproces
 
 def probe_labels(settings: ProbeSettings):
     """The ``--probe-labels`` manifest's classes, or None."""
-    from eval.adherence import read_probe_labels
+    from n2m.eval.adherence import read_probe_labels
 
     return read_probe_labels(settings.probe_labels, settings.probe_column) if settings.probe_labels else None
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from n2m.eval import svg
+from n2m.eval.flatness import NOISE
 
-from eval import svg
-from eval.flatness import NOISE
 from n2m import audio
 from n2m.audio import AudioError
 from n2m.provenance import now_iso, versions
@@ -240,7 +240,7 @@ def _adherence(report: dict[str, Any]) -> str:
 def player_cell(uri: str | None, note: str | None = None, tags: Sequence[Sequence[Any]] | None = None,
                 flatness: float | None = None) -> str:
     """A table cell with an audio player for a ``data:`` URI (or ``note`` when there is none) and, under it, the
-    clip's top tags ``[[tag, probability], ...]`` and its spectral flatness (:mod:`eval.flatness`)."""
+    clip's top tags ``[[tag, probability], ...]`` and its spectral flatness (:mod:`n2m.eval.flatness`)."""
     if uri:
         cell = f'<audio controls preload=none src="{uri}"></audio>'
     else:

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from n2m.eval import frechet
+from n2m.eval.audio_sets import EmbeddedSet, Preprocess, embed_files
+from n2m.eval.clap_score import bootstrap_mean, paired_score
+from n2m.eval.flatness import NOISE, FlatnessMeter, median_interval
+from n2m.eval.report import metric
 
-from eval import frechet
-from eval.audio_sets import EmbeddedSet, Preprocess, embed_files
-from eval.clap_score import bootstrap_mean, paired_score
-from eval.flatness import NOISE, FlatnessMeter, median_interval
-from eval.report import metric
 from n2m.errors import JobFailed, UserError
 
 
@@ -162,13 +162,13 @@ def clap_scores(embedder, prompts: dict[str, str], generated: EmbeddedSet, refer
 
 
 def _flatness_values(found: EmbeddedSet) -> tuple[dict[str, float], list[str]]:
-    """``({id: clip flatness}, ids of silent clips)`` from a set measured by :class:`eval.flatness.FlatnessMeter`."""
+    """``({id: clip flatness}, ids of silent clips)`` from a set measured by :class:`n2m.eval.flatness.FlatnessMeter`."""
     values = {i: float(c[0]) for i, c in zip(found.ids, found.clips) if np.isfinite(c[0])}
     return values, [i for i, c in zip(found.ids, found.clips) if not np.isfinite(c[0])]
 
 
 def flatness(reference: EmbeddedSet, generated: EmbeddedSet) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """``(metrics rows, flatness section, warnings)`` from both sets' clip flatness (:mod:`eval.flatness`):
+    """``(metrics rows, flatness section, warnings)`` from both sets' clip flatness (:mod:`n2m.eval.flatness`):
     ``spectral_flatness`` (median over the generated clips, with the exact interval of a median),
     ``spectral_flatness_reference`` (the same over the references) and ``spectral_flatness_reference_max`` (the
     flattest real track: generated clips above it sound like noise, not like any reference; ``noise_like`` in the

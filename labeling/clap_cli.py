@@ -1,11 +1,12 @@
 """``n2m clap``: CLAP model utilities. ``n2m clap convert`` maps an original LAION checkpoint to the transformers layout
-(the job: :func:`labeling.convert.run_convert` of :class:`labeling.convert.ConvertSettings`)."""
+(the job: :func:`n2m.labeling.convert.run_convert` of :class:`n2m.labeling.convert.ConvertSettings`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from labeling.convert import LAION_FEATURES
+from n2m.labeling.convert import LAION_FEATURES
+
 from n2m.cli import old_spellings
 from n2m.config import NONNEGATIVE, POSITIVE, POSITIVE_INT, SAMPLE_RATE, job, leaf
 
@@ -36,4 +37,4 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
                         help="HTSAT input size (LAION: 256); checked by embedding one window of silence")
     old_spellings(parser, parser.add_argument("--overwrite", action="store_true",
                                               help="overwrite a non-empty --out directory"), "--force")
-    leaf(parser, job("labeling.convert:run_convert"))
+    leaf(parser, job("n2m.labeling.convert:run_convert"))

@@ -3,10 +3,10 @@
 The towers stay locked (:mod:`n2m.joint`), so what they give is computed once up front and cached: the musicnn
 features of every 10 s window of the training and held-out clips (``[W, F]``), and the text tower's mean-pooled
 vectors of each training track's texts (``[V, H]``): its caption and up to ``--text-views`` random subsets of its
-tags, in random order (the keyword augmentation of :func:`labeling.clap_train.track_text`), and of every distinct tag
+tags, in random order (the keyword augmentation of :func:`n2m.labeling.clap_train.track_text`), and of every distinct tag
 (the tag bank, ``[G, H]``). A training step is then two small heads on a batch of distinct tracks (one random window
 each; the caption with probability ``1 - --tag-prob``, else one of the tag views) under CLAP's symmetric InfoNCE
-(:func:`labeling.clap_train.clap_loss`), plus ``--tag-loss`` times SigLIP's pairwise sigmoid loss of each window
+(:func:`n2m.labeling.clap_train.clap_loss`), plus ``--tag-loss`` times SigLIP's pairwise sigmoid loss of each window
 against the whole tag bank (:func:`sigmoid_tag_loss`: a tag shared by several tracks is a positive for all of them,
 where InfoNCE would count it as a negative): thousands of steps per CPU minute. ``--tune-text-layers N`` also trains
 the text tower's top N blocks (at ``--tune-lr``); the text tower then runs every step on the batch's texts.
@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from labeling.clap_train import (
+from n2m.labeling.clap_train import (
     ClapTrainSettings,
     clap_loss,
     learning_rate,
@@ -37,6 +36,7 @@ from labeling.clap_train import (
     track_text,
     training_windows,
 )
+
 from n2m.config import resolved
 from n2m.errors import UserError
 from n2m.joint import TowerEmbedder

@@ -1,20 +1,20 @@
 """``n2m clap-train``: contrastive training of a small CLAP on clips whose true captions are known.
 
 No pretrained CLAP can be downloaded here, so the embedded default trains one: a ``tiny`` preset
-(:mod:`labeling.presets`; a byte-level BPE tokenizer trained on the captions) or, with ``--joint-model DIR``, a real CLAP
+(:mod:`n2m.labeling.presets`; a byte-level BPE tokenizer trained on the captions) or, with ``--joint-model DIR``, a real CLAP
 directory fine-tuned on the user's labelled data. With ``--text-init hf:DIR --audio-init musicnn:MODEL`` it joins two
-pretrained towers instead (LiT-style; :mod:`labeling.clap_towers`, :mod:`n2m.joint`). The objective is CLAP's
+pretrained towers instead (LiT-style; :mod:`n2m.labeling.clap_towers`, :mod:`n2m.joint`). The objective is CLAP's
 symmetric InfoNCE with learnable temperatures (Radford et al. 2021, CLIP; Wu et al. 2023, CLAP, arXiv 2211.06687):
 ``L = (CE(s_a * A T^T, I) + CE(s_t * T A^T, I)) / 2`` over a batch of distinct tracks, ``A``/``T`` the L2-normalised
 projections and ``s = exp(logit_scale)`` clamped at 100.
 
 Data: captions come from a manifest (``caption`` column) joined to the build's clips through ``sources.parquet``
-(:mod:`labeling.truth`); tracks marked ``holdout: true`` are never trained on (they measure the result). Every clip is
+(:mod:`n2m.labeling.truth`); tracks marked ``holdout: true`` are never trained on (they measure the result). Every clip is
 cut into 10 s windows by the same rule as :mod:`n2m.clap`, and the windows' mel features are computed once up front,
 so a training step is two tower forwards. The output directory is a transformers CLAP that
 :meth:`n2m.clap.ClapEmbedder.from_pretrained` loads like a LAION model, plus ``train.json`` (config, lineage, curve).
 
-The job is :func:`run_clap_train` of :class:`ClapTrainSettings` (the command line: :mod:`labeling.clap_train_cli`).
+The job is :func:`run_clap_train` of :class:`ClapTrainSettings` (the command line: :mod:`n2m.labeling.clap_train_cli`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from n2m.labeling.embed import read_samples
+from n2m.labeling.presets import build_clap, get_preset, save_clap
+from n2m.labeling.truth import join_sources
 
-from labeling.embed import read_samples
-from labeling.presets import build_clap, get_preset, save_clap
-from labeling.truth import join_sources
 from n2m.audio import AudioError, decode
 from n2m.clap import ClapEmbedder, HFClapEmbedder, l2_normalise
 from n2m.config import resolved
@@ -52,7 +52,7 @@ TAG_LOSS = 0.3  # synthetic 40-track corpus, 8 seeds: held-out instrument precis
 class ClapTrainSettings:
     """What ``n2m clap-train`` does: one field per option (``n2m clap-train --help`` says what each means). ``init``
     (``--joint-model``): the CLAP folder to fine-tune; ``text_init`` and ``audio_init`` (both or neither): the
-    pretrained towers of a joint model (:mod:`labeling.clap_towers`), with the fields after them. ``lr`` and
+    pretrained towers of a joint model (:mod:`n2m.labeling.clap_towers`), with the fields after them. ``lr`` and
     ``tag_prob`` default by route (module docstring and ``--help``)."""
 
     build: str
@@ -245,7 +245,7 @@ def lineage(settings: ClapTrainSettings) -> dict:
 def run_clap_train(settings: ClapTrainSettings) -> int:
     """Train (from scratch, by fine-tuning, or the heads on pretrained towers); write the model and ``train.json``;
     print a summary with the train and held-out retrieval."""
-    from labeling.clap_towers import run_towers
+    from n2m.labeling.clap_towers import run_towers
 
     out = Path(settings.out)
     if out.exists() and any(out.iterdir()) and not settings.overwrite:

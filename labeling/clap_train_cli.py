@@ -1,13 +1,14 @@
-"""``n2m clap-train``'s command line: the options, parsed into :class:`labeling.clap_train.ClapTrainSettings` for the
-job :func:`labeling.clap_train.run_clap_train` (contrastive training of a small CLAP, fine-tuning one, or a joint model
-on pretrained towers: :mod:`labeling.clap_towers`)."""
+"""``n2m clap-train``'s command line: the options, parsed into :class:`n2m.labeling.clap_train.ClapTrainSettings` for the
+job :func:`n2m.labeling.clap_train.run_clap_train` (contrastive training of a small CLAP, fine-tuning one, or a joint model
+on pretrained towers: :mod:`n2m.labeling.clap_towers`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from labeling.clap_train import TAG_LOSS
-from labeling.presets import PRESETS
+from n2m.labeling.clap_train import TAG_LOSS
+from n2m.labeling.presets import PRESETS
+
 from n2m.cli import old_spellings
 from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, job, leaf, number
 from n2m.joint import DEFAULT_LAYERS
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _tower_arguments(parser.add_argument_group(
         "pretrained towers (LiT-style joint model; both --text-init and --audio-init, instead of --preset/--joint-model)"))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    leaf(parser, job("labeling.clap_train:run_clap_train"))
+    leaf(parser, job("n2m.labeling.clap_train:run_clap_train"))
 
 
 def _tower_arguments(group: argparse._ArgumentGroup) -> None:

@@ -1,5 +1,5 @@
-"""``n2m label``'s command line: the options, parsed into :class:`labeling.label_job.LabelJobSettings` for the job
-:func:`labeling.label_job.run_label`, which is imported when the job runs, not for ``n2m label --help``.
+"""``n2m label``'s command line: the options, parsed into :class:`n2m.labeling.label_job.LabelJobSettings` for the job
+:func:`n2m.labeling.label_job.run_label`, which is imported when the job runs, not for ``n2m label --help``.
 """
 
 from __future__ import annotations
@@ -43,4 +43,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the resolved settings and shard count, then stop")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_beam_arguments(parser, ", at most one per shard")
-    leaf(parser, job("labeling.label_job:run_label"))
+    leaf(parser, job("n2m.labeling.label_job:run_label"))

@@ -291,7 +291,7 @@ def convert(checkpoint: str, text_model: str, out: str, features: dict | None = 
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The job (``n2m clap convert``; the command line: labeling.clap_cli)
+# The job (``n2m clap convert``; the command line: n2m.labeling.clap_cli)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,12 +7,12 @@ Stages (two Beam jobs with the driver between them; every stage resumable per sh
 2. ``ScoreShard`` (one work item per shard, batched inference inside): the shard's audio embeddings
    (``OUT/embeddings/{model}/{shard sha1}.npz``, keyed by the shard's content as its marker records it, so they are
    reused across label sets and never across different audio; the tar is checked against its marker's byte count and
-   SHA-1 before it is read), then per vocabulary the streaming top-K (``labeling.topk``) into
+   SHA-1 before it is read), then per vocabulary the streaming top-K (``n2m.labeling.topk``) into
    ``labels/NAME/_topk/{shard}.npz``;
 3. driver: every shard's top-K lists checked (a shard the runner did not score fails the job; a damaged one is named
    at the end), then how many top-K lists hold each entry, written to ``labels/NAME/_counts.npz``;
 4. ``AssignShard`` (second job): ``K'`` captions per clip and vocabulary sampled with ``P ~ 1 / count``
-   (``labeling.assign``), written to ``labels/NAME/{split}-NNNNNN.parquet`` (``n2m.schema.LABELS_SCHEMA``) with its marker
+   (``n2m.labeling.assign``), written to ``labels/NAME/{split}-NNNNNN.parquet`` (``n2m.schema.LABELS_SCHEMA``) with its marker
    ``labels/NAME/_markers/{shard}.json`` written last;
 5. driver: ``labels/NAME/manifest.json`` from the markers.
 
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from n2m.labeling.io import load_npz, save_npz
+from n2m.labeling.vocabset import Vocabulary
 
-from labeling.io import load_npz, save_npz
-from labeling.vocabset import Vocabulary
 from n2m.beam import import_beam
 from n2m.errors import JobFailed, ShardDamaged, UserError
 from n2m.layout import BuildLayout, Shard, committed_shards, verify_shard
@@ -155,7 +155,8 @@ def text_cache_path(embed_dir: str, vocab: Vocabulary) -> str:
 
 def embed_vocabularies(embedder, settings: LabelSettings, text_batch: int) -> None:
     """Stage 1: every vocabulary's text embeddings, blocked and cached (skipped when cached)."""
-    from labeling.topk import text_embedding_cache
+    from n2m.labeling.topk import text_embedding_cache
+
     from n2m.progress import bar as progress_bar
 
     for vocab, path in zip(settings.vocabs, settings.text_caches):
@@ -196,8 +197,7 @@ class ScoreShard:
 
     def setup(self) -> None:
         import torch
-
-        from labeling.topk import load_npy
+        from n2m.labeling.topk import load_npy
 
         torch.set_num_threads(self.settings.threads)
         s = self.settings
@@ -205,8 +205,8 @@ class ScoreShard:
         self.matrices = [load_npy(p) for p in self.settings.text_caches]
 
     def process(self, ref: ShardRef) -> dict[str, Any]:
-        from labeling.embed import shard_embeddings
-        from labeling.topk import memmap_blocks, stream_topk
+        from n2m.labeling.embed import shard_embeddings
+        from n2m.labeling.topk import memmap_blocks, stream_topk
 
         s = self.settings
         digest = s.score_digest(ref)
@@ -294,8 +294,7 @@ class AssignShard:
         """The shard's marker."""
         import pyarrow as pa
         import pyarrow.parquet as pq
-
-        from labeling.assign import assign
+        from n2m.labeling.assign import assign
 
         s = self.settings
         counts = self.counts

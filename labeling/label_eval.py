@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from n2m.labeling.io import load_npz
+from n2m.labeling.truth import join_sources, truth_of_keys
+from n2m.labeling.vocabset import entries_of
 
-from labeling.io import load_npz
-from labeling.truth import join_sources, truth_of_keys
-from labeling.vocabset import entries_of
 from n2m.config import POSITIVE, checked
 from n2m.errors import UserError
 from n2m.layout import read_label_manifest
@@ -203,7 +203,7 @@ def evaluate(label_dir: str, truth_path: str, bounds: tuple[float, float], holdo
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The job (``n2m label-eval``; the command line: labeling.label_eval_cli)
+# The job (``n2m label-eval``; the command line: n2m.labeling.label_eval_cli)
 
 
 @dataclass(frozen=True, kw_only=True)

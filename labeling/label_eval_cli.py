@@ -1,5 +1,5 @@
-"""``n2m label-eval``'s command line: the options, parsed into :class:`labeling.label_eval.LabelEvalSettings` for the
-job :func:`labeling.label_eval.run_label_eval` (how right a label set is, against a manifest's ground truth)."""
+"""``n2m label-eval``'s command line: the options, parsed into :class:`n2m.labeling.label_eval.LabelEvalSettings` for the
+job :func:`n2m.labeling.label_eval.run_label_eval` (how right a label set is, against a manifest's ground truth)."""
 
 from __future__ import annotations
 
@@ -19,4 +19,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tempo-bounds", default="76,100", metavar="SLOW,FAST",
                         help="BPM limits of the tempo classes slow | medium | fast (default 76,100, the synthetic "
                              "corpus's caption words)")
-    leaf(parser, job("labeling.label_eval:run_label_eval"))
+    leaf(parser, job("n2m.labeling.label_eval:run_label_eval"))

@@ -1,9 +1,9 @@
 """The ``n2m label`` job as a function of its typed settings (:class:`LabelJobSettings`; the command line is
-:mod:`labeling.cli`): the driver around the Beam job (:mod:`labeling.job`), the summary and ``manifest.json``.
+:mod:`n2m.labeling.cli`): the driver around the Beam job (:mod:`n2m.labeling.job`), the summary and ``manifest.json``.
 
 From Python::
 
-    from labeling.label_job import LabelJobSettings, run_label
+    from n2m.labeling.label_job import LabelJobSettings, run_label
     run_label(LabelJobSettings(build="out/", vocab=["vocab/aspects.parquet"], joint_model="models/clap", name="v1"))
 """
 
@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from labeling.vocabset import open_vocabularies
+from n2m.labeling.vocabset import open_vocabularies
+
 from n2m.beam import BeamOptions, BeamSession, beam_setup, worker_output_to
 from n2m.config import resolved
 from n2m.errors import JobFailed, ShardDamaged, UserError
@@ -30,7 +31,7 @@ from n2m.schema import LABELS_VERSION
 from n2m.storage import Store, exists, is_remote, read_bytes, write_json
 
 if TYPE_CHECKING:
-    from labeling.job import LabelSettings
+    from n2m.labeling.job import LabelSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,7 +125,7 @@ def remove_work_dir(folder: str, layout: BuildLayout) -> None:
 def run_label(settings: LabelJobSettings) -> int:
     """Label every committed shard of ``settings.build``; write ``labels/NAME`` (swapped in once complete) and its
     ``manifest.json``; print a summary. A shard that produced no labels fails the job (re-running resumes)."""
-    from labeling.job import (
+    from n2m.labeling.job import (
         LabelSettings,
         assign_pipeline,
         embed_vocabularies,
@@ -135,6 +136,7 @@ def run_label(settings: LabelJobSettings) -> int:
         text_cache_path,
         threads_per_worker,
     )
+
     from n2m.clap import ClapEmbedder
 
     started = time.perf_counter()
@@ -210,7 +212,7 @@ def _why_missing(shards, manifest: dict) -> str:
 def write_manifest(settings: LabelSettings, job: LabelJobSettings, shards, splits, text_s: float,
                    total_s: float) -> dict:
     """``labels/NAME/manifest.json`` from the shard markers."""
-    from labeling.job import FAILURES_IN_MANIFEST
+    from n2m.labeling.job import FAILURES_IN_MANIFEST
 
     markers, missing = [], []
     for ref in shards:

@@ -24,16 +24,16 @@ from n2m.errors import JobFailed, UserError
 # name -> (one-line help, module defining add_arguments). Add a job here only when it works.
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("write the synthetic music corpus (the embedded default data set) with its manifest", "n2m.synth.cli"),
-    "build": ("audio files, globs, manifests or URLs -> WebDataset shards + index/sources tables (Beam)", "pipelines.cli"),
-    "vocab": ("caption vocabularies: LLM long-form sentences from track metadata, short-form aspects", "labeling.vocab.cli"),
-    "label": ("pseudo-label every clip with CLAP: top-K per vocabulary, inverse-frequency captions (Beam)", "labeling.cli"),
-    "clap": ("CLAP model utilities: convert original LAION checkpoints to the transformers layout", "labeling.clap_cli"),
-    "clap-train": ("contrastive training of a small CLAP (or fine-tuning one) on clips with known captions", "labeling.clap_train_cli"),
-    "label-eval": ("how right a label set is: per-aspect precision vs chance, CLAP score vs shuffled", "labeling.label_eval_cli"),
-    "train": ("train one stage of the cascade (Lightning; 1D Efficient U-Net diffusion) from shards + a label set", "training.train_cli"),
-    "export": ("a training checkpoint's EMA weights -> safetensors + config.json for inference", "training.export_cli"),
-    "sample": ("text prompts -> 24 kHz music through a trained cascade (waveform or spectrogram path)", "training.sample_cli"),
-    "eval": ("evaluate generated audio: FAD (VGGish, CLAP), FAD-inf, CLAP score, MusicCaps protocol, HTML reports", "eval.cli"),
+    "build": ("audio files, globs, manifests or URLs -> WebDataset shards + index/sources tables (Beam)", "n2m.pipelines.cli"),
+    "vocab": ("caption vocabularies: LLM long-form sentences from track metadata, short-form aspects", "n2m.labeling.vocab.cli"),
+    "label": ("pseudo-label every clip with CLAP: top-K per vocabulary, inverse-frequency captions (Beam)", "n2m.labeling.cli"),
+    "clap": ("CLAP model utilities: convert original LAION checkpoints to the transformers layout", "n2m.labeling.clap_cli"),
+    "clap-train": ("contrastive training of a small CLAP (or fine-tuning one) on clips with known captions", "n2m.labeling.clap_train_cli"),
+    "label-eval": ("how right a label set is: per-aspect precision vs chance, CLAP score vs shuffled", "n2m.labeling.label_eval_cli"),
+    "train": ("train one stage of the cascade (Lightning; 1D Efficient U-Net diffusion) from shards + a label set", "n2m.training.train_cli"),
+    "export": ("a training checkpoint's EMA weights -> safetensors + config.json for inference", "n2m.training.export_cli"),
+    "sample": ("text prompts -> 24 kHz music through a trained cascade (waveform or spectrogram path)", "n2m.training.sample_cli"),
+    "eval": ("evaluate generated audio: FAD (VGGish, CLAP), FAD-inf, CLAP score, MusicCaps protocol, HTML reports", "n2m.eval.cli"),
     "models": ("pretrained models from the package registry (musicnn taggers, MiniLM): fetch, list", "n2m.models.cli"),
 }
 

@@ -101,7 +101,7 @@ class BuildLayout:
 
     @property
     def lock(self) -> str:
-        """``build.lock``: the pid and host of a running build (pipelines.lock)."""
+        """``build.lock``: the pid and host of a running build (n2m.pipelines.lock)."""
         return self.join("build.lock")
 
     # -- what is derived from the shards ------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The ``n2m build`` job: audio files, globs, manifests or URLs -> WebDataset shards + index/sources tables +
-build.json, as a function of its typed settings (:class:`BuildSettings`; the command line is :mod:`pipelines.cli`).
+build.json, as a function of its typed settings (:class:`BuildSettings`; the command line is :mod:`n2m.pipelines.cli`).
 
 Plan (list the input, group sources into shards), run the Beam pipeline over the shards not yet committed, check that
 each planned shard was committed, write the tables and ``build.json``, print a summary; the failure policy
@@ -7,7 +7,7 @@ each planned shard was committed, write the tables and ``build.json``, print a s
 
 From Python::
 
-    from pipelines.build_job import BuildSettings, run_build
+    from n2m.pipelines.build_job import BuildSettings, run_build
     run_build(BuildSettings(input="music/", out="out/", clip_seconds=10, quiet=True))
 """
 
@@ -29,8 +29,8 @@ from n2m.schema import BUILD_VERSION
 from n2m.storage import Store, is_remote, read_json, write_json
 
 if TYPE_CHECKING:
-    from pipelines.clips import ClipSettings
-    from pipelines.fetch import FetchSettings
+    from n2m.pipelines.clips import ClipSettings
+    from n2m.pipelines.fetch import FetchSettings
 
 _FLAC_RATIO = 0.6  # FLAC bytes / PCM_16 bytes of typical music, for turning shard_size_mb into sources per shard
 MAX_CHANNELS = 8  # 7.1 surround
@@ -38,7 +38,7 @@ MAX_CHANNELS = 8  # 7.1 surround
 
 def audio_extensions() -> str:
     """The file name endings a folder listing picks up by default (comma-separated)."""
-    from pipelines.sources import AUDIO_EXTENSIONS
+    from n2m.pipelines.sources import AUDIO_EXTENSIONS
 
     return ",".join(e.lstrip(".") for e in AUDIO_EXTENSIONS)
 
@@ -105,21 +105,21 @@ class BuildSettings(BeamOptions):
 
     @property
     def clip(self) -> ClipSettings:
-        from pipelines.clips import ClipSettings
+        from n2m.pipelines.clips import ClipSettings
 
         return ClipSettings(self.sample_rate, self.channels, self.clip_seconds, self.hop, self.min_clip,
                             self.silence_db, self.max_source_seconds)
 
     @property
     def fetch(self) -> FetchSettings:
-        from pipelines.fetch import FetchSettings
+        from n2m.pipelines.fetch import FetchSettings
 
         return FetchSettings(int(self.max_source_mb * (1 << 20)), self.fetch_timeout, self.fetch_retries,
                              self.fetch_backoff, self.fetch_deadline)
 
     @property
     def splits(self) -> tuple[tuple[str, float], ...]:
-        from pipelines.shards import parse_splits
+        from n2m.pipelines.shards import parse_splits
 
         return parse_splits(self.split)
 
@@ -134,8 +134,8 @@ def run_build(settings: BuildSettings) -> int:
     """Plan, run the Beam pipeline over pending shards, write the tables and build.json, print a summary."""
     started, started_iso = time.time(), now_iso()
     with _quiet_beam(settings.verbose):  # Beam's import chatter (its GCP-client notes are dropped by n2m.beam)
-        from pipelines import job
-        from pipelines.lock import build_lock
+        from n2m.pipelines import job
+        from n2m.pipelines.lock import build_lock
 
     with _quiet_beam(settings.verbose):
         setup = beam_setup(settings, env=job.WORKER_ENV)
@@ -147,8 +147,8 @@ def run_build(settings: BuildSettings) -> int:
 
 
 def _run_build(settings: BuildSettings, out: str, setup: BeamSetup, started: float, started_iso: str) -> int:
-    from pipelines import job, plan, tables
-    from pipelines.sources import ListingStats
+    from n2m.pipelines import job, plan, tables
+    from n2m.pipelines.sources import ListingStats
 
     clip, fetch, splits, per_shard = settings.clip, settings.fetch, settings.splits, settings.per_shard
     layout = BuildLayout(out)
@@ -215,8 +215,8 @@ def _run_build(settings: BuildSettings, out: str, setup: BeamSetup, started: flo
 def _run_pending(settings: BuildSettings, out: str, the_plan, job_settings, setup: BeamSetup) -> int | None:
     """Run the pipeline over the plan's pending shards, then check that each has its marker (a runner that reports
     success while dropping work fails the build here); returns the number of workers it ran on."""
-    from pipelines import job
-    from pipelines.progress import ShardProgress
+    from n2m.pipelines import job
+    from n2m.pipelines.progress import ShardProgress
 
     log = None if settings.verbose or not setup.local else _worker_log(out)
     try:

@@ -1,5 +1,5 @@
-"""``n2m build``'s command line: the options, parsed into :class:`pipelines.build_job.BuildSettings` for the job
-:func:`pipelines.build_job.run_build` (audio files, globs, manifests or URLs -> WebDataset shards + index/sources tables
+"""``n2m build``'s command line: the options, parsed into :class:`n2m.pipelines.build_job.BuildSettings` for the job
+:func:`n2m.pipelines.build_job.run_build` (audio files, globs, manifests or URLs -> WebDataset shards + index/sources tables
 + build.json).
 
 Beam options follow n2m's one convention (n2m.beam, docs/scaling.md): ``--runner``, ``--dask-workers`` and any Beam
@@ -10,6 +10,8 @@ on Dataflow/Flink/Spark.
 from __future__ import annotations
 
 import argparse
+
+from n2m.pipelines.build_job import MAX_CHANNELS, audio_extensions
 
 from n2m.beam_cli import add_beam_arguments
 from n2m.cli import old_spellings
@@ -26,7 +28,6 @@ from n2m.config import (
     leaf,
     number,
 )
-from pipelines.build_job import MAX_CHANNELS, audio_extensions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,4 +113,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and the plan, then stop")
     old_spellings(run, run.add_argument("--quiet", action="store_true", help="no progress bar"), "--no-progress")
     add_beam_arguments(parser)
-    leaf(parser, job("pipelines.build_job:run_build"))
+    leaf(parser, job("n2m.pipelines.build_job:run_build"))

@@ -1,7 +1,7 @@
 """Reading a source's bytes: local paths, http(s) with timeouts/retries/backoff/size cap, and fsspec URIs.
 
 ``fetch(uri, settings)`` returns the bytes or raises :class:`FetchError` (or ``n2m.audio.AudioError`` for local files)
-whose ``reason`` is machine-readable. Concurrency is bounded by the caller (``pipelines.job`` keeps at most
+whose ``reason`` is machine-readable. Concurrency is bounded by the caller (``n2m.pipelines.job`` keeps at most
 ``--fetch-concurrency`` reads in flight per worker). Schemes are a registry: ``FETCHERS[scheme] -> fetcher``.
 """
 
@@ -202,7 +202,7 @@ FETCHERS: dict[str, Callable[[str, FetchSettings], bytes]] = {
 
 
 def fetch(uri: str, settings: FetchSettings) -> bytes:
-    """The bytes of a canonical source URI (see ``pipelines.sources.canonical_uri``)."""
+    """The bytes of a canonical source URI (see ``n2m.pipelines.sources.canonical_uri``)."""
     scheme = urlsplit(uri).scheme.lower()
     fetcher = FETCHERS.get("" if len(scheme) <= 1 else scheme, fetch_fsspec)
     return fetcher(uri, settings)

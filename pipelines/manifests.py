@@ -1,4 +1,4 @@
-"""Manifests as build inputs: one :class:`~pipelines.inputs.Source` per row, streamed by the one manifest reader
+"""Manifests as build inputs: one :class:`~n2m.pipelines.inputs.Source` per row, streamed by the one manifest reader
 (:mod:`n2m.manifest`: CSV/TSV, JSON Lines, Parquet).
 
 A row names its audio in a ``path`` or ``url`` column (the first non-empty one); the other columns become the clip's
@@ -16,9 +16,10 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
+from n2m.pipelines.inputs import Source, canonical_uri
+
 from n2m.manifest import Row, iter_rows
 from n2m.storage import is_remote
-from pipelines.inputs import Source, canonical_uri
 
 PATH_COLUMNS = ("path", "url")  # the first non-empty one names the source
 CAPTION_COLUMNS = ("caption", "captions", "text")  # copied (as a list) into each clip's ``text``

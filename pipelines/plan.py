@@ -15,15 +15,16 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from n2m.pipelines.clips import ClipSettings
+from n2m.pipelines.job import parse_chunk_name
+from n2m.pipelines.shards import ShardSpec, plan_shards
+from n2m.pipelines.sources import ListingStats, Source, iter_sources
+from n2m.pipelines.tables import iter_current
+
 from n2m.errors import UserError
 from n2m.layout import BuildLayout, committed_shards
 from n2m.schema import BUILD_VERSION
 from n2m.storage import Store, join
-from pipelines.clips import ClipSettings
-from pipelines.job import parse_chunk_name
-from pipelines.shards import ShardSpec, plan_shards
-from pipelines.sources import ListingStats, Source, iter_sources
-from pipelines.tables import iter_current
 
 NOT_RETRIED = frozenset({"bad_manifest_row", "bad_file_name", "symlink_loop", "listing_error"})  # fixed by re-listing
 DERIVED_DIRS = ("labels", "embeddings")  # label sets and embedding caches computed from a build's shards

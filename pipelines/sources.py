@@ -1,9 +1,9 @@
 """Listing the inputs of a build: a directory (recursive), a glob, a manifest (CSV/TSV, JSONL or Parquet) or one file.
 
-Every listed entry becomes a :class:`~pipelines.inputs.Source` with a canonical URI and ``source_id =
+Every listed entry becomes a :class:`~n2m.pipelines.inputs.Source` with a canonical URI and ``source_id =
 sha1(canonical URI)[:16]`` (``n2m.schema.source_id``). Listing streams: a directory is walked one sorted folder at a
-time and a manifest is read row by row (Parquet batch by batch, ``pipelines.manifests``), so a million-row input never
-sits in memory. The order is deterministic, which is what makes shard planning (``pipelines.shards``) stable across
+time and a manifest is read row by row (Parquet batch by batch, ``n2m.pipelines.manifests``), so a million-row input never
+sits in memory. The order is deterministic, which is what makes shard planning (``n2m.pipelines.shards``) stable across
 re-runs. An entry that cannot be used becomes a failed source with a reason (``LISTING_REASONS``), never a crash.
 """
 
@@ -19,12 +19,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import fsspec
+from n2m.pipelines.inputs import LISTING_REASONS, ListingStats, Source, canonical_uri
+from n2m.pipelines.manifests import CAPTION_COLUMNS, PATH_COLUMNS, list_manifest
 
 from n2m.errors import UserError
 from n2m.manifest import FORMATS as MANIFEST_FORMATS
 from n2m.storage import is_remote
-from pipelines.inputs import LISTING_REASONS, ListingStats, Source, canonical_uri
-from pipelines.manifests import CAPTION_COLUMNS, PATH_COLUMNS, list_manifest
 
 __all__ = ["AUDIO_EXTENSIONS", "CAPTION_COLUMNS", "LISTERS", "LISTING_REASONS", "PATH_COLUMNS", "ListingStats",
            "Source", "canonical_uri", "input_kind", "iter_sources"]

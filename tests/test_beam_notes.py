@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.parametrize("module", ["pipelines.job", "labeling.job"])
+@pytest.mark.parametrize("module", ["n2m.pipelines.job", "n2m.labeling.job"])
 def test_importing_a_beam_job_logs_no_optional_dependency_notes(module):
     code = f"import logging; logging.basicConfig(level=logging.INFO); import {module}"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

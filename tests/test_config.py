@@ -12,7 +12,7 @@ from n2m.cli import build_parser, main
 from n2m.config import FRACTION, NONNEGATIVE_INT, POSITIVE, apply_config, number
 from n2m.errors import UserError
 
-TRAIN = {"train": ("train", "training.train_cli")}
+TRAIN = {"train": ("train", "n2m.training.train_cli")}
 
 
 def _parse(tmp_path, yaml_text: str, *flags: str) -> argparse.Namespace:

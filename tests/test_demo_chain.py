@@ -39,8 +39,8 @@ def _sample(key: str, meta: dict) -> dict:
 @pytest.mark.parametrize("value, dropped", [(True, True), ("true", True), ("1", True), (False, False),
                                             ("false", False), (None, False)])
 def test_exclude_holdout_drops_held_out_clips(value, dropped):
-    from training.data import ExampleMaker
-    from training.stages import get_stage
+    from n2m.training.data import ExampleMaker
+    from n2m.training.stages import get_stage
 
     meta = {} if value is None else {"holdout": value}
     keep = ExampleMaker(get_stage("sr_cascader"), 12_000, {}, True, exclude_holdout=True)
@@ -64,7 +64,7 @@ LABEL_EVAL = {"subsets": {"holdout": {"aspects": {"aspects": {
 
 
 def test_quality_bars_from_the_figures():
-    from eval.compare_bars import BarOptions, quality_bars
+    from n2m.eval.compare_bars import BarOptions, quality_bars
 
     trained = _report("trained", FAD_CLAP=6.0, CLAP_score=0.30, CLAP_score_shuffled=0.20)
     step0 = _report("step0", FAD_CLAP=10.0, CLAP_score=0.10, CLAP_score_shuffled=0.12)
@@ -86,7 +86,7 @@ def test_quality_bars_from_the_figures():
 
 
 def test_musicnn_bars_probe_and_tag_agreement():
-    from eval.compare_bars import BarOptions, quality_bars
+    from n2m.eval.compare_bars import BarOptions, quality_bars
 
     # 7 balanced styles: chance = sum_c P(pred=c) P(true=c) = 1/7 whatever is predicted. 6 of 14 right = 0.4286 = 3.0x.
     trained = _report("trained", FAD_musicnn=(30.0, 25.0, 36.0), musicnn_probe_accuracy=(6 / 14, 0.21, 0.64),
@@ -116,7 +116,7 @@ def test_musicnn_bars_probe_and_tag_agreement():
 
 
 def test_listening_rows_pair_each_prompt_with_every_run_and_the_real_track(tmp_path):
-    from eval.compare_extras import listen_html, listen_rows
+    from n2m.eval.compare_extras import listen_html, listen_rows
 
     def wav(name: str) -> str:
         path = tmp_path / name

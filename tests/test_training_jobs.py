@@ -1,5 +1,5 @@
 """The training jobs as Python functions of their typed settings, without argparse: ``n2m train``
-(training.train_job), ``n2m export`` and ``n2m sample`` give what their command lines give; ``quiet`` hides
+(n2m.training.train_job), ``n2m export`` and ``n2m sample`` give what their command lines give; ``quiet`` hides
 Lightning's progress bar. (Beside tests/training, whose tiny inputs it borrows from tests/training/builders.py.)"""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
+from n2m.training.export_job import ExportSettings, run_export
+from n2m.training.sample_job import SampleSettings, run_sample
+from n2m.training.train_job import TrainSettings, run_train
 
 from n2m.cli import main
 from n2m.errors import UserError
-from training.export_job import ExportSettings, run_export
-from training.sample_job import SampleSettings, run_sample
-from training.train_job import TrainSettings, run_train
 
 _spec = importlib.util.spec_from_file_location("training_builders",
                                                Path(__file__).parent / "training" / "builders.py")

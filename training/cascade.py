@@ -6,10 +6,10 @@
 A stage model comes from an export directory (``n2m export``: safetensors + config.json) or a Lightning checkpoint
 (``n2m train``: its EMA weights); both carry the stage's config, so :func:`check_cascade` can refuse a model in the
 wrong place (wrong stage, rates that do not chain, a spectrogram of the wrong size) with one clear line. The vocoder's
-slot also takes ``griffin-lim``, a vocoder with nothing to train (:mod:`training.griffin_lim`; kind ``classical``).
+slot also takes ``griffin-lim``, a vocoder with nothing to train (:mod:`n2m.training.griffin_lim`; kind ``classical``).
 
 What a stage samples from (its inputs) and its paper sampling settings are part of the stage
-(:class:`training.stage_spec.StageSpec`).
+(:class:`n2m.training.stage_spec.StageSpec`).
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from n2m.training.conditioning import StageConditioning
+from n2m.training.config import DiffusionConfig
+from n2m.training.diffusion.denoiser import Denoiser
+from n2m.training.export import Exported, load_checkpoint, load_exported
+from n2m.training.griffin_lim import NAME as GRIFFIN_LIM
+from n2m.training.griffin_lim import GriffinLim
 
 from n2m.errors import UserError
 from n2m.provenance import dir_hash, file_hash, sha1_bytes
-from training.conditioning import StageConditioning
-from training.config import DiffusionConfig
-from training.diffusion.denoiser import Denoiser
-from training.export import Exported, load_checkpoint, load_exported
-from training.griffin_lim import NAME as GRIFFIN_LIM
-from training.griffin_lim import GriffinLim
 
 OUTPUT_RATE = 24_000
 
@@ -50,7 +50,7 @@ class StageModel:
     model: Exported
     path: str
     sha1: str
-    kind: str  # "export" | "checkpoint" | "classical" (nothing trained: training.griffin_lim)
+    kind: str  # "export" | "checkpoint" | "classical" (nothing trained: n2m.training.griffin_lim)
 
     @property
     def stage(self) -> str:
@@ -78,9 +78,9 @@ class StageModel:
         return None if rate is None else int(rate)
 
     def text_encoder_spec(self) -> str | None:
-        """A loadable ``KIND:DIR`` of the encoder this model was trained with (:func:`training.encoder_ref.resolve`:
+        """A loadable ``KIND:DIR`` of the encoder this model was trained with (:func:`n2m.training.encoder_ref.resolve`:
         the recorded path, else a folder with the recorded content near the model); None for stages without text."""
-        from training.encoder_ref import resolve
+        from n2m.training.encoder_ref import resolve
 
         spec = self.config.get("text_encoder")
         if not spec:
@@ -109,7 +109,7 @@ class StageModel:
 
 def load_stage(path: str | Path, device: str | torch.device = "cpu") -> StageModel:
     """A stage model from an export directory or a ``.ckpt`` file; ``griffin-lim`` (when no such file exists) is the
-    classical vocoder of :mod:`training.griffin_lim`."""
+    classical vocoder of :mod:`n2m.training.griffin_lim`."""
     path = Path(path)
     if str(path) == GRIFFIN_LIM and not path.exists():
         inversion = GriffinLim().to(device)

@@ -8,7 +8,7 @@
   at sampling a text prompt goes through the same joint model's *text* tower and takes the audio embedding's place
   (the two live in one space), or an audio prompt's embedding does.
 - ``text+audio-embedding``: both, each dropped independently while training (``--text-dropout``, ``--audio-dropout``,
-  :func:`training.diffusion.denoiser.condition_dropout`), so that sampling can mix a text prompt and an audio prompt
+  :func:`n2m.training.diffusion.denoiser.condition_dropout`), so that sampling can mix a text prompt and an audio prompt
   with MusicGen-Style's double classifier-free guidance (Rouard et al. 2024, arXiv 2407.12563, section 4.3).
 
 The audio embedding is that of the **whole clip**, not of the training window: the joint model embeds 10 s windows and
@@ -16,7 +16,7 @@ averages them over the clip (:mod:`n2m.clap`, rule 3), which is what ``n2m label
 embedded again while training; a 3-4 s cascader window would be repeat-padded to 10 s and embed differently from any
 text; and a text prompt, which stands in for the embedding at sampling, describes a whole piece as the clip's captions
 do. The embedding enters the network as one more cross-attention token after the text tokens plus its own pooled
-vector added to the conditioning embedding (:class:`training.networks.unet1d.UNet1D`), as the caption does.
+vector added to the conditioning embedding (:class:`n2m.training.networks.unet1d.UNet1D`), as the caption does.
 
 ``--melody`` (generators): the time-aligned melody of the training window, :func:`n2m.melody.melody_features` (the
 argmax chroma, MusicGen's melody condition; the module says why that representation) at the stage's own rate (3.2 kHz
@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from n2m.training.diffusion.denoiser import Conditioning
+from n2m.training.diffusion.guidance import classifier_free, double_classifier_free
+from n2m.training.stage_spec import StageSpec
 
 from n2m.config import FRACTION
 from n2m.errors import UserError
 from n2m.melody import PITCH_CLASSES, melody_features
-from training.diffusion.denoiser import Conditioning
-from training.diffusion.guidance import classifier_free, double_classifier_free
-from training.stage_spec import StageSpec
 
 CONDITIONS = ("text", "audio-embedding", "text+audio-embedding")
 MELODY_CHANNELS = len(PITCH_CLASSES)  # 12
@@ -102,8 +102,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_conditioning(args: argparse.Namespace, stage: StageSpec, strict: bool) -> StageConditioning:
     """The stage's conditioning from ``n2m train``'s flags, every misuse a one-line :class:`UserError`; ``strict``
     (not ``--dry-run``) records the joint model's content hash."""
+    from n2m.training.encoder_ref import content_hash
+
     from n2m.clap import embed_dim_of
-    from training.encoder_ref import content_hash
 
     condition = getattr(args, "condition", None) or "text"
     joint_dir, melody = getattr(args, "joint_model", None), bool(getattr(args, "melody", False))
@@ -141,8 +142,8 @@ _EMBEDDERS: dict[tuple[str, str], Any] = {}  # (directory, device) -> ClapEmbedd
 def joint_model_dir(spec: StageConditioning, stage: str, near: str | Path, override: str | None = None) -> str:
     """The directory of the joint model a stage was trained with: ``override`` (``--joint-model``) only when it holds
     the recorded content, else the recorded path or a folder with its content near the model
-    (:func:`training.encoder_ref.resolve`). Another model is refused in one line: the stage learnt this model's space."""
-    from training.encoder_ref import content_hash, resolve
+    (:func:`n2m.training.encoder_ref.resolve`). Another model is refused in one line: the stage learnt this model's space."""
+    from n2m.training.encoder_ref import content_hash, resolve
 
     if override:
         if not (Path(override) / "config.json").is_file():
@@ -245,7 +246,7 @@ def melody_input(melody: AudioFile, rate: float, length: int, batch: int, device
 
 
 def melody_window(mono: np.ndarray, sample_rate: int, stage: StageSpec, window: int, offset_frac: float) -> np.ndarray:
-    """Training: the melody of the window ``training.data`` cuts at ``offset_frac`` of the free range, ``[12, window]``
+    """Training: the melody of the window ``n2m.training.data`` cuts at ``offset_frac`` of the free range, ``[12, window]``
     at the stage's rate. The clip's melody frames are cut the way the example makers cut the signal (the same share
     of the free range), so the two stay aligned within one frame of the stage's rate."""
     frames = melody_features(mono, sample_rate, stage.sample_rate)  # [12, F]
@@ -282,14 +283,14 @@ def check_prompting(models: dict, texts: list[str], audio_prompt: AudioFile | No
 def prompt_conditioning(cond: Conditioning, texts: list[str], encoder, embedder, audio_prompt: AudioFile | None,
                         guidance: float, audio_guidance: float | None) -> tuple[Conditioning, Any, dict[str, Any]]:
     """``(cond, guide, scales)`` of a text stage for ``texts`` ``[B]``: ``cond`` with the caption tokens (``encoder``,
-    a :class:`training.text.TextEncoder`, or None) and the joint embedding (``embedder``, a
+    a :class:`n2m.training.text.TextEncoder`, or None) and the joint embedding (``embedder``, a
     :class:`n2m.clap.ClapEmbedder`, or None); ``guide(denoise) -> guided denoiser``; ``scales`` for the sidecar.
 
     The joint embedding is the audio prompt's when there is one, else the prompts' own joint *text* embedding (MusicLM's
     substitution; an empty prompt is the dropped condition). Guidance: text only or the joint text embedding:
     classifier-free guidance at ``guidance`` (Ho & Salimans 2022); an audio prompt alone: at ``audio_guidance``
     (default ``guidance``); an audio prompt and text on a text + audio stage: double guidance,
-    :func:`training.diffusion.guidance.double_classifier_free` with ``alpha = audio_guidance`` (default
+    :func:`n2m.training.diffusion.guidance.double_classifier_free` with ``alpha = audio_guidance`` (default
     :data:`DOUBLE_AUDIO_GUIDANCE`) and ``beta = guidance`` (Rouard et al. 2024, section 4.3).
     """
     batch = len(texts)

@@ -9,7 +9,7 @@ from a file or from code), each bad one a one-line :class:`UserError` naming ``s
 afterwards trusts it. The Noise2Music defaults (arXiv 2302.03917, section 4: Adam (0.9, 0.999), peak learning rate
 1e-4, 10k warm-up steps, EMA 0.9999) are the field defaults, and ``n2m train``'s flags take theirs from here.
 
-:meth:`DiffusionConfig.denoiser` is the one place a :class:`training.diffusion.denoiser.Denoiser` is built from a
+:meth:`DiffusionConfig.denoiser` is the one place a :class:`n2m.training.diffusion.denoiser.Denoiser` is built from a
 config.
 """
 
@@ -20,15 +20,15 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
+from n2m.training.conditioning import StageConditioning
+from n2m.training.diffusion.denoiser import PARAMETRISATIONS, WEIGHTINGS, Denoiser
+from n2m.training.diffusion.schedules import SCHEDULES, get_schedule
+from n2m.training.networks.presets import PRESETS
+from n2m.training.networks.unet1d import UNetConfig
+from n2m.training.stages import STAGES
 
 from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, checked, number
 from n2m.errors import UserError
-from training.conditioning import StageConditioning
-from training.diffusion.denoiser import PARAMETRISATIONS, WEIGHTINGS, Denoiser
-from training.diffusion.schedules import SCHEDULES, get_schedule
-from training.networks.presets import PRESETS
-from training.networks.unet1d import UNetConfig
-from training.stages import STAGES
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 UNIT_OPEN = number(float, low=0, high=1, high_open=True)  # [0, 1): an EMA decay, an Adam beta
@@ -93,7 +93,7 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class DiffusionConfig(_Section):
-    """``diffusion``: noise schedule, parametrisation and loss weighting (:mod:`training.diffusion`), dropout of the
+    """``diffusion``: noise schedule, parametrisation and loss weighting (:mod:`n2m.training.diffusion`), dropout of the
     text and of the joint audio embedding (classifier-free guidance), conditioning augmentation (max level and blur
     range) and the text tokens."""
 
@@ -212,7 +212,7 @@ class TrainerConfig(_Section):
 @dataclass(frozen=True)
 class TrainConfig:
     """A run's resolved config (see the module docstring). ``spec`` is the stage's record as the run saw it
-    (:meth:`training.stage_spec.StageSpec.to_dict`), ``lineage`` the build, label set and text encoder identity,
+    (:meth:`n2m.training.stage_spec.StageSpec.to_dict`), ``lineage`` the build, label set and text encoder identity,
     ``versions`` the packages that trained it."""
 
     stage: str

@@ -7,8 +7,8 @@ shuffle buffer, are decoded (FLAC), made into the stage's training examples (its
 its rates, cut into random windows) and get one caption drawn per step (Noise2Music section 3.3). Consecutive examples are batched in the workers; a batch of a variable-window
 stage shares one random length (a multiple of the network's total stride).
 
-Beyond captions (:mod:`training.conditioning`): with a joint model, every example carries its clip's joint audio
-embedding (``joint`` ``[D]``, :mod:`training.joint_embeddings`; a clip without one is skipped) and, with ``melody``,
+Beyond captions (:mod:`n2m.training.conditioning`): with a joint model, every example carries its clip's joint audio
+embedding (``joint`` ``[D]``, :mod:`n2m.training.joint_embeddings`; a clip without one is skipped) and, with ``melody``,
 the melody of its window (``melody`` ``[12, T]`` at the stage's rate, cut with ``x0``).
 
 Validation: a fixed set (``val_samples`` clips of the valid split, split evenly over ranks) with fixed windows and
@@ -27,6 +27,10 @@ import lightning as L
 import numpy as np
 import torch
 import webdataset as wds
+from n2m.training.conditioning import StageConditioning, melody_window
+from n2m.training.config import DataConfig
+from n2m.training.joint_embeddings import ClipEmbeddings
+from n2m.training.stage_spec import StageSpec
 from torch.utils.data import DataLoader
 
 from n2m.audio import AudioError, decode, downmix
@@ -35,10 +39,6 @@ from n2m.layout import BuildLayout, check_label_set, committed_shards
 from n2m.manifest import clip_is_holdout
 from n2m.schema import read_index, read_label_captions
 from n2m.storage import Store
-from training.conditioning import StageConditioning, melody_window
-from training.config import DataConfig
-from training.joint_embeddings import ClipEmbeddings
-from training.stage_spec import StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +240,9 @@ class ShardDataModule(L.LightningDataModule):
         return read_label_captions(label_dir, split)
 
     def setup(self, stage: str | None = None) -> None:
-        """Check the data before anything trains on it (:mod:`training.data_checks`), then read captions and make the
+        """Check the data before anything trains on it (:mod:`n2m.training.data_checks`), then read captions and make the
         fixed validation set."""
-        from training.data_checks import check_first_example, verify_shards, warn_if_padded
+        from n2m.training.data_checks import check_first_example, verify_shards, warn_if_padded
 
         shards = committed_shards(self.cfg.build, ["train", "valid"])
         self.train_urls = [s.tar for s in shards if s.split == "train"]
@@ -258,9 +258,9 @@ class ShardDataModule(L.LightningDataModule):
         self.val_examples = self._validation_set()
 
     def _joint_embeddings(self, urls: list[str]) -> ClipEmbeddings:
-        """Every clip's joint embedding (:mod:`training.joint_embeddings`), computed on the GPU when training uses
+        """Every clip's joint embedding (:mod:`n2m.training.joint_embeddings`), computed on the GPU when training uses
         one."""
-        from training.joint_embeddings import clip_embeddings
+        from n2m.training.joint_embeddings import clip_embeddings
 
         trainer = getattr(self, "trainer", None)
         device = str(trainer.strategy.root_device) if trainer is not None else "cpu"

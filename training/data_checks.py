@@ -2,10 +2,10 @@
 
 - every shard it will read matches its commit marker (byte count and SHA-1, :func:`n2m.layout.verify_shard`), so a
   truncated or altered tar stops the run with one line instead of silently training on part of it;
-- at least one training example can be made: the stream of :mod:`training.data` is infinite and skips clips it cannot
+- at least one training example can be made: the stream of :mod:`n2m.training.data` is infinite and skips clips it cannot
   use, so with every clip held out (``--exclude-holdout``) or undecodable it would wait forever for a batch;
 - a training window longer than most clips is reported once, with the share of zero padding it implies (a clip
-  shorter than the window is zero-padded to it, :func:`training.data._fit`).
+  shorter than the window is zero-padded to it, :func:`n2m.training.data._fit`).
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ def verify_shards(urls: list[str]) -> None:
 
 
 def check_first_example(urls: list[str], maker, exclude_holdout: bool) -> None:
-    """Read the train shards in order until ``maker`` (a :class:`training.data.ExampleMaker`) makes one example; a
+    """Read the train shards in order until ``maker`` (a :class:`n2m.training.data.ExampleMaker`) makes one example; a
     one-line :class:`UserError` with the counts when none can be made. Costs one decoded clip when the data is usable.
     """
-    from training.data import read_shards
+    from n2m.training.data import read_shards
 
     rng = random.Random(0)
     clips = held = 0

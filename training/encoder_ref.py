@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from n2m.training.text import parse_spec
+
 from n2m.errors import UserError
 from n2m.provenance import dir_hash
-from training.text import parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def resolve(spec: str, sha1: str | None, near: str | Path | None = None, what: s
             hint: str | None = None) -> str:
     """A loadable ``KIND:DIR`` for the recorded encoder ``spec`` with content ``sha1`` (rules in the module docstring);
     ``near`` is the model's file or directory. ``what`` and ``hint`` word the error (another recorded model, e.g. the
-    joint model of :mod:`training.conditioning`, is found by the same rules)."""
+    joint model of :mod:`n2m.training.conditioning`, is found by the same rules)."""
     kind, path = split_spec(spec)
     recorded = Path(path)
     if not sha1:

@@ -1,11 +1,11 @@
 """Model files: ``n2m train`` checkpoints and ``n2m export`` directories, read into models, and exports written.
 
 - A training checkpoint (Lightning's ``.ckpt``) holds the run's config (``n2m.config``, a
-  :class:`training.config.TrainConfig`), the live (``net.*``) and EMA (``ema.*``) weights and the step.
+  :class:`n2m.training.config.TrainConfig`), the live (``net.*``) and EMA (``ema.*``) weights and the step.
   :func:`read_checkpoint` is the one reader (``weights_only=True``: no pickled code runs; the config validated once).
 - An export: ``DIR/model.safetensors`` holds the EMA network's tensors (the names of ``UNet1D.state_dict()``);
   ``DIR/config.json`` holds the network config, the diffusion config (schedule, parametrisation, weighting), the stage,
-  the text encoder spec, the conditioning (:mod:`training.conditioning`: joint model and melody), the lineage (build
+  the text encoder spec, the conditioning (:mod:`n2m.training.conditioning`: joint model and melody), the lineage (build
   id, label set, text encoder hash), the checkpoint it came from (path, SHA-1, step) and the package versions.
 
 :func:`load_checkpoint` (a checkpoint's EMA weights) and :func:`load_exported` (an export) give the same
@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from n2m.training.config import DiffusionConfig, TrainConfig, network_config
+from n2m.training.diffusion.denoiser import Denoiser
+from n2m.training.networks.presets import build_network
+from n2m.training.networks.unet1d import UNet1D
 
 from n2m.errors import UserError
 from n2m.provenance import file_hash, now_iso, versions
 from n2m.storage import read_json, write_json
-from training.config import DiffusionConfig, TrainConfig, network_config
-from training.diffusion.denoiser import Denoiser
-from training.networks.presets import build_network
-from training.networks.unet1d import UNet1D
 
 EXPORT_FORMAT = "n2m-export"
 EXPORT_VERSION = 1
@@ -100,7 +100,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
 class Exported:
     """A loaded stage model: the EMA network (eval mode, no gradients), its denoiser, its diffusion settings, and the
     config it was rebuilt from (an export's, or a checkpoint's with its ``source``). A classical stage (nothing
-    trained, :mod:`training.griffin_lim`) has no denoiser and no diffusion settings."""
+    trained, :mod:`n2m.training.griffin_lim`) has no denoiser and no diffusion settings."""
 
     net: UNet1D
     denoiser: Denoiser | None

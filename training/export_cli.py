@@ -1,6 +1,6 @@
-"""``n2m export CKPT --out DIR``'s command line (the job: :func:`training.export_job.run_export`): a training
+"""``n2m export CKPT --out DIR``'s command line (the job: :func:`n2m.training.export_job.run_export`): a training
 checkpoint's EMA weights as safetensors + config.json for inference. Load the result with
-:func:`training.export.load_exported`.
+:func:`n2m.training.export.load_exported`.
 """
 
 from __future__ import annotations
@@ -13,4 +13,4 @@ from n2m.config import job, leaf
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CKPT", help="an n2m train checkpoint (e.g. RUNDIR/checkpoints/best.ckpt)")
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for model.safetensors and config.json")
-    leaf(parser, job("training.export_job:run_export"))
+    leaf(parser, job("n2m.training.export_job:run_export"))

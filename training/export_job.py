@@ -1,5 +1,5 @@
 """The ``n2m export`` job as a function of its typed settings (:class:`ExportSettings`; the command line is
-:mod:`training.export_cli`): a training checkpoint's EMA weights as safetensors + config.json for inference."""
+:mod:`n2m.training.export_cli`): a training checkpoint's EMA weights as safetensors + config.json for inference."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ class ExportSettings:
 
 def run_export(settings: ExportSettings) -> int:
     """Export, then load the export back (proof that it rebuilds before anyone relies on it); print a summary."""
-    from training.export import export_checkpoint, load_exported
-    from training.networks.presets import count_parameters
+    from n2m.training.export import export_checkpoint, load_exported
+    from n2m.training.networks.presets import count_parameters
 
     out = export_checkpoint(settings.checkpoint, settings.out)
     exported = load_exported(out)

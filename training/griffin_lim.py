@@ -1,4 +1,4 @@
-"""A vocoder with nothing to train: Griffin-Lim inversion of the spectrogram path's log-mel (:mod:`training.mel`).
+"""A vocoder with nothing to train: Griffin-Lim inversion of the spectrogram path's log-mel (:mod:`n2m.training.mel`).
 
 ``n2m sample --cascade spectrogram --checkpoints spec_generator=A,vocoder=griffin-lim,sr_cascader=C`` puts it in the
 vocoder's slot: a spectrogram generator can then be heard (and judged) before a diffusion vocoder has been trained,
@@ -7,14 +7,14 @@ It is a baseline, not Noise2Music's vocoder: the phase it finds is consistent bu
 
 From the log-mel ``[B, 80, F]`` (values in [-1, 1]) to 16 kHz audio ``[B, 1, F * hop]``:
 
-1. undo the scaling (:func:`training.mel.unit_to_db`) and the log: mel power ``[B, 80, F]``;
+1. undo the scaling (:func:`n2m.training.mel.unit_to_db`) and the log: mel power ``[B, 80, F]``;
 2. the non-negative linear power spectrum ``P`` ``[B, 513, F]`` whose mel projection is closest to it, by the
    multiplicative updates of non-negative least squares (Lee & Seung 2001, "Algorithms for non-negative matrix
    factorization", eq. 4, with the filterbank fixed): ``P <- P * (M^T m) / (M^T M P)``, :data:`NNLS_ITERATIONS`
    times from ``M^T m``;
 3. magnitude ``sqrt(P)``, phase by the fast Griffin-Lim algorithm (Perraudin, Balazs & Sondergaard 2013, "A fast
    Griffin-Lim algorithm", algorithm 2: Griffin & Lim 1984's projections with momentum :data:`MOMENTUM`), the STFT of
-   :class:`training.mel.MelFrontend` (n_fft 1024, Hann window of 640, hop 160, centred frames), starting from a
+   :class:`n2m.training.mel.MelFrontend` (n_fft 1024, Hann window of 640, hop 160, centred frames), starting from a
    seeded random phase.
 """
 
@@ -24,9 +24,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from n2m.training.mel import MelConfig, mel_filterbank, unit_to_db
 from torch import nn
-
-from training.mel import MelConfig, mel_filterbank, unit_to_db
 
 NAME = "griffin-lim"
 ITERATIONS = 64

@@ -1,5 +1,5 @@
 """The joint model's audio embedding of every clip a run trains on: read from ``n2m label``'s store, else computed once
-per shard and stored there (``--condition audio-embedding``, :mod:`training.conditioning`).
+per shard and stored there (``--condition audio-embedding``, :mod:`n2m.training.conditioning`).
 
 The store and its rules are :mod:`n2m.clip_embed`'s. A stored file is used when its rules name this model, the
 reduction and this shard's content; the label job's tail rule (``--min-tail-s``) may differ from the default (either
@@ -48,7 +48,7 @@ def _usable(stored: Stored | None, model_sha1: str, shard_sha1: str) -> bool:
 def embed_shard(embedder, url: str) -> tuple[list[str], np.ndarray, list[dict]]:
     """``(keys, embeddings [n, D], failed)`` of every clip of one shard, in shard order; a clip that does not decode
     is recorded in ``failed`` with its reason and left out (:func:`n2m.clip_embed.embed_encoded`)."""
-    from training.data import read_shards
+    from n2m.training.data import read_shards
 
     failed: list[dict] = []
     clips = ((sample.get("__key__", "?"), sample.get("flac")) for sample in read_shards([url]))

@@ -16,15 +16,15 @@ from typing import Any
 
 import lightning as L
 import torch
+from n2m.training.config import TrainConfig
+from n2m.training.diffusion.denoiser import Conditioning
+from n2m.training.networks.presets import build_network
+from n2m.training.networks.unet1d import UNetConfig
+from n2m.training.stages import get_stage
+from n2m.training.text import TextEncoder
 
 from n2m.errors import UserError
 from n2m.provenance import now_iso, versions
-from training.config import TrainConfig
-from training.diffusion.denoiser import Conditioning
-from training.networks.presets import build_network
-from training.networks.unet1d import UNetConfig
-from training.stages import get_stage
-from training.text import TextEncoder
 
 VAL_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -54,7 +54,7 @@ def key_seed(key: str, salt: int = 0) -> int:
 
 class DiffusionModule(L.LightningModule):
     """Trains ``config.net`` as the denoiser of ``config.stage``. ``config`` is the resolved training config
-    (:class:`training.config.TrainConfig`, or its dict as a checkpoint stores it) and travels inside every checkpoint."""
+    (:class:`n2m.training.config.TrainConfig`, or its dict as a checkpoint stores it) and travels inside every checkpoint."""
 
     def __init__(self, config: TrainConfig | dict[str, Any]):
         super().__init__()

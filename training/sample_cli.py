@@ -1,5 +1,5 @@
-"""``n2m sample``'s command line: the options, parsed into :class:`training.sample_job.SampleSettings` for the job
-:func:`training.sample_job.run_sample` (text prompts -> 24 kHz wav files through a Noise2Music cascade, with a JSON
+"""``n2m sample``'s command line: the options, parsed into :class:`n2m.training.sample_job.SampleSettings` for the job
+:func:`n2m.training.sample_job.run_sample` (text prompts -> 24 kHz wav files through a Noise2Music cascade, with a JSON
 sidecar per file; its module docstring says what is written).
 """
 
@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import argparse
 
+from n2m.training.cascade import CASCADES
+from n2m.training.conditioning import DEFAULT_PROMPT_SECONDS, DOUBLE_AUDIO_GUIDANCE
+from n2m.training.diffusion.guidance import CLIPS
+from n2m.training.diffusion.samplers import SAMPLERS, SPACINGS
+from n2m.training.sampling import MAX_SECONDS, PRECISIONS, SECONDS
+from n2m.training.stages import STAGES
+
 from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, job, leaf, number
-from training.cascade import CASCADES
-from training.conditioning import DEFAULT_PROMPT_SECONDS, DOUBLE_AUDIO_GUIDANCE
-from training.diffusion.guidance import CLIPS
-from training.diffusion.samplers import SAMPLERS, SPACINGS
-from training.sample_job import read_prompts  # noqa: F401 (tests/training import it from here until part B)
-from training.sampling import MAX_SECONDS, PRECISIONS, SECONDS
-from training.stages import STAGES
 
 
 def _paper(field: str) -> str:
@@ -90,4 +90,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                      help="; ".join(f"{name}: {what}" for name, what in PRECISIONS.items()))
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    leaf(parser, job("training.sample_job:run_sample"))
+    leaf(parser, job("n2m.training.sample_job:run_sample"))

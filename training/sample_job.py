@@ -1,6 +1,6 @@
 """The ``n2m sample`` job: text prompts -> 24 kHz wav files through a Noise2Music cascade, with a JSON sidecar per file.
 
-Stages trained on more than captions (:mod:`training.conditioning`) also take ``--audio-prompt FILE`` (the joint
+Stages trained on more than captions (:mod:`n2m.training.conditioning`) also take ``--audio-prompt FILE`` (the joint
 model's embedding of an excerpt of FILE, alone or with a text prompt: then double classifier-free guidance, ``--guidance``
 for the text and ``--audio-guidance`` for the audio) and ``--melody FILE`` (its melody, from its start, trimmed or
 padded to the clip). The sidecar names both files (path and SHA-256) and each stage's guidance scales.
@@ -11,7 +11,7 @@ sets of the models, versions). ``--keep-stages`` adds the intermediate outputs: 
 ``ID.mel.npy`` (spectrogram generator, ``[80, frames]``) and ``ID.16k.wav`` (cascader or vocoder). Files that already
 exist are skipped unless ``--overwrite``: every sample has its own seed, so an interrupted run resumes exactly.
 
-The job is :func:`run_sample` of :class:`SampleSettings` (the command line: :mod:`training.sample_cli`).
+The job is :func:`run_sample` of :class:`SampleSettings` (the command line: :mod:`n2m.training.sample_cli`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from n2m.training.cascade import cascade_stages, checkpoint_spec, per_stage
+from n2m.training.conditioning import DEFAULT_PROMPT_SECONDS, read_audio_file, read_audio_prompt
+from n2m.training.sample_files import write_result
+
 from n2m.config import NONNEGATIVE, POSITIVE_INT, resolved
 from n2m.errors import UserError
 from n2m.schema import sidecar_path
-from training.cascade import cascade_stages, checkpoint_spec, per_stage
-from training.conditioning import DEFAULT_PROMPT_SECONDS, read_audio_file, read_audio_prompt
-from training.sample_files import write_result
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +81,7 @@ class SampleSettings:
 
 def read_prompts(path: str) -> list[Any]:
     """Prompts from a text file (one per line) or JSON lines with ``id`` and ``text``."""
-    from training.sampling import Prompt
+    from n2m.training.sampling import Prompt
 
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -121,7 +122,7 @@ def _device(name: str) -> str:
 def run_sample(settings: SampleSettings) -> int:
     """Sample every prompt whose files are not there yet (all with ``overwrite``); write each clip, its sidecar and
     (with ``keep_stages``) the intermediate outputs; print a summary."""
-    from training.sampling import Prompt, check_prompts, generate, load_cascade, stage_settings
+    from n2m.training.sampling import Prompt, check_prompts, generate, load_cascade, stage_settings
 
     texts = settings.prompts or ([] if settings.prompts_file else [""])  # an audio prompt alone: one prompt without text
     prompts = check_prompts(read_prompts(settings.prompts_file) if settings.prompts_file else [

@@ -2,7 +2,7 @@
 
 ::
 
-    from training.sampling import Prompt, generate
+    from n2m.training.sampling import Prompt, generate
     results = generate([Prompt("p1", "calm piano")], cascade="waveform", checkpoints="models/", seconds=30)
     results[0].audio  # float32 [T] at 24 kHz
 
@@ -10,9 +10,9 @@ Each stage samples with its own settings (:class:`StageSettings`: sampler, steps
 dynamic clipping, conditioning-augmentation level, windows), defaulting to the paper's (arXiv 2302.03917, table 7).
 Every sample has its own seed, derived from ``(seed, prompt id, sample index)``, and its own random generators, so a
 sample does not change with the batch size or the other prompts in the run. Stages trained on more than captions
-(:mod:`training.conditioning`) also take an audio prompt (the joint model's embedding of an excerpt, with double
+(:mod:`n2m.training.conditioning`) also take an audio prompt (the joint model's embedding of an excerpt, with double
 guidance when text comes too) and a melody. Cascaders and the vocoder process the
-whole signal when memory allows and fall back to cross-faded windows otherwise (:mod:`training.windowing`).
+whole signal when memory allows and fall back to cross-faded windows otherwise (:mod:`n2m.training.windowing`).
 """
 
 from __future__ import annotations
@@ -28,14 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
-from n2m.config import FRACTION, NONNEGATIVE, checked, number
-from n2m.errors import UserError
-from n2m.names import check_name
-from n2m.provenance import versions
-from training.cascade import StageModel, cascade_stages, check_cascade, load_stage, resolve_checkpoints
-from training.conditioning import (
+from n2m.training.cascade import StageModel, cascade_stages, check_cascade, load_stage, resolve_checkpoints
+from n2m.training.conditioning import (
     AudioFile,
     check_prompting,
     joint_embedder,
@@ -43,11 +37,17 @@ from training.conditioning import (
     melody_input,
     prompt_conditioning,
 )
-from training.diffusion.guidance import CLIPS, make_clip
-from training.diffusion.samplers import SAMPLERS, SPACINGS, get_sampler, make_steps, noise_like
-from training.stages import get_stage
-from training.text import TextEncoder, load_text_encoder
-from training.windowing import whole_or_windowed, windowed
+from n2m.training.diffusion.guidance import CLIPS, make_clip
+from n2m.training.diffusion.samplers import SAMPLERS, SPACINGS, get_sampler, make_steps, noise_like
+from n2m.training.stages import get_stage
+from n2m.training.text import TextEncoder, load_text_encoder
+from n2m.training.windowing import whole_or_windowed, windowed
+from tqdm.auto import tqdm
+
+from n2m.config import FRACTION, NONNEGATIVE, checked, number
+from n2m.errors import UserError
+from n2m.names import check_name
+from n2m.provenance import versions
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class StageSettings:
     steps: int | None = None
     spacing: str = "uniform"
     guidance: float | None = None
-    audio_guidance: float | None = None  # the audio prompt's scale (training.conditioning.prompt_conditioning)
+    audio_guidance: float | None = None  # the audio prompt's scale (n2m.training.conditioning.prompt_conditioning)
     gamma: float | None = None
     eta: float = 0.0
     clip: str = "dynamic"
@@ -184,7 +184,7 @@ _ENCODERS: dict[tuple[str, int, str], TextEncoder] = {}  # kept across calls: ev
 def text_encoder_for(model: StageModel, device: torch.device,
                      override: str | TextEncoder | None = None) -> TextEncoder:
     """The frozen text encoder of a text stage: ``override`` when it is a loaded encoder, else the ``KIND:DIR`` of
-    ``override`` or the one the model records (found by path or content hash, :mod:`training.encoder_ref`), loaded
+    ``override`` or the one the model records (found by path or content hash, :mod:`n2m.training.encoder_ref`), loaded
     once per process."""
     if isinstance(override, TextEncoder):
         return override
@@ -220,7 +220,7 @@ def _denoiser(model: StageModel, settings: StageSettings, stage_input, guide, au
 @dataclass
 class Extras:
     """What a run conditions on besides its prompts' text: an audio prompt and a melody
-    (:class:`training.conditioning.AudioFile`), and per stage the loaded joint model."""
+    (:class:`n2m.training.conditioning.AudioFile`), and per stage the loaded joint model."""
 
     audio_prompt: AudioFile | None = None
     melody: AudioFile | None = None
@@ -263,7 +263,7 @@ def _run_stage(model: StageModel, settings: StageSettings, prev: torch.Tensor | 
 
 def load_cascade(cascade: str, checkpoints: str | Path | dict[str, str | Path],
                  device: str | torch.device = "cpu") -> dict[str, StageModel]:
-    """Load and check the stage models of a cascade (see :func:`training.cascade.resolve_checkpoints`)."""
+    """Load and check the stage models of a cascade (see :func:`n2m.training.cascade.resolve_checkpoints`)."""
     paths = resolve_checkpoints(cascade, checkpoints)
     models = {stage: load_stage(path, device) for stage, path in paths.items()}
     check_cascade(cascade, models)
@@ -303,12 +303,12 @@ def generate(
 ) -> list[Result]:
     """Generate ``num_samples`` clips of ``seconds`` per prompt through the ``cascade`` (``waveform`` | ``spectrogram``).
 
-    ``checkpoints``: a directory (see :func:`training.cascade.resolve_checkpoints`), ``{stage: path}``, or already
+    ``checkpoints``: a directory (see :func:`n2m.training.cascade.resolve_checkpoints`), ``{stage: path}``, or already
     loaded ``{stage: StageModel}``. Stage settings come from ``settings`` or from ``stage_options`` (``sampler``,
     ``steps``, ``guidance``, ``spacing``, ``window_s`` as one value or ``{stage: value}``; ``eta``, ``clip``,
     ``clip_percentile``, ``aug_t``, ``overlap_s`` for all stages). ``text_encoder`` (``KIND:DIR`` or a loaded
-    :class:`training.text.TextEncoder`) replaces the one recorded in the checkpoints. ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA).
-    ``audio_prompt`` and ``melody`` (:func:`training.conditioning.read_audio_prompt`, ``read_audio_file``) condition
+    :class:`n2m.training.text.TextEncoder`) replaces the one recorded in the checkpoints. ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA).
+    ``audio_prompt`` and ``melody`` (:func:`n2m.training.conditioning.read_audio_prompt`, ``read_audio_file``) condition
     the stages trained for them; ``joint_model`` is a directory to use for the joint model, refused unless it holds
     the one the stages were trained with. Returns one :class:`Result` per (prompt, sample), prompt-major.
     """

@@ -4,7 +4,7 @@ A :class:`StageSpec` holds everything that makes a stage what it is (Noise2Music
 sections 3-4): rates, training window, text on/off and token length, loss weighting, noise schedule, conditioning
 augmentation (its levels and its kind), how a training example is made from a clip, the network architecture the
 presets scale, what the stage is given at sampling time and the paper's sampling settings. The stages are the entries
-of :data:`training.stages.STAGES`, written in :mod:`training.stages_waveform` and :mod:`training.stages_spectrogram`.
+of :data:`n2m.training.stages.STAGES`, written in :mod:`n2m.training.stages_waveform` and :mod:`n2m.training.stages_spectrogram`.
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-
-from training.diffusion.augment import ConditioningAugmentation
-from training.diffusion.denoiser import Conditioning
-from training.networks.presets import Architecture, network_config
-from training.networks.unet1d import UNetConfig
+from n2m.training.diffusion.augment import ConditioningAugmentation
+from n2m.training.diffusion.denoiser import Conditioning
+from n2m.training.networks.presets import Architecture, network_config
+from n2m.training.networks.unet1d import UNetConfig
 
 if TYPE_CHECKING:
-    from training.cascade import StageModel
+    from n2m.training.cascade import StageModel
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class SamplingDefaults:
 class Example:
     """How a training example is made from a decoded clip: ``make(mono [C, T], sr, stage, window, offset_frac)`` ->
     arrays ``{"x0": [C, window], ...conditioning signals [C_k, T_k]}``, the window starting at ``offset_frac`` of the
-    free range (:mod:`training.data` calls it in the loader workers). ``name`` is what a config records."""
+    free range (:mod:`n2m.training.data` calls it in the loader workers). ``name`` is what a config records."""
 
     name: str
     make: Callable[[np.ndarray, int, StageSpec, int, float], dict[str, np.ndarray]]
@@ -97,7 +96,7 @@ class StageSpec:
     def network(self, preset: str, text_dim: int | None = None, joint_dim: int = 0,
                 melody_channels: int = 0) -> UNetConfig:
         """The preset factory: this stage's network at ``preset`` size (``tiny`` | ``small`` | ``paper``), with the
-        text width, the joint-embedding width and the melody channels of its conditioning (:mod:`training.conditioning`)."""
+        text width, the joint-embedding width and the melody channels of its conditioning (:mod:`n2m.training.conditioning`)."""
         return network_config(self.architecture, preset, text_dim if self.text else 0, name=f"{self.name}-{preset}",
                               joint_dim=joint_dim, melody_channels=melody_channels)
 

@@ -1,7 +1,7 @@
 """The spectrogram path of Noise2Music (arXiv 2302.03917, sections 3.2 and 4, tables 7-8): two more training stages.
 
 - ``spec_generator``: text -> log-mel spectrogram of 30 s (80 mel channels, 100 frames/s, values in [-1, 1]; the
-  frontend is :mod:`training.mel`). ``sigma^2`` loss weighting (the paper found it crucial here), linear schedule,
+  frontend is :mod:`n2m.training.mel`). ``sigma^2`` loss weighting (the paper found it crucial here), linear schedule,
   96 text tokens. On the 1D U-Net the 80 mel channels are the input/output channels and time is the length axis.
   Its "sample rate" is the frame rate, 100 Hz. Paper preset: base 256, strides [4, 3, 2, 2, 2], channels
   256 x [1, 2, 2, 3, 4], 755M parameters with n2m's block counts (paper: 745M).
@@ -10,7 +10,7 @@
   diffusion noise at ``t in [0, 1]`` and a 2D Gaussian blur (5 x 5 taps over mel x time, ``sigma`` 0.2-1.0).
   Paper preset: base 128, channels 128 x [1, 1, 2, 4], 26.0M parameters (paper: 25.7M).
 
-Each stage is one entry of :data:`SPECTROGRAM_STAGES` (:class:`training.stage_spec.StageSpec`): its training examples
+Each stage is one entry of :data:`SPECTROGRAM_STAGES` (:class:`n2m.training.stage_spec.StageSpec`): its training examples
 (the mel computed on the fly in the loader workers), its conditioning augmentation (:class:`SpectrogramAugmentation`),
 what it samples from (:func:`vocoder_inputs`) and the paper's sampling settings (table 7).
 """
@@ -22,14 +22,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from n2m.audio import resample
-from training.conditioning import fit_frames
-from training.diffusion.augment import ConditioningAugmentation
-from training.diffusion.denoiser import Conditioning
-from training.mel import MelConfig, MelFrontend
-from training.networks.presets import Architecture
-from training.stage_spec import (
+from n2m.training.conditioning import fit_frames
+from n2m.training.diffusion.augment import ConditioningAugmentation
+from n2m.training.diffusion.denoiser import Conditioning
+from n2m.training.mel import MelConfig, MelFrontend
+from n2m.training.networks.presets import Architecture
+from n2m.training.stage_spec import (
     Example,
     Noise,
     SamplingDefaults,
@@ -39,8 +37,10 @@ from training.stage_spec import (
     generator_inputs,
 )
 
+from n2m.audio import resample
+
 if TYPE_CHECKING:
-    from training.cascade import StageModel
+    from n2m.training.cascade import StageModel
 
 MEL = MelConfig()
 AUDIO_RATE = MEL.sample_rate  # the spectrogram describes 16 kHz audio

@@ -6,7 +6,7 @@
 - ``sr_cascader``: 16 kHz -> 24 kHz without text; the low-fi input diffused to ``t in [0, 1]``.
 
 Training examples are cut from a clip at the stage's rate; a cascader's low-fi version of its window is made with
-:data:`LOWFI_MARGIN_S` of context on both sides (:mod:`training.lowfi`). At sampling, a cascader's low-fi input is
+:data:`LOWFI_MARGIN_S` of context on both sides (:mod:`n2m.training.lowfi`). At sampling, a cascader's low-fi input is
 the previous stage's audio FFT-upsampled to the stage's rate, as in training. Sampling defaults: table 7.
 """
 
@@ -16,14 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-
-from n2m.audio import resample
-from training.conditioning import fit_frames
-from training.diffusion.augment import ConditioningAugmentation
-from training.diffusion.denoiser import Conditioning
-from training.lowfi import fft_upsample, make_lowfi
-from training.networks.presets import SUPER_RESOLUTION, WAVEFORM_CASCADER, WAVEFORM_GENERATOR
-from training.stage_spec import (
+from n2m.training.conditioning import fit_frames
+from n2m.training.diffusion.augment import ConditioningAugmentation
+from n2m.training.diffusion.denoiser import Conditioning
+from n2m.training.lowfi import fft_upsample, make_lowfi
+from n2m.training.networks.presets import SUPER_RESOLUTION, WAVEFORM_CASCADER, WAVEFORM_GENERATOR
+from n2m.training.stage_spec import (
     Example,
     Noise,
     SamplingDefaults,
@@ -33,8 +31,10 @@ from training.stage_spec import (
     generator_inputs,
 )
 
+from n2m.audio import resample
+
 if TYPE_CHECKING:
-    from training.cascade import StageModel
+    from n2m.training.cascade import StageModel
 
 LOWFI_MARGIN_S = 0.25  # context kept on both sides of a window while making its low-fi version (edge effects)
 
@@ -58,7 +58,7 @@ def cascade_example(mono: np.ndarray, sr: int, stage: StageSpec, window: int, of
 
 def upsampler_inputs(model: StageModel, prev: torch.Tensor, batch: int, seconds: float, aug_t: float,
                      noise: Noise) -> StageInput:
-    """Cascaders: the previous stage's audio, FFT-upsampled to this stage's rate (as in training, training.lowfi),
+    """Cascaders: the previous stage's audio, FFT-upsampled to this stage's rate (as in training, n2m.training.lowfi),
     then diffused to the augmentation level ``aug_t``."""
     length = round(prev.shape[-1] * model.rate / model.cond_rate)
     lowfi, level = augmented(ConditioningAugmentation, model, fft_upsample(prev.float(), length), aug_t, noise)

@@ -1,5 +1,5 @@
-"""``n2m train``'s command line: the options, parsed into :class:`training.train_job.TrainSettings` for the job
-:func:`training.train_job.run_train` (train one stage of the Noise2Music cascade from a build's shards and a label set;
+"""``n2m train``'s command line: the options, parsed into :class:`n2m.training.train_job.TrainSettings` for the job
+:func:`n2m.training.train_job.run_train` (train one stage of the Noise2Music cascade from a build's shards and a label set;
 its module docstring says what a run reads and writes).
 """
 
@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import argparse
 
+from n2m.training.conditioning import add_train_arguments as add_conditioning_arguments
+from n2m.training.config import OPTIMIZERS, UNIT_OPEN, DataConfig, OptimConfig, TrainerConfig
+from n2m.training.diffusion.denoiser import PARAMETRISATIONS, WEIGHTINGS
+from n2m.training.diffusion.schedules import SCHEDULES
+from n2m.training.networks.presets import PAPER_TEXT_DIM, PRESETS
+from n2m.training.stages import STAGES
+
 from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, job, leaf
-from training.conditioning import add_train_arguments as add_conditioning_arguments
-from training.config import OPTIMIZERS, UNIT_OPEN, DataConfig, OptimConfig, TrainerConfig
-from training.diffusion.denoiser import PARAMETRISATIONS, WEIGHTINGS
-from training.diffusion.schedules import SCHEDULES
-from training.networks.presets import PAPER_TEXT_DIM, PRESETS
-from training.stages import STAGES
 
 # the run function of the parser, also for callers holding parsed options: run_train(args, extra_callbacks=(...))
-run_train = job("training.train_job:run_train")
-# the resolved config (training.config.TrainConfig) of parsed options: resolve_config(args, strict=...)
-resolve_config = job("training.train_job:resolve_config")
+run_train = job("n2m.training.train_job:run_train")
+# the resolved config (n2m.training.config.TrainConfig) of parsed options: resolve_config(args, strict=...)
+resolve_config = job("n2m.training.train_job:resolve_config")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

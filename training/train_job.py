@@ -1,19 +1,19 @@
 """The ``n2m train`` job: train one stage of the Noise2Music cascade from a build's shards and a label set.
 
 Before training, every shard is checked against its commit marker (byte count and SHA-1), the label set must have
-been made from this build, and at least one training example must be possible (n2m.layout, training.data_checks).
-The resolved config (:class:`training.config.TrainConfig`: sections ``net``, ``diffusion``, ``optim``, ``data``,
+been made from this build, and at least one training example must be possible (n2m.layout, n2m.training.data_checks).
+The resolved config (:class:`n2m.training.config.TrainConfig`: sections ``net``, ``diffusion``, ``optim``, ``data``,
 ``trainer``, ``lineage`` and ``conditioning``: captions, the joint model's audio embedding or both, and the melody,
-:mod:`training.conditioning`) is printed by ``--dry-run`` (which reads no build, weights or text encoder), written to
+:mod:`n2m.training.conditioning`) is printed by ``--dry-run`` (which reads no build, weights or text encoder), written to
 ``RUNDIR/config.json`` and stored in every checkpoint. ``RUNDIR`` gets ``checkpoints/last.ckpt``
 (every ``--checkpoint-every`` steps and at the end) and ``checkpoints/best.ckpt`` (lowest validation loss), CSV logs
 under ``csv/`` and TensorBoard logs under ``tb/``. Multi-GPU and multi-node runs use Lightning's own flags, ``--devices`` per node and ``--num-nodes``: one
 ``n2m train`` per node, started by torchrun, SLURM's srun, or by hand with ``NODE_RANK``, ``MASTER_ADDR`` and
-``MASTER_PORT`` set (docs/scaling.md); each rank reads its own shards of every epoch (training.data).
+``MASTER_PORT`` set (docs/scaling.md); each rank reads its own shards of every epoch (n2m.training.data).
 
-The job is :func:`run_train` of :class:`TrainSettings` (the command line: :mod:`training.train_cli`). From Python::
+The job is :func:`run_train` of :class:`TrainSettings` (the command line: :mod:`n2m.training.train_cli`). From Python::
 
-    from training.train_job import TrainSettings, run_train
+    from n2m.training.train_job import TrainSettings, run_train
     run_train(TrainSettings(stage="generator", build="out/", labels="v1", preset="tiny", out="runs/gen",
                             text_encoder="hf:all-MiniLM-L6-v2", max_steps=100, quiet=True))
 """
@@ -29,15 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from n2m.config import POSITIVE, checked
-from n2m.errors import UserError
-from n2m.layout import BuildLayout, build_id, check_label_set, committed_shards
-from n2m.names import check_name
-from n2m.provenance import file_hash, versions
-from n2m.storage import write_json
-from training.conditioning import MELODY_CHANNELS, resolve_conditioning
-from training.config import (
+from n2m.training.conditioning import MELODY_CHANNELS, resolve_conditioning
+from n2m.training.config import (
     DataConfig,
     DiffusionConfig,
     OptimConfig,
@@ -45,8 +38,15 @@ from training.config import (
     TrainerConfig,
     network_config,
 )
-from training.networks.presets import PAPER_TEXT_DIM, count_parameters
-from training.stages import STAGES, get_stage
+from n2m.training.networks.presets import PAPER_TEXT_DIM, count_parameters
+from n2m.training.stages import STAGES, get_stage
+
+from n2m.config import POSITIVE, checked
+from n2m.errors import UserError
+from n2m.layout import BuildLayout, build_id, check_label_set, committed_shards
+from n2m.names import check_name
+from n2m.provenance import file_hash, versions
+from n2m.storage import write_json
 
 # Set by what starts one process per node (by hand, torchrun, SLURM, LSF, MPI); Lightning reads the node rank from them
 _LAUNCHER_ENV = ("NODE_RANK", "GROUP_RANK", "RANK", "SLURM_NTASKS", "LSB_JOBID", "OMPI_COMM_WORLD_SIZE")
@@ -150,8 +150,8 @@ def _net_overrides(net: dict[str, Any], items: list[str]):
 
 def _lineage(settings: TrainSettings, strict: bool) -> dict[str, Any]:
     """Build id, label set (refused unless made from this build) and text encoder identity (absolute path + content
-    hash, :mod:`training.encoder_ref`) recorded with the run; a dry run without ``--build`` records none."""
-    from training.encoder_ref import record
+    hash, :mod:`n2m.training.encoder_ref`) recorded with the run; a dry run without ``--build`` records none."""
+    from n2m.training.encoder_ref import record
 
     out: dict[str, Any] = {"build": settings.build and str(settings.build), "labels": settings.labels,
                            "text_encoder": settings.text_encoder}
@@ -171,8 +171,8 @@ def resolve_config(settings: TrainSettings, strict: bool = True) -> TrainConfig:
     """The full training config from the command line (see the module docstring). Not ``strict`` (``--dry-run``):
     nothing on disk is read but what the flags name, and a text stage without ``--text-encoder`` counts a
     :data:`PAPER_TEXT_DIM`-wide one."""
-    from training.encoder_ref import absolute
-    from training.text import text_width
+    from n2m.training.encoder_ref import absolute
+    from n2m.training.text import text_width
 
     stage = get_stage(settings.stage)
     if settings.labels is not None:
@@ -257,7 +257,7 @@ def run_train(settings: TrainSettings, extra_callbacks: tuple = ()) -> int:
     resume = _resume_path(settings)
     config = resolve_config(settings, strict=not settings.dry_run)
     if resume is not None:
-        from training.export import read_checkpoint
+        from n2m.training.export import read_checkpoint
 
         saved = read_checkpoint(resume).config
         if saved.stage != config.stage:
@@ -292,12 +292,11 @@ def fit(config: TrainConfig, out: Path, resume: Path | None = None, params: int 
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    from training.callbacks import LastCheckpoint
-    from training.data import ShardDataModule
-    from training.encoder_ref import resolve
-    from training.module import DiffusionModule
-    from training.text import load_text_encoder
+    from n2m.training.callbacks import LastCheckpoint
+    from n2m.training.data import ShardDataModule
+    from n2m.training.encoder_ref import resolve
+    from n2m.training.module import DiffusionModule
+    from n2m.training.text import load_text_encoder
 
     verbose = logging.getLogger().isEnabledFor(logging.INFO)  # n2m.cli sets the root logger to INFO for --verbose
     logging.getLogger("lightning.pytorch").setLevel(logging.INFO if verbose else logging.WARNING)  # GPU available, tips

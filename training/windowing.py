@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 import torch
-
-from training.diffusion.denoiser import Prediction
-from training.diffusion.samplers import Cond, Denoiser, map_cond
+from n2m.training.diffusion.denoiser import Prediction
+from n2m.training.diffusion.samplers import Cond, Denoiser, map_cond
 
 log = logging.getLogger(__name__)
 

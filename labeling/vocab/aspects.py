@@ -8,8 +8,8 @@ n2m ships a smaller curated list of descriptors, each with its aspect category, 
 - ``.jsonl``: objects with ``text`` and optional ``aspect``.
 
 Entries without a category get ``extra`` (``musiccaps`` for ``aspect_list``). Duplicates are removed by the near-duplicate
-key of :func:`labeling.vocab.clean.near_key` (the first occurrence wins, built-in first). The ``n2m vocab aspects``
-job is :func:`run_aspects` of :class:`AspectsSettings` (the command line: :mod:`labeling.vocab.cli`).
+key of :func:`n2m.labeling.vocab.clean.near_key` (the first occurrence wins, built-in first). The ``n2m vocab aspects``
+job is :func:`run_aspects` of :class:`AspectsSettings` (the command line: :mod:`n2m.labeling.vocab.cli`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from labeling.vocab.clean import near_key
+from n2m.labeling.vocab.clean import near_key
+
 from n2m.config import require, resolved
 from n2m.errors import UserError
 from n2m.provenance import file_hash, now_iso, sha1_bytes, versions
@@ -49,7 +50,7 @@ def _tsv_lines(text: str) -> list[tuple[str, str] | None]:
 
 
 def _builtin_text() -> str:
-    return resources.files("labeling.vocab.data").joinpath("aspects.tsv").read_text(encoding="utf-8")
+    return resources.files("n2m.labeling.vocab.data").joinpath("aspects.tsv").read_text(encoding="utf-8")
 
 
 def builtin_aspects() -> list[tuple[str, str]]:
@@ -174,8 +175,8 @@ class AspectsSettings:
 
 def run_aspects(settings: AspectsSettings) -> int:
     """Write the short-form vocabulary (built-in list plus ``extra``) and its summary; print the summary."""
-    from labeling.vocab.io import check_out, write_vocab
-    from labeling.vocab.show import summary_lines
+    from n2m.labeling.vocab.io import check_out, write_vocab
+    from n2m.labeling.vocab.show import summary_lines
 
     started = time.monotonic()
     out = check_out(settings.out)

@@ -1,12 +1,12 @@
 """LLM backends behind one interface, chosen by ``--llm NAME[:TARGET]`` from the :data:`BACKENDS` registry.
 
-- ``hf:DIR`` — a local transformers causal-LM directory (:mod:`labeling.vocab.hf`): batched generation, chat template
+- ``hf:DIR`` — a local transformers causal-LM directory (:mod:`n2m.labeling.vocab.hf`): batched generation, chat template
   when the tokenizer has one, cuda when present, bf16/fp16.
 - ``openai:URL`` — an OpenAI-compatible ``/chat/completions`` endpoint as vLLM, llama.cpp server and Ollama serve
-  (:mod:`labeling.vocab.openai_http`): bounded concurrency, timeouts, retries with exponential backoff, API key from an
+  (:mod:`n2m.labeling.vocab.openai_http`): bounded concurrency, timeouts, retries with exponential backoff, API key from an
   environment variable.
 - ``template`` — a deterministic scripted generator that writes sentences from the metadata fields
-  (:mod:`labeling.vocab.template`). It is NOT a language model; the embedded demo uses it because no LLM is available.
+  (:mod:`n2m.labeling.vocab.template`). It is NOT a language model; the embedded demo uses it because no LLM is available.
 
 A backend turns :class:`Request` objects into :class:`Outcome` objects, yielded as they finish (in any order) so the job
 can cache each answer at once. ``model`` is the identity that goes into cache keys and provenance.
@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labeling.vocab.tracks import Track
+from n2m.labeling.vocab.tracks import Track
+
 from n2m.errors import UserError
 
 
@@ -89,19 +90,19 @@ class Backend(ABC):
 
 
 def _hf(target: str, options: GenerationOptions) -> Backend:
-    from labeling.vocab.hf import HFBackend
+    from n2m.labeling.vocab.hf import HFBackend
 
     return HFBackend(target or options.model or "", options)
 
 
 def _openai(target: str, options: GenerationOptions) -> Backend:
-    from labeling.vocab.openai_http import OpenAIBackend
+    from n2m.labeling.vocab.openai_http import OpenAIBackend
 
     return OpenAIBackend(target, options)
 
 
 def _template(target: str, options: GenerationOptions) -> Backend:
-    from labeling.vocab.template import TemplateBackend
+    from n2m.labeling.vocab.template import TemplateBackend
 
     if target:
         raise UserError(f"--llm template takes no target, got template:{target}")

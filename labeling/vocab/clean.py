@@ -14,7 +14,8 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from labeling.vocab.tracks import Track
+from n2m.labeling.vocab.tracks import Track
+
 from n2m.schema import text_id
 
 REASONS = {

@@ -8,8 +8,8 @@ Examples::
     n2m vocab aspects --out vocab/aspects.parquet --extra my_tags.txt
     n2m vocab show vocab/lf.parquet
 
-The jobs, functions of their typed settings: :func:`labeling.vocab.generate.run_generate`,
-:func:`labeling.vocab.aspects.run_aspects`, :func:`labeling.vocab.show.run_show`.
+The jobs, functions of their typed settings: :func:`n2m.labeling.vocab.generate.run_generate`,
+:func:`n2m.labeling.vocab.aspects.run_aspects`, :func:`n2m.labeling.vocab.show.run_show`.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               description="Ask an LLM to describe each track's music from its metadata, cache every "
                                           "answer, and clean the answers into a long-form vocabulary.")
     _generate_arguments(generate)
-    leaf(generate, job("labeling.vocab.generate:run_generate"))
+    leaf(generate, job("n2m.labeling.vocab.generate:run_generate"))
 
     aspects = sub.add_parser("aspects", help="the short-form aspect vocabulary (built-in list plus your own)",
                              description="Write the built-in curated short-form descriptors (genres, moods, "
@@ -85,11 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="extra descriptors: .txt/.tsv (text[<TAB>aspect] per line), .csv (text[,aspect] or "
                               "MusicCaps' aspect_list column), .jsonl ({text, aspect}); repeat for several files")
     aspects.add_argument("--no-builtin", action="store_true", help="leave out the built-in list (extra files only)")
-    leaf(aspects, job("labeling.vocab.aspects:run_aspects"))
+    leaf(aspects, job("n2m.labeling.vocab.aspects:run_aspects"))
 
     show = sub.add_parser("show", help="size, kinds, examples, duplicates and rejections of a vocabulary",
                           description="Summarise a vocabulary table and its JSON sidecar.")
     show.add_argument("path", metavar="vocab/NAME.parquet", help="a vocabulary written by generate or aspects")
     show.add_argument("--examples", type=NONNEGATIVE_INT, default=8, metavar="N", help="evenly spaced example entries to print")
     show.add_argument("--rejected", action="store_true", help="also print example rejected sentences per reason")
-    leaf(show, job("labeling.vocab.show:run_show"))
+    leaf(show, job("n2m.labeling.vocab.show:run_show"))

@@ -4,7 +4,7 @@ One request per (track, prompt template, sample). Answers are cached by (backend
 arrive, so a re-run (or a run after a crash) asks only for what is missing; cleaning always runs over every answer in
 input order, so the same answers give the same vocabulary. Failed requests are recorded with their reason and retried
 by the next run; the job fails (exit 1) when more than ``max_failures`` of them failed. The job is
-:func:`run_generate` of :class:`GenerateSettings` (the command line: :mod:`labeling.vocab.cli`).
+:func:`run_generate` of :class:`GenerateSettings` (the command line: :mod:`n2m.labeling.vocab.cli`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from labeling.vocab.backends import GenerationOptions, Request, make_backend
-from labeling.vocab.cache import ResponseCache, cache_key
-from labeling.vocab.clean import REASONS, CleanRules, VocabCollector
-from labeling.vocab.io import check_out, write_vocab
-from labeling.vocab.prompts import PromptTemplate, check_fields, load_prompts, prompts_hash
-from labeling.vocab.show import summary_lines
-from labeling.vocab.tracks import Track, read_tracks
+from n2m.labeling.vocab.backends import GenerationOptions, Request, make_backend
+from n2m.labeling.vocab.cache import ResponseCache, cache_key
+from n2m.labeling.vocab.clean import REASONS, CleanRules, VocabCollector
+from n2m.labeling.vocab.io import check_out, write_vocab
+from n2m.labeling.vocab.prompts import PromptTemplate, check_fields, load_prompts, prompts_hash
+from n2m.labeling.vocab.show import summary_lines
+from n2m.labeling.vocab.tracks import Track, read_tracks
+
 from n2m.config import require, resolved
 from n2m.errors import JobFailed, UserError
 from n2m.progress import bar as progress_bar

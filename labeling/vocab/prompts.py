@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from n2m.labeling.vocab.tracks import Track, as_list
 
-from labeling.vocab.tracks import Track, as_list
 from n2m.errors import UserError
 
 _COMPUTED = ("title", "artist", "tags", "track", "tags_hint")

@@ -1,5 +1,5 @@
 """``n2m vocab show``: size, kinds, aspects, examples, duplicates removed and rejections by reason of a vocabulary
-(the job :func:`run_show` of :class:`ShowSettings`; the command line: :mod:`labeling.vocab.cli`)."""
+(the job :func:`run_show` of :class:`ShowSettings`; the command line: :mod:`n2m.labeling.vocab.cli`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-
-from labeling.vocab.io import read_vocab
+from n2m.labeling.vocab.io import read_vocab
 
 
 def _counts(counter: dict[str, int]) -> str:

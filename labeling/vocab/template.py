@@ -17,9 +17,8 @@ from importlib import resources
 from typing import Any
 
 import yaml
-
-from labeling.vocab.backends import Backend, GenerationOptions, Outcome, Request
-from labeling.vocab.tracks import Track, as_list
+from n2m.labeling.vocab.backends import Backend, GenerationOptions, Outcome, Request
+from n2m.labeling.vocab.tracks import Track, as_list
 
 _STYLE_FIELDS = ("style", "genre", "subgenre")
 _ERA_FIELDS = ("era", "decade", "year")
@@ -27,7 +26,7 @@ _ERA_FIELDS = ("era", "decade", "year")
 
 @lru_cache(maxsize=1)
 def _phrase_file() -> str:
-    return resources.files("labeling.vocab.data").joinpath("template_phrases.yaml").read_text(encoding="utf-8")
+    return resources.files("n2m.labeling.vocab.data").joinpath("template_phrases.yaml").read_text(encoding="utf-8")
 
 
 def _article(word: str) -> str:

@@ -26,8 +26,7 @@ PROMPTS = {
 def vggish_weights(tmp_path_factory) -> str:
     """A torchvggish-layout state dict with random weights and PCA parameters."""
     import torch
-
-    from eval.vggish import random_state_dict
+    from n2m.eval.vggish import random_state_dict
 
     state = random_state_dict(0)
     path = tmp_path_factory.mktemp("vggish") / "vggish-random.pth"

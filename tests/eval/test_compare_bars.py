@@ -1,9 +1,10 @@
-"""The audio-not-noise bar of ``n2m eval compare`` (:mod:`eval.compare_bars`) against hand-computed figures, and the
+"""The audio-not-noise bar of ``n2m eval compare`` (:mod:`n2m.eval.compare_bars`) against hand-computed figures, and the
 comparison page and printout that judge it by default."""
 
 import json
 
-from eval.compare_bars import BarOptions, quality_bars
+from n2m.eval.compare_bars import BarOptions, quality_bars
+
 from n2m import cli
 
 NOISE_BAR = "samples are audio, not noise (median spectral flatness <= the flattest real track's)"

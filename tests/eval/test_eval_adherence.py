@@ -8,9 +8,9 @@ import json
 
 import numpy as np
 import pytest
+from n2m.eval.adherence import fit_centroids, nearest_centroid, probe_score, read_probe_labels, tag_agreement
+from n2m.eval.clap_score import bootstrap_mean
 
-from eval.adherence import fit_centroids, nearest_centroid, probe_score, read_probe_labels, tag_agreement
-from eval.clap_score import bootstrap_mean
 from n2m.errors import JobFailed, UserError
 
 
@@ -137,7 +137,7 @@ def eval_cli():
     from n2m import cli
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(cli.COMMANDS, "eval", ("evaluate generated audio", "eval.cli"))
+        patch.setitem(cli.COMMANDS, "eval", ("evaluate generated audio", "n2m.eval.cli"))
         yield cli.main
 
 

@@ -11,11 +11,11 @@ import subprocess
 import numpy as np
 import pytest
 from eval_helpers import tone
+from n2m.eval import embeddings, frechet
+from n2m.eval import report as reports
+from n2m.eval.audio_sets import Preprocess, embed_files, list_audio
+from n2m.eval.metrics import FrechetAudioDistance
 
-from eval import embeddings, frechet
-from eval import report as reports
-from eval.audio_sets import Preprocess, embed_files, list_audio
-from eval.metrics import FrechetAudioDistance
 from n2m import audio, cli
 from n2m.provenance import file_hash
 
@@ -23,7 +23,7 @@ from n2m.provenance import file_hash
 @pytest.fixture(scope="module", autouse=True)
 def _registered():
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(cli.COMMANDS, "eval", ("evaluate generated audio: FAD, CLAP score, MusicCaps", "eval.cli"))
+        patch.setitem(cli.COMMANDS, "eval", ("evaluate generated audio: FAD, CLAP score, MusicCaps", "n2m.eval.cli"))
         yield
 
 
@@ -51,7 +51,7 @@ def test_fad_report_figures_and_provenance(fad_run, audio_sets, vggish_weights, 
     assert rep["lineage"]["with_sidecar"] == 6
     assert rep["lineage"]["values"]["label_set"] == ["demo-labels"]
     assert rep["versions"]["torch"] and rep["config"]["embedding"]
-    # the noise check rides along (eval.flatness): one value per clip, the generated median among them
+    # the noise check rides along (n2m.eval.flatness): one value per clip, the generated median among them
     per_clip = rep["flatness"]
     assert rep["metrics"]["spectral_flatness"]["n"] == 6 and rep["metrics"]["spectral_flatness_reference"]["n"] == 6
     assert 0.0 <= rep["metrics"]["spectral_flatness"]["value"] <= 1.0 and per_clip
@@ -187,11 +187,11 @@ def _tiny_waveform_cascade(root):
 
 
 def test_musiccaps_generates_through_the_sampling_api(tmp_path, clap_dir, capsys):
-    if importlib.util.find_spec("training.sampling") is None:
+    if importlib.util.find_spec("n2m.training.sampling") is None:
         _write_captions(tmp_path / "caps.csv", [{"ytid": "a", "caption": "x", "is_audioset_eval": "True"}])
         code = cli.main(["eval", "musiccaps", "--captions", str(tmp_path / "caps.csv"), "--reference-audio",
                          str(tmp_path), "--checkpoints", "x", "--clap", "/nowhere"])
-        assert code == 2 and "generation needs n2m sample (training.sampling)" in capsys.readouterr().err
+        assert code == 2 and "generation needs n2m sample (n2m.training.sampling)" in capsys.readouterr().err
         return
     import torch
 

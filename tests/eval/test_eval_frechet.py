@@ -4,9 +4,8 @@ import warnings
 
 import numpy as np
 import pytest
-
-from eval import frechet
-from eval.frechet import Stats, StatsAccumulator, frechet_distance, stats_of
+from n2m.eval import frechet
+from n2m.eval.frechet import Stats, StatsAccumulator, frechet_distance, stats_of
 
 
 def _random_orthogonal(rng, d):

@@ -1,4 +1,4 @@
-"""The ``n2m eval`` jobs as Python functions of their typed settings, without argparse: ``fad`` (eval.jobs),
+"""The ``n2m eval`` jobs as Python functions of their typed settings, without argparse: ``fad`` (n2m.eval.jobs),
 ``prompts`` and ``compare`` write what their command lines write; ``--quiet`` (a settings field) hides the bars."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from n2m.eval.compare import CompareSettings, run_compare
+from n2m.eval.jobs import FadSettings, run_fad
+from n2m.eval.prompts import PromptsSettings, run_prompts
 
-from eval.compare import CompareSettings, run_compare
-from eval.jobs import FadSettings, run_fad
-from eval.prompts import PromptsSettings, run_prompts
 from n2m.cli import main
 from n2m.errors import UserError
 
@@ -53,7 +53,7 @@ def test_fad_prompts_and_compare_from_python_write_what_the_cli_writes(tmp_path,
 
 
 def test_eval_settings_are_checked_at_construction():
-    from eval.musiccaps import MusicCapsSettings
+    from n2m.eval.musiccaps import MusicCapsSettings
 
     with pytest.raises(UserError, match="give one of --generated DIR or --checkpoints"):
         MusicCapsSettings(captions="c.csv", reference_audio="ref/")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from n2m.eval.melody_agreement import CHANCE, MelodyFrames, agreement_counts, pair_sources, pitch_classes, score
 
-from eval.melody_agreement import CHANCE, MelodyFrames, agreement_counts, pair_sources, pitch_classes, score
 from n2m import audio
 from n2m.cli import main
 
@@ -101,9 +101,9 @@ def test_shuffled_is_the_mean_over_the_other_distinct_sources():
 
 def write_clip(out: Path, clip_id: str, wave: np.ndarray, melody: Path | None) -> Path:
     """``out/ID.wav`` + ``out/ID.json`` through ``n2m sample``'s writer, the melody entry as the sampler describes it."""
-    from training.conditioning import read_audio_file
-    from training.sample_files import write_result
-    from training.sampling import Prompt, Result
+    from n2m.training.conditioning import read_audio_file
+    from n2m.training.sample_files import write_result
+    from n2m.training.sampling import Prompt, Result
 
     meta = {"seconds": wave.shape[1] / SR, "stages": {}, "settings": {}, "timing": {}, "versions": {},
             "melody": read_audio_file(str(melody), "--melody").describe() if melody else None}

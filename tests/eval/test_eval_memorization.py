@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import scipy.stats
+from n2m.eval import memorization_match as mm
+from n2m.eval.memorization_match import MatchFrames, conformal_threshold, match_scores
 
-from eval import memorization_match as mm
-from eval.memorization_match import MatchFrames, conformal_threshold, match_scores
 from n2m import audio
 from n2m.cli import main
 

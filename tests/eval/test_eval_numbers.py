@@ -25,7 +25,7 @@ def _fails_in_one_line(argv: list[str], flag: str, out, capsys) -> None:
     assert not out.exists()
 
 
-# Bad values of the options every embedding-based command shares (eval.options).
+# Bad values of the options every embedding-based command shares (n2m.eval.options).
 EMBEDDING = [("--crop-seconds", "nan"), ("--crop-seconds", "0"), ("--band-rate", "0"), ("--band-rate", "16000.5"),
              ("--band-rate", "100000000000"), ("--clap-min-seconds", "nan"), ("--clap-min-seconds", "-1")]
 OUTPUT = [("--samples", "-3"), ("--samples", "inf"), ("--seed", "-1")]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from eval_helpers import tone
+from n2m.eval import embeddings
+from n2m.eval.audio_sets import Preprocess, by_id, embed_files, list_audio
 
-from eval import embeddings
-from eval.audio_sets import Preprocess, by_id, embed_files, list_audio
 from n2m import audio
 from n2m.errors import UserError
 

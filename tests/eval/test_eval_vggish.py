@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.signal
 import torch
+from n2m.eval import vggish
 
-from eval import vggish
 from n2m.audio import AudioError
 
 SR = vggish.SAMPLE_RATE

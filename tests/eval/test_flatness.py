@@ -1,4 +1,4 @@
-"""Spectral flatness (:mod:`eval.flatness`): white noise against its closed form, pure tones, silence, synthesised
+"""Spectral flatness (:mod:`n2m.eval.flatness`): white noise against its closed form, pure tones, silence, synthesised
 music, the interval of a median, and the figures in ``n2m eval musiccaps`` reports and pages."""
 
 import json
@@ -7,12 +7,10 @@ import math
 import numpy as np
 import pytest
 from eval_helpers import tone
-from scipy import special, stats
-
-from eval import report as reports
-from eval import scoring
-from eval.audio_sets import Preprocess
-from eval.flatness import (
+from n2m.eval import report as reports
+from n2m.eval import scoring
+from n2m.eval.audio_sets import Preprocess
+from n2m.eval.flatness import (
     EDGES,
     FLOOR_DB,
     FRAME,
@@ -22,6 +20,8 @@ from eval.flatness import (
     median_interval,
     spectral_flatness,
 )
+from scipy import special, stats
+
 from n2m import audio, cli
 
 GAMMA = 0.5772156649015329  # Euler-Mascheroni

@@ -18,7 +18,7 @@ CAPTIONS = [
 @pytest.fixture(scope="session")
 def micro_clap_dir(tmp_path_factory):
     """A random ``micro`` preset CLAP directory, made by the same factory as ``n2m clap-train``."""
-    from labeling.presets import build_clap, save_clap
+    from n2m.labeling.presets import build_clap, save_clap
 
     model, features, tokenizer = build_clap("micro", CAPTIONS * 4, seed=0)
     return str(save_clap(tmp_path_factory.mktemp("micro_clap"), model, features, tokenizer))

@@ -1,4 +1,4 @@
-"""labeling.convert: LAION CLAP checkpoint -> transformers, by round trip through an independent inverse map."""
+"""n2m.labeling.convert: LAION CLAP checkpoint -> transformers, by round trip through an independent inverse map."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pytest
 import torch
+from n2m.labeling.convert import convert
+from n2m.labeling.presets import build_clap, get_preset, save_clap
 
-from labeling.convert import convert
-from labeling.presets import build_clap, get_preset, save_clap
 from n2m.clap import ClapEmbedder
 from n2m.errors import UserError
 
@@ -19,7 +19,7 @@ CAPTIONS = ["a calm piano piece", "fast techno with drums", "sad violin melody",
 
 
 def _to_laion(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers ClapModel state dict -> LAION CLAP naming (written independently of labeling.convert)."""
+    """transformers ClapModel state dict -> LAION CLAP naming (written independently of n2m.labeling.convert)."""
     out: dict[str, torch.Tensor] = {}
     qkv: dict[str, dict[str, torch.Tensor]] = collections.defaultdict(dict)
     for key, value in hf.items():

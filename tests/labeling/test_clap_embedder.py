@@ -124,7 +124,7 @@ def test_no_randomness_even_where_the_extractor_would_crop(micro_embedder, tmp_p
 
 
 def test_fusion_models_are_deterministic(micro_clap_dir, tmp_path):
-    from labeling.presets import build_clap, get_preset, save_clap
+    from n2m.labeling.presets import build_clap, get_preset, save_clap
 
     preset = get_preset("micro")
     preset = dataclasses.replace(preset, audio=dict(preset.audio, enable_fusion=True, fusion_type="aff_2d"))

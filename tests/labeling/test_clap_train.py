@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_build
+from n2m.labeling.clap_train import clap_loss, learning_rate, track_text
+from n2m.labeling.presets import build_clap
 
-from labeling.clap_train import clap_loss, learning_rate, track_text
-from labeling.presets import build_clap
 from n2m.clap import ClapEmbedder
 from n2m.cli import build_parser, main
 from n2m.errors import UserError
@@ -19,7 +19,7 @@ TONE, NOISE = "a soft low sine tone", "harsh loud white noise"
 
 
 def _train(*argv: str) -> int:
-    parser = build_parser({"clap-train": ("x", "labeling.clap_train_cli")})
+    parser = build_parser({"clap-train": ("x", "n2m.labeling.clap_train_cli")})
     args = parser.parse_args(["clap-train", *argv])
     return args.func(args)
 

@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("distributed", reason="the Dask tests need the dask extra: pip install 'n2m[dask]'")
 
 from conftest import CAPTIONS, write_build, write_vocab  # noqa: E402
+from n2m.labeling.job import LabelSettings, global_counts, shard_refs, text_cache_path  # noqa: E402
+from n2m.labeling.vocabset import open_vocabularies  # noqa: E402
 
-from labeling.job import LabelSettings, global_counts, shard_refs, text_cache_path  # noqa: E402
-from labeling.vocabset import open_vocabularies  # noqa: E402
 from n2m.beam import local_dask_cluster  # noqa: E402
 from n2m.cli import build_parser, main  # noqa: E402
 from n2m.errors import JobFailed  # noqa: E402
@@ -113,7 +113,7 @@ def test_a_shard_the_runner_did_not_score_fails_the_job(setup):
 
 
 def test_label_takes_beam_flags_the_way_build_does(setup, capsys):
-    parser = build_parser({"label": ("", "labeling.cli")})
+    parser = build_parser({"label": ("", "n2m.labeling.cli")})
 
     def dry_run(*flags: str) -> dict:
         args = parser.parse_args([*setup["base"], "--name", "x", "--dry-run", *flags])

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 from conftest import CAPTIONS, write_build, write_vocab
+from n2m.labeling.label_eval import aspect_precision, clap_scores, tempo_class, text_matches
 
-from labeling.label_eval import aspect_precision, clap_scores, tempo_class, text_matches
 from n2m.cli import build_parser
 
 SHORT = {"genre": ["rock", "jazz", "ambient", "lo-fi hip hop"], "instrument": ["piano", "bass", "violin", "drums"],
@@ -68,7 +68,7 @@ def test_cli_end_to_end(tmp_path, micro_clap_dir, capsys):
     aspects = [a for a, v in SHORT.items() for _ in v]
     short = write_vocab(tmp_path / "aspects.parquet", texts, "short", aspects)
     long = write_vocab(tmp_path / "long.parquet", CAPTIONS, "long")
-    parser = build_parser({"label": ("x", "labeling.cli"), "label-eval": ("x", "labeling.label_eval_cli")})
+    parser = build_parser({"label": ("x", "n2m.labeling.cli"), "label-eval": ("x", "n2m.labeling.label_eval_cli")})
     args = parser.parse_args(["label", "--build", str(tmp_path / "out"), "--vocab", short, "--vocab", long, "--model",
                               micro_clap_dir, "--name", "v1", "--k", "6", "--", "--direct_running_mode=in_memory"])
     assert args.func(args) == 0

@@ -1,5 +1,5 @@
 """The labelling jobs as Python functions of their typed settings, without argparse: ``n2m label``
-(labeling.label_job), ``n2m vocab aspects`` and ``n2m label-eval`` write what their command lines write; each
+(n2m.labeling.label_job), ``n2m vocab aspects`` and ``n2m label-eval`` write what their command lines write; each
 settings dataclass is checked once, at construction."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import CAPTIONS, write_build, write_vocab
+from n2m.labeling.label_eval import LabelEvalSettings, run_label_eval
+from n2m.labeling.label_job import LabelJobSettings, run_label
+from n2m.labeling.vocab.aspects import AspectsSettings, run_aspects
 
-from labeling.label_eval import LabelEvalSettings, run_label_eval
-from labeling.label_job import LabelJobSettings, run_label
-from labeling.vocab.aspects import AspectsSettings, run_aspects
 from n2m.cli import main
 from n2m.errors import UserError
 

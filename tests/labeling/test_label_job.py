@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import CAPTIONS, write_build, write_vocab
+from n2m.labeling.embed import read_samples
 
-from labeling.embed import read_samples
 from n2m.audio import decode
 from n2m.clap import ClapEmbedder
 from n2m.cli import build_parser
@@ -23,7 +23,7 @@ CORRUPT = clip_key(source_id("/music/b1.wav"), 0)
 
 
 def _label(*argv: str) -> int:
-    parser = build_parser({"label": ("pseudo-labels", "labeling.cli")})
+    parser = build_parser({"label": ("pseudo-labels", "n2m.labeling.cli")})
     args = parser.parse_args(["label", *argv])
     return args.func(args)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 from conftest import CAPTIONS, write_build, write_vocab
+from n2m.labeling.job import AssignShard
 
-from labeling.job import AssignShard
 from n2m.cli import main
 
 SHORT = ["piano", "drums", "violin", "guitar", "synth", "jazz", "rock", "calm"]

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import CAPTIONS, write_build, write_vocab
+from n2m.labeling.vocabset import open_vocabularies
 
-from labeling.vocabset import open_vocabularies
 from n2m.cli import build_parser, main
 from n2m.errors import JobFailed, ShardDamaged, UserError
 from n2m.layout import BuildLayout
@@ -23,7 +23,7 @@ SHORT = ["piano", "drums", "violin", "guitar", "synth", "jazz"]
 
 
 def _label(*argv: str) -> int:
-    parser = build_parser({"label": ("pseudo-labels", "labeling.cli")})
+    parser = build_parser({"label": ("pseudo-labels", "n2m.labeling.cli")})
     args = parser.parse_args(["label", *argv])
     return args.func(args)
 
@@ -185,7 +185,7 @@ def test_clap_train_checks_shards_against_their_markers(build, tmp_path):
     with pytest.raises(ShardDamaged, match="truncated"):
         main_args = ["clap-train", "--build", str(build["out"]), "--captions", str(manifest), "--out",
                      str(tmp_path / "clap"), "--preset", "micro", "--max-steps", "1", "--batch-size", "2"]
-        parser = build_parser({"clap-train": ("clap", "labeling.clap_train_cli")})
+        parser = build_parser({"clap-train": ("clap", "n2m.labeling.clap_train_cli")})
         args = parser.parse_args(main_args)
         args.func(args)
 

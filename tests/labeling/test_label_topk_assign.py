@@ -9,10 +9,9 @@ import textwrap
 
 import numpy as np
 import pytest
+from n2m.labeling.assign import assign, count_topk, rng_for, sample_inverse_frequency
+from n2m.labeling.topk import memmap_blocks, stream_topk, text_embedding_cache
 from scipy import stats
-
-from labeling.assign import assign, count_topk, rng_for, sample_inverse_frequency
-from labeling.topk import memmap_blocks, stream_topk, text_embedding_cache
 
 
 def _unit(rng, n, d):
@@ -66,7 +65,7 @@ def test_one_million_entries_in_bounded_memory():
         """
         import json, resource, numpy as np, torch
         torch.set_num_threads(1)
-        from labeling.topk import stream_topk
+        from n2m.labeling.topk import stream_topk
         rng = np.random.default_rng(0)
         q = rng.standard_normal((200, 16)).astype(np.float32)
         stream_topk(q, (rng.standard_normal((64, 16)).astype(np.float32) for _ in range(2)), k=10)  # warm up

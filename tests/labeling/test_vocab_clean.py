@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from labeling.vocab.clean import (
+from n2m.labeling.vocab.clean import (
     REASONS,
     CleanRules,
     VocabCollector,
@@ -13,7 +12,8 @@ from labeling.vocab.clean import (
     reject_reason,
     split_sentences,
 )
-from labeling.vocab.tracks import Track
+from n2m.labeling.vocab.tracks import Track
+
 from n2m.schema import text_id
 
 TRACK = Track(track_id="t1", title="Golden Harbor (Live) - 2011 Remaster", artist="Mira Stone & The Tides", tags=("rock",))

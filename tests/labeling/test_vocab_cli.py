@@ -10,12 +10,12 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from n2m.labeling.vocab.aspects import CATEGORIES, build_aspects, builtin_aspects
+from n2m.labeling.vocab.backends import GenerationOptions
+from n2m.labeling.vocab.clean import near_key
+from n2m.labeling.vocab.template import TemplateBackend
+from n2m.labeling.vocab.tracks import read_tracks
 
-from labeling.vocab.aspects import CATEGORIES, build_aspects, builtin_aspects
-from labeling.vocab.backends import GenerationOptions
-from labeling.vocab.clean import near_key
-from labeling.vocab.template import TemplateBackend
-from labeling.vocab.tracks import read_tracks
 from n2m.cli import main
 from n2m.schema import SOURCES_SCHEMA, VOCAB_SCHEMA, text_id
 
@@ -80,7 +80,7 @@ def test_template_generate_on_synthetic_metadata(manifest, tmp_path, capsys):
 def test_template_sentences_follow_the_metadata_not_the_caption():
     backend = TemplateBackend(GenerationOptions(seed=0))
     for row in synth_rows(12):
-        from labeling.vocab.tracks import _track
+        from n2m.labeling.vocab.tracks import _track
 
         track = _track(row, "x")
         texts = [backend.compose(track, "describe", s) for s in range(4)]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from n2m.labeling.vocab.tracks import Track
 
-from labeling.vocab.tracks import Track
 from n2m.cli import main
 from n2m.schema import text_id
 
@@ -254,8 +254,8 @@ def test_resume_after_the_client_is_killed_mid_run(server, tmp_path):
 
 
 def test_payload_carries_the_generation_options():
-    from labeling.vocab.backends import GenerationOptions, Request
-    from labeling.vocab.openai_http import OpenAIBackend
+    from n2m.labeling.vocab.backends import GenerationOptions, Request
+    from n2m.labeling.vocab.openai_http import OpenAIBackend
 
     backend = OpenAIBackend("http://127.0.0.1:1/v1", GenerationOptions(model="m", temperature=0.3, top_p=0.5,
                                                                        max_new_tokens=77, seed=5))

@@ -104,7 +104,7 @@ def test_minimal_reproduction_of_the_dask_runner_defects(cluster):
 
 
 def test_a_pipeline_with_two_sinks_is_refused_before_it_runs():
-    args = build_parser({"build": ("", "pipelines.cli")}).parse_args(
+    args = build_parser({"build": ("", "n2m.pipelines.cli")}).parse_args(
         ["build", "--input", "x", "--output", "y", "--", "--direct_running_mode=in_memory"])
     with BeamSession(beam_setup(args)) as session, pytest.raises(RuntimeError, match="one sink, not 2"):
         session.run(lambda p: [p | label >> beam.Create([1]) for label in ("A", "B")])
@@ -164,9 +164,9 @@ def test_a_worker_killed_mid_build_then_rerun_gives_the_uninterrupted_bytes(clus
 
 def test_commit_refuses_a_shard_whose_sources_missed_the_duplicate_check(tmp_path):
     """The guard against a runner that drops the hash records: the shard is not committed, the job fails."""
-    from pipelines import job, plan
-    from pipelines.clips import ClipSettings
-    from pipelines.fetch import FetchSettings
+    from n2m.pipelines import job, plan
+    from n2m.pipelines.clips import ClipSettings
+    from n2m.pipelines.fetch import FetchSettings
 
     src, out = _sources(tmp_path, 2), str(tmp_path / "out")
     clip = ClipSettings(16000, 1, 2.0, 2.0, 1.0, -60.0, 60.0)
@@ -195,7 +195,7 @@ def test_a_run_that_drops_work_fails_loudly_and_the_rerun_gives_the_uninterrupte
     by handing the real pipeline fewer chunks than planned): a shard lost whole is caught by the driver's marker check
     after the run, chunks lost from a shard stop the pipeline (CommitShard's coverage check); each is one line, exit 1,
     and the same command then finishes with the bytes of an uninterrupted run."""
-    from pipelines import job
+    from n2m.pipelines import job
 
     src = _sources(tmp_path, 8)
     flags = ["--split", "train=1", "--sources-per-shard", "4"]  # 2 shards of 4 one-source chunks (8 sources, 2 workers)
@@ -229,7 +229,7 @@ def test_a_run_that_drops_work_fails_loudly_and_the_rerun_gives_the_uninterrupte
 
 
 def test_one_beam_option_convention(tmp_path, capsys):
-    parser = build_parser({"build": ("", "pipelines.cli")})
+    parser = build_parser({"build": ("", "n2m.pipelines.cli")})
 
     def setup_of(*flags: str):
         return beam_setup(parser.parse_args(["build", "--input", "x", "--output", "y", *flags]))
@@ -282,14 +282,14 @@ def test_the_documented_scaling_command_lines_parse(monkeypatch):
     for job, argv in [*(("build", a) for a in builds), *(("label", a) for a in labels)]:
         if job == "build" and "--input" not in argv:  # the --setup_file line elides them
             argv = ["--input", "gs://BUCKET/manifest.jsonl", "--output", "gs://BUCKET/build", *argv]
-        setup = beam_setup(build_parser({job: ("", f"{'pipelines' if job == 'build' else 'labeling'}.cli")})
+        setup = beam_setup(build_parser({job: ("", f"n2m.{'pipelines' if job == 'build' else 'labeling'}.cli")})
                            .parse_args([job, *argv]))
         named = argv[argv.index("--runner") + 1] if "--runner" in argv else "DaskRunner"  # --dask-workers alone
         assert setup.runner == runners[named], argv
         assert setup.kind == ("dask" if named == "DaskRunner" else "remote"), argv
     trains = [a for a in _documented_commands("train") if "--stage" in a]  # the by-hand lines elide the rest
     assert len(trains) == 2
-    parser = build_parser({"train": ("", "training.train_cli")})
+    parser = build_parser({"train": ("", "n2m.training.train_cli")})
     for argv in trains:
         args = parser.parse_args(["train", *argv])
         assert (args.num_nodes, args.devices, args.strategy) == (2, "4", "ddp"), argv
@@ -319,8 +319,8 @@ def test_a_fresh_venv_with_only_the_wheel_runs_a_dask_build(tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = run(str(venv / "bin" / "python"), "-c", "import n2m, pipelines.job, labeling.job, sys; "
-                "print(n2m.__file__, pipelines.job.__file__, labeling.job.__file__, *sys.path, sep='\\n')",
+    where = run(str(venv / "bin" / "python"), "-c", "import n2m, n2m.pipelines.job, n2m.labeling.job, sys; "
+                "print(n2m.__file__, n2m.pipelines.job.__file__, n2m.labeling.job.__file__, *sys.path, sep='\\n')",
                 cwd=work, env=env).stdout.split()
     modules, paths = where[:3], where[3:]
     assert all(m.startswith(str(site)) for m in modules) and str(REPO) not in paths and str(work) not in paths

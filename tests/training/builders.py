@@ -115,10 +115,10 @@ def tiny_checkpoint(stage: str, path: Path, text_encoder: str | None, build: str
     import argparse
 
     import torch
+    from n2m.training.networks.presets import build_network
+    from n2m.training.train_cli import add_arguments, resolve_config
 
     from n2m.provenance import now_iso, versions
-    from training.networks.presets import build_network
-    from training.train_cli import add_arguments, resolve_config
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -133,8 +133,8 @@ def tiny_checkpoint(stage: str, path: Path, text_encoder: str | None, build: str
     if joint and build is None:
         from dataclasses import replace
 
-        from training.conditioning import resolve_conditioning
-        from training.stages import get_stage
+        from n2m.training.conditioning import resolve_conditioning
+        from n2m.training.stages import get_stage
 
         config = replace(config, conditioning=resolve_conditioning(parser.parse_args(argv), get_stage(stage), True))
     torch.manual_seed(seed)

@@ -34,7 +34,7 @@ def tiny_t5(tmp_path_factory) -> str:
 def joint_models(tmp_path_factory) -> tuple[str, str]:
     """Two tiny random joint audio-text models (transformers CLAP directories of ``n2m clap-train``'s ``micro`` preset,
     16-d embeddings, 16 kHz, 10 s windows) that differ in their weights: A and B."""
-    from labeling.presets import build_clap, save_clap
+    from n2m.labeling.presets import build_clap, save_clap
 
     texts = LONG + SHORT + ["a calm piano piece", "loud rock drums"]
     return tuple(str(save_clap(tmp_path_factory.mktemp(f"joint_{name}"), *build_clap("micro", texts * 4, seed=seed)))

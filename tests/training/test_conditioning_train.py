@@ -12,6 +12,8 @@ import scipy.stats
 import torch
 from builders import write_build
 from lightning.pytorch.callbacks import Callback
+from n2m.training.data import read_shards
+from n2m.training.train_cli import run_train
 
 from n2m.audio import decode
 from n2m.clap import ClapEmbedder
@@ -22,8 +24,6 @@ from n2m.errors import UserError
 from n2m.layout import BuildLayout, committed_shards
 from n2m.melody import melody_features
 from n2m.provenance import dir_hash
-from training.data import read_shards
-from training.train_cli import run_train
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def _args(build: dict, out: Path, *extra: str, steps: int = 2, batch: int = 3, w
             "--window", window, "--batch-size", str(batch), "--num-workers", "0", "--max-steps", str(steps),
             "--val-every", "1000", "--val-samples", "0", "--warmup-steps", "1", "--accelerator", "cpu",
             "--devices", "1", *extra]
-    parser = build_parser({"train": ("train", "training.train_cli")})
+    parser = build_parser({"train": ("train", "n2m.training.train_cli")})
     return apply_config(parser, parser.parse_args(argv), argv)
 
 

@@ -1,4 +1,4 @@
-"""The classical vocoder (training.griffin_lim): its mel inversion against scipy's NNLS, its round trip through the
+"""The classical vocoder (n2m.training.griffin_lim): its mel inversion against scipy's NNLS, its round trip through the
 log-mel frontend, and its place in the spectrogram cascade through ``n2m sample``."""
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import pytest
 import soundfile as sf
 import torch
 from builders import tiny_checkpoint
+from n2m.training.griffin_lim import GriffinLim
+from n2m.training.mel import MelFrontend, unit_to_db
+from n2m.training.sampling import _stage_seed
 from scipy.optimize import nnls
-
-from training.griffin_lim import GriffinLim
-from training.mel import MelFrontend, unit_to_db
-from training.sampling import _stage_seed
 
 
 def _music(seconds: float = 3.0, sr: int = 16000) -> np.ndarray:

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-
-from training.diffusion.denoiser import Conditioning, cfg_dropout_pair
-from training.diffusion.guidance import classifier_free, double_classifier_free
+from n2m.training.diffusion.denoiser import Conditioning, cfg_dropout_pair
+from n2m.training.diffusion.guidance import classifier_free, double_classifier_free
 
 B, C, T, D = 3, 2, 5, 4
 

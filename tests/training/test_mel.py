@@ -6,8 +6,7 @@ import librosa
 import numpy as np
 import pytest
 import torch
-
-from training.mel import DB_MAX, DB_MIN, MelConfig, MelFrontend, frames_for, mel_filterbank, unit_to_db
+from n2m.training.mel import DB_MAX, DB_MIN, MelConfig, MelFrontend, frames_for, mel_filterbank, unit_to_db
 
 
 def _signal(seconds: float = 1.5, seed: int = 0) -> np.ndarray:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from n2m.training.train_cli import run_train
 from test_train import Probe, run_cli, train_argv
 
 from n2m.cli import build_parser, main
-from training.train_cli import run_train
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,7 +28,7 @@ NODE = textwrap.dedent('''
     import hashlib, json, sys
     import lightning as L
     from n2m.cli import build_parser
-    from training.train_cli import run_train
+    from n2m.training.train_cli import run_train
 
     class Record(L.Callback):
         def __init__(self):
@@ -42,7 +42,7 @@ NODE = textwrap.dedent('''
             with open(f"{sys.argv[1]}/rank{trainer.global_rank}.json", "w") as handle:
                 json.dump({"keys": self.keys, "world": trainer.world_size, "weights": digest.hexdigest()}, handle)
 
-    args = build_parser({"train": ("", "training.train_cli")}).parse_args(sys.argv[2:])
+    args = build_parser({"train": ("", "n2m.training.train_cli")}).parse_args(sys.argv[2:])
     sys.exit(run_train(args, extra_callbacks=(Record(),)))
 ''')
 
@@ -106,7 +106,7 @@ def test_two_nodes_read_disjoint_shards_and_the_checkpoint_resumes_on_one(tiny_b
     saved = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] == 2 and saved["n2m"]["config"]["trainer"]["num_nodes"] == 2
     # the same run continued on one process
-    args = build_parser({"train": ("train", "training.train_cli")}).parse_args(
+    args = build_parser({"train": ("train", "n2m.training.train_cli")}).parse_args(
         train_argv(tiny_build, tiny_t5, "generator", out, "--batch-size", "3", "--max-steps", "3", "--resume"))
     probe = Probe()
     assert run_train(args, extra_callbacks=(probe,)) == 0

@@ -13,10 +13,9 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from training.diffusion.denoiser import Prediction
-from training.diffusion.guidance import classifier_free, double_classifier_free, dynamic_clip, make_clip
-from training.diffusion.samplers import (
+from n2m.training.diffusion.denoiser import Prediction
+from n2m.training.diffusion.guidance import classifier_free, double_classifier_free, dynamic_clip, make_clip
+from n2m.training.diffusion.samplers import (
     SAMPLERS,
     Steps,
     make_steps,

@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import n2m.training.sampling as sampling
 import numpy as np
 import pytest
 import soundfile as sf
 from builders import tiny_checkpoint
+from n2m.training.cascade import load_stage
+from n2m.training.sampling import Prompt, generate, load_cascade
 
-import training.sampling as sampling
 from n2m.errors import UserError
-from training.cascade import load_stage
-from training.sampling import Prompt, generate, load_cascade
 
 STAGES = ("generator", "cascader", "sr_cascader", "spec_generator", "vocoder")
 
@@ -22,7 +22,7 @@ STAGES = ("generator", "cascader", "sr_cascader", "spec_generator", "vocoder")
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, tiny_t5) -> Path:
     """Generators and the spectrogram models exported (n2m export format), cascaders left as .ckpt files."""
-    from training.export import export_checkpoint
+    from n2m.training.export import export_checkpoint
 
     root = tmp_path_factory.mktemp("models")
     work = tmp_path_factory.mktemp("ckpts")
@@ -128,9 +128,9 @@ def test_models_in_the_wrong_place_are_refused(models_dir):
 
 
 def test_prompt_files_and_stage_values_parse(tmp_path):
-    from training.cascade import per_stage
-    from training.sample_cli import read_prompts
-    from training.sample_files import rate_label
+    from n2m.training.cascade import per_stage
+    from n2m.training.sample_files import rate_label
+    from n2m.training.sample_job import read_prompts
 
     lines = tmp_path / "p.txt"
     lines.write_text("first prompt\n\nsecond prompt\n")

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import torch
-
-from training.diffusion.denoiser import Conditioning, Denoiser
-from training.diffusion.schedules import get_schedule
-from training.mel import MelFrontend
-from training.networks.presets import build_network, count_parameters
-from training.stages import STAGES
-from training.stages_spectrogram import (
+from n2m.training.diffusion.denoiser import Conditioning, Denoiser
+from n2m.training.diffusion.schedules import get_schedule
+from n2m.training.mel import MelFrontend
+from n2m.training.networks.presets import build_network, count_parameters
+from n2m.training.stages import STAGES
+from n2m.training.stages_spectrogram import (
     SpectrogramAugmentation,
     blur_2d,
     spectrogram_example,

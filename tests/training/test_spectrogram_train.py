@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from n2m.training.cascade import load_stage
 
 from n2m.cli import build_parser
 from n2m.config import apply_config
-from training.cascade import load_stage
 
-COMMANDS = {"train": ("train", "training.train_cli"), "export": ("export", "training.export_cli")}
+COMMANDS = {"train": ("train", "n2m.training.train_cli"), "export": ("export", "n2m.training.export_cli")}
 STEPS = 30
 
 

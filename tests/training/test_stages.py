@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from training.cascade import StageModel
-from training.config import DiffusionConfig
-from training.export import build_model
-from training.module import conditioning_field
-from training.networks.presets import build_network
-from training.stages import STAGES, get_stage
+from n2m.training.cascade import StageModel
+from n2m.training.config import DiffusionConfig
+from n2m.training.export import build_model
+from n2m.training.module import conditioning_field
+from n2m.training.networks.presets import build_network
+from n2m.training.stages import STAGES, get_stage
 
 
 def _clip(seconds: float, sr: int) -> np.ndarray:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from n2m.training.text import CachedTextEncoder, load_text_encoder, text_width
 
 from n2m.errors import UserError
-from training.text import CachedTextEncoder, load_text_encoder, text_width
 
 
 def test_t5_states_match_the_model_run_directly(tiny_t5):
@@ -51,7 +51,7 @@ def test_cache_returns_the_same_states_without_re_encoding(tiny_t5):
 
 
 def test_clap_text_tower_as_encoder(tmp_path):
-    from labeling.presets import build_clap, save_clap
+    from n2m.labeling.presets import build_clap, save_clap
 
     model, features, tokenizer = build_clap("micro", ["a calm piano piece", "fast drums", "sad violin"] * 4, seed=0)
     path = save_clap(tmp_path / "clap", model, features, tokenizer)

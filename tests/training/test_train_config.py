@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from n2m.training.cascade import load_stage
+from n2m.training.config import TrainConfig
+from n2m.training.diffusion.denoiser import Conditioning
+from n2m.training.diffusion.guidance import CLIPS, static_clip
+from n2m.training.diffusion.samplers import SAMPLERS
+from n2m.training.diffusion.schedules import SCHEDULES, LinearSchedule
+from n2m.training.export import export_checkpoint, load_exported, read_checkpoint
+from n2m.training.networks.presets import build_network
+from n2m.training.networks.unet1d import UNetConfig
+from n2m.training.sampling import stage_settings
+from n2m.training.stages import STAGES
 
 from n2m.cli import build_parser, main
 from n2m.errors import UserError
-from training.cascade import load_stage
-from training.config import TrainConfig
-from training.diffusion.denoiser import Conditioning
-from training.diffusion.guidance import CLIPS, static_clip
-from training.diffusion.samplers import SAMPLERS
-from training.diffusion.schedules import SCHEDULES, LinearSchedule
-from training.export import export_checkpoint, load_exported, read_checkpoint
-from training.networks.presets import build_network
-from training.networks.unet1d import UNetConfig
-from training.sampling import stage_settings
-from training.stages import STAGES
 
 # configs as n2m train and n2m export wrote them before the typed configs (see the file's "about")
 WRITTEN = json.loads((Path(__file__).parent / "fixtures" / "configs_v0.json").read_text())
@@ -118,7 +118,7 @@ def test_a_registry_entry_is_a_choice_of_the_clis_and_configs(monkeypatch):
     monkeypatch.setitem(SCHEDULES, "steep", LinearSchedule)
     monkeypatch.setitem(CLIPS, "hard", lambda percentile: static_clip)
     monkeypatch.setitem(SAMPLERS, "mine", SAMPLERS["ddim"])
-    commands = {"train": ("train", "training.train_cli"), "sample": ("sample", "training.sample_cli")}
+    commands = {"train": ("train", "n2m.training.train_cli"), "sample": ("sample", "n2m.training.sample_cli")}
     train = build_parser(commands).parse_args(["train", "--stage", "generator", "--schedule", "steep"])
     assert train.schedule == "steep"
     config = copy.deepcopy(WRITTEN["run_generator"])

@@ -9,21 +9,21 @@ import logging
 import shutil
 from pathlib import Path
 
+import n2m.training.sampling as sampling
 import pytest
 import torch
 from builders import tiny_checkpoint, write_build
+from n2m.training.cascade import load_stage
+from n2m.training.config import DataConfig
+from n2m.training.data import ShardDataModule
+from n2m.training.export import export_checkpoint, load_exported
+from n2m.training.stages import STAGES
 
-import training.sampling as sampling
 from n2m.cli import build_parser, main
 from n2m.errors import ShardDamaged, UserError
 from n2m.provenance import dir_hash
-from training.cascade import load_stage
-from training.config import DataConfig
-from training.data import ShardDataModule
-from training.export import export_checkpoint, load_exported
-from training.stages import STAGES
 
-TRAIN = {"train": ("train", "training.train_cli")}
+TRAIN = {"train": ("train", "n2m.training.train_cli")}
 
 
 def _train(*argv: str) -> int:
@@ -112,10 +112,10 @@ def test_damaged_shards_are_refused_before_training_reads_them(small_build, tmp_
 
 
 def test_a_window_longer_than_the_clips_warns_once_with_the_padding_share(small_build, caplog):
-    with caplog.at_level(logging.WARNING, logger="training.data_checks"):
+    with caplog.at_level(logging.WARNING, logger="n2m.training.data_checks"):
         _datamodule(small_build, window_s=(2.5, 2.5)).setup()
         _datamodule(small_build, window_s=(0.5, 1.0)).setup()
-    warnings = [r.getMessage() for r in caplog.records if r.name == "training.data_checks"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "n2m.training.data_checks"]
     # clips are 1 s: a 2.5 s window is 1 - 1/2.5 = 60% zeros; a window of at most 1 s needs no padding
     assert len(warnings) == 1 and "(2.5 s) is longer than 100% of the train clips (median 1.0 s)" in warnings[0]
     assert "60% of a window is zero padding" in warnings[0]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from training.networks.presets import build_network, count_parameters
-from training.networks.unet1d import UNetConfig
-from training.stages import STAGES
+from n2m.training.networks.presets import build_network, count_parameters
+from n2m.training.networks.unet1d import UNetConfig
+from n2m.training.stages import STAGES
 
 PAPER_PARAMS = {"generator": 724e6, "cascader": 487e6, "sr_cascader": 81e6}  # Noise2Music table 7
 WAVEFORM = ("generator", "cascader", "sr_cascader")

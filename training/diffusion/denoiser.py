@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
-
-from training.diffusion.schedules import Schedule
+from n2m.training.diffusion.schedules import Schedule
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def cfg_dropout_pair(batch: int, p_text: float, p_audio: float, generator: torch
     Each example drops its text with probability ``p_text`` and, independently, its audio with probability ``p_audio``
     (one ``[2, B]`` uniform draw from ``generator``), so a batch holds all four cases: both kept, text only dropped
     (``p_text (1 - p_audio)``), audio only dropped, both dropped (``p_text p_audio``). Double classifier-free guidance
-    (:func:`training.diffusion.guidance.double_classifier_free`) needs the model under "audio only" and "neither";
+    (:func:`n2m.training.diffusion.guidance.double_classifier_free`) needs the model under "audio only" and "neither";
     MusicGen-Style trains its text + style model this way (Rouard et al. 2024, section 4.3). The masks are on
     ``device`` (default: the generator's).
     """
@@ -148,11 +147,11 @@ def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class Prediction:
     """What a denoiser predicts at ``(x_t, t)``: ``eps`` and ``x0``, ``[B, C, T]`` each, related by
-    ``x_t = alpha_t x0 + sigma_t eps``. Samplers take both (:mod:`training.diffusion.samplers`), so the parametrisation
+    ``x_t = alpha_t x0 + sigma_t eps``. Samplers take both (:mod:`n2m.training.diffusion.samplers`), so the parametrisation
     is converted here only.
 
-    Predictions add, subtract and scale field by field, so guidance (:mod:`training.diffusion.guidance`) and
-    cross-fades (:mod:`training.windowing`) combine them like tensors. Since ``x0`` is affine in ``eps`` at a fixed
+    Predictions add, subtract and scale field by field, so guidance (:mod:`n2m.training.diffusion.guidance`) and
+    cross-fades (:mod:`n2m.training.windowing`) combine them like tensors. Since ``x0`` is affine in ``eps`` at a fixed
     ``x_t``, a combination whose weights sum to 1 (guidance: ``(1 - w) u + w c``; cross-fade weights) of consistent
     predictions is consistent again.
     """

@@ -3,7 +3,7 @@
 - :func:`classifier_free` wraps ``denoise(x, t, cond) -> prediction`` into the guided denoiser
   ``eps = eps_u + w (eps_c - eps_u)`` (Ho & Salimans 2022, eq. 6), evaluating the conditional and the unconditional
   halves in one batch. Noise2Music (section 3.5) guides with ``w = 10`` (generator) and ``w = 5`` (cascader).
-  A prediction is a :class:`training.diffusion.denoiser.Prediction` (``eps`` and ``x0``, combined alike, which keeps
+  A prediction is a :class:`n2m.training.diffusion.denoiser.Prediction` (``eps`` and ``x0``, combined alike, which keeps
   them consistent: the weights of every combination here sum to 1) or any tensor.
 - :func:`double_classifier_free` guides a denoiser conditioned on text and audio at once with two scales,
   MusicGen-Style's double classifier-free guidance (Rouard et al. 2024, "Audio Conditioning for Music Generation via
@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import torch
-
-from training.diffusion.samplers import Clip, Cond, Denoiser, map_cond
+from n2m.training.diffusion.samplers import Clip, Cond, Denoiser, map_cond
 
 
 def concat_cond(first: Cond, second: Cond) -> Cond:
@@ -57,7 +56,7 @@ def double_classifier_free(denoise: Denoiser, text_scale: float, audio_scale: fl
     with ``alpha = audio_scale`` (audiocraft's ``cfg_coef``), ``beta = text_scale`` (``cfg_coef_beta``), ``eps_ta`` the
     denoiser under the full ``cond`` (text and audio), ``eps_a`` under ``audio_only`` (the same batch with its text
     dropped) and ``eps_0`` under ``uncond`` (both dropped). The three run as one batch ``[3B, C, T]``. The model must
-    have been trained with the two conditions dropped independently (:func:`training.diffusion.denoiser.
+    have been trained with the two conditions dropped independently (:func:`n2m.training.diffusion.denoiser.
     cfg_dropout_pair`), so that it knows ``eps_a`` and ``eps_0``.
 
     The scales reduce to single guidance: ``beta = 1`` is :func:`classifier_free` on the joint condition at scale

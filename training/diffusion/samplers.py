@@ -6,9 +6,9 @@ Every sampler is a pure function with one signature (the k-diffusion convention,
 
 - ``denoise(x_t, t, cond) -> Prediction``: ``x_t`` ``[B, C, T]``, ``t`` ``[B]`` the model's continuous time in [0, 1],
   ``cond`` whatever the model takes (a mapping of batch-first tensors, or ``None``); returns ``eps_hat`` and ``x0_hat``
-  ``[B, C, T]`` each (:class:`training.diffusion.denoiser.Prediction`: the denoiser converts its network's output, so
+  ``[B, C, T]`` each (:class:`n2m.training.diffusion.denoiser.Prediction`: the denoiser converts its network's output, so
   the parametrisation lives there and nowhere here). Classifier-free guidance and windowing are wrappers of this
-  function (:mod:`training.diffusion.guidance`, :mod:`training.windowing`), so every sampler gets them for free.
+  function (:mod:`n2m.training.diffusion.guidance`, :mod:`n2m.training.windowing`), so every sampler gets them for free.
 - ``x``: the starting noise ``x_T`` ``[B, C, T]``, drawn by the caller (seeded there).
 - ``steps``: a :class:`Steps`, the discretisation: times ``t_0 = t_max > ... > t_N = 0`` with their ``alpha_bar``.
 - ``clip``: a transform of the predicted ``x_0`` (Imagen's dynamic clipping); the ``eps`` used by the update is
@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from n2m.training.diffusion.denoiser import Prediction
 
-from training.diffusion.denoiser import Prediction
-
-Cond = Any  # a Mapping or a dataclass of batch-first tensors (e.g. training.diffusion.denoiser.Conditioning), or None
+Cond = Any  # a Mapping or a dataclass of batch-first tensors (e.g. n2m.training.diffusion.denoiser.Conditioning), or None
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond], Prediction]
 Clip = Callable[[torch.Tensor], torch.Tensor]
 Callback = Callable[[dict], None]

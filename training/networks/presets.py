@@ -17,7 +17,7 @@ self-attention only at the bottom, where the sequence is shortest):
 
 An architecture may change a preset's result for its stage (``Architecture.preset_overrides``): the paper vocoder's
 base width is 128, the tiny vocoder's two strides multiply to the mel hop, the small vocoder is one level of 10 ms
-patches and the small spectrogram generator is wider at its top (see ``training.stages_spectrogram``).
+patches and the small spectrogram generator is wider at its top (see ``n2m.training.stages_spectrogram``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
-from training.networks.unet1d import UNet1D, UNetConfig
+from n2m.training.networks.unet1d import UNet1D, UNetConfig
 
 PAPER_TEXT_DIM = 1024  # T5-large width, used to count parameters when no text encoder is given
 

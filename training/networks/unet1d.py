@@ -27,9 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from training.networks.blocks import (
+from n2m.training.networks.blocks import (
     SKIP_SCALE,
     CrossAttention,
     ResBlock,
@@ -37,6 +35,7 @@ from training.networks.blocks import (
     TimeEmbedding,
     group_norm,
 )
+from torch import nn
 
 
 @dataclass
