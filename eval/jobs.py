@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from n2m.eval import report as reports
 from n2m.eval.audio_sets import Preprocess, by_id, embed_files, list_audio
 from n2m.eval.options import (
-    FAD_LABELS,
     EmbeddingSettings,
     FadExtras,
     OutputSettings,
@@ -22,6 +21,7 @@ from n2m.eval.options import (
     cache_root,
     embed_both,
     embedding_options,
+    fad_label,
     fad_options,
     finish,
     model_info,
@@ -87,7 +87,7 @@ def run_fad(settings: FadSettings) -> int:
     for spec in settings.embedding:
         embedder = embeddings.load(spec, embedding_options(settings))
         ref, gen = embed_both(embedder, reference, generated, preprocess, cache_root(settings))
-        label = FAD_LABELS.get(embedder.name, f"FAD_{embedder.name}")
+        label = fad_label(embedder.name)
         report["models"][embedder.name] = model_info(embedder)
         report["sets"][f"reference ({embedder.name})"] = ref.summary()
         report["sets"][f"generated ({embedder.name})"] = gen.summary()

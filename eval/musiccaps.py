@@ -24,13 +24,13 @@ from pathlib import Path
 from n2m.eval import report as reports
 from n2m.eval.audio_sets import Preprocess, by_id, embed_files, list_audio
 from n2m.eval.options import (
-    FAD_LABELS,
     EmbeddingSettings,
     FadExtras,
     OutputSettings,
     ProbeSettings,
     cache_root,
     embedding_options,
+    fad_label,
     fad_options,
     finish,
     model_info,
@@ -219,7 +219,7 @@ def run_musiccaps(settings: MusicCapsSettings) -> int:
         report["models"][name] = model_info(embedder)
         report["sets"][f"reference ({name})"] = ref.summary()
         report["sets"][f"generated ({name})"] = gen.summary()
-        rows_, section, warnings = scoring.fad(FAD_LABELS[name], model_info(embedder), ref, gen, fad_options(settings, settings.seed))
+        rows_, section, warnings = scoring.fad(fad_label(name), model_info(embedder), ref, gen, fad_options(settings, settings.seed))
         report["metrics"].update(rows_)
         report["fad"][name] = section
         report["warnings"] += warnings

@@ -16,7 +16,7 @@ from n2m.eval.scoring import FadOptions
 
 from n2m.names import check_name
 
-FAD_LABELS = {"vggish": "FAD_VGG", "clap": "FAD_CLAP", "musicnn": "FAD_musicnn"}
+FAD_LABELS = {"vggish": "FAD_VGG", "clap": "FAD_CLAP", "musicnn": "FAD_musicnn"}  # the paper's names; others FAD_{name}
 # Caps that keep a typo from exhausting memory: a bootstrap draws [resamples, items] indices at once
 # (n2m.eval.clap_score.bootstrap_mean), and FAD-inf's sizes are distinct subset sizes fitted by a line (15 by default).
 MAX_BOOTSTRAP = 10_000  # Efron & Tibshirani (1993, ch. 13): 1,000-2,000 resamples suffice for percentile intervals
@@ -66,6 +66,11 @@ class ProbeSettings:
 
     probe_labels: str | None = None
     probe_column: str = "style"
+
+
+def fad_label(embedding: str) -> str:
+    """The metric name of FAD under ``embedding`` (an :data:`n2m.eval.embeddings.EMBEDDINGS` name)."""
+    return FAD_LABELS.get(embedding, f"FAD_{embedding}")
 
 
 def embedding_options(settings: EmbeddingSettings) -> EmbeddingOptions:

@@ -57,3 +57,11 @@ def test_eval_settings_are_checked_at_construction():
 
     with pytest.raises(UserError, match="give one of --generated DIR or --checkpoints"):
         MusicCapsSettings(captions="c.csv", reference_audio="ref/")
+
+
+def test_fad_is_named_the_papers_way_or_by_its_embedding():
+    """Every FAD job names its metric by one rule, so a new embedding needs no entry in FAD_LABELS."""
+    from n2m.eval.options import fad_label
+
+    assert [fad_label(n) for n in ("vggish", "clap", "musicnn", "panns")] == ["FAD_VGG", "FAD_CLAP", "FAD_musicnn",
+                                                                            "FAD_panns"]
