@@ -4,6 +4,7 @@ and none as generic as ``eval`` or ``training``."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,6 @@ def test_an_interpreter_outside_the_repository_finds_the_subsystems_under_n2m_on
             "print(json.dumps({'found': found, 'bare': bare}))\n")
     done = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    import json
-
     seen = json.loads(done.stdout)
     assert seen["found"] == {**{name: str(ROOT / name / "__init__.py") for name in SUBSYSTEMS},
                              "n2m.pipelines.job": str(ROOT / "pipelines" / "job.py")}
