@@ -93,7 +93,7 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class DiffusionConfig(_Section):
-    """``diffusion``: noise schedule, parametrisation and loss weighting (:mod:`n2m.training.diffusion`), dropout of the
+    """``diffusion``: noise schedule, parametrisation, loss weighting and data scale (:mod:`n2m.training.diffusion`), dropout of the
     text and of the joint audio embedding (classifier-free guidance), conditioning augmentation (max level and blur
     range) and the text tokens."""
 
@@ -105,17 +105,19 @@ class DiffusionConfig(_Section):
     aug_t_max: float = 0.0
     aug_blur_sigma: tuple[float, float] | None = None
     token_length: int = 0
+    data_scale: float = 1.0
 
     _name = "diffusion"
     _checks = {"schedule": lambda v: _choice(v, SCHEDULES, "diffusion.schedule"),
                "parametrisation": lambda v: _choice(v, PARAMETRISATIONS, "diffusion.parametrisation"),
                "weighting": lambda v: _choice(v, WEIGHTINGS, "diffusion.weighting"),
                "cfg_dropout": FRACTION, "audio_dropout": FRACTION, "aug_t_max": FRACTION,
-               "aug_blur_sigma": lambda v: _range(v, "diffusion.aug_blur_sigma"), "token_length": NONNEGATIVE_INT}
+               "aug_blur_sigma": lambda v: _range(v, "diffusion.aug_blur_sigma"), "token_length": NONNEGATIVE_INT,
+               "data_scale": POSITIVE}
 
     def denoiser(self, net: Callable[..., torch.Tensor]) -> Denoiser:
-        """The denoiser of ``net`` under this schedule, parametrisation and weighting."""
-        return Denoiser(net, get_schedule(self.schedule), self.parametrisation, self.weighting)
+        """The denoiser of ``net`` under this schedule, parametrisation, weighting and data scale."""
+        return Denoiser(net, get_schedule(self.schedule), self.parametrisation, self.weighting, self.data_scale)
 
 
 @dataclass(frozen=True)

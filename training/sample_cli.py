@@ -73,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           f"(paper: {_paper('guidance')})")
     how.add_argument("--spacing", default="uniform", metavar="NAME|STAGE=NAME,...",
                      help=f"step spacing, one of {', '.join(SPACINGS)} (front_heavy: short steps at high noise)")
+    how.add_argument("--t-stop", metavar="T|STAGE=T,...",
+                     help="stop at noise level T in [0, 1) and return the denoiser's estimate there (the last step "
+                          "jumps to 0); 0 = sample down to 0 (default)")
     how.add_argument("--gamma", type=NONNEGATIVE,
                      help=f"ancestral stochasticity for every stage (paper: {_paper('gamma')})")
     how.add_argument("--eta", type=NONNEGATIVE, default=0.0, help="DDIM stochasticity")

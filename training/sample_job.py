@@ -26,9 +26,11 @@ from n2m.training.cascade import cascade_stages, checkpoint_spec, per_stage
 from n2m.training.conditioning import DEFAULT_PROMPT_SECONDS, read_audio_file, read_audio_prompt
 from n2m.training.sample_files import write_result
 
-from n2m.config import NONNEGATIVE, POSITIVE_INT, resolved
+from n2m.config import NONNEGATIVE, POSITIVE_INT, number, resolved
 from n2m.errors import UserError
 from n2m.schema import sidecar_path
+
+T_STOP = number(float, 0, 1, high_open=True)  # --t-stop: a noise level in [0, 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +59,7 @@ class SampleSettings:
     steps: str | None = None
     guidance: str | None = None
     spacing: str = "uniform"
+    t_stop: str | None = None
     gamma: float | None = None
     eta: float = 0.0
     clip: str = "dynamic"
@@ -135,6 +138,7 @@ def run_sample(settings: SampleSettings) -> int:
         "guidance": per_stage(settings.guidance, NONNEGATIVE, "guidance"),
         "audio_guidance": per_stage(settings.audio_guidance, NONNEGATIVE, "audio-guidance"),
         "spacing": per_stage(settings.spacing, str, "spacing"),
+        "t_stop": per_stage(settings.t_stop, T_STOP, "t-stop") or 0.0,
         "window_s": per_stage(settings.window_seconds, NONNEGATIVE, "window-seconds"),
         "eta": settings.eta, "clip": settings.clip, "clip_percentile": settings.clip_percentile, "aug_t": settings.aug_t,
     }

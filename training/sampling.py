@@ -78,6 +78,7 @@ class StageSettings:
     sampler: str = "ancestral"
     steps: int | None = None
     spacing: str = "uniform"
+    t_stop: float = 0.0  # > 0: the last step jumps from t_stop to 0 (samplers.make_steps)
     guidance: float | None = None
     audio_guidance: float | None = None  # the audio prompt's scale (n2m.training.conditioning.prompt_conditioning)
     gamma: float | None = None
@@ -99,7 +100,8 @@ class StageSettings:
         out = replace(self, steps=paper.steps if self.steps is None else self.steps,
                       guidance=paper.guidance if self.guidance is None else self.guidance,
                       gamma=paper.gamma if self.gamma is None else self.gamma)
-        rules = {"steps": number(int, low=2 if out.spacing == "log_snr" else 1), "guidance": NONNEGATIVE,
+        rules = {"steps": number(int, low=2 if out.spacing == "log_snr" or out.t_stop else 1), "guidance": NONNEGATIVE,
+                 "t_stop": number(float, 0, 1, high_open=True),
                  "gamma": NONNEGATIVE, "eta": NONNEGATIVE, "clip_percentile": number(float, 0, 1, low_open=True),
                  "aug_t": FRACTION, "overlap_s": NONNEGATIVE}
         checks = {name: checked(getattr(out, name), parse, f"{stage} {name}") for name, parse in rules.items()}
@@ -156,6 +158,7 @@ def stage_settings(
     steps: int | dict[str, int] | None = None,
     guidance: float | dict[str, float] | None = None,
     spacing: str | dict[str, str] = "uniform",
+    t_stop: float | dict[str, float] = 0.0,
     window_s: float | dict[str, float] | None = None,
     audio_guidance: float | dict[str, float] | None = None,
     **common: Any,
@@ -164,12 +167,13 @@ def stage_settings(
     text (audio-conditioned) stages."""
     samplers = _per_stage(sampler, stages, "sampler", "ancestral")
     spacings = _per_stage(spacing, stages, "spacing", "uniform")
+    stops = _per_stage(t_stop, stages, "t_stop", 0.0)
     steps_, guid, windows, audio = (_per_stage(v, stages, n) for v, n in (
         (steps, "steps"), (guidance, "guidance"), (window_s, "window"), (audio_guidance, "audio guidance")))
     out = {}
     for stage in stages:
         out[stage] = StageSettings(sampler=samplers[stage], steps=steps_[stage], spacing=spacings[stage],
-                                   guidance=guid[stage], window_s=windows[stage], audio_guidance=audio[stage],
+                                   t_stop=stops[stage], guidance=guid[stage], window_s=windows[stage], audio_guidance=audio[stage],
                                    **common).resolved(stage)
     return out
 
@@ -250,11 +254,11 @@ def _run_stage(model: StageModel, settings: StageSettings, prev: torch.Tensor | 
     x_t = noise_like(torch.empty(stage_input.shape, device=device), gens)
     fn, defaults = get_sampler(settings.sampler)
     options = {k: v for k, v in (("gamma", settings.gamma), ("eta", settings.eta)) if k in defaults}
-    steps = make_steps(model.denoiser.schedule.alpha_bar, settings.steps, spacing=settings.spacing)
+    steps = make_steps(model.denoiser.schedule.alpha_bar, settings.steps, spacing=settings.spacing, t_stop=settings.t_stop)
     denoise = _denoiser(model, settings, stage_input, guide, autocast)
-    out = fn(denoise, x_t, steps, cond, clip=make_clip(settings.clip, settings.clip_percentile), generator=gens,
-             callback=lambda info: bar.update(1), **options)
-    return out, scales
+    clip = make_clip(settings.clip, settings.clip_percentile, model.denoiser.data_scale)
+    out = fn(denoise, x_t, steps, cond, clip=clip, generator=gens, callback=lambda info: bar.update(1), **options)
+    return model.denoiser.to_data(out), scales
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -55,8 +55,9 @@ SPEC_GENERATOR = Architecture(
     # small: the top level is at least as wide as the 80 mel channels it takes in and gives out (96; at 64 the stem and
     # head squeeze 80 channels through 64, and the noise in the lost directions cannot be predicted: val loss at t = 0.1
     # stayed at 0.35 after 400 steps, 0.20 at 96, and samples from noise kept half the noise's amplitude), then gentle
-    # growth (96, 192, 192, 288)
-    preset_overrides={"small": {"base_channels": 96, "channel_mults": (1, 2, 2, 3)}},
+    # growth (96, 192, 192, 288), and the gated linear path from x_t to the output (UNetConfig.input_skip): on one
+    # track, after 700 steps, samples' frame-to-frame change fell from 4x the real spectrogram's to 1.8x with it
+    preset_overrides={"small": {"base_channels": 96, "channel_mults": (1, 2, 2, 3), "input_skip": True}},
 )
 VOCODER = Architecture(
     channel_mults=(1, 1, 2, 4), strides=(2, 4, 4, 5), num_res_blocks=(1, 1, 3, 4),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from n2m.training.conditioning import add_train_arguments as add_conditioning_arguments
-from n2m.training.config import OPTIMIZERS, UNIT_OPEN, DataConfig, OptimConfig, TrainerConfig
+from n2m.training.config import OPTIMIZERS, UNIT_OPEN, DataConfig, DiffusionConfig, OptimConfig, TrainerConfig
 from n2m.training.diffusion.denoiser import PARAMETRISATIONS, WEIGHTINGS
 from n2m.training.diffusion.schedules import SCHEDULES
 from n2m.training.networks.presets import PAPER_TEXT_DIM, PRESETS
@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dif.add_argument("--schedule", choices=list(SCHEDULES), help="noise schedule")
     dif.add_argument("--parametrisation", choices=list(PARAMETRISATIONS), help="what the network predicts")
     dif.add_argument("--weighting", choices=list(WEIGHTINGS), help="loss weight: 1 (simplified) or sigma_t^2 (sigma)")
+    dif.add_argument("--data-scale", type=POSITIVE, default=DiffusionConfig.data_scale,
+                     help="diffuse data_scale x the signal: 4 brings the log-mel (std 0.25) to unit deviation "
+                          "(1 = the paper's setting)")
     dif.add_argument("--cfg-dropout", "--text-dropout", type=FRACTION, dest="cfg_dropout",
                      help="probability of dropping an example's text (classifier-free guidance)")
     dif.add_argument("--aug-t-max", type=FRACTION, help="conditioning augmentation: max diffusion time of the low-fi input")

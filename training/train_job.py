@@ -79,6 +79,7 @@ class TrainSettings:
     schedule: str | None = None
     parametrisation: str | None = None
     weighting: str | None = None
+    data_scale: float = DiffusionConfig.data_scale
     cfg_dropout: float | None = None
     aug_t_max: float | None = None
     window: str | None = None
@@ -205,6 +206,7 @@ def resolve_config(settings: TrainSettings, strict: bool = True) -> TrainConfig:
             aug_t_max=pick(settings.aug_t_max, stage.aug_t_max),
             aug_blur_sigma=stage.aug_blur_sigma,
             token_length=stage.token_length,
+            data_scale=settings.data_scale,
         ),
         optim=OptimConfig(
             optimizer=settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay, warmup_steps=settings.warmup_steps,

@@ -162,3 +162,19 @@ def test_blur_range_is_drawn_per_example_and_removes_high_frequencies():
     hf = lambda x: torch.fft.rfft(x, dim=-1).abs()[..., 96:].pow(2).mean(dim=(1, 2))  # noqa: E731
     kept = hf(out) / hf(z)
     assert float(kept.min()) < 0.01 and float(kept.max()) > 0.5  # strong and weak blurs both occur
+
+
+def test_data_scale_diffuses_the_scaled_signal_and_to_data_leaves_it():
+    """A denoiser with data scale s trains on ``s x0``: its loss equals the unscaled denoiser's loss on ``s x0``, and
+    an oracle network of the scaled signal gives ``x0`` back through ``to_data``."""
+    x0, eps, t = _batch(2)
+    sched, s = get_schedule("cosine"), 4.0
+    net = lambda x, tt, **_: 0.3 * x  # noqa: E731
+    scaled = Denoiser(net, sched, "v", data_scale=s)
+    torch.testing.assert_close(scaled.loss(x0, Conditioning(), t=t, noise=eps),
+                               Denoiser(net, sched, "v").loss(s * x0, Conditioning(), t=t, noise=eps))
+    alpha, sigma = (v.view(-1, 1, 1) for v in sched.alpha_sigma(t))
+    oracle = Denoiser(lambda x, tt, **_: alpha * eps - sigma * s * x0, sched, "v", data_scale=s)
+    pred = oracle.predict(alpha * s * x0 + sigma * eps, t, Conditioning())
+    torch.testing.assert_close(oracle.to_data(pred.x0), x0, atol=1e-5, rtol=1e-5)
+    assert float(oracle.loss(x0, Conditioning(), t=t, noise=eps).max()) < 1e-9

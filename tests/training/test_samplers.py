@@ -275,3 +275,48 @@ def test_per_example_generators_make_samples_independent_of_the_batch():
     torch.testing.assert_close(batch[1:2], alone, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError):
         sample_ancestral(posterior_mean, x_t, steps, generator=gens()[:2])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stopping early (t_stop) and clipping in data units
+
+
+def test_t_stop_presses_the_spacing_into_t_stop_to_t_max_then_jumps_to_zero():
+    steps = make_steps(alpha_bar, 5, t_stop=0.2)  # uniform: 4 steps of 0.2 from 1 to 0.2, then 0.2 -> 0
+    np.testing.assert_allclose(steps.t.numpy(), [1.0, 0.8, 0.6, 0.4, 0.2, 0.0], atol=1e-12)
+    assert float(steps.alpha_bar[-1]) == 1.0
+    back = make_steps(alpha_bar, 6, spacing="back_heavy", t_stop=0.3).t  # t = 0.3 + 0.7 u^2 over u = 1, .8, ..., 0
+    np.testing.assert_allclose(back[:-1].numpy(), 0.3 + 0.7 * np.linspace(1, 0, 6) ** 2, atol=1e-12)
+    lam = lambda t: 0.5 * torch.log(alpha_bar(t) / (1 - alpha_bar(t)))  # noqa: E731
+    snr = make_steps(alpha_bar, 6, spacing="log_snr", t_stop=0.25).t
+    assert abs(float(snr[-2]) - 0.25) < 1e-9 and float(snr[-1]) == 0.0
+    np.testing.assert_allclose(torch.diff(lam(snr[:-1])).numpy(), float(lam(snr[-2]) - lam(snr[0])) / 5, rtol=1e-6)
+    for bad in ({"t_stop": 1.0}, {"t_stop": -0.1}):
+        with pytest.raises(ValueError, match="t_stop"):
+            make_steps(alpha_bar, 5, **bad)
+    with pytest.raises(ValueError, match="two sampling steps"):
+        make_steps(alpha_bar, 1, t_stop=0.5)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp"])
+def test_sampling_with_t_stop_returns_the_estimate_at_t_stop(sampler):
+    """DDIM's last step to t = 0 returns the denoiser's x0 at t_stop, k(ab) x (Gaussian conditioning); DPM-Solver++'s
+    second-order last step mixes the last two x0 estimates."""
+    x_t = torch.randn(2, 1, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    steps = make_steps(alpha_bar, 8, t_stop=0.3)
+    seen = []
+    out = SAMPLERS[sampler][0](lambda x, t, c: seen.append((x, t)) or posterior_mean(x, t, c), x_t, steps)
+    last_x, last_t = seen[-1]
+    assert abs(float(last_t[0]) - 0.3) < 1e-12 and len(seen) == 8
+    if sampler == "ddim":
+        np.testing.assert_allclose(out.numpy(), (_x0_coef(float(steps.alpha_bar[-2])) * last_x).numpy(), rtol=1e-10)
+    else:  # the ODE still ends at the data: close to DDIM's answer, not equal
+        ddim = sample_ddim(posterior_mean, x_t, steps)
+        assert float((out - ddim).abs().max()) < 0.05 * float(ddim.abs().max())
+
+
+def test_clip_with_a_data_scale_acts_on_the_signal_in_data_units():
+    x0 = torch.tensor([[[-9.0, -3.0, 0.5, 2.0, 6.0]]])
+    clip = make_clip("static", scale=4.0)  # the diffusion space holds 4x the signal: clip at +-4 there
+    torch.testing.assert_close(clip(x0), torch.tensor([[[-4.0, -3.0, 0.5, 2.0, 4.0]]]))
+    assert make_clip("none", scale=4.0) is None

@@ -131,3 +131,22 @@ def test_config_round_trip_and_validation():
         UNetConfig.from_dict({**cfg.to_dict(), "strides": [4]})
     with pytest.raises(ValueError):
         UNetConfig.from_dict({**cfg.to_dict(), "colour": "blue"})
+
+
+def test_input_skip_hands_x_t_to_the_output_through_a_gain_of_the_embedding():
+    """Off at initialisation (the output equals the same network's without the path); with the head silenced and the
+    gain's bias at g, the output is exactly ``g * x_t``, whatever the rest of the network does."""
+    base = STAGES["spec_generator"].network("tiny", 8)
+    assert not base.input_skip and STAGES["spec_generator"].network("small", 8).input_skip
+    cfg = UNetConfig.from_dict({**base.to_dict(), "input_skip": True})
+    plain, skip = build_network(base), build_network(cfg)
+    skip.load_state_dict(_randomise(plain).state_dict(), strict=False)
+    x, t = torch.randn(2, 80, 40), torch.rand(2)
+    torch.testing.assert_close(skip(x, t, **_inputs(cfg, 2, 40)), plain(x, t, **_inputs(cfg, 2, 40)))
+    gain = torch.linspace(-1.0, 2.0, 80)
+    with torch.no_grad():
+        skip.head.weight.zero_(), skip.head.bias.zero_(), skip.input_gate.bias.copy_(gain)
+    torch.testing.assert_close(skip(x, t, **_inputs(cfg, 2, 40)), gain[None, :, None] * x)
+    with pytest.raises(ValueError, match="input_skip"):
+        build_network(UNetConfig.from_dict({**STAGES["generator"].network("tiny", 8).to_dict(), "input_skip": True,
+                                            "out_channels": 2}))

@@ -175,10 +175,17 @@ class Prediction:
 
 
 class Denoiser:
-    """Wraps a network (any callable ``net(x_t, t, **cond) -> out``) with a schedule, parametrisation and weighting."""
+    """Wraps a network (any callable ``net(x_t, t, **cond) -> out``) with a schedule, parametrisation and weighting.
+
+    ``data_scale``: the diffusion runs on ``data_scale * x0`` (its "diffusion space"; :meth:`loss` takes ``x0`` in data
+    units, :meth:`predict` and the samplers work in the diffusion space, :meth:`to_data` leaves it). A signal whose
+    standard deviation is well below the unit noise (n2m's log-mel in [-1, 1] has 0.25) spends most noise levels
+    invisible to the network; scaling it to unit deviation is Stable Diffusion's latent scale factor (Rombach et al.
+    2022, section 4.3.2) and EDM's ``sigma_data`` (Karras et al. 2022, table 1). 1 keeps the paper's setting.
+    """
 
     def __init__(self, net: Callable[..., torch.Tensor], schedule: Schedule, parametrisation: str = "eps",
-                 weighting: str = "simplified"):
+                 weighting: str = "simplified", data_scale: float = 1.0):
         if parametrisation not in PARAMETRISATIONS:
             raise KeyError(f"unknown parametrisation {parametrisation!r}; choose from {sorted(PARAMETRISATIONS)}")
         if weighting not in WEIGHTINGS:
@@ -187,6 +194,11 @@ class Denoiser:
         self.schedule = schedule
         self.parametrisation = parametrisation
         self.weighting = weighting
+        self.data_scale = data_scale
+
+    def to_data(self, x: torch.Tensor) -> torch.Tensor:
+        """A signal of the diffusion space (e.g. a sampler's result) in data units: ``x / data_scale``."""
+        return x / self.data_scale if self.data_scale != 1.0 else x
 
     def diffuse(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``x_t = alpha_t x_0 + sigma_t eps`` for ``x0``, ``noise`` ``[B, C, T]`` and ``t`` ``[B]``."""
@@ -213,8 +225,9 @@ class Denoiser:
         joint_p: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Per-example weighted loss ``[B]``. ``t`` defaults to U[0, 1], ``noise`` to N(0, I); ``cfg_p`` drops the text
-        and ``joint_p`` the joint embedding, independently (:func:`condition_dropout`)."""
+        """Per-example weighted loss ``[B]`` of a clean signal ``x0`` ``[B, C, T]`` in data units (diffused as
+        ``data_scale * x0``). ``t`` defaults to U[0, 1], ``noise`` to N(0, I); ``cfg_p`` drops the text and ``joint_p``
+        the joint embedding, independently (:func:`condition_dropout`)."""
         batch = x0.shape[0]
         gen_device = generator.device if generator is not None else x0.device
         if t is None:
@@ -222,6 +235,7 @@ class Denoiser:
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
         cond = condition_dropout(cond, cfg_p, joint_p, generator)
+        x0 = x0 * self.data_scale
         alpha, sigma = self.schedule.alpha_sigma(t)
         out = self.net(self.diffuse(x0, t, noise), t, **cond.kwargs()).float()
         target = PARAMETRISATIONS[self.parametrisation].target(

@@ -126,8 +126,13 @@ CLIPS: Mapping[str, Callable[[float], Clip | None]] = {
 }
 
 
-def make_clip(name: str, percentile: float = 0.995) -> Clip | None:
-    """The x0 transform called ``name`` (``dynamic``, ``static`` or ``none``)."""
+def make_clip(name: str, percentile: float = 0.995, scale: float = 1.0) -> Clip | None:
+    """The x0 transform called ``name`` (``dynamic``, ``static`` or ``none``). ``scale``: the denoiser's data scale;
+    the transform then acts on ``x0 / scale`` (the signal in data units, where [-1, 1] is the valid range) and
+    returns to the diffusion space."""
     if name not in CLIPS:
         raise ValueError(f"unknown clipping {name!r}; choose from {', '.join(CLIPS)}")
-    return CLIPS[name](percentile)
+    clip = CLIPS[name](percentile)
+    if clip is None or scale == 1.0:
+        return clip
+    return lambda x0: clip(x0 / scale) * scale

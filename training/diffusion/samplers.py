@@ -139,10 +139,15 @@ def make_steps(
     power: float = 2.0,
     t_max: float = 1.0,
     t_min: float = 1e-3,
+    t_stop: float = 0.0,
 ) -> Steps:
     """``n`` sampling steps from ``t_max`` down to 0 for a schedule ``alpha_bar(t)`` (t ``[K]`` float64 -> ``[K]``).
 
     ``power`` shapes the front/back-heavy spacings; ``t_min`` is where the log-SNR spacing stops before its last step.
+    ``t_stop`` > 0: the first ``n - 1`` steps follow the spacing from ``t_max`` down to ``t_stop`` and the last one jumps
+    to 0, so the result is the denoiser's ``x0`` estimate at ``t_stop`` (EDM's ``sigma_min``, Karras et al. 2022,
+    table 1). A briefly trained model cannot tell the last, faint noise from the signal; its steps below ``t_stop``
+    would keep that noise as texture.
     """
     if n < 1:
         raise ValueError("need at least one sampling step")
@@ -150,8 +155,16 @@ def make_steps(
         raise ValueError(f"unknown step spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
     if spacing == "log_snr" and n < 2:
         raise ValueError("the log_snr spacing needs at least two steps")
-    u = torch.linspace(1.0, 0.0, n + 1, dtype=torch.float64)
-    t = SPACINGS[spacing](u, alpha_bar, t_max, t_min, power).clone()
+    if t_stop and not 0.0 < t_stop < t_max:
+        raise ValueError(f"t_stop must lie in (0, {t_max:g}), got {t_stop:g}")
+    if t_stop and n < 2:
+        raise ValueError("stopping at t_stop needs at least two sampling steps")
+    if t_stop and spacing != "log_snr":  # the spacing's n - 1 steps from t_max to 0, pressed into [t_stop, t_max]
+        inner = SPACINGS[spacing](torch.linspace(1.0, 0.0, n, dtype=torch.float64), alpha_bar, t_max, t_min, power)
+        t = torch.cat([t_stop + (t_max - t_stop) * inner / t_max, inner.new_zeros(1)])
+    else:  # log_snr: its grid already ends at t_min before the last step
+        u = torch.linspace(1.0, 0.0, n + 1, dtype=torch.float64)
+        t = SPACINGS[spacing](u, alpha_bar, t_max, t_stop or t_min, power).clone()
     t[0], t[-1] = t_max, 0.0
     ab = alpha_bar(t).to(torch.float64).clone()
     ab[-1] = 1.0

@@ -11,6 +11,13 @@ timestep embedding plus the pooled text embedding plus, for cascaders, the embed
 level. Cascaders concatenate the upsampled low-fi signal with ``x_t`` at the input; an aligned conditioning sequence
 (e.g. a vocoder's spectrogram) is projected and added at the bottom of the U.
 
+``input_skip`` (n2m's addition, off in the paper preset): the output gets ``g(emb) * x_t``, a per-channel gain computed
+from the conditioning embedding (zero at initialisation). Every other path from ``x_t`` to the output passes through a
+group norm and a SiLU at the full rate, and a SiLU passes a signed signal linearly only through two channels (``x`` and
+``-x``), so a top level as wide as its 80 mel channels cannot hand ``x_t`` through: the denoiser's prediction at moderate
+noise then keeps part of the noise (EDM's ``c_skip``, Karras et al. 2022, eq. 7, adds the same path in the denoiser).
+On one spectrogram window memorised in 300 steps, the error of the x0 estimate at t = 0.4 fell 10x with it.
+
 Conditioning beyond captions (issue 16): a joint audio-text embedding ``[B, D]`` (MusicLM's MuLan route, Agostinelli
 et al. 2023, section 3.1: the audio embedding of the training clip, the text embedding of the prompt at inference) is
 projected to the cross-attention width and enters the way the text does: as one more cross-attention token after the
@@ -60,6 +67,7 @@ class UNetConfig:
     text_dim: int = 0  # width of the text encoder's token states; 0 = no text
     joint_dim: int = 0  # width of the joint audio-text embedding (one more cross-attention token); 0 = none
     melody_channels: int = 0  # melody (chroma) channels concatenated with x_t at the input (generators); 0 = none
+    input_skip: bool = False  # a linear path from x_t to the output, gated per channel by the conditioning embedding
     cond_dim: int = 512  # width the text is projected to for cross-attention
     num_heads: int = 8
     emb_mult: int = 4  # conditioning embedding width = emb_mult * base_channels
@@ -165,6 +173,12 @@ class UNet1D(nn.Module):
         self.head = nn.Conv1d(cfg.base_channels, cfg.out_channels, cfg.kernel_size, padding=cfg.kernel_size // 2)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        self.input_gate = nn.Linear(cfg.emb_dim, cfg.out_channels) if cfg.input_skip else None
+        if self.input_gate is not None:
+            if cfg.out_channels != cfg.in_channels:
+                raise ValueError("input_skip needs out_channels == in_channels")
+            nn.init.zeros_(self.input_gate.weight)
+            nn.init.zeros_(self.input_gate.bias)
 
     @classmethod
     def from_config(cls, cfg: UNetConfig | dict[str, Any]) -> UNet1D:
@@ -247,6 +261,7 @@ class UNet1D(nn.Module):
             x = F.pad(x, (0, pad))
         emb, cond, cond_mask = self._embedding(t, text, text_mask, aug_t, joint, joint_mask)
 
+        x_in = x[:, : cfg.in_channels]
         h0 = self.stem(x)
         h, skips = h0, []
         for down, level in zip(self.downs, self.down_levels):
@@ -265,4 +280,6 @@ class UNet1D(nn.Module):
             h = self.ups[i](h)
         h = (h + h0) * SKIP_SCALE
         out = self.head(F.silu(self.head_norm(h)))
+        if self.input_gate is not None:
+            out = out + self.input_gate(emb)[:, :, None] * x_in
         return out[..., :length]
