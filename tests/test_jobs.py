@@ -23,9 +23,6 @@ from n2m.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("n2m", "pipelines", "labeling", "training", "eval")
-# argparse helpers still outside a CLI module, in files the training side owns (to move into training/train_cli.py
-# and training/sample_cli.py): n2m train's conditioning flags, and per_stage's use of argparse's type error
-NOT_YET_MOVED = {"training/conditioning.py", "training/cascade.py"}
 
 
 def is_cli_module(path: Path) -> bool:
@@ -49,7 +46,7 @@ def test_argparse_lives_in_the_cli_modules_only():
     found = {path.relative_to(ROOT).as_posix() for package in PACKAGES for path in (ROOT / package).rglob("*.py")
              if imports_argparse(path)}
     assert {"n2m/cli.py", "pipelines/cli.py", "eval/cli_options.py"} <= found  # the check sees the imports
-    assert {path for path in found if not is_cli_module(ROOT / path)} == NOT_YET_MOVED
+    assert {path for path in found if not is_cli_module(ROOT / path)} == set()
 
 
 def test_every_runnable_parser_runs_a_job_function_of_one_settings_dataclass(runnable):

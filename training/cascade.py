@@ -14,8 +14,8 @@ What a stage samples from (its inputs) and its paper sampling settings are part 
 
 from __future__ import annotations
 
-import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from n2m.training.export import Exported, load_checkpoint, load_exported
 from n2m.training.griffin_lim import NAME as GRIFFIN_LIM
 from n2m.training.griffin_lim import GriffinLim
 
+from n2m.config import checked
 from n2m.errors import UserError
 from n2m.provenance import dir_hash, file_hash, sha1_bytes
 
@@ -179,18 +180,17 @@ def check_cascade(cascade: str, models: dict[str, StageModel]) -> None:
         raise UserError(f"{last.path} ({last.stage}) makes {last.rate} Hz audio; the cascade must end at {OUTPUT_RATE} Hz")
 
 
-def per_stage(text: str | None, cast, name: str) -> Any:
-    """``"V"`` -> V, ``"stage=V,stage=V"`` -> {stage: V}; None stays None. ``cast`` may be an argparse type of
-    :mod:`n2m.config` (its range message is kept)."""
+def per_stage(text: str | None, cast: Callable[[str], Any], name: str) -> Any:
+    """``"V"`` -> V, ``"stage=V,stage=V"`` -> {stage: V}; None stays None. ``cast`` may be a number type of
+    :mod:`n2m.config` (its range message is kept: ``--NAME 'TEXT': expected ...``)."""
     if text is None:
         return None
+    what = f"--{name} {text!r}"
     try:
         if "=" not in text:
-            return cast(text)
+            return checked(text, cast, what)
         pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
-        return {stage.strip(): cast(value.strip()) for stage, value in pairs}
-    except argparse.ArgumentTypeError as err:
-        raise UserError(f"--{name} {text!r}: {err}") from None
+        return {stage.strip(): checked(value.strip(), cast, what) for stage, value in pairs}
     except ValueError as err:
         raise UserError(f"--{name} takes a value or stage=value pairs, got {text!r}") from err
 

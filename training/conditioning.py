@@ -27,11 +27,10 @@ text and audio conditions). At sampling it comes from any audio file (``n2m samp
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,9 +38,11 @@ from n2m.training.diffusion.denoiser import Conditioning
 from n2m.training.diffusion.guidance import classifier_free, double_classifier_free
 from n2m.training.stage_spec import StageSpec
 
-from n2m.config import FRACTION
 from n2m.errors import UserError
 from n2m.melody import PITCH_CLASSES, melody_features
+
+if TYPE_CHECKING:
+    from n2m.training.train_job import TrainSettings
 
 CONDITIONS = ("text", "audio-embedding", "text+audio-embedding")
 MELODY_CHANNELS = len(PITCH_CLASSES)  # 12
@@ -81,33 +82,15 @@ class StageConditioning:
         return asdict(self)
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """``n2m train``'s conditioning flags (``--text-dropout`` is ``--cfg-dropout``'s other name, added by the caller)."""
-    group = parser.add_argument_group("conditioning beyond captions (MusicLM, MusicGen-Style)")
-    group.add_argument("--condition", choices=CONDITIONS, default="text",
-                       help="text stages: caption tokens (text), the joint model's audio embedding of each clip "
-                            "(audio-embedding: clips without captions train too; a text prompt's joint text "
-                            "embedding replaces it at sampling), or both (text+audio-embedding)")
-    group.add_argument("--joint-model", metavar="DIR",
-                       help="joint audio-text model for the audio-embedding conditions (a CLAP directory or n2m "
-                            "clap-train's model on pretrained towers); recorded by content hash")
-    group.add_argument("--audio-dropout", type=FRACTION, metavar="P",
-                       help="probability of dropping an example's audio embedding (default: the stage's text "
-                            "dropout), independent of the text's")
-    group.add_argument("--melody", action="store_true",
-                       help="generator stages: condition on the melody (argmax chroma, n2m.melody) of the training "
-                            "window, 12 more input channels; n2m sample then needs --melody FILE")
-
-
-def resolve_conditioning(args: argparse.Namespace, stage: StageSpec, strict: bool) -> StageConditioning:
-    """The stage's conditioning from ``n2m train``'s flags, every misuse a one-line :class:`UserError`; ``strict``
-    (not ``--dry-run``) records the joint model's content hash."""
+def resolve_conditioning(settings: TrainSettings, stage: StageSpec, strict: bool) -> StageConditioning:
+    """The stage's conditioning from ``n2m train``'s settings (its flags: :mod:`n2m.training.train_cli`), every misuse a
+    one-line :class:`UserError`; ``strict`` (not ``--dry-run``) records the joint model's content hash."""
     from n2m.training.encoder_ref import content_hash
 
     from n2m.clap import embed_dim_of
 
-    condition = getattr(args, "condition", None) or "text"
-    joint_dir, melody = getattr(args, "joint_model", None), bool(getattr(args, "melody", False))
+    condition = settings.condition or "text"
+    joint_dir, melody = settings.joint_model, bool(settings.melody)
     if condition not in CONDITIONS:
         raise UserError(f"--condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
     if condition != "text" and not stage.text:
@@ -123,7 +106,7 @@ def resolve_conditioning(args: argparse.Namespace, stage: StageSpec, strict: boo
         raise UserError(f"--condition {condition} needs --joint-model DIR (the joint audio-text model)")
     if not (Path(joint_dir) / "config.json").is_file():
         raise UserError(f"--joint-model {joint_dir}: not a joint model directory (no config.json)")
-    if not spec.text and getattr(args, "text_encoder", None):
+    if not spec.text and settings.text_encoder:
         raise UserError("--condition audio-embedding conditions on the joint embedding alone: drop --text-encoder "
                         "(or use --condition text+audio-embedding)")
     root = Path(joint_dir).resolve()

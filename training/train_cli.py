@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from n2m.training.conditioning import add_train_arguments as add_conditioning_arguments
+from n2m.training.conditioning import CONDITIONS
 from n2m.training.config import OPTIMIZERS, UNIT_OPEN, DataConfig, DiffusionConfig, OptimConfig, TrainerConfig
 from n2m.training.diffusion.denoiser import PARAMETRISATIONS, WEIGHTINGS
 from n2m.training.diffusion.schedules import SCHEDULES
@@ -114,5 +114,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           f"no text encoder (without one, a text stage counts a {PAPER_TEXT_DIM}-wide encoder, "
                           "T5-large's; without --stage, every stage's count at --preset)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_conditioning_arguments(parser)
+    _conditioning_arguments(parser)
     leaf(parser, run_train)
+
+
+def _conditioning_arguments(parser: argparse.ArgumentParser) -> None:
+    """The conditioning flags (:mod:`n2m.training.conditioning`; ``--text-dropout`` is ``--cfg-dropout``'s other name)."""
+    group = parser.add_argument_group("conditioning beyond captions (MusicLM, MusicGen-Style)")
+    group.add_argument("--condition", choices=CONDITIONS, default="text",
+                       help="text stages: caption tokens (text), the joint model's audio embedding of each clip "
+                            "(audio-embedding: clips without captions train too; a text prompt's joint text "
+                            "embedding replaces it at sampling), or both (text+audio-embedding)")
+    group.add_argument("--joint-model", metavar="DIR",
+                       help="joint audio-text model for the audio-embedding conditions (a CLAP directory or n2m "
+                            "clap-train's model on pretrained towers); recorded by content hash")
+    group.add_argument("--audio-dropout", type=FRACTION, metavar="P",
+                       help="probability of dropping an example's audio embedding (default: the stage's text "
+                            "dropout), independent of the text's")
+    group.add_argument("--melody", action="store_true",
+                       help="generator stages: condition on the melody (argmax chroma, n2m.melody) of the training "
+                            "window, 12 more input channels; n2m sample then needs --melody FILE")
