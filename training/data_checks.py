@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from tqdm.auto import tqdm
 
 from n2m.errors import UserError
 from n2m.layout import verify_shard
 from n2m.manifest import clip_is_holdout
+from n2m.progress import bar as progress_bar
 from n2m.schema import read_index
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,12 @@ PADDING_WARN = 0.10  # warn when, on average, more than this share of a training
 
 def verify_shards(urls: list[str]) -> None:
     """Check every shard against its marker (one streaming read each, several shards at once: SHA-1 releases the
-    GIL); :class:`n2m.errors.ShardDamaged` for the first damaged one in ``urls`` order."""
+    GIL); :class:`n2m.errors.ShardDamaged` for the first damaged one in ``urls`` order. The bar (8 shards or more)
+    follows the job's ``quiet`` (:mod:`n2m.progress`)."""
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         checked = pool.map(verify_shard, urls)
-        for _ in tqdm(checked, total=len(urls), desc="checking shards", unit="shard", leave=False,
-                      disable=len(urls) < 8):
+        for _ in progress_bar(checked, total=len(urls), desc="checking shards", unit="shard", leave=False,
+                              disable=len(urls) < 8):
             pass
 
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from tqdm.auto import tqdm
 
 from n2m.clip_embed import REDUCE, Stored, embed_encoded, load_store, save_store, store_rules
 from n2m.layout import BuildLayout, verify_shard
+from n2m.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ def embed_shard(embedder, url: str) -> tuple[list[str], np.ndarray, list[dict]]:
 
 def clip_embeddings(build: str, urls: list[str], model_dir: str, model_sha1: str, device: str = "cpu") -> ClipEmbeddings:
     """The embeddings of every clip of the shards ``urls`` by the joint model in ``model_dir`` (content ``model_sha1``):
-    stored files where they exist, the rest embedded (the model loads only then) and stored. Prints one summary line."""
+    stored files where they exist, the rest embedded (the model loads only then) and stored. Prints one summary line;
+    the bar (4 shards or more) follows the job's ``quiet`` (:mod:`n2m.progress`)."""
     from n2m.clap import ClapEmbedder
 
     store = BuildLayout(build).embedding_dir(model_sha1[:16])
@@ -66,7 +67,7 @@ def clip_embeddings(build: str, urls: list[str], model_dir: str, model_sha1: str
     blocks: list[np.ndarray] = []
     stored = computed = 0
     unwritable, embedder = False, None
-    for url in tqdm(urls, desc="joint embeddings", unit="shard", leave=False, disable=len(urls) < 4):
+    for url in progress_bar(urls, desc="joint embeddings", unit="shard", leave=False, disable=len(urls) < 4):
         shard_sha1 = str(verify_shard(url, content=False)["tar"]["sha1"])
         path = f"{store}/{shard_sha1}.npz"
         stored_file = load_store(path)
