@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_config_print import leaves
 
-from n2m.cli import build_parser, main
+from n2m.cli import COMMANDS, build_parser, main
 from n2m.config import job, job_function, resolved, setting_names, settings_from, settings_type
 from n2m.errors import UserError
 
@@ -69,6 +69,21 @@ def test_every_runnable_parser_runs_a_job_function_of_one_settings_dataclass(run
                 continue
             default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
             assert default == action.default, f"{parser.prog}: {action.dest} defaults differ"
+
+
+def test_the_design_documents_table_of_jobs_is_the_parsers(runnable):
+    """docs/architecture.md section 2 lists every job once: its function, settings type and CLI module, as run."""
+    section = (ROOT / "docs" / "architecture.md").read_text().split("## 2. ")[1].split("## 3. ")[0]
+    rows = [[cell.strip().strip("`") for cell in line.split("|")[1:-1]] for line in section.splitlines()
+            if line.startswith("| `n2m ")]
+    documented = {prog: (target, kind, module) for prog, target, kind, module in rows}
+    assert len(documented) == len(rows)  # no job twice
+    running = {}
+    for parser in runnable:
+        target = parser._defaults["func"].target
+        running[parser.prog] = (target, settings_type(job_function(target)).__name__,
+                                COMMANDS[parser.prog.split()[1]][1])
+    assert documented == running
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
