@@ -45,6 +45,7 @@ from n2m.config import POSITIVE, checked
 from n2m.errors import UserError
 from n2m.layout import BuildLayout, build_id, check_label_set, committed_shards
 from n2m.names import check_name
+from n2m.progress import honours_quiet
 from n2m.provenance import file_hash, versions
 from n2m.storage import write_json
 
@@ -251,6 +252,7 @@ def _resume_path(settings: TrainSettings) -> Path | None:
 # Running
 
 
+@honours_quiet
 def run_train(settings: TrainSettings, extra_callbacks: tuple = ()) -> int:
     """Resolve the config, then train (or with ``dry_run`` print it and the parameter count). ``extra_callbacks``: more
     Lightning callbacks (for programmatic use)."""
