@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from n2m import audio  # noqa: E402
 from n2m.eval import embeddings, frechet, vggish  # noqa: E402
 from n2m.eval import report as reports  # noqa: E402
 from n2m.eval.audio_sets import Preprocess, embed_files, list_audio  # noqa: E402
-
-from n2m import audio  # noqa: E402
 
 
 def make_files(root: Path, count: int, seconds: float, sr: int, seed: int) -> list[Path]:

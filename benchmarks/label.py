@@ -23,10 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from n2m.labeling.topk import ENTRY_BLOCK, memmap_blocks, stream_topk  # noqa: E402
-
 from benchmarks.timing import best_of  # noqa: E402
 from n2m.clap import HFClapEmbedder, l2_normalise  # noqa: E402
+from n2m.labeling.topk import ENTRY_BLOCK, memmap_blocks, stream_topk  # noqa: E402
 
 
 def bench_scoring(clips: int, entries: int, dim: int, k: int, device: str, repeats: int) -> dict:
@@ -62,8 +61,9 @@ def bench_scoring(clips: int, entries: int, dim: int, k: int, device: str, repea
 
 
 def bench_audio(clips: int, seconds: float, batch: int, device: str, repeats: int) -> dict:
-    from n2m.labeling.presets import train_tokenizer
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
+
+    from n2m.labeling.presets import train_tokenizer
 
     torch.manual_seed(0)
     model = ClapModel(ClapConfig())  # LAION HTSAT-base + RoBERTa-base shapes, random weights

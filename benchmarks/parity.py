@@ -27,14 +27,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.sample import RandomText, random_stage  # noqa: E402
+from benchmarks.train import ALL_STAGES, Step  # noqa: E402
 from n2m.training.cascade import CASCADES  # noqa: E402
 from n2m.training.diffusion.denoiser import Conditioning  # noqa: E402
 from n2m.training.networks.presets import PAPER_TEXT_DIM, PRESETS  # noqa: E402
 from n2m.training.sampling import Prompt, generate  # noqa: E402
 from n2m.training.stages import STAGES, get_stage  # noqa: E402
-
-from benchmarks.sample import RandomText, random_stage  # noqa: E402
-from benchmarks.train import ALL_STAGES, Step  # noqa: E402
 
 LOSS_RTOL, GRAD_COSINE, SAMPLE_DB = 0.01, 0.99, 20.0
 

@@ -28,12 +28,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from n2m.cli import main  # noqa: E402
 from n2m.labeling.vocab.backends import GenerationOptions, make_backend  # noqa: E402
 from n2m.labeling.vocab.generate import build_requests  # noqa: E402
 from n2m.labeling.vocab.prompts import load_prompts  # noqa: E402
 from n2m.labeling.vocab.tracks import Track  # noqa: E402
-
-from n2m.cli import main  # noqa: E402
 
 ANSWER = ("A {mood} piano piece with soft strings. The drums are brushed and quiet. It sounds like a warm studio "
           "recording from the {decade}s.")

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from n2m.errors import JobFailed, UserError
 from n2m.eval.audio_sets import EmbeddedSet, Preprocess, embed_files
 from n2m.eval.clap_score import bootstrap_mean
 from n2m.eval.report import metric
-
-from n2m.errors import JobFailed, UserError
 from n2m.manifest import is_holdout, read_rows
 
 TOP_TAGS = 5

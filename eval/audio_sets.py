@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from n2m.eval.cache import EmbeddingCache
-from n2m.eval.embeddings import Embedder
 
 from n2m import audio
 from n2m.audio import AudioError
 from n2m.errors import UserError
+from n2m.eval.cache import EmbeddingCache
+from n2m.eval.embeddings import Embedder
 from n2m.progress import bar as progress_bar
 from n2m.provenance import sha1_bytes
 

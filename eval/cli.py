@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from n2m.cli import old_spellings
+from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, job, leaf, number
 from n2m.eval.cli_options import (
     BOOTSTRAP,
     EMBEDDING_HELP,
@@ -18,9 +20,6 @@ from n2m.eval.cli_options import (
 from n2m.eval.melody_agreement import FRAME_RATE, MAX_FRAME_RATE
 from n2m.eval.musiccaps import GENERATED_SECONDS, SUBSETS, generate_seconds
 from n2m.eval.options import MAX_BOOTSTRAP
-
-from n2m.cli import old_spellings
-from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, job, leaf, number
 
 # ---------------------------------------------------------------------------------------------------------------------
 # fad

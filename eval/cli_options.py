@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from n2m.eval.options import MAX_BOOTSTRAP, MAX_INF_SIZES
-
 from n2m.config import MAX_SAMPLE_RATE, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, SAMPLE_RATE, number
+from n2m.eval.options import MAX_BOOTSTRAP, MAX_INF_SIZES
 
 BOOTSTRAP = number(int, low=0, high=MAX_BOOTSTRAP)
 EMBEDDING_HELP = ("vggish:WEIGHTS.pth (torchvggish state dict), clap:DIR (a CLAP model directory) or "

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from n2m.config import resolved
+from n2m.errors import UserError
 from n2m.eval import compare_bars as bars_
 from n2m.eval import compare_extras as extra
 from n2m.eval import report as reports
-
-from n2m.config import resolved
-from n2m.errors import UserError
 from n2m.provenance import now_iso, versions
 from n2m.storage import write_bytes_atomic, write_json
 

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from n2m.errors import UserError
 from n2m.eval import report as reports
 from n2m.eval.flatness import NOISE
-
-from n2m.errors import UserError
 
 RESULTS = {True: "pass", False: "fail", None: "n/a"}
 FLATNESS = ("spectral_flatness", "spectral_flatness_reference_max")

@@ -11,10 +11,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from n2m.errors import UserError
 from n2m.eval import report as reports
 from n2m.eval import svg
-
-from n2m.errors import UserError
 
 CURVE_COLUMNS = ("train/loss", "val/loss")
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from n2m.config import resolved
+from n2m.errors import UserError
 from n2m.eval import report as reports
 from n2m.eval.audio_sets import Preprocess, by_id, embed_files, list_audio
 from n2m.eval.options import (
@@ -29,9 +31,6 @@ from n2m.eval.options import (
     pair_items,
     probe_labels,
 )
-
-from n2m.config import resolved
-from n2m.errors import UserError
 from n2m.progress import honours_quiet
 
 

@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-from n2m.eval import report as reports
-from n2m.eval.audio_sets import EmbeddedSet, Preprocess, by_id, embed_files, list_audio
-from n2m.eval.clap_score import bootstrap_mean
-from n2m.eval.options import OutputSettings, finish, model_info, out_dir
 
 from n2m import melody
 from n2m.config import resolved
 from n2m.errors import UserError
+from n2m.eval import report as reports
+from n2m.eval.audio_sets import EmbeddedSet, Preprocess, by_id, embed_files, list_audio
+from n2m.eval.clap_score import bootstrap_mean
+from n2m.eval.options import OutputSettings, finish, model_info, out_dir
 from n2m.manifest import read_rows
 from n2m.progress import bar as progress_bar
 from n2m.progress import honours_quiet

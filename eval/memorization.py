@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from n2m.config import resolved
+from n2m.errors import UserError
 from n2m.eval import report as reports
 from n2m.eval.audio_sets import EmbeddedSet, Preprocess, by_id, embed_files, list_audio
 from n2m.eval.memorization_match import (
@@ -39,9 +42,6 @@ from n2m.eval.memorization_match import (
     open_shard,
 )
 from n2m.eval.options import EmbeddingSettings, OutputSettings, cache_root, embedding_options, model_info, out_dir
-
-from n2m.config import resolved
-from n2m.errors import UserError
 from n2m.layout import BuildLayout, Shard, build_id, committed_shards
 from n2m.progress import bar as progress_bar
 from n2m.progress import honours_quiet

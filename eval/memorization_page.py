@@ -13,7 +13,6 @@ from typing import Any
 from n2m.eval import report as reports
 from n2m.eval import svg
 from n2m.eval.memorization_match import open_shard
-
 from n2m.layout import BuildLayout
 from n2m.storage import write_bytes_atomic, write_json
 

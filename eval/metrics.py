@@ -8,8 +8,9 @@ memory is ``O(D^2)`` however many clips are seen. The Fréchet distance itself i
 from __future__ import annotations
 
 import torch
-from n2m.eval.frechet import frechet_distance, stats_from_sums
 from torchmetrics import Metric
+
+from n2m.eval.frechet import frechet_distance, stats_from_sums
 
 
 class FrechetAudioDistance(Metric):

@@ -21,6 +21,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from n2m.config import resolved
+from n2m.errors import JobFailed, UserError
 from n2m.eval import report as reports
 from n2m.eval.audio_sets import Preprocess, by_id, embed_files, list_audio
 from n2m.eval.options import (
@@ -38,9 +40,6 @@ from n2m.eval.options import (
     pair_items,
     probe_labels,
 )
-
-from n2m.config import resolved
-from n2m.errors import JobFailed, UserError
 from n2m.manifest import TRUE_WORDS, read_rows
 from n2m.progress import honours_quiet
 

@@ -13,7 +13,6 @@ from n2m.eval import report as reports
 from n2m.eval.audio_sets import Preprocess, embed_files
 from n2m.eval.embeddings import EmbeddingOptions
 from n2m.eval.scoring import FadOptions
-
 from n2m.names import check_name
 
 FAD_LABELS = {"vggish": "FAD_VGG", "clap": "FAD_CLAP", "musicnn": "FAD_musicnn"}  # the paper's names; others FAD_{name}

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from n2m.eval import svg
-from n2m.eval.flatness import NOISE
 
 from n2m import audio
 from n2m.audio import AudioError
+from n2m.eval import svg
+from n2m.eval.flatness import NOISE
 from n2m.provenance import now_iso, versions
 from n2m.storage import write_bytes_atomic, write_json
 

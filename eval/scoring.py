@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from n2m.errors import JobFailed, UserError
 from n2m.eval import frechet
 from n2m.eval.audio_sets import EmbeddedSet, Preprocess, embed_files
 from n2m.eval.clap_score import bootstrap_mean, paired_score
 from n2m.eval.flatness import NOISE, FlatnessMeter, median_interval
 from n2m.eval.report import metric
-
-from n2m.errors import JobFailed, UserError
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from n2m.labeling.convert import LAION_FEATURES
-
 from n2m.cli import old_spellings
 from n2m.config import NONNEGATIVE, POSITIVE, POSITIVE_INT, SAMPLE_RATE, job, leaf
+from n2m.labeling.convert import LAION_FEATURES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,6 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from n2m.config import resolved
+from n2m.errors import UserError
+from n2m.joint import TowerEmbedder
 from n2m.labeling.clap_train import (
     ClapTrainSettings,
     clap_loss,
@@ -36,10 +40,6 @@ from n2m.labeling.clap_train import (
     track_text,
     training_windows,
 )
-
-from n2m.config import resolved
-from n2m.errors import UserError
-from n2m.joint import TowerEmbedder
 from n2m.models import model_dir
 from n2m.progress import bar as progress_bar
 from n2m.provenance import now_iso, versions

@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from n2m.labeling.embed import read_samples
-from n2m.labeling.presets import build_clap, get_preset, save_clap
-from n2m.labeling.truth import join_sources
 
 from n2m.audio import AudioError, decode
 from n2m.clap import ClapEmbedder, HFClapEmbedder, l2_normalise
 from n2m.config import resolved
 from n2m.errors import UserError
+from n2m.labeling.embed import read_samples
+from n2m.labeling.presets import build_clap, get_preset, save_clap
+from n2m.labeling.truth import join_sources
 from n2m.layout import BuildLayout, verify_shard
 from n2m.manifest import is_holdout
 from n2m.progress import bar as progress_bar

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import argparse
 
-from n2m.labeling.clap_train import TAG_LOSS
-from n2m.labeling.presets import PRESETS
-
 from n2m.cli import old_spellings
 from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, job, leaf, number
 from n2m.joint import DEFAULT_LAYERS
+from n2m.labeling.clap_train import TAG_LOSS
+from n2m.labeling.presets import PRESETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from n2m.labeling.io import load_npz, save_npz
-from n2m.labeling.vocabset import Vocabulary
 
 from n2m.beam import import_beam
 from n2m.errors import JobFailed, ShardDamaged, UserError
+from n2m.labeling.io import load_npz, save_npz
+from n2m.labeling.vocabset import Vocabulary
 from n2m.layout import BuildLayout, Shard, committed_shards, verify_shard
 from n2m.schema import LABELS_SCHEMA, LABELS_VERSION
 from n2m.storage import exists, read_bytes, write_bytes_atomic
@@ -156,7 +156,6 @@ def text_cache_path(embed_dir: str, vocab: Vocabulary) -> str:
 def embed_vocabularies(embedder, settings: LabelSettings, text_batch: int) -> None:
     """Stage 1: every vocabulary's text embeddings, blocked and cached (skipped when cached)."""
     from n2m.labeling.topk import text_embedding_cache
-
     from n2m.progress import bar as progress_bar
 
     for vocab, path in zip(settings.vocabs, settings.text_caches):
@@ -197,6 +196,7 @@ class ScoreShard:
 
     def setup(self) -> None:
         import torch
+
         from n2m.labeling.topk import load_npy
 
         torch.set_num_threads(self.settings.threads)
@@ -294,6 +294,7 @@ class AssignShard:
         """The shard's marker."""
         import pyarrow as pa
         import pyarrow.parquet as pq
+
         from n2m.labeling.assign import assign
 
         s = self.settings

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from n2m.labeling.io import load_npz
-from n2m.labeling.truth import join_sources, truth_of_keys
-from n2m.labeling.vocabset import entries_of
 
 from n2m.config import POSITIVE, checked
 from n2m.errors import UserError
+from n2m.labeling.io import load_npz
+from n2m.labeling.truth import join_sources, truth_of_keys
+from n2m.labeling.vocabset import entries_of
 from n2m.layout import read_label_manifest
 from n2m.manifest import is_holdout
 from n2m.provenance import now_iso, versions

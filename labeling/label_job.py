@@ -18,11 +18,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from n2m.labeling.vocabset import open_vocabularies
-
 from n2m.beam import BeamOptions, BeamSession, beam_setup, worker_output_to
 from n2m.config import resolved
 from n2m.errors import JobFailed, ShardDamaged, UserError
+from n2m.labeling.vocabset import open_vocabularies
 from n2m.layout import BuildLayout, build_id, verify_shard
 from n2m.names import check_name
 from n2m.progress import honours_quiet
@@ -125,6 +124,7 @@ def remove_work_dir(folder: str, layout: BuildLayout) -> None:
 def run_label(settings: LabelJobSettings) -> int:
     """Label every committed shard of ``settings.build``; write ``labels/NAME`` (swapped in once complete) and its
     ``manifest.json``; print a summary. A shard that produced no labels fails the job (re-running resumes)."""
+    from n2m.clap import ClapEmbedder
     from n2m.labeling.job import (
         LabelSettings,
         assign_pipeline,
@@ -136,8 +136,6 @@ def run_label(settings: LabelJobSettings) -> int:
         text_cache_path,
         threads_per_worker,
     )
-
-    from n2m.clap import ClapEmbedder
 
     started = time.perf_counter()
     layout = BuildLayout(settings.build)

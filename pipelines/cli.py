@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-from n2m.pipelines.build_job import MAX_CHANNELS, audio_extensions
-
 from n2m.beam_cli import add_beam_arguments
 from n2m.cli import old_spellings
 from n2m.config import (
@@ -28,6 +26,7 @@ from n2m.config import (
     leaf,
     number,
 )
+from n2m.pipelines.build_job import MAX_CHANNELS, audio_extensions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,14 +39,13 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from n2m.audio import AudioError
+from n2m.beam import BeamSession, import_beam
+from n2m.layout import BuildLayout, parse_shard_name
 from n2m.pipelines import clips
 from n2m.pipelines.fetch import FetchError, FetchSettings, fetch
 from n2m.pipelines.shards import ShardSpec, TarAssembler, sample_bytes, sample_json
 from n2m.pipelines.sources import Source
-
-from n2m.audio import AudioError
-from n2m.beam import BeamSession, import_beam
-from n2m.layout import BuildLayout, parse_shard_name
 from n2m.schema import clip_key
 from n2m.storage import Store
 

@@ -16,9 +16,8 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
-from n2m.pipelines.inputs import Source, canonical_uri
-
 from n2m.manifest import Row, iter_rows
+from n2m.pipelines.inputs import Source, canonical_uri
 from n2m.storage import is_remote
 
 PATH_COLUMNS = ("path", "url")  # the first non-empty one names the source

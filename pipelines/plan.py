@@ -15,14 +15,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from n2m.errors import UserError
+from n2m.layout import BuildLayout, committed_shards
 from n2m.pipelines.clips import ClipSettings
 from n2m.pipelines.job import parse_chunk_name
 from n2m.pipelines.shards import ShardSpec, plan_shards
 from n2m.pipelines.sources import ListingStats, Source, iter_sources
 from n2m.pipelines.tables import iter_current
-
-from n2m.errors import UserError
-from n2m.layout import BuildLayout, committed_shards
 from n2m.schema import BUILD_VERSION
 from n2m.storage import Store, join
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 from typing import IO
 
-from n2m.pipelines.job import parse_chunk_name
 from tqdm.auto import tqdm
 
 from n2m.layout import BuildLayout, committed_shards, parse_shard_name
+from n2m.pipelines.job import parse_chunk_name
 from n2m.storage import Store
 
 

@@ -19,10 +19,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
-from n2m.pipelines.sources import Source
-
 from n2m.errors import UserError
 from n2m.layout import shard_name
+from n2m.pipelines.sources import Source
 from n2m.schema import BUILD_VERSION
 
 TAR_MTIME = 946684800  # 2000-01-01T00:00:00Z, fixed so that re-runs are byte-identical

@@ -19,11 +19,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import fsspec
-from n2m.pipelines.inputs import LISTING_REASONS, ListingStats, Source, canonical_uri
-from n2m.pipelines.manifests import CAPTION_COLUMNS, PATH_COLUMNS, list_manifest
 
 from n2m.errors import UserError
 from n2m.manifest import FORMATS as MANIFEST_FORMATS
+from n2m.pipelines.inputs import LISTING_REASONS, ListingStats, Source, canonical_uri
+from n2m.pipelines.manifests import CAPTION_COLUMNS, PATH_COLUMNS, list_manifest
 from n2m.storage import is_remote
 
 __all__ = ["AUDIO_EXTENSIONS", "CAPTION_COLUMNS", "LISTERS", "LISTING_REASONS", "PATH_COLUMNS", "ListingStats",

@@ -69,10 +69,9 @@ def test_decoder_column_names_the_decoder_of_each_source(built):
 def test_the_sample_writer_writes_the_sidecar_contract(tmp_path):
     """``n2m sample``'s writer (n2m.training.sample_files) gives every field of ``SAMPLE_SIDECAR_FIELDS``, and nothing else;
     :func:`n2m.schema.read_sidecar` finds it beside the clip, and says ``None`` for a clip without one."""
+    from n2m.schema import SAMPLE_SIDECAR_FIELDS, read_sidecar, sidecar_path
     from n2m.training.sample_files import write_result
     from n2m.training.sampling import Prompt, Result
-
-    from n2m.schema import SAMPLE_SIDECAR_FIELDS, read_sidecar, sidecar_path
 
     wave = np.zeros(2400, np.float32)
     meta = {"seconds": 0.1, "stages": {"generator": {"build_id": "b1", "labels": "v1"}}, "settings": {}, "timing": {},

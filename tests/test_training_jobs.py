@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
-from n2m.training.export_job import ExportSettings, run_export
-from n2m.training.sample_job import SampleSettings, run_sample
-from n2m.training.train_job import TrainSettings, run_train
 
 from n2m.cli import main
 from n2m.errors import UserError
+from n2m.training.export_job import ExportSettings, run_export
+from n2m.training.sample_job import SampleSettings, run_sample
+from n2m.training.train_job import TrainSettings, run_train
 
 _spec = importlib.util.spec_from_file_location("training_builders",
                                                Path(__file__).parent / "training" / "builders.py")

@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from n2m.config import checked
+from n2m.errors import UserError
+from n2m.provenance import dir_hash, file_hash, sha1_bytes
 from n2m.training.conditioning import StageConditioning
 from n2m.training.config import DiffusionConfig
 from n2m.training.diffusion.denoiser import Denoiser
 from n2m.training.export import Exported, load_checkpoint, load_exported
 from n2m.training.griffin_lim import NAME as GRIFFIN_LIM
 from n2m.training.griffin_lim import GriffinLim
-
-from n2m.config import checked
-from n2m.errors import UserError
-from n2m.provenance import dir_hash, file_hash, sha1_bytes
 
 OUTPUT_RATE = 24_000
 

@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from n2m.training.diffusion.denoiser import Conditioning
-from n2m.training.diffusion.guidance import classifier_free, double_classifier_free
-from n2m.training.stage_spec import StageSpec
 
 from n2m.errors import UserError
 from n2m.melody import PITCH_CLASSES, melody_features
+from n2m.training.diffusion.denoiser import Conditioning
+from n2m.training.diffusion.guidance import classifier_free, double_classifier_free
+from n2m.training.stage_spec import StageSpec
 
 if TYPE_CHECKING:
     from n2m.training.train_job import TrainSettings
@@ -85,9 +85,8 @@ class StageConditioning:
 def resolve_conditioning(settings: TrainSettings, stage: StageSpec, strict: bool) -> StageConditioning:
     """The stage's conditioning from ``n2m train``'s settings (its flags: :mod:`n2m.training.train_cli`), every misuse a
     one-line :class:`UserError`; ``strict`` (not ``--dry-run``) records the joint model's content hash."""
-    from n2m.training.encoder_ref import content_hash
-
     from n2m.clap import embed_dim_of
+    from n2m.training.encoder_ref import content_hash
 
     condition = settings.condition or "text"
     joint_dir, melody = settings.joint_model, bool(settings.melody)

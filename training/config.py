@@ -20,15 +20,15 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
+
+from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, checked, number
+from n2m.errors import UserError
 from n2m.training.conditioning import StageConditioning
 from n2m.training.diffusion.denoiser import PARAMETRISATIONS, WEIGHTINGS, Denoiser
 from n2m.training.diffusion.schedules import SCHEDULES, get_schedule
 from n2m.training.networks.presets import PRESETS
 from n2m.training.networks.unet1d import UNetConfig
 from n2m.training.stages import STAGES
-
-from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, checked, number
-from n2m.errors import UserError
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 UNIT_OPEN = number(float, low=0, high=1, high_open=True)  # [0, 1): an EMA decay, an Adam beta

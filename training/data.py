@@ -27,10 +27,6 @@ import lightning as L
 import numpy as np
 import torch
 import webdataset as wds
-from n2m.training.conditioning import StageConditioning, melody_window
-from n2m.training.config import DataConfig
-from n2m.training.joint_embeddings import ClipEmbeddings
-from n2m.training.stage_spec import StageSpec
 from torch.utils.data import DataLoader
 
 from n2m.audio import AudioError, decode, downmix
@@ -39,6 +35,10 @@ from n2m.layout import BuildLayout, check_label_set, committed_shards
 from n2m.manifest import clip_is_holdout
 from n2m.schema import read_index, read_label_captions
 from n2m.storage import Store
+from n2m.training.conditioning import StageConditioning, melody_window
+from n2m.training.config import DataConfig
+from n2m.training.joint_embeddings import ClipEmbeddings
+from n2m.training.stage_spec import StageSpec
 
 log = logging.getLogger(__name__)
 

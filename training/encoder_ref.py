@@ -22,10 +22,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from n2m.training.text import parse_spec
-
 from n2m.errors import UserError
 from n2m.provenance import dir_hash
+from n2m.training.text import parse_spec
 
 log = logging.getLogger(__name__)
 

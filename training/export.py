@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from n2m.training.config import DiffusionConfig, TrainConfig, network_config
-from n2m.training.diffusion.denoiser import Denoiser
-from n2m.training.networks.presets import build_network
-from n2m.training.networks.unet1d import UNet1D
 
 from n2m.errors import UserError
 from n2m.provenance import file_hash, now_iso, versions
 from n2m.storage import read_json, write_json
+from n2m.training.config import DiffusionConfig, TrainConfig, network_config
+from n2m.training.diffusion.denoiser import Denoiser
+from n2m.training.networks.presets import build_network
+from n2m.training.networks.unet1d import UNet1D
 
 EXPORT_FORMAT = "n2m-export"
 EXPORT_VERSION = 1

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from n2m.training.mel import MelConfig, mel_filterbank, unit_to_db
 from torch import nn
+
+from n2m.training.mel import MelConfig, mel_filterbank, unit_to_db
 
 NAME = "griffin-lim"
 ITERATIONS = 64

@@ -16,15 +16,15 @@ from typing import Any
 
 import lightning as L
 import torch
+
+from n2m.errors import UserError
+from n2m.provenance import now_iso, versions
 from n2m.training.config import TrainConfig
 from n2m.training.diffusion.denoiser import Conditioning
 from n2m.training.networks.presets import build_network
 from n2m.training.networks.unet1d import UNetConfig
 from n2m.training.stages import get_stage
 from n2m.training.text import TextEncoder
-
-from n2m.errors import UserError
-from n2m.provenance import now_iso, versions
 
 VAL_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 
+from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, job, leaf, number
 from n2m.training.cascade import CASCADES
 from n2m.training.conditioning import DEFAULT_PROMPT_SECONDS, DOUBLE_AUDIO_GUIDANCE
 from n2m.training.diffusion.guidance import CLIPS
 from n2m.training.diffusion.samplers import SAMPLERS, SPACINGS
 from n2m.training.sampling import MAX_SECONDS, PRECISIONS, SECONDS
 from n2m.training.stages import STAGES
-
-from n2m.config import FRACTION, NONNEGATIVE, POSITIVE, POSITIVE_INT, job, leaf, number
 
 
 def _paper(field: str) -> str:

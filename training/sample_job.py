@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from n2m.training.cascade import cascade_stages, checkpoint_spec, per_stage
-from n2m.training.conditioning import DEFAULT_PROMPT_SECONDS, read_audio_file, read_audio_prompt
-from n2m.training.sample_files import write_result
-
 from n2m.config import NONNEGATIVE, POSITIVE_INT, number, resolved
 from n2m.errors import UserError
 from n2m.schema import sidecar_path
+from n2m.training.cascade import cascade_stages, checkpoint_spec, per_stage
+from n2m.training.conditioning import DEFAULT_PROMPT_SECONDS, read_audio_file, read_audio_prompt
+from n2m.training.sample_files import write_result
 
 T_STOP = number(float, 0, 1, high_open=True)  # --t-stop: a noise level in [0, 1)
 

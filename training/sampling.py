@@ -28,6 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from n2m.config import FRACTION, NONNEGATIVE, checked, number
+from n2m.errors import UserError
+from n2m.names import check_name
+from n2m.provenance import versions
 from n2m.training.cascade import StageModel, cascade_stages, check_cascade, load_stage, resolve_checkpoints
 from n2m.training.conditioning import (
     AudioFile,
@@ -42,12 +48,6 @@ from n2m.training.diffusion.samplers import SAMPLERS, SPACINGS, get_sampler, mak
 from n2m.training.stages import get_stage
 from n2m.training.text import TextEncoder, load_text_encoder
 from n2m.training.windowing import whole_or_windowed, windowed
-from tqdm.auto import tqdm
-
-from n2m.config import FRACTION, NONNEGATIVE, checked, number
-from n2m.errors import UserError
-from n2m.names import check_name
-from n2m.provenance import versions
 
 log = logging.getLogger(__name__)
 

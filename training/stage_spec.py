@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
 from n2m.training.diffusion.augment import ConditioningAugmentation
 from n2m.training.diffusion.denoiser import Conditioning
 from n2m.training.networks.presets import Architecture, network_config

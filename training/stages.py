@@ -9,11 +9,10 @@ its network has a new shape.
 
 from __future__ import annotations
 
+from n2m.errors import UserError
 from n2m.training.stage_spec import StageSpec
 from n2m.training.stages_spectrogram import SPECTROGRAM_STAGES
 from n2m.training.stages_waveform import WAVEFORM_STAGES
-
-from n2m.errors import UserError
 
 STAGES: dict[str, StageSpec] = {stage.name: stage for stage in (*WAVEFORM_STAGES, *SPECTROGRAM_STAGES)}
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from n2m.audio import resample
 from n2m.training.conditioning import fit_frames
 from n2m.training.diffusion.augment import ConditioningAugmentation
 from n2m.training.diffusion.denoiser import Conditioning
@@ -36,8 +38,6 @@ from n2m.training.stage_spec import (
     augmented,
     generator_inputs,
 )
-
-from n2m.audio import resample
 
 if TYPE_CHECKING:
     from n2m.training.cascade import StageModel

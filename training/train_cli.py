@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 
+from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, job, leaf
 from n2m.training.conditioning import CONDITIONS
 from n2m.training.config import OPTIMIZERS, UNIT_OPEN, DataConfig, DiffusionConfig, OptimConfig, TrainerConfig
 from n2m.training.diffusion.denoiser import PARAMETRISATIONS, WEIGHTINGS
 from n2m.training.diffusion.schedules import SCHEDULES
 from n2m.training.networks.presets import PAPER_TEXT_DIM, PRESETS
 from n2m.training.stages import STAGES
-
-from n2m.config import FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, job, leaf
 
 # the run function of the parser, also for callers holding parsed options: run_train(args, extra_callbacks=(...))
 run_train = job("n2m.training.train_job:run_train")

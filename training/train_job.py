@@ -29,6 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from n2m.config import POSITIVE, checked
+from n2m.errors import UserError
+from n2m.layout import BuildLayout, build_id, check_label_set, committed_shards
+from n2m.names import check_name
+from n2m.progress import honours_quiet
+from n2m.provenance import file_hash, versions
+from n2m.storage import write_json
 from n2m.training.conditioning import MELODY_CHANNELS, resolve_conditioning
 from n2m.training.config import (
     DataConfig,
@@ -40,14 +48,6 @@ from n2m.training.config import (
 )
 from n2m.training.networks.presets import PAPER_TEXT_DIM, count_parameters
 from n2m.training.stages import STAGES, get_stage
-
-from n2m.config import POSITIVE, checked
-from n2m.errors import UserError
-from n2m.layout import BuildLayout, build_id, check_label_set, committed_shards
-from n2m.names import check_name
-from n2m.progress import honours_quiet
-from n2m.provenance import file_hash, versions
-from n2m.storage import write_json
 
 # Set by what starts one process per node (by hand, torchrun, SLURM, LSF, MPI); Lightning reads the node rank from them
 _LAUNCHER_ENV = ("NODE_RANK", "GROUP_RANK", "RANK", "SLURM_NTASKS", "LSB_JOBID", "OMPI_COMM_WORLD_SIZE")
@@ -296,6 +296,7 @@ def fit(config: TrainConfig, out: Path, resume: Path | None = None, params: int 
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
     from n2m.training.callbacks import LastCheckpoint
     from n2m.training.data import ShardDataModule
     from n2m.training.encoder_ref import resolve

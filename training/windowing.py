@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 import torch
+
 from n2m.training.diffusion.denoiser import Prediction
 from n2m.training.diffusion.samplers import Cond, Denoiser, map_cond
 

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from n2m.labeling.vocab.clean import near_key
-
 from n2m.config import require, resolved
 from n2m.errors import UserError
+from n2m.labeling.vocab.clean import near_key
 from n2m.provenance import file_hash, now_iso, sha1_bytes, versions
 from n2m.schema import text_id
 

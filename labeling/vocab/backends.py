@@ -19,9 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from n2m.labeling.vocab.tracks import Track
-
 from n2m.errors import UserError
+from n2m.labeling.vocab.tracks import Track
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from n2m.labeling.vocab.tracks import Track
-
 from n2m.schema import text_id
 
 REASONS = {

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from n2m.config import require, resolved
+from n2m.errors import JobFailed, UserError
 from n2m.labeling.vocab.backends import GenerationOptions, Request, make_backend
 from n2m.labeling.vocab.cache import ResponseCache, cache_key
 from n2m.labeling.vocab.clean import REASONS, CleanRules, VocabCollector
@@ -23,9 +25,6 @@ from n2m.labeling.vocab.io import check_out, write_vocab
 from n2m.labeling.vocab.prompts import PromptTemplate, check_fields, load_prompts, prompts_hash
 from n2m.labeling.vocab.show import summary_lines
 from n2m.labeling.vocab.tracks import Track, read_tracks
-
-from n2m.config import require, resolved
-from n2m.errors import JobFailed, UserError
 from n2m.progress import bar as progress_bar
 from n2m.progress import honours_quiet
 from n2m.provenance import file_hash, now_iso, versions

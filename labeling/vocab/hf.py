@@ -13,9 +13,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from n2m.labeling.vocab.backends import Backend, GenerationOptions, Outcome, Request
-
 from n2m.errors import UserError
+from n2m.labeling.vocab.backends import Backend, GenerationOptions, Outcome, Request
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import requests
-from n2m.labeling.vocab.backends import Backend, GenerationOptions, Outcome, Request
 
 from n2m.errors import UserError
+from n2m.labeling.vocab.backends import Backend, GenerationOptions, Outcome, Request
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from n2m.labeling.vocab.tracks import Track, as_list
 
 from n2m.errors import UserError
+from n2m.labeling.vocab.tracks import Track, as_list
 
 _COMPUTED = ("title", "artist", "tags", "track", "tags_hint")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+
 from n2m.labeling.vocab.io import read_vocab
 
 

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 import yaml
+
 from n2m.labeling.vocab.backends import Backend, GenerationOptions, Outcome, Request
 from n2m.labeling.vocab.tracks import Track, as_list
 

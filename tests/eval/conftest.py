@@ -26,6 +26,7 @@ PROMPTS = {
 def vggish_weights(tmp_path_factory) -> str:
     """A torchvggish-layout state dict with random weights and PCA parameters."""
     import torch
+
     from n2m.eval.vggish import random_state_dict
 
     state = random_state_dict(0)

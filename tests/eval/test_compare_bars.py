@@ -3,9 +3,8 @@ comparison page and printout that judge it by default."""
 
 import json
 
-from n2m.eval.compare_bars import BarOptions, quality_bars
-
 from n2m import cli
+from n2m.eval.compare_bars import BarOptions, quality_bars
 
 NOISE_BAR = "samples are audio, not noise (median spectral flatness <= the flattest real track's)"
 

@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 import pytest
-from n2m.eval.adherence import fit_centroids, nearest_centroid, probe_score, read_probe_labels, tag_agreement
-from n2m.eval.clap_score import bootstrap_mean
 
 from n2m.errors import JobFailed, UserError
+from n2m.eval.adherence import fit_centroids, nearest_centroid, probe_score, read_probe_labels, tag_agreement
+from n2m.eval.clap_score import bootstrap_mean
 
 
 def test_probe_against_hand_computed_centroids():

@@ -11,12 +11,12 @@ import subprocess
 import numpy as np
 import pytest
 from eval_helpers import tone
+
+from n2m import audio, cli
 from n2m.eval import embeddings, frechet
 from n2m.eval import report as reports
 from n2m.eval.audio_sets import Preprocess, embed_files, list_audio
 from n2m.eval.metrics import FrechetAudioDistance
-
-from n2m import audio, cli
 from n2m.provenance import file_hash
 
 

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from n2m.eval import frechet
 from n2m.eval.frechet import Stats, StatsAccumulator, frechet_distance, stats_of
 

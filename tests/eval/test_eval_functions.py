@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from n2m.eval.compare import CompareSettings, run_compare
-from n2m.eval.jobs import FadSettings, run_fad
-from n2m.eval.prompts import PromptsSettings, run_prompts
 
 from n2m.cli import main
 from n2m.errors import UserError
+from n2m.eval.compare import CompareSettings, run_compare
+from n2m.eval.jobs import FadSettings, run_fad
+from n2m.eval.prompts import PromptsSettings, run_prompts
 
 
 def _report(out) -> dict:

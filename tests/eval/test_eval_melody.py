@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from n2m.eval.melody_agreement import CHANCE, MelodyFrames, agreement_counts, pair_sources, pitch_classes, score
 
 from n2m import audio
 from n2m.cli import main
+from n2m.eval.melody_agreement import CHANCE, MelodyFrames, agreement_counts, pair_sources, pitch_classes, score
 
 SR = 24_000
 NOTE_S = 0.5  # 5 frames a note at the default 10 frames/s: note boundaries fall on frame boundaries

@@ -13,11 +13,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import scipy.stats
-from n2m.eval import memorization_match as mm
-from n2m.eval.memorization_match import MatchFrames, conformal_threshold, match_scores
 
 from n2m import audio
 from n2m.cli import main
+from n2m.eval import memorization_match as mm
+from n2m.eval.memorization_match import MatchFrames, conformal_threshold, match_scores
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Units

@@ -8,15 +8,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from eval_helpers import tone
+
+from n2m import audio
+from n2m.clap import ClapEmbedder
+from n2m.errors import UserError
 from n2m.eval import embeddings, frechet
 from n2m.eval.audio_sets import Preprocess, embed_files, list_audio
 from n2m.eval.clap_score import cosine, derangement, paired_score
 from n2m.eval.metrics import ClapScore, FrechetAudioDistance
 from n2m.eval.scoring import clap_scores, read_prompts
-
-from n2m import audio
-from n2m.clap import ClapEmbedder
-from n2m.errors import UserError
 
 
 def _unit(x):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 from eval_helpers import tone
-from n2m.eval import embeddings
-from n2m.eval.audio_sets import Preprocess, by_id, embed_files, list_audio
 
 from n2m import audio
 from n2m.errors import UserError
+from n2m.eval import embeddings
+from n2m.eval.audio_sets import Preprocess, by_id, embed_files, list_audio
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import scipy.signal
 import torch
-from n2m.eval import vggish
 
 from n2m.audio import AudioError
+from n2m.eval import vggish
 
 SR = vggish.SAMPLE_RATE
 

@@ -7,6 +7,9 @@ import math
 import numpy as np
 import pytest
 from eval_helpers import tone
+from scipy import special, stats
+
+from n2m import audio, cli
 from n2m.eval import report as reports
 from n2m.eval import scoring
 from n2m.eval.audio_sets import Preprocess
@@ -20,9 +23,6 @@ from n2m.eval.flatness import (
     median_interval,
     spectral_flatness,
 )
-from scipy import special, stats
-
-from n2m import audio, cli
 
 GAMMA = 0.5772156649015329  # Euler-Mascheroni
 

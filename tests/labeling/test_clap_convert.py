@@ -9,11 +9,11 @@ import re
 import numpy as np
 import pytest
 import torch
-from n2m.labeling.convert import convert
-from n2m.labeling.presets import build_clap, get_preset, save_clap
 
 from n2m.clap import ClapEmbedder
 from n2m.errors import UserError
+from n2m.labeling.convert import convert
+from n2m.labeling.presets import build_clap, get_preset, save_clap
 
 CAPTIONS = ["a calm piano piece", "fast techno with drums", "sad violin melody", "happy guitar pop song"]
 

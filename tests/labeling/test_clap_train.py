@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_build
-from n2m.labeling.clap_train import clap_loss, learning_rate, track_text
-from n2m.labeling.presets import build_clap
 
 from n2m.clap import ClapEmbedder
 from n2m.cli import build_parser, main
 from n2m.errors import UserError
+from n2m.labeling.clap_train import clap_loss, learning_rate, track_text
+from n2m.labeling.presets import build_clap
 
 TONE, NOISE = "a soft low sine tone", "harsh loud white noise"
 

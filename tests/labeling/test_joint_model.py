@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import CAPTIONS, write_build, write_vocab
-from n2m.labeling.clap_towers import pick_views, sigmoid_tag_loss, tag_bank, text_views
 
 from n2m import cli
 from n2m.clap import ClapEmbedder, text_width_of
 from n2m.errors import UserError
 from n2m.joint import TowerEmbedder
+from n2m.labeling.clap_towers import pick_views, sigmoid_tag_loss, tag_bank, text_views
 from n2m.provenance import dir_hash
 
 TONE, NOISE = "a soft low sine tone", "harsh loud white noise"
@@ -36,10 +36,10 @@ def _sine(seconds: float, freq: float, sr: int = SR) -> np.ndarray:
 @pytest.fixture(scope="module")
 def towers(tmp_path_factory) -> dict[str, Path]:
     """A random 2-block BERT with a BPE tokenizer (n2m.labeling.presets) and a random musicnn folder (n2m.musicnn)."""
-    from n2m.labeling.presets import train_tokenizer
     from safetensors.torch import save_file
     from transformers import BertConfig, BertModel
 
+    from n2m.labeling.presets import train_tokenizer
     from n2m.musicnn import model_config
     from n2m.musicnn_net import MusicnnNet
 
@@ -159,9 +159,8 @@ def test_reloaded_model_matches_an_independent_computation(joint_dir, towers):
 
 
 def test_label_job_scores_with_the_joint_model(joint_dir, corpus, tmp_path):
-    from n2m.labeling.embed import read_samples
-
     from n2m.audio import decode
+    from n2m.labeling.embed import read_samples
 
     short = write_vocab(tmp_path / "short.parquet", SHORT, "short")
     long = write_vocab(tmp_path / "long.parquet", CAPTIONS, "long")
@@ -188,8 +187,9 @@ def test_label_job_scores_with_the_joint_model(joint_dir, corpus, tmp_path):
 
 
 def test_text_encoder_clap_dir_gives_the_text_towers_states(joint_dir, towers):
-    from n2m.training.text import load_text_encoder
     from transformers import AutoModel, AutoTokenizer
+
+    from n2m.training.text import load_text_encoder
 
     encoder = load_text_encoder(f"clap:{joint_dir}", 12)
     texts = [NOISE, "a calm piano piece with a long long long tail of words that goes past twelve tokens", ""]
@@ -211,9 +211,8 @@ def test_text_width_of_a_joint_model_through_training(joint_dir):
 
 
 def test_eval_clap_score_and_fad_with_the_joint_model(joint_dir, tmp_path):
-    from n2m.eval import frechet
-
     from n2m import audio
+    from n2m.eval import frechet
 
     prompts = {"low": TONE, "high": NOISE, "mid": "a calm piano piece"}
     freqs = {"low": 150.0, "high": 7919.0, "mid": 660.0}

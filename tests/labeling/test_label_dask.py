@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("distributed", reason="the Dask tests need the dask extra: pip install 'n2m[dask]'")
 
 from conftest import CAPTIONS, write_build, write_vocab  # noqa: E402
-from n2m.labeling.job import LabelSettings, global_counts, shard_refs, text_cache_path  # noqa: E402
-from n2m.labeling.vocabset import open_vocabularies  # noqa: E402
 
 from n2m.beam import local_dask_cluster  # noqa: E402
 from n2m.cli import build_parser, main  # noqa: E402
 from n2m.errors import JobFailed  # noqa: E402
+from n2m.labeling.job import LabelSettings, global_counts, shard_refs, text_cache_path  # noqa: E402
+from n2m.labeling.vocabset import open_vocabularies  # noqa: E402
 from n2m.layout import BuildLayout  # noqa: E402
 from n2m.schema import clip_key, source_id  # noqa: E402
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 from conftest import CAPTIONS, write_build, write_vocab
-from n2m.labeling.label_eval import aspect_precision, clap_scores, tempo_class, text_matches
 
 from n2m.cli import build_parser
+from n2m.labeling.label_eval import aspect_precision, clap_scores, tempo_class, text_matches
 
 SHORT = {"genre": ["rock", "jazz", "ambient", "lo-fi hip hop"], "instrument": ["piano", "bass", "violin", "drums"],
          "mood": ["calm", "dark"], "tempo": ["slow", "fast tempo", "rubato"]}

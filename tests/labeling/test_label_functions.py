@@ -10,12 +10,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import CAPTIONS, write_build, write_vocab
-from n2m.labeling.label_eval import LabelEvalSettings, run_label_eval
-from n2m.labeling.label_job import LabelJobSettings, run_label
-from n2m.labeling.vocab.aspects import AspectsSettings, run_aspects
 
 from n2m.cli import main
 from n2m.errors import UserError
+from n2m.labeling.label_eval import LabelEvalSettings, run_label_eval
+from n2m.labeling.label_job import LabelJobSettings, run_label
+from n2m.labeling.vocab.aspects import AspectsSettings, run_aspects
 
 IN_MEMORY = "--direct_running_mode=in_memory"
 

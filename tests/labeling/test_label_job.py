@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import CAPTIONS, write_build, write_vocab
-from n2m.labeling.embed import read_samples
 
 from n2m.audio import decode
 from n2m.clap import ClapEmbedder
 from n2m.cli import build_parser
 from n2m.errors import UserError
+from n2m.labeling.embed import read_samples
 from n2m.schema import LABELS_SCHEMA, clip_key, read_label_captions, source_id
 
 SHORT = ["piano", "drums", "violin", "guitar", "synth", "jazz", "rock", "calm", "fast", "slow", "bass", "pad"]

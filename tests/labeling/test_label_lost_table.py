@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 
 from conftest import CAPTIONS, write_build, write_vocab
-from n2m.labeling.job import AssignShard
 
 from n2m.cli import main
+from n2m.labeling.job import AssignShard
 
 SHORT = ["piano", "drums", "violin", "guitar", "synth", "jazz", "rock", "calm"]
 LOST = "train-000001"

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import CAPTIONS, write_build, write_vocab
-from n2m.labeling.vocabset import open_vocabularies
 
 from n2m.cli import build_parser, main
 from n2m.errors import JobFailed, ShardDamaged, UserError
+from n2m.labeling.vocabset import open_vocabularies
 from n2m.layout import BuildLayout
 from n2m.schema import VOCAB_SCHEMA, text_id
 

@@ -9,9 +9,10 @@ import textwrap
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from n2m.labeling.assign import assign, count_topk, rng_for, sample_inverse_frequency
 from n2m.labeling.topk import memmap_blocks, stream_topk, text_embedding_cache
-from scipy import stats
 
 
 def _unit(rng, n, d):

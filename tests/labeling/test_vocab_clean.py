@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from n2m.labeling.vocab.clean import (
     REASONS,
     CleanRules,
@@ -13,7 +14,6 @@ from n2m.labeling.vocab.clean import (
     split_sentences,
 )
 from n2m.labeling.vocab.tracks import Track
-
 from n2m.schema import text_id
 
 TRACK = Track(track_id="t1", title="Golden Harbor (Live) - 2011 Remaster", artist="Mira Stone & The Tides", tags=("rock",))

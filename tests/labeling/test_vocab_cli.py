@@ -10,13 +10,13 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from n2m.cli import main
 from n2m.labeling.vocab.aspects import CATEGORIES, build_aspects, builtin_aspects
 from n2m.labeling.vocab.backends import GenerationOptions
 from n2m.labeling.vocab.clean import near_key
 from n2m.labeling.vocab.template import TemplateBackend
 from n2m.labeling.vocab.tracks import read_tracks
-
-from n2m.cli import main
 from n2m.schema import SOURCES_SCHEMA, VOCAB_SCHEMA, text_id
 
 STYLES = ["ambient", "rock", "electronic", "waltz", "funk", "lo-fi"]

@@ -8,13 +8,13 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import torch
+
+from n2m.cli import main
 from n2m.labeling.vocab.backends import GenerationOptions, make_backend
 from n2m.labeling.vocab.clean import CleanRules, near_key, reject_reason
 from n2m.labeling.vocab.generate import build_requests
 from n2m.labeling.vocab.prompts import load_prompts
 from n2m.labeling.vocab.tracks import Track, read_tracks
-
-from n2m.cli import main
 from n2m.schema import text_id
 
 CORPUS = [

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from n2m.labeling.vocab.tracks import Track
 
 from n2m.cli import main
+from n2m.labeling.vocab.tracks import Track
 from n2m.schema import text_id
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from build_helpers import music
-from n2m.pipelines.build_job import BuildSettings, run_build
 
 from n2m.cli import main
 from n2m.errors import UserError
+from n2m.pipelines.build_job import BuildSettings, run_build
 
 SR = 16000
 OPTIONS = {"sample_rate": SR, "clip_seconds": 1.0, "split": "train=0.5,valid=0.5", "sources_per_shard": 2}

@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 from build_helpers import OUT_SR, build, music, ogg_page_bytes, ogg_pages, with_page_gap
-from n2m.pipelines.clips import ClipSettings
-from n2m.pipelines.fetch import FetchError, FetchSettings, fetch
-from n2m.pipelines.sources import ListingStats, iter_sources
 
 from n2m import audio
 from n2m.cli import main
+from n2m.pipelines.clips import ClipSettings
+from n2m.pipelines.fetch import FetchError, FetchSettings, fetch
+from n2m.pipelines.sources import ListingStats, iter_sources
 from n2m.schema import source_id
 
 IN_MEMORY = "--direct_running_mode=in_memory"

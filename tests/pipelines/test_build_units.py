@@ -11,15 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from build_helpers import music
+
+from n2m import audio
+from n2m.cli import main
+from n2m.errors import UserError
 from n2m.pipelines.clips import ClipSettings, make_clips, segment_bounds
 from n2m.pipelines.fetch import FetchError, FetchSettings, fetch
 from n2m.pipelines.job import chunk_size, parse_chunk_name, pick_duplicates, plan_chunks
 from n2m.pipelines.shards import TarAssembler, assign_split, parse_splits, plan_shards, sample_bytes, tar_member
 from n2m.pipelines.sources import ListingStats, Source, canonical_uri, iter_sources
-
-from n2m import audio
-from n2m.cli import main
-from n2m.errors import UserError
 from n2m.schema import source_id
 
 

@@ -115,10 +115,10 @@ def tiny_checkpoint(stage: str, path: Path, text_encoder: str | None, build: str
     import argparse
 
     import torch
-    from n2m.training.networks.presets import build_network
-    from n2m.training.train_cli import add_arguments, resolve_config
 
     from n2m.provenance import now_iso, versions
+    from n2m.training.networks.presets import build_network
+    from n2m.training.train_cli import add_arguments, resolve_config
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 from builders import tiny_checkpoint, tone
-from n2m.training.conditioning import read_audio_file, read_audio_prompt
-from n2m.training.sampling import Prompt, generate, load_cascade
 
 from n2m.clap import ClapEmbedder
 from n2m.errors import UserError
 from n2m.melody import melody_features
 from n2m.provenance import dir_hash
+from n2m.training.conditioning import read_audio_file, read_audio_prompt
+from n2m.training.sampling import Prompt, generate, load_cascade
 
 SECONDS = 0.5
 
@@ -60,9 +60,8 @@ def _record(net, key: str, store: list) -> None:
 
 
 def test_audio_prompt_cli_writes_the_prompt_and_both_scales_in_the_sidecar(ckpts, joint_models, tmp_path):
-    from n2m.training.export import export_checkpoint
-
     from n2m.cli import main
+    from n2m.training.export import export_checkpoint
 
     prompt = _wav(tmp_path / "style.wav", 3.0, seed=11)
     exported = export_checkpoint(ckpts["text+audio"], tmp_path / "export" / "generator")  # the conditioning travels

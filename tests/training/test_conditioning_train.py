@@ -12,8 +12,6 @@ import scipy.stats
 import torch
 from builders import write_build
 from lightning.pytorch.callbacks import Callback
-from n2m.training.data import read_shards
-from n2m.training.train_cli import run_train
 
 from n2m.audio import decode
 from n2m.clap import ClapEmbedder
@@ -24,6 +22,8 @@ from n2m.errors import UserError
 from n2m.layout import BuildLayout, committed_shards
 from n2m.melody import melody_features
 from n2m.provenance import dir_hash
+from n2m.training.data import read_shards
+from n2m.training.train_cli import run_train
 
 
 @pytest.fixture(scope="module")

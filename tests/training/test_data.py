@@ -20,13 +20,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import webdataset as wds
 from builders import commit, write_index
+
+from n2m.audio import encode_flac
+from n2m.layout import committed_shards
 from n2m.training.config import DataConfig
 from n2m.training.data import ShardDataModule, caption_items, disjoint_stream
 from n2m.training.lowfi import fft_upsample
 from n2m.training.stages import STAGES
-
-from n2m.audio import encode_flac
-from n2m.layout import committed_shards
 
 WINDOW = (0.5, 0.75)
 

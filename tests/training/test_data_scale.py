@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from builders import tiny_checkpoint
+
 from n2m.training.cascade import load_stage
 from n2m.training.sampling import generate, load_cascade, stage_settings
 

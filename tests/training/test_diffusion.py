@@ -9,6 +9,7 @@ import pytest
 import scipy.ndimage
 import scipy.stats
 import torch
+
 from n2m.training.diffusion.augment import ConditioningAugmentation, blur, gaussian_kernels
 from n2m.training.diffusion.denoiser import Conditioning, Denoiser, cfg_dropout
 from n2m.training.diffusion.schedules import LOG_SNR_MAX, get_schedule

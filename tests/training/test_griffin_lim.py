@@ -11,10 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 from builders import tiny_checkpoint
+from scipy.optimize import nnls
+
 from n2m.training.griffin_lim import GriffinLim
 from n2m.training.mel import MelFrontend, unit_to_db
 from n2m.training.sampling import _stage_seed
-from scipy.optimize import nnls
 
 
 def _music(seconds: float = 3.0, sr: int = 16000) -> np.ndarray:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+
 from n2m.training.diffusion.denoiser import Conditioning, cfg_dropout_pair
 from n2m.training.diffusion.guidance import classifier_free, double_classifier_free
 

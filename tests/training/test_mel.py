@@ -6,6 +6,7 @@ import librosa
 import numpy as np
 import pytest
 import torch
+
 from n2m.training.mel import DB_MAX, DB_MIN, MelConfig, MelFrontend, frames_for, mel_filterbank, unit_to_db
 
 

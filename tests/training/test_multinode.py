@@ -15,10 +15,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from n2m.training.train_cli import run_train
 from test_train import Probe, run_cli, train_argv
 
 from n2m.cli import build_parser, main
+from n2m.training.train_cli import run_train
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-from n2m.training.networks.presets import PRESETS, Architecture, Size, build_network, count_parameters, network_config
-from n2m.training.stages import STAGES
 
 from n2m.cli import main
+from n2m.training.networks.presets import PRESETS, Architecture, Size, build_network, count_parameters, network_config
+from n2m.training.stages import STAGES
 
 MINILM = 384  # the demo's text encoder width (all-MiniLM-L6-v2)
 WAVEFORM = ("generator", "cascader", "sr_cascader")

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from n2m.training.diffusion.denoiser import Prediction
 from n2m.training.diffusion.guidance import classifier_free, double_classifier_free, dynamic_clip, make_clip
 from n2m.training.diffusion.samplers import (

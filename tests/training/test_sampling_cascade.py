@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import n2m.training.sampling as sampling
 import numpy as np
 import pytest
 import soundfile as sf
 from builders import tiny_checkpoint
+
+import n2m.training.sampling as sampling
+from n2m.errors import UserError
 from n2m.training.cascade import load_stage
 from n2m.training.sampling import Prompt, generate, load_cascade
-
-from n2m.errors import UserError
 
 STAGES = ("generator", "cascader", "sr_cascader", "spec_generator", "vocoder")
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from n2m.training.diffusion.denoiser import Prediction
 from n2m.training.diffusion.samplers import make_steps, sample_ddim
 from n2m.training.windowing import crossfade_weights, whole_or_windowed, window_starts, windowed

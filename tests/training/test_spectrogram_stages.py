@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import torch
+
 from n2m.training.diffusion.denoiser import Conditioning, Denoiser
 from n2m.training.diffusion.schedules import get_schedule
 from n2m.training.mel import MelFrontend

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from n2m.training.cascade import load_stage
 
 from n2m.cli import build_parser
 from n2m.config import apply_config
+from n2m.training.cascade import load_stage
 
 COMMANDS = {"train": ("train", "n2m.training.train_cli"), "export": ("export", "n2m.training.export_cli")}
 STEPS = 30

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from n2m.training.cascade import StageModel
 from n2m.training.config import DiffusionConfig
 from n2m.training.export import build_model

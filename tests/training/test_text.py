@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from n2m.training.text import CachedTextEncoder, load_text_encoder, text_width
 
 from n2m.errors import UserError
+from n2m.training.text import CachedTextEncoder, load_text_encoder, text_width
 
 
 def test_t5_states_match_the_model_run_directly(tiny_t5):

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 from builders import LONG, SHORT, write_tiny_t5
-from n2m.training.text import HFTextEncoder, load_text_encoder, text_width
 
 from n2m.cli import build_parser
 from n2m.config import apply_config
 from n2m.errors import UserError
+from n2m.training.text import HFTextEncoder, load_text_encoder, text_width
 
 TEXTS = LONG + SHORT + [f"track {i} by the testers" for i in range(32)]
 
@@ -162,9 +162,9 @@ def _minilm() -> str:
 @pytest.mark.parametrize("encoder", ["tiny-bert", "all-MiniLM-L6-v2"])
 def test_n2m_train_conditions_on_a_hf_encoder(tiny_build, tiny_bert, encoder, tmp_path):
     from lightning.pytorch.callbacks import Callback
-    from n2m.training.train_cli import run_train
 
     from n2m.provenance import dir_hash
+    from n2m.training.train_cli import run_train
 
     path, width = (tiny_bert, 32) if encoder == "tiny-bert" else (_minilm(), 384)
     seen = {}

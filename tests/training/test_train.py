@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from n2m.cli import build_parser
+from n2m.config import apply_config
+from n2m.errors import UserError
 from n2m.training.diffusion.denoiser import Conditioning
 from n2m.training.export import load_exported
 from n2m.training.module import DiffusionModule
 from n2m.training.networks.presets import build_network
 from n2m.training.train_cli import run_train
-
-from n2m.cli import build_parser
-from n2m.config import apply_config
-from n2m.errors import UserError
 
 COMMANDS = {"train": ("train", "n2m.training.train_cli"), "export": ("export", "n2m.training.export_cli")}
 STEPS = 40

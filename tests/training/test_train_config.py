@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from n2m.cli import build_parser, main
+from n2m.errors import UserError
 from n2m.training.cascade import load_stage
 from n2m.training.config import TrainConfig
 from n2m.training.diffusion.denoiser import Conditioning
@@ -21,9 +24,6 @@ from n2m.training.networks.presets import build_network
 from n2m.training.networks.unet1d import UNetConfig
 from n2m.training.sampling import stage_settings
 from n2m.training.stages import STAGES
-
-from n2m.cli import build_parser, main
-from n2m.errors import UserError
 
 # configs as n2m train and n2m export wrote them before the typed configs (see the file's "about")
 WRITTEN = json.loads((Path(__file__).parent / "fixtures" / "configs_v0.json").read_text())

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import write_build
-from n2m.training.data import read_shards
-from n2m.training.data_checks import verify_shards
-from n2m.training.joint_embeddings import clip_embeddings
 
 from n2m.clip_embed import REDUCE, save_store
 from n2m.layout import BuildLayout, committed_shards
 from n2m.progress import shown
+from n2m.training.data import read_shards
+from n2m.training.data_checks import verify_shards
+from n2m.training.joint_embeddings import clip_embeddings
 
 MODEL_SHA1 = "ab" * 20  # a joint model's content hash; every shard's embeddings are stored, so no model is loaded
 

@@ -9,19 +9,19 @@ import logging
 import shutil
 from pathlib import Path
 
-import n2m.training.sampling as sampling
 import pytest
 import torch
 from builders import tiny_checkpoint, write_build
+
+import n2m.training.sampling as sampling
+from n2m.cli import build_parser, main
+from n2m.errors import ShardDamaged, UserError
+from n2m.provenance import dir_hash
 from n2m.training.cascade import load_stage
 from n2m.training.config import DataConfig
 from n2m.training.data import ShardDataModule
 from n2m.training.export import export_checkpoint, load_exported
 from n2m.training.stages import STAGES
-
-from n2m.cli import build_parser, main
-from n2m.errors import ShardDamaged, UserError
-from n2m.provenance import dir_hash
 
 TRAIN = {"train": ("train", "n2m.training.train_cli")}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from n2m.training.networks.presets import build_network, count_parameters
 from n2m.training.networks.unet1d import UNetConfig
 from n2m.training.stages import STAGES

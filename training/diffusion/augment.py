@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from n2m.training.diffusion.schedules import Schedule
 
 BLUR_KERNEL = 10  # taps (Noise2Music: "kernel size 10")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
+
 from n2m.training.diffusion.schedules import Schedule
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import torch
+
 from n2m.training.diffusion.samplers import Clip, Cond, Denoiser, map_cond
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from n2m.training.diffusion.denoiser import Prediction
 
 Cond = Any  # a Mapping or a dataclass of batch-first tensors (e.g. n2m.training.diffusion.denoiser.Conditioning), or None

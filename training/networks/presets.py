@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from n2m.training.networks.unet1d import UNet1D, UNetConfig
 
 PAPER_TEXT_DIM = 1024  # T5-large width, used to count parameters when no text encoder is given

@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from n2m.training.networks.blocks import (
     SKIP_SCALE,
     CrossAttention,
@@ -42,7 +44,6 @@ from n2m.training.networks.blocks import (
     TimeEmbedding,
     group_norm,
 )
-from torch import nn
 
 
 @dataclass
