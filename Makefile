@@ -73,8 +73,8 @@ DEMO_TRACK_SECONDS ?= --min-seconds 20 --max-seconds 30
 DEMO_CLAP_MINUTES ?= 2
 DEMO_SPEC_STEPS ?= 900
 DEMO_SPEC_LR ?= 2e-3
-# the generator samples the length it trains on: at this budget its 2.5 s samples read spectral flatness 0.25 and probe
-# 3/14, its 10 s samples 0.55 (white noise) and 1/14; 3 s is one musicnn patch (a shorter clip is repeat-padded)
+# the generator samples the length it trains on (before --data-scale and input_skip, at this budget its 2.5 s samples
+# read spectral flatness 0.25 and probe 3/14, its 10 s samples 0.55, white noise, and 1/14); 3 s is one musicnn patch
 DEMO_SAMPLE_SECONDS ?= 3
 DEMO_SPEC_WINDOW ?= --window 3 --batch-size 13
 DEMO_VOCODER_STEPS ?= 600
