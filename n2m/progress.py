@@ -44,4 +44,5 @@ def honours_quiet(job: F) -> F:
         with shown(not settings.quiet):
             return job(settings, *more, **options)
 
+    run.honours_quiet = True  # type: ignore[attr-defined]  # tests check every job with --quiet carries it
     return run  # type: ignore[return-value]

@@ -24,6 +24,7 @@ from n2m.beam import BeamOptions, BeamSession, BeamSetup, beam_setup, worker_out
 from n2m.config import resolved
 from n2m.errors import JobFailed, UserError
 from n2m.layout import BuildLayout, parse_shard_name
+from n2m.progress import honours_quiet
 from n2m.provenance import now_iso, versions
 from n2m.schema import BUILD_VERSION
 from n2m.storage import Store, is_remote, read_json, write_json
@@ -130,6 +131,7 @@ class BuildSettings(BeamOptions):
             self.typical_source_seconds * self.sample_rate * self.channels * 2 * _FLAC_RATIO)))
 
 
+@honours_quiet
 def run_build(settings: BuildSettings) -> int:
     """Plan, run the Beam pipeline over pending shards, write the tables and build.json, print a summary."""
     started, started_iso = time.time(), now_iso()

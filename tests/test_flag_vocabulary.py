@@ -16,6 +16,7 @@ import yaml
 from test_config_print import every_option_set, leaves, value_for
 
 from n2m.cli import COMMANDS, build_parser, main, old_spellings
+from n2m.config import job_function
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 
@@ -91,6 +92,8 @@ def test_every_job_takes_out_quiet_and_overwrite_where_they_mean_something(runna
         assert ("--overwrite" in shown) == (prog in KEEPS_EARLIER_OUTPUT), prog
         if "--quiet" in shown:
             assert shown["--quiet"].nargs == 0 and "progress" in shown["--quiet"].help, prog
+            # every bar drawn while the job runs (n2m.progress.bar, in any module) obeys it, not only the job's own
+            assert getattr(job_function(parser._defaults["func"].target), "honours_quiet", False), prog
         if "--overwrite" in shown:
             assert shown["--overwrite"].nargs == 0, prog
 

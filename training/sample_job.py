@@ -24,6 +24,7 @@ from typing import Any
 
 from n2m.config import NONNEGATIVE, POSITIVE_INT, number, resolved
 from n2m.errors import UserError
+from n2m.progress import honours_quiet
 from n2m.schema import sidecar_path
 from n2m.training.cascade import cascade_stages, checkpoint_spec, per_stage
 from n2m.training.conditioning import DEFAULT_PROMPT_SECONDS, read_audio_file, read_audio_prompt
@@ -121,6 +122,7 @@ def _device(name: str) -> str:
 # Running
 
 
+@honours_quiet
 def run_sample(settings: SampleSettings) -> int:
     """Sample every prompt whose files are not there yet (all with ``overwrite``); write each clip, its sidecar and
     (with ``keep_stages``) the intermediate outputs; print a summary."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from n2m.config import require, resolved
 from n2m.errors import UserError
+from n2m.progress import honours_quiet
 from n2m.provenance import now_iso, versions
 from n2m.storage import write_json
 from n2m.synth.corpus import FORMATS, CorpusConfig
@@ -65,6 +66,7 @@ class SynthSettings:
                             self.format_list)
 
 
+@honours_quiet
 def run_synth(settings: SynthSettings) -> int:
     """Write the corpus (or, with ``dry_run``, print the planned tracks); print a summary."""
     from n2m.synth import corpus
