@@ -56,8 +56,14 @@ SPEC_GENERATOR = Architecture(
     # head squeeze 80 channels through 64, and the noise in the lost directions cannot be predicted: val loss at t = 0.1
     # stayed at 0.35 after 400 steps, 0.20 at 96, and samples from noise kept half the noise's amplitude), then gentle
     # growth (96, 192, 192, 288), and the gated linear path from x_t to the output (UNetConfig.input_skip): on one
-    # track, after 700 steps, samples' frame-to-frame change fell from 4x the real spectrogram's to 1.8x with it
-    preset_overrides={"small": {"base_channels": 96, "channel_mults": (1, 2, 2, 3), "input_skip": True}},
+    # track, after 700 steps, samples' frame-to-frame change fell from 4x the real spectrogram's to 1.8x with it. That
+    # path filters x_t over 31 frames per mel channel (input_skip_taps): a sustained partial is one channel held for
+    # tens of frames, and averaging x_t along it is the denoiser a 96-channel top level cannot learn in CPU minutes. The
+    # demo's recipe for 900 steps, measured on the training tracks only: validation loss 0.358 -> 0.273, x0 error at
+    # t = 0.3 / 0.5 0.0054 / 0.0082 -> 0.0031 / 0.0055; samples of 14 training captions: FAD_musicnn 110 -> 70, median
+    # spectral flatness 0.35 -> 0.13 (the real tracks': at most 0.10)
+    preset_overrides={"small": {"base_channels": 96, "channel_mults": (1, 2, 2, 3), "input_skip": True,
+                                "input_skip_taps": 31}},
 )
 VOCODER = Architecture(
     channel_mults=(1, 1, 2, 4), strides=(2, 4, 4, 5), num_res_blocks=(1, 1, 3, 4),

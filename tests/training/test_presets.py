@@ -68,6 +68,9 @@ def test_stage_overrides_keep_the_vocoder_at_the_mel_hop_and_widen_the_spectrogr
     assert STAGES["vocoder"].network("paper").base_channels == 128
     spec = STAGES["spec_generator"].network("small", MINILM)
     assert (spec.base_channels, spec.channel_mults, spec.strides) == (96, [1, 2, 2, 3], [4, 3, 2, 2])
+    assert (spec.input_skip, spec.input_skip_taps) == (True, 31)
+    paper = STAGES["spec_generator"].network("paper", MINILM)
+    assert (paper.input_skip, paper.input_skip_taps) == (False, 1)
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

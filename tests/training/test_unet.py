@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,3 +152,28 @@ def test_input_skip_hands_x_t_to_the_output_through_a_gain_of_the_embedding():
     with pytest.raises(ValueError, match="input_skip"):
         build_network(UNetConfig.from_dict({**STAGES["generator"].network("tiny", 8).to_dict(), "input_skip": True,
                                             "out_channels": 2}))
+
+
+def test_input_skip_taps_filter_x_t_along_time_per_channel():
+    """With taps, the path is a per-channel FIR filter of x_t over time (zero-padded, centred), its taps the gate's
+    output: checked against a loop over frames in numpy. Old checkpoints (one tap) keep their gate's shape."""
+    cfg = UNetConfig.from_dict({**STAGES["spec_generator"].network("tiny", 8).to_dict(), "input_skip": True,
+                                "input_skip_taps": 5})
+    net = build_network(cfg)
+    assert net.input_gate.out_features == 80 * 5
+    kernel = torch.randn(80, 5)
+    with torch.no_grad():
+        net.head.weight.zero_(), net.head.bias.zero_(), net.input_gate.weight.zero_()
+        net.input_gate.bias.copy_(kernel.reshape(-1))
+    x, t = torch.randn(2, 80, 40), torch.rand(2)
+    xs, k = x.numpy().astype(np.float64), kernel.numpy().astype(np.float64)
+    expected = np.zeros_like(xs)
+    for frame in range(40):
+        for tap in range(5):
+            source = frame + tap - 2
+            if 0 <= source < 40:
+                expected[:, :, frame] += k[None, :, tap] * xs[:, :, source]
+    np.testing.assert_allclose(net(x, t, **_inputs(cfg, 2, 40)).detach().numpy(), expected, rtol=1e-4, atol=1e-5)
+    for taps in (0, 4):
+        with pytest.raises(ValueError, match="input_skip_taps"):
+            UNetConfig.from_dict({**cfg.to_dict(), "input_skip_taps": taps})

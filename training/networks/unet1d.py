@@ -16,7 +16,10 @@ from the conditioning embedding (zero at initialisation). Every other path from 
 group norm and a SiLU at the full rate, and a SiLU passes a signed signal linearly only through two channels (``x`` and
 ``-x``), so a top level as wide as its 80 mel channels cannot hand ``x_t`` through: the denoiser's prediction at moderate
 noise then keeps part of the noise (EDM's ``c_skip``, Karras et al. 2022, eq. 7, adds the same path in the denoiser).
-On one spectrogram window memorised in 300 steps, the error of the x0 estimate at t = 0.4 fell 10x with it.
+On one spectrogram window memorised in 300 steps, the error of the x0 estimate at t = 0.4 fell 10x with it. With
+``input_skip_taps = K > 1`` the gain becomes a per-channel FIR filter of ``x_t`` over ``K`` frames, its taps computed from
+the embedding (so from the noise level and the text): averaging a noisy spectrogram along time, channel by channel, is
+how a held partial is denoised, and the small spectrogram generator learns it at once (``n2m.training.stages_spectrogram``).
 
 Conditioning beyond captions (issue 16): a joint audio-text embedding ``[B, D]`` (MusicLM's MuLan route, Agostinelli
 et al. 2023, section 3.1: the audio embedding of the training clip, the text embedding of the prompt at inference) is
@@ -69,6 +72,7 @@ class UNetConfig:
     joint_dim: int = 0  # width of the joint audio-text embedding (one more cross-attention token); 0 = none
     melody_channels: int = 0  # melody (chroma) channels concatenated with x_t at the input (generators); 0 = none
     input_skip: bool = False  # a linear path from x_t to the output, gated per channel by the conditioning embedding
+    input_skip_taps: int = 1  # odd: that path filters x_t over this many frames per channel (taps from the embedding)
     cond_dim: int = 512  # width the text is projected to for cross-attention
     num_heads: int = 8
     emb_mult: int = 4  # conditioning embedding width = emb_mult * base_channels
@@ -84,6 +88,8 @@ class UNetConfig:
                 raise ValueError(f"UNetConfig.{key} needs {depth} entries (one per level), got {getattr(self, key)}")
         if any(self.cross_attention) and self.text_dim <= 0 and self.joint_dim <= 0:
             raise ValueError("cross-attention needs text_dim > 0 or joint_dim > 0")
+        if self.input_skip_taps < 1 or self.input_skip_taps % 2 == 0:
+            raise ValueError(f"UNetConfig.input_skip_taps must be odd and >= 1, got {self.input_skip_taps}")
 
     @property
     def total_stride(self) -> int:
@@ -174,7 +180,8 @@ class UNet1D(nn.Module):
         self.head = nn.Conv1d(cfg.base_channels, cfg.out_channels, cfg.kernel_size, padding=cfg.kernel_size // 2)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        self.input_gate = nn.Linear(cfg.emb_dim, cfg.out_channels) if cfg.input_skip else None
+        taps = cfg.input_skip_taps
+        self.input_gate = nn.Linear(cfg.emb_dim, cfg.out_channels * taps) if cfg.input_skip else None
         if self.input_gate is not None:
             if cfg.out_channels != cfg.in_channels:
                 raise ValueError("input_skip needs out_channels == in_channels")
@@ -282,5 +289,15 @@ class UNet1D(nn.Module):
         h = (h + h0) * SKIP_SCALE
         out = self.head(F.silu(self.head_norm(h)))
         if self.input_gate is not None:
-            out = out + self.input_gate(emb)[:, :, None] * x_in
+            out = out + self._filtered_input(x_in, emb)
         return out[..., :length]
+
+    def _filtered_input(self, x_in: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """``input_skip``: ``x_t`` ``[B, C, T]`` filtered along time per channel by taps ``[B, C, K]`` computed from the
+        embedding ``emb`` ``[B, E]`` (centred, zero-padded; ``K = 1``: a per-channel gain)."""
+        taps = self.cfg.input_skip_taps
+        weights = self.input_gate(emb).view(x_in.shape[0], x_in.shape[1], taps)  # [B, C, K]
+        if taps == 1:
+            return weights * x_in
+        frames = F.pad(x_in, (taps // 2, taps // 2)).unfold(-1, taps, 1)  # [B, C, T, K]
+        return torch.einsum("bctk,bck->bct", frames, weights)
