@@ -296,8 +296,9 @@ class UNet1D(nn.Module):
         """``input_skip``: ``x_t`` ``[B, C, T]`` filtered along time per channel by taps ``[B, C, K]`` computed from the
         embedding ``emb`` ``[B, E]`` (centred, zero-padded; ``K = 1``: a per-channel gain)."""
         taps = self.cfg.input_skip_taps
-        weights = self.input_gate(emb).view(x_in.shape[0], x_in.shape[1], taps)  # [B, C, K]
+        b, c, length = x_in.shape
+        weights = self.input_gate(emb).view(b, c, taps)  # [B, C, K]
         if taps == 1:
             return weights * x_in
-        frames = F.pad(x_in, (taps // 2, taps // 2)).unfold(-1, taps, 1)  # [B, C, T, K]
-        return torch.einsum("bctk,bck->bct", frames, weights)
+        padded = F.pad(x_in, (taps // 2, taps // 2)).reshape(1, b * c, length + taps - 1)
+        return F.conv1d(padded, weights.reshape(b * c, 1, taps), groups=b * c).view(b, c, length)
