@@ -177,3 +177,5 @@ def test_input_skip_taps_filter_x_t_along_time_per_channel():
     for taps in (0, 4):
         with pytest.raises(ValueError, match="input_skip_taps"):
             UNetConfig.from_dict({**cfg.to_dict(), "input_skip_taps": taps})
+    written_before = {k: v for k, v in cfg.to_dict().items() if k != "input_skip_taps"}
+    assert build_network(UNetConfig.from_dict(written_before)).input_gate.out_features == 80
