@@ -180,8 +180,7 @@ class UNet1D(nn.Module):
         self.head = nn.Conv1d(cfg.base_channels, cfg.out_channels, cfg.kernel_size, padding=cfg.kernel_size // 2)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        taps = cfg.input_skip_taps
-        self.input_gate = nn.Linear(cfg.emb_dim, cfg.out_channels * taps) if cfg.input_skip else None
+        self.input_gate = nn.Linear(cfg.emb_dim, cfg.out_channels * cfg.input_skip_taps) if cfg.input_skip else None
         if self.input_gate is not None:
             if cfg.out_channels != cfg.in_channels:
                 raise ValueError("input_skip needs out_channels == in_channels")
