@@ -39,6 +39,7 @@ from n2m.errors import UserError
 from n2m.melody import PITCH_CLASSES, melody_features
 from n2m.training.diffusion.denoiser import Conditioning
 from n2m.training.diffusion.guidance import classifier_free, double_classifier_free
+from n2m.training.joint_bank import JointBank, TextBridge
 from n2m.training.stage_spec import StageSpec
 
 if TYPE_CHECKING:
@@ -263,13 +264,16 @@ def check_prompting(models: dict, texts: list[str], audio_prompt: AudioFile | No
 
 
 def prompt_conditioning(cond: Conditioning, texts: list[str], encoder, embedder, audio_prompt: AudioFile | None,
-                        guidance: float, audio_guidance: float | None) -> tuple[Conditioning, Any, dict[str, Any]]:
+                        guidance: float, audio_guidance: float | None, bridge: TextBridge = TextBridge(),
+                        bank: JointBank | None = None, stage: str = "") -> tuple[Conditioning, Any, dict[str, Any]]:
     """``(cond, guide, scales)`` of a text stage for ``texts`` ``[B]``: ``cond`` with the caption tokens (``encoder``,
     a :class:`n2m.training.text.TextEncoder`, or None) and the joint embedding (``embedder``, a
     :class:`n2m.clap.ClapEmbedder`, or None); ``guide(denoise) -> guided denoiser``; ``scales`` for the sidecar.
 
-    The joint embedding is the audio prompt's when there is one, else the prompts' own joint *text* embedding (MusicLM's
-    substitution; an empty prompt is the dropped condition). Guidance: text only or the joint text embedding:
+    The joint embedding is the audio prompt's when there is one, else the prompts' own joint *text* embedding taken
+    across the modality gap by ``bridge`` (:class:`n2m.training.joint_bank.TextBridge`: the mean of the stage's ``bank``
+    clips nearest it, or itself as in MusicLM; recorded in ``scales["text_bridge"]``); an empty prompt is the dropped
+    condition. Guidance: text only or the joint text embedding:
     classifier-free guidance at ``guidance`` (Ho & Salimans 2022); an audio prompt alone: at ``audio_guidance``
     (default ``guidance``); an audio prompt and text on a text + audio stage: double guidance,
     :func:`n2m.training.diffusion.guidance.double_classifier_free` with ``alpha = audio_guidance`` (default
@@ -287,7 +291,8 @@ def prompt_conditioning(cond: Conditioning, texts: list[str], encoder, embedder,
             vectors = np.repeat(audio_prompt.embedding(embedder)[None], batch, axis=0)
             keep = [True] * batch
         else:
-            vectors, keep = embedder.embed_text([t if t.strip() else " " for t in texts]), has_text
+            vectors, bridged = bridge.apply(embedder.embed_text([t if t.strip() else " " for t in texts]), bank, stage)
+            keep = has_text
         cond = replace(cond, joint=torch.from_numpy(vectors).float().to(device),
                        joint_mask=torch.tensor(keep, dtype=torch.bool, device=device))
         cond = cond.without_joint(~cond.joint_mask)
@@ -301,4 +306,7 @@ def prompt_conditioning(cond: Conditioning, texts: list[str], encoder, embedder,
     if audio:
         scale = guidance if audio_guidance is None else audio_guidance
         return cond, lambda denoise: classifier_free(denoise, scale, uncond), {"mode": "audio", "text": None, "audio": scale}
-    return cond, lambda denoise: classifier_free(denoise, guidance, uncond), {"mode": "text", "text": guidance, "audio": None}
+    scales = {"mode": "text", "text": guidance, "audio": None}
+    if embedder is not None:
+        scales["text_bridge"] = bridged
+    return cond, lambda denoise: classifier_free(denoise, guidance, uncond), scales

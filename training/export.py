@@ -1,12 +1,14 @@
 """Model files: ``n2m train`` checkpoints and ``n2m export`` directories, read into models, and exports written.
 
 - A training checkpoint (Lightning's ``.ckpt``) holds the run's config (``n2m.config``, a
-  :class:`n2m.training.config.TrainConfig`), the live (``net.*``) and EMA (``ema.*``) weights and the step.
+  :class:`n2m.training.config.TrainConfig`), the live (``net.*``) and EMA (``ema.*``) weights, the step and, for a
+  joint-embedding stage, its bank of training clips' audio embeddings (``n2m.joint_bank``).
   :func:`read_checkpoint` is the one reader (``weights_only=True``: no pickled code runs; the config validated once).
 - An export: ``DIR/model.safetensors`` holds the EMA network's tensors (the names of ``UNet1D.state_dict()``);
   ``DIR/config.json`` holds the network config, the diffusion config (schedule, parametrisation, weighting), the stage,
   the text encoder spec, the conditioning (:mod:`n2m.training.conditioning`: joint model and melody), the lineage (build
-  id, label set, text encoder hash), the checkpoint it came from (path, SHA-1, step) and the package versions.
+  id, label set, text encoder hash), the checkpoint it came from (path, SHA-1, step) and the package versions;
+  a joint-embedding stage's ``DIR/joint_bank.safetensors`` holds its bank (:mod:`n2m.training.joint_bank`).
 
 :func:`load_checkpoint` (a checkpoint's EMA weights) and :func:`load_exported` (an export) give the same
 :class:`Exported` through :func:`build_model`, the one place a stage's network and denoiser are rebuilt from a config;
@@ -26,6 +28,7 @@ from n2m.provenance import file_hash, now_iso, versions
 from n2m.storage import read_json, write_json
 from n2m.training.config import DiffusionConfig, TrainConfig, network_config
 from n2m.training.diffusion.denoiser import Denoiser
+from n2m.training.joint_bank import JointBank
 from n2m.training.networks.presets import build_network
 from n2m.training.networks.unet1d import UNet1D
 
@@ -37,12 +40,14 @@ CONFIG = "config.json"
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A read training checkpoint: its validated config, its weights (``net.*`` live, ``ema.*`` EMA) and its step."""
+    """A read training checkpoint: its validated config, its weights (``net.*`` live, ``ema.*`` EMA), its step and its
+    joint bank (None for stages without a joint embedding)."""
 
     path: Path
     config: TrainConfig
     state_dict: dict[str, torch.Tensor]
     global_step: int
+    joint_bank: JointBank | None = None
 
     def ema_weights(self) -> dict[str, torch.Tensor]:
         """The EMA network's tensors, named as ``UNet1D.state_dict()`` names them."""
@@ -63,7 +68,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if not isinstance(data, dict) or "n2m" not in data or "state_dict" not in data:
         raise UserError(f"{path} is not an n2m training checkpoint")
     return Checkpoint(path, TrainConfig.from_dict(data["n2m"]["config"], str(path)), data["state_dict"],
-                      int(data.get("global_step", 0)))
+                      int(data.get("global_step", 0)), JointBank.from_state(data["n2m"].get("joint_bank")))
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
@@ -93,19 +98,22 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
         "versions": versions(("safetensors",)),
         "exported_at": now_iso(),
     })
+    if checkpoint.joint_bank is not None:
+        checkpoint.joint_bank.save(out)
     return out
 
 
 @dataclass
 class Exported:
-    """A loaded stage model: the EMA network (eval mode, no gradients), its denoiser, its diffusion settings, and the
-    config it was rebuilt from (an export's, or a checkpoint's with its ``source``). A classical stage (nothing
-    trained, :mod:`n2m.training.griffin_lim`) has no denoiser and no diffusion settings."""
+    """A loaded stage model: the EMA network (eval mode, no gradients), its denoiser, its diffusion settings, the
+    config it was rebuilt from (an export's, or a checkpoint's with its ``source``) and a joint-embedding stage's bank.
+    A classical stage (nothing trained, :mod:`n2m.training.griffin_lim`) has no denoiser and no diffusion settings."""
 
     net: UNet1D
     denoiser: Denoiser | None
     config: dict[str, Any]
     diffusion: DiffusionConfig | None
+    joint_bank: JointBank | None = None
 
     @property
     def stage(self) -> str:
@@ -156,7 +164,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Exp
     checkpoint = read_checkpoint(path)
     config = {**checkpoint.config.to_dict(),
               "source": {"checkpoint": str(checkpoint.path), "global_step": checkpoint.global_step}}
-    return build_model(config, checkpoint.ema_weights(), f"{checkpoint.path} (EMA weights)", device)
+    model = build_model(config, checkpoint.ema_weights(), f"{checkpoint.path} (EMA weights)", device)
+    model.joint_bank = checkpoint.joint_bank
+    return model
 
 
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Exported:
@@ -181,4 +191,6 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
         state = load_file(str(root / WEIGHTS))
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for any damaged file
         raise UserError(f"cannot read {root / WEIGHTS}: {str(err).strip() or type(err).__name__}") from err
-    return build_model(config, state, str(root / WEIGHTS), device)
+    model = build_model(config, state, str(root / WEIGHTS), device)
+    model.joint_bank = JointBank.load(root)
+    return model

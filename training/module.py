@@ -4,7 +4,8 @@ Noise2Music (arXiv 2302.03917, section 4): Adam (0.9, 0.999), peak learning rate
 cosine decay, EMA of the weights with decay 0.9999 (used for validation and export). The EMA decay is warmed up as
 ``min(decay, (1 + n) / (10 + n))`` (the usual form, e.g. ``timm.ModelEmaV2`` / the DDPM reference code) so short runs
 have a usable average. Validation computes the loss of the EMA network at :data:`VAL_LEVELS` with noise seeded per clip,
-so curves are comparable across runs and machines.
+so curves are comparable across runs and machines. A joint-embedding stage also keeps the audio embeddings of the clips
+it trains on (:mod:`n2m.training.joint_bank`), saved in every checkpoint for the text bridge at sampling time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from n2m.errors import UserError
 from n2m.provenance import now_iso, versions
 from n2m.training.config import TrainConfig
 from n2m.training.diffusion.denoiser import Conditioning
+from n2m.training.joint_bank import BankCollector, JointBank
 from n2m.training.networks.presets import build_network
 from n2m.training.networks.unet1d import UNetConfig
 from n2m.training.stages import get_stage
@@ -71,6 +73,7 @@ class DiffusionModule(L.LightningModule):
         self.augment = (augmentation(self.denoiser.schedule, diffusion.aug_t_max, diffusion.aug_blur_sigma)
                         if self.cond_field else None)
         self._text: TextEncoder | None = None
+        self.bank = BankCollector() if self.net.cfg.joint_dim > 0 else None
         if config.optim.compile:
             self.net.compile()
 
@@ -124,6 +127,8 @@ class DiffusionModule(L.LightningModule):
         cond = self.conditioning(batch, augment=True)
         diffusion = self.config.diffusion
         loss = self.denoiser.loss(batch["x0"], cond, cfg_p=diffusion.cfg_dropout, joint_p=diffusion.audio_dropout).mean()
+        if self.bank is not None:
+            self.bank.add(batch["key"], batch["joint"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["x0"].shape[0])
         return loss
 
@@ -164,3 +169,10 @@ class DiffusionModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["n2m"] = {"config": self.config.to_dict(), "versions": versions(), "saved_at": now_iso(),
                              "global_step": int(self.global_step)}
+        bank = self.bank.bank() if self.bank is not None else None
+        if bank is not None:
+            checkpoint["n2m"]["joint_bank"] = bank.state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.bank is not None:
+            self.bank.restore(JointBank.from_state(checkpoint.get("n2m", {}).get("joint_bank")))

@@ -12,6 +12,7 @@ from n2m.training.cascade import CASCADES
 from n2m.training.conditioning import DEFAULT_PROMPT_SECONDS, DOUBLE_AUDIO_GUIDANCE
 from n2m.training.diffusion.guidance import CLIPS
 from n2m.training.diffusion.samplers import SAMPLERS, SPACINGS
+from n2m.training.joint_bank import BRIDGES, DEFAULT_NEIGHBOURS
 from n2m.training.sampling import MAX_SECONDS, PRECISIONS, SECONDS
 from n2m.training.stages import STAGES
 
@@ -58,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     extra.add_argument("--melody", metavar="FILE",
                        help="melody source for generators trained with --melody: the chroma of FILE from its start, "
                             "trimmed or zero-padded to --seconds")
+    extra.add_argument("--text-bridge", choices=list(BRIDGES),
+                       help="how a text prompt conditions a stage trained on audio embeddings: "
+                            + "; ".join(f"{k}: {v}" for k, v in BRIDGES.items())
+                            + " (default: nearest when the stage holds its training clips' embeddings, else direct)")
+    extra.add_argument("--bridge-neighbours", type=POSITIVE_INT, default=DEFAULT_NEIGHBOURS, metavar="K",
+                       help="training clips averaged by --text-bridge nearest")
     extra.add_argument("--joint-model", metavar="DIR",
                        help="where the stages' joint model is now (refused unless it holds the content they were "
                             "trained with; default: the recorded path, or a folder with that content near the models)")

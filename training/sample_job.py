@@ -3,7 +3,9 @@
 Stages trained on more than captions (:mod:`n2m.training.conditioning`) also take ``--audio-prompt FILE`` (the joint
 model's embedding of an excerpt of FILE, alone or with a text prompt: then double classifier-free guidance, ``--guidance``
 for the text and ``--audio-guidance`` for the audio) and ``--melody FILE`` (its melody, from its start, trimmed or
-padded to the clip). The sidecar names both files (path and SHA-256) and each stage's guidance scales.
+padded to the clip). A text prompt reaches an audio-embedding stage through ``--text-bridge`` (default: the mean of the
+``--bridge-neighbours`` training clips' embeddings nearest the prompt's, :mod:`n2m.training.joint_bank`). The sidecar
+names both files (path and SHA-256), each stage's guidance scales and the bridge with the clips it matched.
 
 Output, per prompt id (per sample ``K`` with ``--num-samples`` > 1: ``ID_K``): ``OUT/ID.wav`` (24 kHz, 16-bit) and
 ``OUT/ID.json`` (prompt, id, seeds, the stage models with their SHA-1, sampler settings, lineage: build ids and label
@@ -28,6 +30,7 @@ from n2m.progress import honours_quiet
 from n2m.schema import sidecar_path
 from n2m.training.cascade import cascade_stages, checkpoint_spec, per_stage
 from n2m.training.conditioning import DEFAULT_PROMPT_SECONDS, read_audio_file, read_audio_prompt
+from n2m.training.joint_bank import DEFAULT_NEIGHBOURS, TextBridge
 from n2m.training.sample_files import write_result
 
 T_STOP = number(float, 0, 1, high_open=True)  # --t-stop: a noise level in [0, 1)
@@ -55,6 +58,8 @@ class SampleSettings:
     audio_guidance: str | None = None
     melody: str | None = None
     joint_model: str | None = None
+    text_bridge: str | None = None
+    bridge_neighbours: int = DEFAULT_NEIGHBOURS
     sampler: str = "ancestral"
     steps: str | None = None
     guidance: str | None = None
@@ -133,6 +138,7 @@ def run_sample(settings: SampleSettings) -> int:
         Prompt(f"{i:04d}", text) for i, text in enumerate(texts)])
     audio_prompt = read_audio_prompt(settings.audio_prompt, settings.audio_prompt_seconds) if settings.audio_prompt else None
     melody = read_audio_file(settings.melody, "--melody") if settings.melody else None
+    bridge = TextBridge(settings.text_bridge, settings.bridge_neighbours)
     options = {
         "sampler": per_stage(settings.sampler, str, "sampler"),
         "steps": per_stage(settings.steps, POSITIVE_INT, "steps"),
@@ -161,7 +167,8 @@ def run_sample(settings: SampleSettings) -> int:
     results = generate(todo, settings.cascade, models, seconds=settings.seconds, num_samples=settings.num_samples, seed=settings.seed,
                        batch_size=settings.batch_size, device=device, keep_stages=settings.keep_stages, settings=stages,
                        text_encoder=settings.text_encoder, precision=settings.precision, progress=not settings.quiet,
-                       audio_prompt=audio_prompt, melody=melody, joint_model=settings.joint_model)
+                       audio_prompt=audio_prompt, melody=melody, joint_model=settings.joint_model,
+                       text_bridge=bridge)
     for result in results:
         write_result(out, result, config)
     elapsed = time.perf_counter() - start

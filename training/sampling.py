@@ -45,6 +45,7 @@ from n2m.training.conditioning import (
 )
 from n2m.training.diffusion.guidance import CLIPS, make_clip
 from n2m.training.diffusion.samplers import SAMPLERS, SPACINGS, get_sampler, make_steps, noise_like
+from n2m.training.joint_bank import TextBridge
 from n2m.training.stages import get_stage
 from n2m.training.text import TextEncoder, load_text_encoder
 from n2m.training.windowing import whole_or_windowed, windowed
@@ -224,11 +225,13 @@ def _denoiser(model: StageModel, settings: StageSettings, stage_input, guide, au
 @dataclass
 class Extras:
     """What a run conditions on besides its prompts' text: an audio prompt and a melody
-    (:class:`n2m.training.conditioning.AudioFile`), and per stage the loaded joint model."""
+    (:class:`n2m.training.conditioning.AudioFile`), per stage the loaded joint model, and how text crosses to a joint
+    embedding (:class:`n2m.training.joint_bank.TextBridge`)."""
 
     audio_prompt: AudioFile | None = None
     melody: AudioFile | None = None
     embedders: dict[str, Any] = field(default_factory=dict)
+    bridge: TextBridge = field(default_factory=TextBridge)
 
 
 def _run_stage(model: StageModel, settings: StageSettings, prev: torch.Tensor | None, texts: list[str],
@@ -250,7 +253,8 @@ def _run_stage(model: StageModel, settings: StageSettings, prev: torch.Tensor | 
     if model.conditioned:
         encoder = text_encoder_for(model, device, text_encoder) if model.model.net.cfg.text_dim > 0 else None
         cond, guide, scales = prompt_conditioning(cond, texts, encoder, extras.embedders.get(model.stage),
-                                                  extras.audio_prompt, settings.guidance, settings.audio_guidance)
+                                                  extras.audio_prompt, settings.guidance, settings.audio_guidance,
+                                                  extras.bridge, model.model.joint_bank, model.stage)
     x_t = noise_like(torch.empty(stage_input.shape, device=device), gens)
     fn, defaults = get_sampler(settings.sampler)
     options = {k: v for k, v in (("gamma", settings.gamma), ("eta", settings.eta)) if k in defaults}
@@ -303,6 +307,7 @@ def generate(
     audio_prompt: AudioFile | None = None,
     melody: AudioFile | None = None,
     joint_model: str | None = None,
+    text_bridge: TextBridge | None = None,
     **stage_options: Any,
 ) -> list[Result]:
     """Generate ``num_samples`` clips of ``seconds`` per prompt through the ``cascade`` (``waveform`` | ``spectrogram``).
@@ -314,7 +319,8 @@ def generate(
     :class:`n2m.training.text.TextEncoder`) replaces the one recorded in the checkpoints. ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA).
     ``audio_prompt`` and ``melody`` (:func:`n2m.training.conditioning.read_audio_prompt`, ``read_audio_file``) condition
     the stages trained for them; ``joint_model`` is a directory to use for the joint model, refused unless it holds
-    the one the stages were trained with. Returns one :class:`Result` per (prompt, sample), prompt-major.
+    the one the stages were trained with; ``text_bridge`` says how a text prompt fills a joint-embedding stage's slot
+    (default: through the stage's bank when it has one). Returns one :class:`Result` per (prompt, sample), prompt-major.
     """
     seconds = checked(seconds, SECONDS, "seconds")
     if num_samples < 1 or batch_size < 1:
@@ -329,9 +335,14 @@ def generate(
     models = checkpoints if loaded else load_cascade(cascade, checkpoints, device)
     check_cascade(cascade, models)
     check_prompting(models, [p.text for p in prompts], audio_prompt, melody)
+    bridge = text_bridge or TextBridge()
+    if audio_prompt is None:
+        for s, m in models.items():
+            if m.conditioning.joint:
+                bridge.mode_for(m.model.joint_bank, s)  # refuse an impossible bridge before any work
     extras = Extras(audio_prompt, melody, {
         s: joint_embedder(joint_model_dir(m.conditioning, s, m.path, joint_model), device)
-        for s, m in models.items() if m.conditioning.joint})
+        for s, m in models.items() if m.conditioning.joint}, bridge)
     settings = {s: v if models[s].conditioned else replace(v, guidance=1.0) for s, v in settings.items()}
     autocast = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     items = [(p, k, sample_seed(seed, p.id, k)) for p in prompts for k in range(num_samples)]
@@ -380,7 +391,17 @@ def _results(batch, outputs, timings, models, settings, stages, seconds, keep_st
             id=prompt.id if num_samples == 1 else f"{prompt.id}_{index}",
             prompt=prompt, sample_index=index, seed=item_seed,
             audio=outputs[final][i, 0, :length].clamp(-1.0, 1.0).numpy().astype(np.float32), sample_rate=rate,
-            stages=kept, metadata=dict(meta)))
+            stages=kept, metadata={**meta, "guidance": _item_guidance(meta["guidance"], i)}))
+    return out
+
+
+def _item_guidance(guidance: dict[str, dict[str, Any]], item: int) -> dict[str, dict[str, Any]]:
+    """A batch's guidance record for its ``item``-th clip: a text bridge's matches are that clip's prompt's own."""
+    out = {}
+    for stage, record in guidance.items():
+        bridge = record.get("text_bridge") or {}
+        out[stage] = {**record, "text_bridge": {**bridge, "matches": bridge["matches"][item]}} if "matches" in bridge \
+            else record
     return out
 
 

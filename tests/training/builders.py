@@ -106,12 +106,14 @@ def write_index(root: Path, rows: list[tuple[str, str, str, float]]) -> None:
 
 
 def tiny_checkpoint(stage: str, path: Path, text_encoder: str | None, build: str | None = None,
-                    seed: int = 0, extra: tuple[str, ...] = (), voiced: bool = False) -> Path:
+                    seed: int = 0, extra: tuple[str, ...] = (), voiced: bool = False, bank: int = 0) -> Path:
     """An ``n2m train`` checkpoint of an untrained tiny model at ``path``: the training CLI's own resolved config
     (its lineage resolved strictly, with hashes, when ``build`` is given), the network factory, and the checkpoint
     layout the training module writes (``net.*`` / ``ema.*`` weights, ``n2m`` section). ``extra``: more ``n2m train``
     flags (e.g. ``--condition``, ``--joint-model``, ``--melody``); ``voiced``: every zero-initialised weight matrix
-    (combine layers, attention outputs, last convs) random too, so that the conditioning changes the output."""
+    (combine layers, attention outputs, last convs) random too, so that the conditioning changes the output;
+    ``bank``: a joint-embedding stage's bank of that many clips (keys ``clip-NNN``, random unit vectors) as training
+    leaves one (:mod:`n2m.training.joint_bank`)."""
     import argparse
 
     import torch
@@ -145,9 +147,11 @@ def tiny_checkpoint(stage: str, path: Path, text_encoder: str | None, build: str
             torch.nn.init.normal_(param, std=0.05)
     weights = net.state_dict()
     state = {**{f"net.{k}": v for k, v in weights.items()}, **{f"ema.{k}": v.clone() for k, v in weights.items()}}
-    torch.save({"state_dict": state, "global_step": 3,
-                "n2m": {"config": config.to_dict(), "versions": versions(), "saved_at": now_iso(), "global_step": 3}},
-               path)
+    section = {"config": config.to_dict(), "versions": versions(), "saved_at": now_iso(), "global_step": 3}
+    if bank:
+        vectors = torch.nn.functional.normalize(torch.randn(bank, config.net.joint_dim), dim=1)
+        section["joint_bank"] = {"keys": [f"clip-{i:03d}" for i in range(bank)], "vectors": vectors}
+    torch.save({"state_dict": state, "global_step": 3, "n2m": section}, path)
     return path
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from builders import tiny_checkpoint, tone
 
 from n2m.clap import ClapEmbedder
@@ -20,6 +21,7 @@ from n2m.errors import UserError
 from n2m.melody import melody_features
 from n2m.provenance import dir_hash
 from n2m.training.conditioning import read_audio_file, read_audio_prompt
+from n2m.training.joint_bank import TextBridge
 from n2m.training.sampling import Prompt, generate, load_cascade
 
 SECONDS = 0.5
@@ -28,14 +30,15 @@ SECONDS = 0.5
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory, tiny_t5, joint_models) -> dict[str, Path]:
     """Untrained tiny stages as ``n2m train`` checkpoints: three generators (text + audio embedding, audio embedding
-    alone, melody) trained with joint model A, and a plain text cascader and super-resolution cascader."""
+    alone with a bank of 12 clips, melody) trained with joint model A, and a plain text cascader and super-resolution
+    cascader."""
     root = tmp_path_factory.mktemp("cond_ckpts")
     t5, joint = f"t5:{tiny_t5}", ("--joint-model", joint_models[0])
     return {
         "text+audio": tiny_checkpoint("generator", root / "gen_ta.ckpt", t5, voiced=True,
                                       extra=("--condition", "text+audio-embedding", *joint)),
         "audio": tiny_checkpoint("generator", root / "gen_a.ckpt", None, seed=1,
-                                 extra=("--condition", "audio-embedding", *joint)),
+                                 extra=("--condition", "audio-embedding", *joint), bank=12),
         "melody": tiny_checkpoint("generator", root / "gen_m.ckpt", t5, seed=2, extra=("--melody",)),
         "text": tiny_checkpoint("generator", root / "gen_t.ckpt", t5, seed=3),
         "cascader": tiny_checkpoint("cascader", root / "cascader.ckpt", t5, seed=4),
@@ -87,11 +90,40 @@ def test_audio_prompt_cli_writes_the_prompt_and_both_scales_in_the_sidecar(ckpts
     assert meta["prompt"] == "" and meta["guidance"]["generator"] == {"mode": "audio", "text": None, "audio": 4.0}
 
 
+def test_text_prompts_cross_to_an_audio_embedding_stage_through_its_bank_and_each_sidecar_names_its_matches(
+        ckpts, joint_models, tmp_path):
+    """``n2m sample`` with text prompts on an exported audio-embedding generator: the bank travels in the export, and
+    each clip's sidecar records the bridge and the training clips its own prompt matched (a numpy search here)."""
+    from n2m.cli import main
+    from n2m.training.export import export_checkpoint
+
+    exported = export_checkpoint(ckpts["audio"], tmp_path / "export" / "generator")
+    assert (exported / "joint_bank.safetensors").is_file()
+    spec = ",".join(f"{k}={v}" for k, v in {**_cascade(ckpts, "audio"), "generator": exported}.items())
+    prompts = ["a calm piano piece", "loud fast drums and distorted guitar"]
+    out = tmp_path / "bridged"
+    assert main(["sample", "--cascade", "waveform", "--checkpoints", spec, "--seconds", str(SECONDS), "--steps", "1",
+                 "--prompts", *prompts, "--bridge-neighbours", "3", "--batch-size", "2", "--out", str(out),
+                 "--quiet"]) == 0
+    bank = torch.load(ckpts["audio"], weights_only=True)["n2m"]["joint_bank"]
+    text = ClapEmbedder.from_pretrained(joint_models[0]).embed_text(prompts)
+    for i, t in enumerate(text):
+        cos = bank["vectors"].numpy() @ (t / np.linalg.norm(t))
+        record = json.loads((out / f"{i:04d}.json").read_text())["guidance"]["generator"]["text_bridge"]
+        assert record["mode"] == "nearest" and record["neighbours"] == 3
+        assert [m["key"] for m in record["matches"]] == [bank["keys"][j] for j in np.argsort(-cos)[:3]]
+    direct = tmp_path / "direct"
+    assert main(["sample", "--cascade", "waveform", "--checkpoints", spec, "--seconds", str(SECONDS), "--steps", "1",
+                 "--prompts", prompts[0], "--text-bridge", "direct", "--out", str(direct), "--quiet"]) == 0
+    assert json.loads((direct / "0000.json").read_text())["guidance"]["generator"]["text_bridge"] == {"mode": "direct"}
+
+
 def test_the_generator_sees_the_excerpts_embedding_or_the_prompts_joint_text_embedding(ckpts, joint_models,
                                                                                      tmp_path):
     """An audio prompt: the joint embedding given to the network is the joint model's embedding of the centre excerpt
-    (computed here from the file); a text prompt to an audio-embedding stage: the joint model's text embedding of the
-    prompt (MusicLM's substitution); an empty prompt: the dropped condition."""
+    (computed here from the file); a text prompt to an audio-embedding stage: by default the unit mean of the stage's
+    bank vectors nearest the prompt's joint text embedding (a numpy search here), with ``direct`` that text embedding
+    itself (MusicLM's substitution); an empty prompt: the dropped condition."""
     embedder = ClapEmbedder.from_pretrained(joint_models[0])
     wav = _wav(tmp_path / "p.wav", 4.0, seed=3, rate=16000)
     models = load_cascade("waveform", _cascade(ckpts, "audio"))
@@ -102,9 +134,15 @@ def test_the_generator_sees_the_excerpts_embedding_or_the_prompts_joint_text_emb
     run([Prompt("a", "")], audio_prompt=read_audio_prompt(str(wav), 2.0))
     samples, _ = sf.read(str(wav), dtype="float32")
     np.testing.assert_allclose(seen[-1][0].numpy(), embedder.embed_audio([samples[16000:48000]], 16000)[0], atol=1e-5)
-    run([Prompt("t", "a calm piano piece"), Prompt("e", "")], batch_size=2)
-    np.testing.assert_allclose(seen[-1][0].numpy(), embedder.embed_text(["a calm piano piece"])[0], atol=1e-5)
+    text = embedder.embed_text(["a calm piano piece"])[0]
+    run([Prompt("t", "a calm piano piece"), Prompt("e", "")], batch_size=2, text_bridge=TextBridge("direct"))
+    np.testing.assert_allclose(seen[-1][0].numpy(), text, atol=1e-5)
     assert not seen[-1][1].any()  # the empty prompt's condition is dropped (zeros, masked out)
+    bank = torch.load(ckpts["audio"], weights_only=True)["n2m"]["joint_bank"]["vectors"].numpy()
+    for k in (1, 4):
+        run([Prompt("t", "a calm piano piece")], text_bridge=TextBridge(neighbours=k))
+        nearest = bank[np.argsort(-(bank @ (text / np.linalg.norm(text))))[:k]].mean(axis=0)
+        np.testing.assert_allclose(seen[-1][0].numpy(), nearest / np.linalg.norm(nearest), atol=1e-5)
 
 
 def test_double_guidance_scales_at_zero_and_one_reduce_to_single_guidance(ckpts, tmp_path):
@@ -172,6 +210,7 @@ def test_sampling_refuses_another_joint_model_and_finds_a_moved_one(ckpts, joint
     ("no prompt", "give --prompts, --prompts-file or --audio-prompt"),
     ("no melody", "was trained with --melody: pass --melody FILE"),
     ("melody nobody takes", "no stage of this cascade was trained with --melody"),
+    ("nearest without a bank", "--text-bridge nearest: the generator stage holds no bank"),
 ])
 def test_bad_prompting_is_a_one_line_error(ckpts, tmp_path, capsys, case, message):
     from n2m.cli import main
@@ -186,6 +225,7 @@ def test_bad_prompting_is_a_one_line_error(ckpts, tmp_path, capsys, case, messag
         "no prompt": ("text", []),
         "no melody": ("melody", ["--prompts", "rock"]),
         "melody nobody takes": ("text", ["--prompts", "rock", "--melody", str(good)]),
+        "nearest without a bank": ("text+audio", ["--prompts", "rock", "--text-bridge", "nearest"]),
     }[case]
     spec = ",".join(f"{k}={v}" for k, v in _cascade(ckpts, generator).items())
     argv = ["sample", "--cascade", "waveform", "--checkpoints", spec, "--out", str(tmp_path / "out"), "--seconds",

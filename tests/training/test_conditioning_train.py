@@ -99,6 +99,12 @@ def test_audio_embedding_conditions_on_each_clips_own_embedding_without_any_capt
             for s in committed_shards(build["root"], ["train", "valid"])}
     assert {p.stem for p in store.glob("*.npz")} == shas  # one file per shard, named by its content
 
+    bank = ckpt["n2m"]["joint_bank"]  # the text bridge's index: exactly the clips trained on, with their embeddings
+    seen_keys = sorted({k for batch in seen.batches for k in batch["key"]})
+    assert bank["keys"] == seen_keys
+    direct = np.stack([embedder.embed_audio([clips[k][0]], clips[k][1])[0] for k in seen_keys])
+    np.testing.assert_allclose(bank["vectors"].numpy(), direct, atol=1e-5)
+
 
 def test_stored_embeddings_of_the_model_are_read_and_others_ignored(joint_models, tmp_path):
     """A store file of this model for a shard's content is used as it is (planted vectors reach the batches); a file
