@@ -100,9 +100,11 @@ DEMO_TEXT ?= hf:all-MiniLM-L6-v2
 DEMO_SAMPLE_STEPS ?= spec_generator=30,vocoder=8,sr_cascader=4
 DEMO_SAMPLE_STOP ?= spec_generator=0.3
 DEMO_GUIDANCE ?= 3
-# Seed 99 is the first corpus seed whose held-out third (14 of 42 tracks) holds every style twice; chosen from the styles
-# alone, before anything was trained or judged.
-DEMO_CORPUS = --tracks 42 --seed 99 --holdout 0.334 $(DEMO_TRACK_SECONDS)
+# 98 tracks, 14 held out (two per style), 84 to train on: with 28 training tracks the joint model could not learn moods
+# (3-fold cross-validation on the training tracks alone: zero-shot mood top-1 1/28 among 91 mood words, mean rank 38),
+# with 84 it does (22/84, mean rank 29). Seed 867 is the first corpus seed whose held-out seventh holds every style
+# twice; chosen from the styles alone, before anything was trained or judged.
+DEMO_CORPUS = --tracks 98 --seed 867 --holdout 0.143 $(DEMO_TRACK_SECONDS)
 DEMO_TRAIN = --build $(DEMO)/out --preset small --exclude-holdout --warmup-steps 50 --ema-decay 0.995 \
   --val-every 200 --log-every 10 --accelerator cpu
 # every stage: cosine schedule and v-prediction (the stages' paper defaults, linear and eps, spend most training
@@ -150,7 +152,7 @@ $(DEMO)/%: export OMP_NUM_THREADS := 1
 $(DEMO)/%: export MKL_NUM_THREADS := 1
 
 $(DEMO)/corpus/manifest.jsonl:
-	$(call demo_step,synthetic corpus: 42 tracks; 14 held out for evaluation)
+	$(call demo_step,synthetic corpus: 98 tracks; 14 held out for evaluation)
 	n2m synth --out $(DEMO)/corpus $(DEMO_CORPUS) --workers 0
 
 $(DEMO)/out/build.json: $(DEMO)/corpus/manifest.jsonl
