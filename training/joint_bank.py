@@ -31,8 +31,9 @@ import torch
 from n2m.errors import UserError
 
 MAX_BANK = 8192  # clips kept (8192 x 512 float32 = 16 MiB in a checkpoint)
-# k of the bridge, chosen on the demo's 28 training tracks alone: each caption's k nearest clips of the other tracks,
-# averaged, lie nearest a clip of the caption's own style for 21 of 28 captions at k = 5 (18 at k = 1 and 3, 17 at 10)
+# k of the bridge, chosen on the 28 training tracks of the former 42-track demo corpus alone: each caption's k nearest
+# clips of the other tracks, averaged, lie nearest a clip of the caption's own style for 21 of 28 captions at k = 5
+# (18 at k = 1 and 3, 17 at 10)
 DEFAULT_NEIGHBOURS = 5
 BRIDGES = {"nearest": "the mean of the K training clips' audio embeddings nearest the text's (kNN-Diffusion)",
            "direct": "the text embedding itself in the audio embedding's place (MusicLM's substitution)"}
