@@ -397,11 +397,11 @@ def _results(batch, outputs, timings, models, settings, stages, seconds, keep_st
 
 def _item_guidance(guidance: dict[str, dict[str, Any]], item: int) -> dict[str, dict[str, Any]]:
     """A batch's guidance record for its ``item``-th clip: a text bridge's matches are that clip's prompt's own."""
-    out = {}
+    out = dict(guidance)
     for stage, record in guidance.items():
         bridge = record.get("text_bridge") or {}
-        out[stage] = {**record, "text_bridge": {**bridge, "matches": bridge["matches"][item]}} if "matches" in bridge \
-            else record
+        if "matches" in bridge:
+            out[stage] = {**record, "text_bridge": {**bridge, "matches": bridge["matches"][item]}}
     return out
 
 
