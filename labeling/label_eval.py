@@ -100,10 +100,13 @@ ASPECTS: dict[str, Aspect] = {
 def aspect_precision(labels: dict[str, list[str]], truth: dict[str, dict], entries: dict[str, list[str]],
                      bounds: tuple[float, float]) -> dict:
     """Per aspect: precision of assigned captions, chance, ratio. ``labels``: key -> assigned short captions;
-    ``entries``: aspect name -> that aspect's vocabulary texts; ``truth``: key -> manifest row."""
+    ``entries``: aspect name -> that aspect's vocabulary texts; ``truth``: key -> manifest row. An aspect the vocabulary
+    has no entries of is not reported (a vocabulary of moods alone has no instrument precision)."""
     out = {}
     for name, aspect in ASPECTS.items():
         pool = entries.get(name, [])
+        if not pool:
+            continue
         aspect_texts = set(pool)
         right = judged = 0
         chance_sum = 0.0

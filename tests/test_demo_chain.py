@@ -167,6 +167,9 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     assert "--tracks 98 --seed 867 --holdout 0.143" in lines and "--audio-init musicnn:MTT_musicnn" in lines
     assert "--min-probe-ratio 2 --min-fad-gain 0.3" in lines and "--tag-gain" not in lines
     assert "--precision-aspects style,instrument,mood" in lines
+    assert "aspects.parquet --skip-aspects mood" in lines and "mood.parquet --only-aspects mood" in lines
+    flat = " ".join(lines.replace("\\\n", " ").split())
+    assert "--vocab {0}/vocab/aspects.parquet --vocab {0}/vocab/mood.parquet".format(tmp_path / "demo") in flat
     hour = _make_plan(tmp_path, "DEMO_SCALE=hour")
     assert hour.returncode == 0 and "--min-probe-ratio 3 --min-fad-gain 0.5 --tag-gain" in hour.stdout
     assert "--window 3 --batch-size 13" in lines and "--seconds 3 " in lines  # the generator samples what it trains on
@@ -234,12 +237,14 @@ def test_demo_chain(tmp_path, capsys):
     assert index.num_rows >= 8
     assert main(["vocab", "generate", "--from", manifest, "--llm", "template", "--out", str(tmp_path / "long.parquet"),
                  "--per-track", "1", "--exclude-holdout"]) == 0
-    assert main(["vocab", "aspects", "--out", str(tmp_path / "aspects.parquet")]) == 0
+    assert main(["vocab", "aspects", "--out", str(tmp_path / "aspects.parquet"), "--skip-aspects", "mood"]) == 0
+    assert main(["vocab", "aspects", "--out", str(tmp_path / "mood.parquet"), "--only-aspects", "mood"]) == 0
     assert main(["clap-train", "--build", str(out), "--captions", manifest, "--out", str(clap), "--text-init",
                  "hf:all-MiniLM-L6-v2", "--audio-init", "musicnn:MTT_musicnn", "--max-steps", "5", "--batch-size", "4",
                  "--warmup", "1", "--threads", "1"]) == 0
     assert main(["label", "--build", str(out), "--vocab", str(tmp_path / "long.parquet"), "--vocab",
-                 str(tmp_path / "aspects.parquet"), "--model", str(clap), "--name", "v1", "--",
+                 str(tmp_path / "aspects.parquet"), "--vocab", str(tmp_path / "mood.parquet"), "--model", str(clap),
+                 "--name", "v1", "--",
                  "--direct_num_workers=1"]) == 0
     assert set(read_label_captions(str(out / "labels" / "v1"))) == set(index["key"].to_pylist())
     label_eval = tmp_path / "label_eval.json"
@@ -300,7 +305,10 @@ def test_demo_chain(tmp_path, capsys):
     assert {"trained beats step0 on FAD_musicnn by >= 30%", "trained: musicnn probe accuracy >= 2x chance",
             "trained: musicnn tag agreement above shuffled (95% interval above 0)"} <= set(bars)
     assert set(bars.values()) <= {"pass", "fail", "n/a"}
-    assert sum(b.startswith("label precision on mood") for b in bars) == 1
+    # one bar per aspect, each from the vocabulary that holds it: moods from their own, the rest from the aspects
+    precision_bars = sorted(b for b in bars if b.startswith("label precision"))
+    assert precision_bars == [f"label precision on {aspect} >= 3x chance ({vocab}, holdout)" for aspect, vocab in
+                              (("instrument", "aspects"), ("mood", "mood"), ("style", "aspects"))]
     html = page.read_text()
     for section in ("Quality bars", "Listen: each prompt", "Label evaluation", "Training curves", "FAD_musicnn",
                     "judged by musicnn"):

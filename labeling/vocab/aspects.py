@@ -7,7 +7,10 @@ n2m ships a smaller curated list of descriptors, each with its aspect category, 
 - ``.csv``: a ``text`` column (and optional ``aspect``), or MusicCaps' ``aspect_list`` column of Python-style lists;
 - ``.jsonl``: objects with ``text`` and optional ``aspect``.
 
-Entries without a category get ``extra`` (``musiccaps`` for ``aspect_list``). Duplicates are removed by the near-duplicate
+Entries without a category get ``extra`` (``musiccaps`` for ``aspect_list``). ``--only-aspects`` / ``--skip-aspects``
+keep or leave out whole categories before duplicates are removed, so that one aspect can become its own vocabulary: the
+label job takes its top-K per vocabulary, as Noise2Music did per caption set, and an aspect whose words score below the
+others' (moods against genres and instruments) then still gets captions. Duplicates are removed by the near-duplicate
 key of :func:`n2m.labeling.vocab.clean.near_key` (the first occurrence wins, built-in first). The ``n2m vocab aspects``
 job is :func:`run_aspects` of :class:`AspectsSettings` (the command line: :mod:`n2m.labeling.vocab.cli`).
 """
@@ -19,6 +22,7 @@ import csv
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -119,10 +123,12 @@ class AspectSet:
     rows: list[dict[str, str]] = field(default_factory=list)
     sources: list[dict[str, object]] = field(default_factory=list)
     duplicates: int = 0
+    keep: Callable[[str], bool] = lambda aspect: True
+    seen_aspects: set[str] = field(default_factory=set)
     _seen: set[str] = field(default_factory=set)
 
     def add(self, entries: list[tuple[str, str] | None], backend: str, model: str, sha1: str) -> None:
-        stats = Counter({"read": len(entries), "kept": 0, "duplicate": 0, "bad_line": 0})
+        stats = Counter({"read": len(entries), "kept": 0, "duplicate": 0, "bad_line": 0, "other_aspect": 0})
         for entry in entries:
             if entry is None:
                 stats["bad_line"] += 1
@@ -131,6 +137,10 @@ class AspectSet:
             key = near_key(text)
             if not key:
                 stats["bad_line"] += 1
+                continue
+            self.seen_aspects.add(aspect)
+            if not self.keep(aspect):
+                stats["other_aspect"] += 1
                 continue
             if key in self._seen:
                 stats["duplicate"] += 1
@@ -143,15 +153,26 @@ class AspectSet:
         self.sources.append({"source": model, "sha1": sha1, **stats})
 
 
-def build_aspects(extra: list[str], *, builtin: bool = True) -> AspectSet:
-    """The built-in list (unless ``builtin=False``) followed by each ``--extra`` file, deduplicated."""
-    out = AspectSet()
+def build_aspects(extra: list[str], *, builtin: bool = True, only: list[str] | None = None,
+                  skip: list[str] | None = None) -> AspectSet:
+    """The built-in list (unless ``builtin=False``) followed by each ``--extra`` file, deduplicated; with ``only``, the
+    entries of those aspects alone, with ``skip``, all but those. A named aspect no entry has is a one-line error."""
+    if only and skip:
+        raise UserError("--only-aspects and --skip-aspects exclude each other: give one")
+    chosen = set(only or skip or ())
+    out = AspectSet(keep=(lambda aspect: aspect in chosen) if only else (lambda aspect: aspect not in chosen))
     if builtin:
         out.add(list(builtin_aspects()), "builtin", "labeling/vocab/data/aspects.tsv", sha1_bytes(_builtin_text().encode()))
     for path in extra:
         out.add(read_extra(path), "file", str(path), file_hash(path))
+    unknown = sorted(chosen - out.seen_aspects)
+    if unknown:
+        flag = "--only-aspects" if only else "--skip-aspects"
+        raise UserError(f"{flag}: no entry has the aspect {', '.join(unknown)} (the entries' aspects: "
+                        f"{', '.join(sorted(out.seen_aspects))})")
     if not out.rows:
-        raise UserError("the aspect vocabulary is empty (--no-builtin and no usable --extra entries)")
+        raise UserError("the aspect vocabulary is empty (--no-builtin, --skip-aspects or --only-aspects left no "
+                        "usable entries)")
     return out
 
 
@@ -162,11 +183,13 @@ def build_aspects(extra: list[str], *, builtin: bool = True) -> AspectSet:
 @dataclass(frozen=True, kw_only=True)
 class AspectsSettings:
     """What ``n2m vocab aspects`` writes: ``out`` (required), the vocabulary table; ``extra``, the user's lists;
-    ``no_builtin`` leaves the built-in list out."""
+    ``no_builtin`` leaves the built-in list out; ``only_aspects`` / ``skip_aspects`` keep or drop whole categories."""
 
     out: str | None = None
     extra: list[str] | None = None
     no_builtin: bool = False
+    only_aspects: list[str] | None = None
+    skip_aspects: list[str] | None = None
 
     def __post_init__(self) -> None:
         require(self, "out")
@@ -179,7 +202,8 @@ def run_aspects(settings: AspectsSettings) -> int:
 
     started = time.monotonic()
     out = check_out(settings.out)
-    aspects = build_aspects(settings.extra or [], builtin=not settings.no_builtin)
+    aspects = build_aspects(settings.extra or [], builtin=not settings.no_builtin, only=settings.only_aspects,
+                            skip=settings.skip_aspects)
     summary = {
         "name": out.stem, "kind": "short", "created": now_iso(), "backend": "aspects", "model": "",
         "sources": aspects.sources,

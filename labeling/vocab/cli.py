@@ -68,6 +68,15 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def aspect_names(value: str) -> list[str]:
+    """``--only-aspects`` / ``--skip-aspects``: comma-separated category names, lower-cased (``"Mood, genre"`` ->
+    ``["mood", "genre"]``)."""
+    names = [n.strip().lower() for n in value.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give one or more aspect names, comma-separated (e.g. mood or genre,subgenre)")
+    return names
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="vocab_command", metavar="ACTION", required=True)
 
@@ -85,6 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="extra descriptors: .txt/.tsv (text[<TAB>aspect] per line), .csv (text[,aspect] or "
                               "MusicCaps' aspect_list column), .jsonl ({text, aspect}); repeat for several files")
     aspects.add_argument("--no-builtin", action="store_true", help="leave out the built-in list (extra files only)")
+    which = aspects.add_mutually_exclusive_group()
+    which.add_argument("--only-aspects", type=aspect_names, metavar="A[,A...]",
+                       help="keep only entries of these aspects (e.g. mood): one aspect as its own vocabulary gets "
+                            "its own top-K in n2m label")
+    which.add_argument("--skip-aspects", type=aspect_names, metavar="A[,A...]",
+                       help="leave out entries of these aspects (e.g. mood, when it has a vocabulary of its own)")
     leaf(aspects, job("n2m.labeling.vocab.aspects:run_aspects"))
 
     show = sub.add_parser("show", help="size, kinds, examples, duplicates and rejections of a vocabulary",

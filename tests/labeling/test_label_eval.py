@@ -46,6 +46,13 @@ def test_precision_and_closed_form_chance():
     assert out["tempo"]["chance"] == pytest.approx(0.5)
 
 
+def test_an_aspect_without_entries_in_the_vocabulary_is_not_reported():
+    truth = {"a": {"style": "rock", "instruments": ["piano"], "mood": "calm", "bpm": 140}}
+    out = aspect_precision({"a": ["calm", "dark"]}, truth, {"mood": SHORT["mood"]}, (76, 100))
+    assert set(out) == {"mood"}  # a mood-only vocabulary: no style, instrument or tempo rows
+    assert out["mood"]["precision"] == pytest.approx(0.5) and out["mood"]["captions"] == 2
+
+
 def test_clap_scores_against_hand_vectors():
     audio = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])}
     text = np.array([[1.0, 0.0], [0.0, 1.0]])

@@ -190,6 +190,12 @@ def test_dry_run_writes_nothing(manifest, tmp_path, capsys):
         (["vocab", "show", "{tmp}/none.parquet"], "no such vocabulary"),
         (["vocab", "generate", "--from", "{manifest}", "--llm", "template"], "missing --out"),
         (["vocab", "aspects", "--out", "{tmp}/a.parquet", "--extra", "{tmp}/none.txt"], "no such file"),
+        (["vocab", "aspects", "--out", "{tmp}/a.parquet", "--only-aspects", "moood"], "no entry has the aspect moood"),
+        (["vocab", "aspects", "--out", "{tmp}/a.parquet", "--only-aspects", "mood", "--skip-aspects", "genre"],
+         "not allowed with"),
+        (["vocab", "aspects", "--out", "{tmp}/a.parquet", "--skip-aspects", " , "], "one or more aspect names"),
+        (["vocab", "aspects", "--out", "{tmp}/a.parquet", "--no-builtin", "--extra", "{tmp}/m.txt",
+          "--only-aspects", "mood"], "no entry has the aspect mood"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(argv, needle, manifest, tmp_path, capsys):
@@ -253,6 +259,29 @@ def test_aspects_cli_with_extra_lists(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert f"{len(rows)} short-form entries" in shown and "aspects: " in shown and "instrument" in shown
     assert shown.count("[short/") == 4 and "duplicates removed: 3" in shown
+
+
+def test_only_and_skip_aspects_split_the_vocabulary_by_category(tmp_path, capsys):
+    (tmp_path / "mine.txt").write_text("stormy\tmood\nsunlit\tMood\ncalm\tmood\nglassy bells\tinstrument\n")
+    mine = str(tmp_path / "mine.txt")
+    builtin = builtin_aspects()
+    builtin_moods = [t for t, a in builtin if a == "mood"]
+    assert main(["vocab", "aspects", "--out", str(tmp_path / "mood.parquet"), "--extra", mine,
+                 "--only-aspects", "Mood"]) == 0
+    assert main(["vocab", "aspects", "--out", str(tmp_path / "rest.parquet"), "--extra", mine,
+                 "--skip-aspects", "mood"]) == 0
+    mood = pq.read_table(tmp_path / "mood.parquet").to_pylist()
+    rest = pq.read_table(tmp_path / "rest.parquet").to_pylist()
+    # "calm" is a built-in mood: the duplicate is dropped, the two new moods kept (aspect lower-cased)
+    assert [r["text"] for r in mood] == builtin_moods + ["stormy", "sunlit"]
+    assert {r["aspect"] for r in mood} == {"mood"}
+    assert [r["text"] for r in rest] == [t for t, a in builtin if a != "mood"] + ["glassy bells"]
+    # the two files split the vocabulary that neither flag writes
+    assert len(mood) + len(rest) == len(build_aspects([mine]).rows)
+    meta = json.loads((tmp_path / "mood.parquet").with_suffix(".json").read_text())
+    assert [s["other_aspect"] for s in meta["sources"]] == [len(builtin) - len(builtin_moods), 1]
+    assert meta["config"]["only_aspects"] == ["mood"] and meta["aspects"] == {"mood": len(mood)}
+    assert "other_aspect 1" in capsys.readouterr().out
 
 
 def test_aspects_without_builtin(tmp_path):
