@@ -99,8 +99,9 @@ def resolve_conditioning(settings: TrainSettings, stage: StageSpec, strict: bool
         raise UserError(f"--melody is for the generator stages (generator, spec_generator), not {stage.name}")
     spec = StageConditioning(condition=condition, melody=melody)
     if not spec.joint:
-        if joint_dir:
-            raise UserError("--joint-model is for --condition audio-embedding or text+audio-embedding")
+        if joint_dir or settings.joint_noise:
+            flag = "--joint-model" if joint_dir else "--joint-noise"
+            raise UserError(f"{flag} is for --condition audio-embedding or text+audio-embedding")
         return spec
     if not joint_dir:
         raise UserError(f"--condition {condition} needs --joint-model DIR (the joint audio-text model)")

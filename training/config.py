@@ -94,7 +94,8 @@ def _plain(value: Any) -> Any:
 @dataclass(frozen=True)
 class DiffusionConfig(_Section):
     """``diffusion``: noise schedule, parametrisation, loss weighting and data scale (:mod:`n2m.training.diffusion`), dropout of the
-    text and of the joint audio embedding (classifier-free guidance), conditioning augmentation (max level and blur
+    text and of the joint audio embedding (classifier-free guidance), the joint embedding's perturbation while training
+    (``joint_noise``, :func:`n2m.training.diffusion.denoiser.perturb_joint`), conditioning augmentation (max level and blur
     range) and the text tokens."""
 
     schedule: str
@@ -102,6 +103,7 @@ class DiffusionConfig(_Section):
     weighting: str
     cfg_dropout: float = 0.0
     audio_dropout: float = 0.0
+    joint_noise: float = 0.0
     aug_t_max: float = 0.0
     aug_blur_sigma: tuple[float, float] | None = None
     token_length: int = 0
@@ -111,7 +113,7 @@ class DiffusionConfig(_Section):
     _checks = {"schedule": lambda v: _choice(v, SCHEDULES, "diffusion.schedule"),
                "parametrisation": lambda v: _choice(v, PARAMETRISATIONS, "diffusion.parametrisation"),
                "weighting": lambda v: _choice(v, WEIGHTINGS, "diffusion.weighting"),
-               "cfg_dropout": FRACTION, "audio_dropout": FRACTION, "aug_t_max": FRACTION,
+               "cfg_dropout": FRACTION, "audio_dropout": FRACTION, "joint_noise": NONNEGATIVE, "aug_t_max": FRACTION,
                "aug_blur_sigma": lambda v: _range(v, "diffusion.aug_blur_sigma"), "token_length": NONNEGATIVE_INT,
                "data_scale": POSITIVE}
 

@@ -126,7 +126,8 @@ class DiffusionModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         cond = self.conditioning(batch, augment=True)
         diffusion = self.config.diffusion
-        loss = self.denoiser.loss(batch["x0"], cond, cfg_p=diffusion.cfg_dropout, joint_p=diffusion.audio_dropout).mean()
+        loss = self.denoiser.loss(batch["x0"], cond, cfg_p=diffusion.cfg_dropout, joint_p=diffusion.audio_dropout,
+                                  joint_noise=diffusion.joint_noise).mean()
         if self.bank is not None:
             self.bank.add(batch["key"], batch["joint"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["x0"].shape[0])

@@ -105,6 +105,7 @@ class TrainSettings:
     condition: str = "text"
     joint_model: str | None = None
     audio_dropout: float | None = None
+    joint_noise: float = 0.0
     melody: bool = False
 
     def __post_init__(self) -> None:
@@ -204,6 +205,7 @@ def resolve_config(settings: TrainSettings, strict: bool = True) -> TrainConfig:
             weighting=pick(settings.weighting, stage.weighting),
             cfg_dropout=pick(settings.cfg_dropout, stage.cfg_dropout),
             audio_dropout=pick(settings.audio_dropout, stage.cfg_dropout) if conditioning.joint else 0.0,
+            joint_noise=settings.joint_noise,
             aug_t_max=pick(settings.aug_t_max, stage.aug_t_max),
             aug_blur_sigma=stage.aug_blur_sigma,
             token_length=stage.token_length,

@@ -54,9 +54,9 @@ class Batches(Callback):
         self.conds.append(pl_module.conditioning(batch, augment=False))
 
 
-def _train(build: dict, out: Path, *extra: str, **kw) -> tuple[Batches, dict]:
+def _train(build: dict, out: Path, *extra: str, callbacks: tuple[Callback, ...] = (), **kw) -> tuple[Batches, dict]:
     seen = Batches()
-    assert run_train(_args(build, out, *extra, **kw), extra_callbacks=(seen,)) == 0
+    assert run_train(_args(build, out, *extra, **kw), extra_callbacks=(seen, *callbacks)) == 0
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     return seen, ckpt
 
@@ -172,6 +172,33 @@ def test_dropout_rates_over_many_training_batches(build, joint_models, tiny_t5, 
     assert scipy.stats.chi2_contingency(table).pvalue > 1e-3
 
 
+def test_joint_noise_moves_what_the_network_sees_and_keeps_the_bank_clean(build, joint_models, tmp_path):
+    """``--joint-noise 0.5``: in real training steps the network receives unit vectors off each clip's own embedding
+    (and never the embedding itself), the checkpoint records the level, and the text bridge's bank keeps the clean
+    embeddings (the noise is a training perturbation, not a property of the clip)."""
+    given: list[np.ndarray] = []
+
+    class Hook(Callback):
+        def on_fit_start(self, trainer, pl_module):
+            def record(module, args, kwargs):
+                given.append(kwargs["joint"][kwargs["joint_mask"]].detach().numpy().copy())
+            pl_module.net.register_forward_pre_hook(record, with_kwargs=True)
+
+    seen, ckpt = _train(build, tmp_path / "run", "--condition", "audio-embedding", "--joint-model", joint_models[0],
+                        "--no-meta-text", "--joint-noise", "0.5", "--audio-dropout", "0", steps=4,
+                        callbacks=(Hook(),))
+    clean = [c.joint.numpy() for c in seen.conds]
+    assert len(given) == len(clean) == 4
+    for moved, own in zip(given, clean):
+        np.testing.assert_allclose(np.linalg.norm(moved, axis=1), 1.0, atol=1e-5)
+        cosine = (moved * own).sum(1) / np.linalg.norm(own, axis=1)
+        assert (cosine < 0.999).all() and (cosine > 0.0).all(), cosine  # 16 dims: 1/sqrt(1.25) = 0.89 on average
+    assert ckpt["n2m"]["config"]["diffusion"]["joint_noise"] == 0.5
+    bank = ckpt["n2m"]["joint_bank"]
+    by_key = {k: v for batch, cond in zip(seen.batches, seen.conds) for k, v in zip(batch["key"], cond.joint.numpy())}
+    np.testing.assert_allclose(bank["vectors"].numpy(), np.stack([by_key[k] for k in bank["keys"]]), atol=1e-6)
+
+
 def test_melody_is_the_windows_chroma_as_extra_input_channels(build, tiny_t5, tmp_path):
     """``--melody``: the batch's melody is the one-hot chroma of the clip (computed here from the decoded clip at the
     generator's 3.2 kHz rate), and the network's input is ``x_t`` with those 12 channels beside it."""
@@ -208,6 +235,8 @@ def test_melody_is_the_windows_chroma_as_extra_input_channels(build, tiny_t5, tm
     ("sr_cascader", ["--condition", "audio-embedding", "--joint-model", "JOINT"], "takes no text"),
     ("cascader", ["--melody", "--text-encoder", "T5"], "--melody is for the generator stages"),
     ("generator", ["--audio-dropout", "1.5"], None),
+    ("generator", ["--joint-noise", "0.5"], "--joint-noise is for --condition audio-embedding"),
+    ("generator", ["--condition", "audio-embedding", "--joint-model", "JOINT", "--joint-noise", "-1"], None),
 ])
 def test_misuse_is_a_one_line_error(build, joint_models, tiny_t5, tmp_path, capsys, stage, extra, message):
     from n2m.cli import main

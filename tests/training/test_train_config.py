@@ -31,11 +31,12 @@ WRITTEN = json.loads((Path(__file__).parent / "fixtures" / "configs_v0.json").re
 
 def with_added_settings(config: dict) -> dict:
     """``config`` (a run's or an export's) with the settings added since it was written, at the values that keep its
-    behaviour: no data scaling, no input skip (and one tap, were it on)."""
+    behaviour: no data scaling, no input skip (and one tap, were it on), no joint-embedding noise."""
     out = copy.deepcopy(config)
     out["diffusion"]["data_scale"] = 1.0
     out["net"]["input_skip"] = False
     out["net"]["input_skip_taps"] = 1
+    out["diffusion"]["joint_noise"] = 0.0
     return out
 
 

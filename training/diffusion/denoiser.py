@@ -98,6 +98,24 @@ def cfg_dropout_pair(batch: int, p_text: float, p_audio: float, generator: torch
     return (u[0] < p_text).to(target), (u[1] < p_audio).to(target)
 
 
+def perturb_joint(cond: Conditioning, xi: float, generator: torch.Generator | None = None) -> Conditioning:
+    """LAFITE's fixed perturbation of a joint embedding (Zhou et al. 2022, "Towards Language-Free Training for
+    Text-to-Image Generation", arXiv 2111.13792, eq. 5): ``h' = h + xi * eps * ||h|| / ||eps||`` with ``eps ~ N(0, I)``,
+    then ``h' / ||h'||``, for ``joint`` ``[B, D]``. A stage that trains on the audio embeddings of its clips alone then
+    meets a neighbourhood of each, not a point, so a text embedding or a mix of clips (which lie off those points)
+    falls where it trained. ``xi = 0`` returns ``cond`` unchanged; the mask and a dropped (zero) embedding are kept."""
+    if cond.joint is None or xi <= 0.0:
+        return cond
+    joint = cond.joint.float()
+    device = generator.device if generator is not None else joint.device
+    eps = torch.randn(joint.shape, generator=generator, device=device).to(joint.device)
+    moved = joint + xi * eps * joint.norm(dim=1, keepdim=True) / eps.norm(dim=1, keepdim=True)
+    moved = moved / moved.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    kept = cond.joint_mask if cond.joint_mask is not None else torch.ones(joint.shape[0], dtype=torch.bool,
+                                                                         device=joint.device)
+    return replace(cond, joint=torch.where(kept[:, None], moved, joint).to(cond.joint.dtype))
+
+
 def condition_dropout(cond: Conditioning, p_text: float, p_joint: float,
                       generator: torch.Generator | None = None) -> Conditioning:
     """Classifier-free-guidance dropout of every condition ``cond`` holds: the text with probability ``p_text``
@@ -224,18 +242,19 @@ class Denoiser:
         noise: torch.Tensor | None = None,
         cfg_p: float = 0.0,
         joint_p: float = 0.0,
+        joint_noise: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Per-example weighted loss ``[B]`` of a clean signal ``x0`` ``[B, C, T]`` in data units (diffused as
         ``data_scale * x0``). ``t`` defaults to U[0, 1], ``noise`` to N(0, I); ``cfg_p`` drops the text and ``joint_p``
-        the joint embedding, independently (:func:`condition_dropout`)."""
+        the joint embedding, independently (:func:`condition_dropout`), after ``joint_noise`` perturbs it (:func:`perturb_joint`)."""
         batch = x0.shape[0]
         gen_device = generator.device if generator is not None else x0.device
         if t is None:
             t = torch.rand(batch, generator=generator, device=gen_device).to(x0.device)
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
-        cond = condition_dropout(cond, cfg_p, joint_p, generator)
+        cond = condition_dropout(perturb_joint(cond, joint_noise, generator), cfg_p, joint_p, generator)
         x0 = x0 * self.data_scale
         alpha, sigma = self.schedule.alpha_sigma(t)
         out = self.net(self.diffuse(x0, t, noise), t, **cond.kwargs()).float()
