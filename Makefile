@@ -162,7 +162,7 @@ $(DEMO)/out/build.json: $(DEMO)/corpus/manifest.jsonl
 # moods are a vocabulary of their own: in one list with genres and instruments, a mood word reaches an unheard clip's
 # top-10 for about one clip in ten (3-fold cross-validation on the training tracks; README, "The demo")
 $(DEMO)/vocab/aspects.parquet: $(DEMO)/corpus/manifest.jsonl
-	$(call demo_step,vocabularies: template generator (standing in for an LLM), aspects and moods)
+	$(call demo_step,vocabularies: template generator (standing in for an LLM) + aspects + moods)
 	n2m vocab generate --from $< --llm template --out $(DEMO)/vocab/long.parquet --per-track 3 --exclude-holdout
 	n2m vocab aspects --out $@ --skip-aspects mood
 	n2m vocab aspects --out $(DEMO)/vocab/mood.parquet --only-aspects mood
