@@ -159,8 +159,8 @@ $(DEMO)/out/build.json: $(DEMO)/corpus/manifest.jsonl
 	$(call demo_step,Beam build: 10 s clips in WebDataset shards)
 	n2m build --input $< --out $(DEMO)/out --clip-seconds 10 --split train=0.9,valid=0.1,test=0 --quiet
 
-# moods are a vocabulary of their own: in one list with genres and instruments, a mood word reaches an unheard clip's
-# top-10 for about one clip in ten (3-fold cross-validation on the training tracks; README, "The demo")
+# moods are a vocabulary of their own: in one list with genres and instruments, the labels give a mood caption to about
+# one unheard clip in ten (3-fold cross-validation on the training tracks; README, "The demo")
 $(DEMO)/vocab/aspects.parquet: $(DEMO)/corpus/manifest.jsonl
 	$(call demo_step,vocabularies: template generator (standing in for an LLM) + aspects + moods)
 	n2m vocab generate --from $< --llm template --out $(DEMO)/vocab/long.parquet --per-track 3 --exclude-holdout
