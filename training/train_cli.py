@@ -133,7 +133,7 @@ def _conditioning_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--joint-noise", type=NONNEGATIVE, default=0.0, metavar="XI",
                        help="perturb each training clip's joint embedding by noise of XI times its norm and "
                             "renormalise (LAFITE), so that text embeddings and mixes of clips, which lie between the "
-                            "clips' points, fall where the stage trained (default 0: off)")
+                            "clips' points, fall where the stage trained; 0: off")
     group.add_argument("--melody", action="store_true",
                        help="generator stages: condition on the melody (argmax chroma, n2m.melody) of the training "
                             "window, 12 more input channels; n2m sample then needs --melody FILE")
