@@ -36,6 +36,7 @@ def with_added_settings(config: dict) -> dict:
     out["diffusion"]["data_scale"] = 1.0
     out["net"]["input_skip"] = False
     out["net"]["input_skip_taps"] = 1
+    out["net"]["joint_tokens"] = 1
     out["diffusion"]["joint_noise"] = 0.0
     return out
 

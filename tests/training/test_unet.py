@@ -126,6 +126,34 @@ def test_aligned_conditioning_enters_at_the_bottom():
         net(x, t, aug_t=aug)
 
 
+@pytest.mark.parametrize("tokens", [1, 3])
+def test_joint_tokens_are_layer_normed_slices_of_one_projection(tokens):
+    """``joint_tokens = J``: the joint embedding ``[B, D]`` becomes J cross-attention tokens, token j the layer norm of
+    rows j*C..(j+1)*C of one linear map (numpy, from the weights), all masked by the embedding's mask; their mean feeds
+    the pooled path. J = 1 keeps the weight shapes of the networks written before the field."""
+    cfg = UNetConfig(base_channels=8, channel_mults=[1, 2], strides=[2, 4], num_res_blocks=[1, 1],
+                     self_attention=[False, False], cross_attention=[False, True], joint_dim=6, joint_tokens=tokens,
+                     cond_dim=16, num_heads=2, norm_groups=4)
+    net = _randomise(build_network(cfg)).eval()
+    weight, bias = (p.detach().numpy() for p in net.joint_proj[0].parameters())
+    assert weight.shape == (tokens * 16, 6)
+    joint, t = torch.randn(2, 6), torch.rand(2)
+    mask = torch.tensor([True, False])
+    emb, states, states_mask = net._embedding(t, None, None, None, joint, mask)
+    rows = (joint.numpy() @ weight.T + bias).reshape(2, tokens, 16)
+    normed = (rows - rows.mean(-1, keepdims=True)) / np.sqrt(rows.var(-1, keepdims=True) + 1e-5)
+    gain, shift = (p.detach().numpy() for p in net.joint_proj[1].parameters())
+    expected = normed * gain + shift
+    np.testing.assert_allclose(states.detach().numpy(), expected, atol=1e-5)
+    assert states_mask.tolist() == [[True] * tokens, [False] * tokens]
+    pooled = net.joint_pool(torch.from_numpy(expected.mean(1)).float()).detach()
+    torch.testing.assert_close(emb, net.time_embedding(t) + pooled * mask[:, None], atol=1e-5, rtol=1e-5)
+    x = torch.randn(2, 1, 80)
+    assert net(x, t, joint=joint, joint_mask=torch.ones(2, dtype=torch.bool)).shape == (2, 1, 80)
+    with pytest.raises(ValueError, match="joint_tokens"):
+        UNetConfig(**{**cfg.to_dict(), "joint_tokens": 0})
+
+
 def test_config_round_trip_and_validation():
     cfg = STAGES["generator"].network("tiny", 8)
     assert UNetConfig.from_dict(cfg.to_dict()) == cfg

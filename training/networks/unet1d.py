@@ -23,8 +23,10 @@ how a held partial is denoised, and the small spectrogram generator learns it at
 
 Conditioning beyond captions (issue 16): a joint audio-text embedding ``[B, D]`` (MusicLM's MuLan route, Agostinelli
 et al. 2023, section 3.1: the audio embedding of the training clip, the text embedding of the prompt at inference) is
-projected to the cross-attention width and enters the way the text does: as one more cross-attention token after the
-text tokens, and through its own pooled path added to the conditioning embedding. A melody (chroma frames at the
+projected to the cross-attention width and enters the way the text does: as cross-attention tokens after the text
+tokens (``joint_tokens`` of them, each its own learnt projection of the embedding, as MusicLM conditions on 12 tokens
+quantised from the one MuLan vector; with one token the attention can only add the same vector at every frame), and
+through its own pooled path (their mean) added to the conditioning embedding. A melody (chroma frames at the
 signal's rate, :mod:`n2m.melody`) is concatenated with ``x_t`` at the input, as the cascaders' low-fi signal is. The network knows nothing of noise
 schedules: it maps ``(x_t, t, conditioning)`` to one output signal; the denoiser decides what that output means.
 """
@@ -69,7 +71,8 @@ class UNetConfig:
     aligned_channels: int = 0  # aligned conditioning added at the bottom of the U (vocoder)
     aug_conditioning: bool = False  # condition on the conditioning-augmentation level
     text_dim: int = 0  # width of the text encoder's token states; 0 = no text
-    joint_dim: int = 0  # width of the joint audio-text embedding (one more cross-attention token); 0 = none
+    joint_dim: int = 0  # width of the joint audio-text embedding (more cross-attention tokens); 0 = none
+    joint_tokens: int = 1  # cross-attention tokens made from the joint embedding (learnt projections of it)
     melody_channels: int = 0  # melody (chroma) channels concatenated with x_t at the input (generators); 0 = none
     input_skip: bool = False  # a linear path from x_t to the output, gated per channel by the conditioning embedding
     input_skip_taps: int = 1  # odd: that path filters x_t over this many frames per channel (taps from the embedding)
@@ -88,6 +91,8 @@ class UNetConfig:
                 raise ValueError(f"UNetConfig.{key} needs {depth} entries (one per level), got {getattr(self, key)}")
         if any(self.cross_attention) and self.text_dim <= 0 and self.joint_dim <= 0:
             raise ValueError("cross-attention needs text_dim > 0 or joint_dim > 0")
+        if self.joint_tokens < 1:
+            raise ValueError(f"UNetConfig.joint_tokens must be >= 1, got {self.joint_tokens}")
         if self.input_skip_taps < 1 or self.input_skip_taps % 2 == 0:
             raise ValueError(f"UNetConfig.input_skip_taps must be odd and >= 1, got {self.input_skip_taps}")
 
@@ -147,7 +152,8 @@ class UNet1D(nn.Module):
             self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, cfg.cond_dim), nn.LayerNorm(cfg.cond_dim))
             self.text_pool = nn.Linear(cfg.cond_dim, cfg.emb_dim)
         if cfg.joint_dim > 0:
-            self.joint_proj = nn.Sequential(nn.Linear(cfg.joint_dim, cfg.cond_dim), nn.LayerNorm(cfg.cond_dim))
+            self.joint_proj = nn.Sequential(nn.Linear(cfg.joint_dim, cfg.joint_tokens * cfg.cond_dim),
+                                            nn.LayerNorm(cfg.cond_dim))
             self.joint_pool = nn.Linear(cfg.cond_dim, cfg.emb_dim)
         self.stem = nn.Conv1d(cfg.in_channels + cfg.lowfi_channels + cfg.melody_channels, cfg.base_channels,
                               cfg.kernel_size, padding=cfg.kernel_size // 2)
@@ -206,7 +212,7 @@ class UNet1D(nn.Module):
     def _embedding(self, t, text, mask, aug_t, joint, joint_mask) -> tuple[torch.Tensor, torch.Tensor | None,
                                                                          torch.Tensor | None]:
         """Conditioning embedding ``[B, E]``, the cross-attention tokens ``[B, L', D_cond]`` (the projected text
-        tokens, then the projected joint embedding as one more token) and their mask ``[B, L']`` (or None, None)."""
+        tokens, then the joint embedding's ``joint_tokens`` tokens) and their mask ``[B, L']`` (or None, None)."""
         emb = self.time_embedding(t)
         if self.aug_embedding is not None:
             if aug_t is None:
@@ -225,10 +231,11 @@ class UNet1D(nn.Module):
         if self.cfg.joint_dim > 0:
             if joint is None or joint_mask is None:
                 raise ValueError("this network takes a joint embedding: pass joint [B, D] and joint_mask [B]")
-            token = self.joint_proj(joint)  # [B, D_cond]
-            emb = emb + self.joint_pool(token) * joint_mask[:, None].to(emb.dtype)  # a dropped embedding adds nothing
-            tokens.append(token[:, None])
-            masks.append(joint_mask[:, None])
+            project, norm = self.joint_proj
+            joint_tokens = norm(project(joint).unflatten(1, (self.cfg.joint_tokens, self.cfg.cond_dim)))  # [B, J, D_c]
+            emb = emb + self.joint_pool(joint_tokens.mean(1)) * joint_mask[:, None].to(emb.dtype)  # dropped: nothing
+            tokens.append(joint_tokens)
+            masks.append(joint_mask[:, None].expand(-1, self.cfg.joint_tokens))
         if not tokens:
             return emb, None, None
         return emb, torch.cat(tokens, dim=1), torch.cat(masks, dim=1)
