@@ -183,13 +183,14 @@ def build_aspects(extra: list[str], *, builtin: bool = True, only: list[str] | N
 @dataclass(frozen=True, kw_only=True)
 class AspectsSettings:
     """What ``n2m vocab aspects`` writes: ``out`` (required), the vocabulary table; ``extra``, the user's lists;
-    ``no_builtin`` leaves the built-in list out; ``only_aspects`` / ``skip_aspects`` keep or drop whole categories."""
+    ``no_builtin`` leaves the built-in list out; ``only_aspects`` / ``skip_aspects`` (comma-separated names) keep or drop
+    whole categories."""
 
     out: str | None = None
     extra: list[str] | None = None
     no_builtin: bool = False
-    only_aspects: list[str] | None = None
-    skip_aspects: list[str] | None = None
+    only_aspects: str | None = None
+    skip_aspects: str | None = None
 
     def __post_init__(self) -> None:
         require(self, "out")
@@ -202,8 +203,9 @@ def run_aspects(settings: AspectsSettings) -> int:
 
     started = time.monotonic()
     out = check_out(settings.out)
-    aspects = build_aspects(settings.extra or [], builtin=not settings.no_builtin, only=settings.only_aspects,
-                            skip=settings.skip_aspects)
+    aspects = build_aspects(settings.extra or [], builtin=not settings.no_builtin,
+                            only=settings.only_aspects.split(",") if settings.only_aspects else None,
+                            skip=settings.skip_aspects.split(",") if settings.skip_aspects else None)
     summary = {
         "name": out.stem, "kind": "short", "created": now_iso(), "backend": "aspects", "model": "",
         "sources": aspects.sources,

@@ -68,13 +68,13 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def aspect_names(value: str) -> list[str]:
-    """``--only-aspects`` / ``--skip-aspects``: comma-separated category names, lower-cased (``"Mood, genre"`` ->
-    ``["mood", "genre"]``)."""
+def aspect_names(value: str) -> str:
+    """``--only-aspects`` / ``--skip-aspects``: comma-separated category names, lower-cased and trimmed (``"Mood, genre"``
+    -> ``"mood,genre"``; a string, so that ``--print-config`` writes what ``--config`` reads back)."""
     names = [n.strip().lower() for n in value.split(",") if n.strip()]
     if not names:
         raise argparse.ArgumentTypeError("give one or more aspect names, comma-separated (e.g. mood or genre,subgenre)")
-    return names
+    return ",".join(names)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -280,7 +280,7 @@ def test_only_and_skip_aspects_split_the_vocabulary_by_category(tmp_path, capsys
     assert len(mood) + len(rest) == len(build_aspects([mine]).rows)
     meta = json.loads((tmp_path / "mood.parquet").with_suffix(".json").read_text())
     assert [s["other_aspect"] for s in meta["sources"]] == [len(builtin) - len(builtin_moods), 1]
-    assert meta["config"]["only_aspects"] == ["mood"] and meta["aspects"] == {"mood": len(mood)}
+    assert meta["config"]["only_aspects"] == "mood" and meta["aspects"] == {"mood": len(mood)}
     assert "other_aspect 1" in capsys.readouterr().out
 
 
