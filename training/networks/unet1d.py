@@ -25,7 +25,7 @@ Conditioning beyond captions (issue 16): a joint audio-text embedding ``[B, D]``
 et al. 2023, section 3.1: the audio embedding of the training clip, the text embedding of the prompt at inference) is
 projected to the cross-attention width and enters the way the text does: as cross-attention tokens after the text
 tokens (``joint_tokens`` of them, each its own learnt projection of the embedding, as MusicLM conditions on 12 tokens
-quantised from the one MuLan vector; with one token the attention can only add the same vector at every frame), and
+quantised from the one MuLan vector; one token and no text leave the attention adding one vector at every frame), and
 through its own pooled path (their mean) added to the conditioning embedding. A melody (chroma frames at the
 signal's rate, :mod:`n2m.melody`) is concatenated with ``x_t`` at the input, as the cascaders' low-fi signal is. The network knows nothing of noise
 schedules: it maps ``(x_t, t, conditioning)`` to one output signal; the denoiser decides what that output means.
