@@ -176,7 +176,7 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     assert "--window 10 --batch-size 4" in hour.stdout and "--seconds 10 " in hour.stdout
     assert "--lr 2e-3 --decay-steps 900 --min-lr-ratio 0.1" in lines
     assert "--text-cache 4096 --num-workers 1" in lines and lines.count("--num-workers 0") == 2  # sr_cascader: trained, step 0
-    assert "--lr 1e-3 --decay-steps 5000 --min-lr-ratio 0.1" in hour.stdout
+    assert "--lr 1e-3 --decay-steps 7000 --min-lr-ratio 0.1" in hour.stdout
     wrong = _make_plan(tmp_path, "DEMO_SCALE=week")
     assert wrong.returncode != 0 and "DEMO_SCALE is quarter" in wrong.stderr
     trained = _make_plan(tmp_path, "DEMO_VOCODER_SLOT=trained")
