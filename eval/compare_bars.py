@@ -3,8 +3,9 @@ each with the figures it was judged on.
 
 - Audio, not noise: for each run with spectral flatness figures (:mod:`n2m.eval.flatness`), its median clip flatness
   ``spectral_flatness <= spectral_flatness_reference_max``, the flattest real track's; on whenever a report has either
-  figure (n/a when one is missing). It comes first: when it fails, the run's samples are noise and its other figures
-  compare noise with music (the page says so above the table).
+  figure (n/a when one is missing). It comes first: when it fails with the median nearer white noise than that track
+  (:func:`n2m.eval.flatness.nearer_noise`), the run's samples are noise and its other figures compare noise with music
+  (the page says so above the table); between the two they are noisier than any real track, and the bar says only that.
 - FAD gain: for each run other than ``baseline``, ``1 - FAD_run / FAD_baseline >= min_fad_gain`` per FAD metric.
 - CLAP score above shuffled: ``CLAP_score > CLAP_score_shuffled`` for each run that has a CLAP score.
 - Probe: for each run other than ``baseline``, ``musicnn_probe_accuracy >= min_probe_ratio * musicnn_probe_chance``
@@ -24,7 +25,7 @@ from typing import Any
 
 from n2m.errors import UserError
 from n2m.eval import report as reports
-from n2m.eval.flatness import NOISE
+from n2m.eval.flatness import NOISE, nearer_noise
 
 RESULTS = {True: "pass", False: "fail", None: "n/a"}
 FLATNESS = ("spectral_flatness", "spectral_flatness_reference_max")
@@ -70,7 +71,7 @@ def _flatness_bar(run: dict[str, Any]) -> list[dict[str, Any]]:
     passed = None if median is None or flattest is None else median <= flattest
     bar = _bar(f"{run['name']}: samples are audio, not noise (median spectral flatness <= the flattest real "
                "track's)", passed, detail)
-    if passed is False:
+    if passed is False and nearer_noise(median, flattest):
         bar["alarm"] = (f"{run['name']}: the samples sound like noise, not audio: {detail}. Its other figures "
                         "compare noise with music.")
     return [bar]

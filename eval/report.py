@@ -277,13 +277,14 @@ def _samples(report: dict[str, Any]) -> str:
 
 
 def _noise_banner(report: dict[str, Any]) -> str:
-    """A line at the top of the page when the generated clips are flatter than every reference (``flatness``)."""
+    """A line at the top of the page when the generated clips' median flatness is nearer white noise than the flattest
+    reference's (``flatness.noise_like``)."""
     section = report.get("flatness") or {}
     if not section.get("noise_like"):
         return ""
     return (f"<p class=alarm>The generated clips sound like noise, not audio: their median spectral flatness "
-            f"{fmt_number(section['generated']['median'])} is above every reference track's (the flattest "
-            f"{fmt_number(section['reference']['max'])}; white noise {NOISE:.2f}). The other figures compare noise "
+            f"{fmt_number(section['generated']['median'])} is nearer white noise's ({NOISE:.2f}) than the flattest "
+            f"reference track's ({fmt_number(section['reference']['max'])}). The other figures compare noise "
             "with music.</p>")
 
 

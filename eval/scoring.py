@@ -16,7 +16,7 @@ from n2m.errors import JobFailed, UserError
 from n2m.eval import frechet
 from n2m.eval.audio_sets import EmbeddedSet, Preprocess, embed_files
 from n2m.eval.clap_score import bootstrap_mean, paired_score
-from n2m.eval.flatness import NOISE, FlatnessMeter, median_interval
+from n2m.eval.flatness import NOISE, FlatnessMeter, median_interval, nearer_noise
 from n2m.eval.report import metric
 
 
@@ -171,8 +171,8 @@ def flatness(reference: EmbeddedSet, generated: EmbeddedSet) -> tuple[dict[str, 
     """``(metrics rows, flatness section, warnings)`` from both sets' clip flatness (:mod:`n2m.eval.flatness`):
     ``spectral_flatness`` (median over the generated clips, with the exact interval of a median),
     ``spectral_flatness_reference`` (the same over the references) and ``spectral_flatness_reference_max`` (the
-    flattest real track: generated clips above it sound like noise, not like any reference; ``noise_like`` in the
-    section)."""
+    flattest real track: generated clips above it are noisier than any reference). ``noise_like`` in the section:
+    the median sits nearer white noise than the flattest reference (:func:`n2m.eval.flatness.nearer_noise`)."""
     rows: dict[str, Any] = {}
     section: dict[str, Any] = {"meter": FlatnessMeter.model_id, "settings": FlatnessMeter.settings,
                                "white_noise": NOISE}
@@ -193,15 +193,18 @@ def flatness(reference: EmbeddedSet, generated: EmbeddedSet) -> tuple[dict[str, 
         rows[name] = metric(part["median"], v.size, low, high,
                             note=f"median over clips (white noise {NOISE:.2f}, a pure tone 0); max {part['max']:.4f}")
     ref, gen = section["reference"], section["generated"]
-    section["noise_like"] = gen["median"] > ref["max"] if "median" in gen and "max" in ref else None
+    both = "median" in gen and "max" in ref
+    section["noise_like"] = nearer_noise(gen["median"], ref["max"]) if both else None
     if "max" in ref:
         flattest = max(ref["per_item"], key=ref["per_item"].get)
         rows["spectral_flatness_reference_max"] = metric(ref["max"], len(ref["per_item"]),
                                                          note=f"the flattest real track ({flattest})")
-        if section["noise_like"]:
-            warnings.append(f"spectral flatness: the generated clips sound like noise, not audio: median "
-                            f"{gen['median']:.3f} > {ref['max']:.3f}, the flattest reference's (white noise "
-                            f"{NOISE:.2f})")
+    if both and gen["median"] > ref["max"]:
+        figures = f"median {gen['median']:.3f} > {ref['max']:.3f}, the flattest reference's (white noise {NOISE:.2f})"
+        warnings.append(f"spectral flatness: the generated clips sound like noise, not audio: {figures}"
+                        if section["noise_like"] else
+                        f"spectral flatness: the generated clips are noisier than every reference, though nearer "
+                        f"music than white noise: {figures}")
     return rows, section, warnings
 
 

@@ -21,6 +21,7 @@ from n2m.eval.flatness import (
     clip_flatness,
     frame_flatness,
     median_interval,
+    nearer_noise,
     spectral_flatness,
 )
 
@@ -97,6 +98,33 @@ def test_median_interval_is_the_binomial_order_statistic_interval():
         assert median_interval(values) == expected, n
     assert median_interval(np.arange(1.0, 11.0)) == (2.0, 9.0)  # by hand: 2 * 11/1024 = 0.021 <= 0.05 < 2 * 56/1024
     assert median_interval(np.arange(1.0, 6.0)) == (None, None)  # 2 / 32 = 0.0625 > 0.05
+
+
+def test_nearer_noise_is_the_midpoint_between_the_flattest_track_and_white_noise():
+    middle = (0.099 + math.exp(-GAMMA)) / 2  # 0.330242...
+    assert not nearer_noise(0.3302, 0.099) and nearer_noise(0.3303, 0.099)
+    assert not nearer_noise(0.2, 0.099) and nearer_noise(0.565, 0.099)  # a trained demo's texture; step 0's noise
+    assert nearer_noise(middle + 1e-9, 0.099) and not nearer_noise(middle - 1e-9, 0.099)
+
+
+def test_noisier_than_every_reference_but_nearer_music_warns_without_the_alarm(tmp_path):
+    ref, gen = tmp_path / "ref", tmp_path / "gen"
+    ref.mkdir()
+    gen.mkdir()
+    for i in range(3):
+        audio.write(ref / f"t{i}.wav", tone(3.0, 16000, 300 * (i + 1), seed=i, noise=0.002), 16000)
+        audio.write(gen / f"t{i}.wav", tone(3.0, 16000, 300 * (i + 1), seed=10 + i, noise=0.15), 16000)
+    refs, gens = sorted(ref.iterdir()), sorted(gen.iterdir())
+    report = reports.base_report("musiccaps", "texture", {})
+    report.update(sets={}, warnings=[], samples=[])
+    scoring.add_flatness(report, refs, gens, Preprocess(10.0, 16000), None)
+    median = float(np.median([spectral_flatness(audio.decode(str(p)).samples, 16000) for p in gens]))
+    flattest = max(spectral_flatness(audio.decode(str(p)).samples, 16000) for p in refs)
+    assert flattest < median < (flattest + math.exp(-GAMMA)) / 2  # the case under test: between the two
+    assert report["flatness"]["noise_like"] is False
+    assert any("noisier than every reference, though nearer music than white noise" in w for w in report["warnings"])
+    assert not any("sound like noise" in w for w in report["warnings"])
+    assert "class=alarm" not in reports.render_html(report)
 
 
 def test_add_flatness_silence_noise_cache_and_page(tmp_path):
