@@ -107,12 +107,19 @@ def test_nearer_noise_is_the_midpoint_between_the_flattest_track_and_white_noise
     assert nearer_noise(middle + 1e-9, 0.099) and not nearer_noise(middle - 1e-9, 0.099)
 
 
-def test_noisier_than_every_reference_but_nearer_music_warns_without_the_alarm(tmp_path):
+def _tone_references(tmp_path) -> tuple:
+    """``(ref, gen)`` folders: three near-pure tones (300, 600, 900 Hz, 16 kHz, 3 s) as references, ``gen`` empty."""
     ref, gen = tmp_path / "ref", tmp_path / "gen"
     ref.mkdir()
     gen.mkdir()
     for i in range(3):
         audio.write(ref / f"t{i}.wav", tone(3.0, 16000, 300 * (i + 1), seed=i, noise=0.002), 16000)
+    return ref, gen
+
+
+def test_noisier_than_every_reference_but_nearer_music_warns_without_the_alarm(tmp_path):
+    ref, gen = _tone_references(tmp_path)
+    for i in range(3):
         audio.write(gen / f"t{i}.wav", tone(3.0, 16000, 300 * (i + 1), seed=10 + i, noise=0.15), 16000)
     refs, gens = sorted(ref.iterdir()), sorted(gen.iterdir())
     report = reports.base_report("musiccaps", "texture", {})
@@ -128,11 +135,7 @@ def test_noisier_than_every_reference_but_nearer_music_warns_without_the_alarm(t
 
 
 def test_add_flatness_silence_noise_cache_and_page(tmp_path):
-    ref, gen = tmp_path / "ref", tmp_path / "gen"
-    ref.mkdir()
-    gen.mkdir()
-    for i in range(3):
-        audio.write(ref / f"t{i}.wav", tone(3.0, 16000, 300 * (i + 1), seed=i, noise=0.002), 16000)
+    ref, gen = _tone_references(tmp_path)
     rng = np.random.default_rng(1)
     audio.write(gen / "t0.wav", (0.1 * rng.standard_normal((1, 3 * 24000))).astype(np.float32), 24000)
     audio.write(gen / "t1.wav", np.zeros((1, 3 * 24000), np.float32), 24000)
