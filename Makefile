@@ -83,9 +83,10 @@ DEMO_BARS ?= --min-probe-ratio 2 --min-fad-gain 0.3
 else ifeq ($(DEMO_SCALE),hour)
 DEMO_TRACK_SECONDS ?= --min-seconds 40 --max-seconds 60
 DEMO_CLAP_MINUTES ?= 4
-# 7,000 generator steps (the hour then took 45 1/2 of its 60 minutes): chosen on a development split of the 84 training tracks alone
-# (70 to train on, two per style held back; the real held-out tracks absent), where 7,000 steps' samples read style
-# probe 12/28 and 5,000 steps' 10/28 (two seeds each; guidance 5 read 11/28 and 7/28, so guidance stays 3; README)
+# 7,000 generator steps (the hour then took 45 1/2 of its 60 minutes): chosen on a development split of the 84
+# training tracks alone (70 to train on, two per style held back; the real held-out tracks absent), where 7,000 steps'
+# samples read style probe 12/28 and 5,000 steps' 10/28 (two seeds each; guidance 5 read 11/28 and 7/28, so guidance
+# stays 3; README)
 DEMO_SPEC_STEPS ?= 7000
 # 1e-3: at a constant 2e-3 (10 s windows, batch 4) the generator's loss jumped from 0.08 to 0.53 at step 2,500 and never
 # came back (its network output went to zero); the rate also decays to a tenth by the last step at both scales

@@ -203,9 +203,9 @@ def run_aspects(settings: AspectsSettings) -> int:
 
     started = time.monotonic()
     out = check_out(settings.out)
-    aspects = build_aspects(settings.extra or [], builtin=not settings.no_builtin,
-                            only=settings.only_aspects.split(",") if settings.only_aspects else None,
-                            skip=settings.skip_aspects.split(",") if settings.skip_aspects else None)
+    names = lambda value: value.split(",") if value else None  # noqa: E731 ("mood,genre" -> ["mood", "genre"])
+    aspects = build_aspects(settings.extra or [], builtin=not settings.no_builtin, only=names(settings.only_aspects),
+                            skip=names(settings.skip_aspects))
     summary = {
         "name": out.stem, "kind": "short", "created": now_iso(), "backend": "aspects", "model": "",
         "sources": aspects.sources,
