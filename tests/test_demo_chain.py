@@ -172,6 +172,8 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     assert "--vocab {0}/vocab/aspects.parquet --vocab {0}/vocab/mood.parquet".format(tmp_path / "demo") in flat
     hour = _make_plan(tmp_path, "DEMO_SCALE=hour")
     assert hour.returncode == 0 and "--min-probe-ratio 3 --min-fad-gain 0.5 --tag-gain" in hour.stdout
+    assert "--tracks 112 --seed 5665 --holdout 0.25 --min-seconds 40" in hour.stdout
+    assert "28 held out for evaluation (four per style)" in hour.stdout
     assert "--window 3 --batch-size 13" in lines and "--seconds 3 " in lines  # the generator samples what it trains on
     assert "--window 10 --batch-size 4" in hour.stdout and "--seconds 10 " in hour.stdout
     assert "--lr 2e-3 --decay-steps 900 --min-lr-ratio 0.1" in lines
@@ -186,13 +188,15 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     assert wrong.returncode != 0 and "DEMO_VOCODER_SLOT is griffin-lim or trained" in wrong.stderr
 
 
-def test_demo_corpus_holds_out_every_style_twice():
+@pytest.mark.parametrize("tracks, seed, holdout, per_style", [(98, 867, 0.143, 2), (112, 5665, 0.25, 4)])
+def test_demo_corpus_holds_out_every_style_equally(tracks, seed, holdout, per_style):
     from n2m.synth.corpus import CorpusConfig, choose_spec, chosen_for_holdout
     from n2m.synth.styles import STYLES
 
-    config = CorpusConfig(seed=867, holdout=0.143)
-    held = [choose_spec(config, i).style for i in range(98) if chosen_for_holdout(i, 0.143)]
-    assert sorted(held) == sorted(list(STYLES) * 2)
+    config = CorpusConfig(seed=seed, holdout=holdout)
+    held = [choose_spec(config, i).style for i in range(tracks) if chosen_for_holdout(i, holdout)]
+    assert sorted(held) == sorted(list(STYLES) * per_style)
+    assert tracks - len(held) == 84  # both scales train on 84 tracks
 
 
 # ---------------------------------------------------------------------------------------------------------------------
