@@ -60,11 +60,12 @@ lint: setup
 
 # The demo (`make demo`, DEMO_SCALE=quarter: at most 15 minutes on 2 cores; DEMO_SCALE=hour: at most 60): the whole
 # chain on CPU, text -> music through the spectrogram cascade (spec_generator -> vocoder slot -> sr_cascader, `small`
-# preset, MiniLM text encoder; Griffin-Lim in the vocoder slot unless DEMO_VOCODER_SLOT=trained), judged on 14 (quarter) or
-# 28 (hour) held-out prompts, two or four per style, beside the same networks at step 0 and the real tracks. The judge is musicnn (MSD_musicnn), never the joint model that made the pseudo-labels (MiniLM +
-# MTT_musicnn towers, a different tagger). Every step is a plain n2m command; make runs two at a time where they do not
-# depend on each other (the text-free sr_cascader, and the vocoder when trained, train while the joint model, the
-# labels and the spectrogram generator are made), each on one torch thread, and prints each step's command and output when it ends.
+# preset, MiniLM text encoder; Griffin-Lim in the vocoder slot unless DEMO_VOCODER_SLOT=trained), judged on 14
+# (quarter) or 28 (hour) held-out prompts, two or four per style, beside the same networks at step 0 and the real
+# tracks. The judge is musicnn (MSD_musicnn), never the joint model that made the pseudo-labels (MiniLM + MTT_musicnn
+# towers, a different tagger). Every step is a plain n2m command; make runs two at a time where they do not depend on
+# each other (the text-free sr_cascader, and the vocoder when trained, train while the joint model, the labels and the
+# spectrogram generator are made), each on one torch thread, and prints each step's command and output when it ends.
 # Results: $(DEMO)/report.html. Any DEMO_* variable can be overridden, e.g. DEMO_SPEC_STEPS=2000.
 DEMO ?= demo
 DEMO_SCALE ?= quarter
