@@ -196,6 +196,11 @@ class AspectsSettings:
         require(self, "out")
 
 
+def _name_list(names: str | None) -> list[str] | None:
+    """``"mood,genre"`` (as :func:`n2m.labeling.vocab.cli.aspect_names` wrote it) -> ``["mood", "genre"]``; None stays."""
+    return names.split(",") if names else None
+
+
 def run_aspects(settings: AspectsSettings) -> int:
     """Write the short-form vocabulary (built-in list plus ``extra``) and its summary; print the summary."""
     from n2m.labeling.vocab.io import check_out, write_vocab
@@ -203,9 +208,8 @@ def run_aspects(settings: AspectsSettings) -> int:
 
     started = time.monotonic()
     out = check_out(settings.out)
-    names = lambda value: value.split(",") if value else None  # noqa: E731 ("mood,genre" -> ["mood", "genre"])
-    aspects = build_aspects(settings.extra or [], builtin=not settings.no_builtin, only=names(settings.only_aspects),
-                            skip=names(settings.skip_aspects))
+    aspects = build_aspects(settings.extra or [], builtin=not settings.no_builtin,
+                            only=_name_list(settings.only_aspects), skip=_name_list(settings.skip_aspects))
     summary = {
         "name": out.stem, "kind": "short", "created": now_iso(), "backend": "aspects", "model": "",
         "sources": aspects.sources,
