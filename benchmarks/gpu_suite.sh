@@ -8,7 +8,9 @@
 #
 #   bash benchmarks/gpu_suite.sh OUTDIR [PRESET]        # PRESET: paper (default); tiny checks the script on any machine
 # Writes OUTDIR/{log.txt, train_eager.json, train_compile.json, parity.json, profiles.txt, nvidia-smi.txt}.
-# Time limits (seconds) can be changed through T_TRAIN, T_PARITY, T_SAMPLE, T_COMPILE; DEVICE picks the device.
+# Time limits (seconds) can be changed through T_TRAIN, T_PARITY, T_SAMPLE, T_COMPILE; DEVICE picks the device,
+# MAX_BATCH caps the automatic batch search (256), COMPILE picks torch.compile's scope in part 4: whole (default) or
+# blocks (regional: each block type compiled once, minutes faster to compile on paper-size networks).
 set -u
 out=${1:?usage: gpu_suite.sh OUTDIR [PRESET]}
 preset=${2:-paper}
@@ -25,7 +27,7 @@ part() { printf '\n== %s  [%s]\n' "$1" "$(date +%T)" | tee -a "$log"; }
 
 part "1/4 training, $preset, bf16, eager"
 timeout "${T_TRAIN:-200}" "$py" "$here/train.py" --device "$device" --preset "$preset" --precision bf16 \
-  --json "$out/train_eager.json" --profile "$out/prof" 2>&1 | tee -a "$log"
+  --max-batch "${MAX_BATCH:-256}" --json "$out/train_eager.json" --profile "$out/prof" 2>&1 | tee -a "$log"
 
 part "2/4 bf16 vs fp32 parity"
 timeout "${T_PARITY:-100}" "$py" "$here/parity.py" --device "$device" --preset "$preset" --seconds 30 \
@@ -35,11 +37,11 @@ part "3/4 sampling, $preset, 4 x 30 s"
 timeout "${T_SAMPLE:-150}" "$py" "$here/sample.py" --device "$device" --preset "$preset" --seconds 30 --batch-size 4 \
   --steps 20,50 --samplers ancestral,dpmpp 2>&1 | tee -a "$log"
 
-part "4/4 training, $preset, bf16, torch.compile"
+part "4/4 training, $preset, bf16, torch.compile (${COMPILE:-whole})"
 batches=$("$py" -c "import json, sys; rows = json.load(open(sys.argv[1]))['rows']; \
 print(','.join(f\"{r['stage']}={r['batch']}\" for r in rows))" "$out/train_eager.json" 2>/dev/null || echo auto)
-timeout "${T_COMPILE:-240}" "$py" "$here/train.py" --device "$device" --preset "$preset" --precision bf16 --compile \
-  --batch "$batches" --stages cascader,generator,sr_cascader,vocoder,spec_generator \
+timeout "${T_COMPILE:-240}" "$py" "$here/train.py" --device "$device" --preset "$preset" --precision bf16 \
+  --compile "${COMPILE:-whole}" --batch "$batches" --stages cascader,generator,sr_cascader,vocoder,spec_generator \
   --json "$out/train_compile.json" 2>&1 | tee -a "$log"
 
 for f in "$out"/prof/*.txt; do [ -e "$f" ] && { echo "### $(basename "$f")"; cat "$f"; echo; }; done > "$out/profiles.txt"
