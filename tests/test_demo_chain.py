@@ -179,8 +179,8 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     assert "--lr 2e-3 --decay-steps 900 --min-lr-ratio 0.1" in lines
     assert "--text-cache 4096 --num-workers 1" in lines and lines.count("--num-workers 0") == 2  # sr_cascader: trained, step 0
     assert "--lr 1e-3 --decay-steps 7000 --min-lr-ratio 0.1" in hour.stdout
-    assert "--weighting simplified" in lines and "--weighting sigma" not in lines  # the generator's loss weight
-    assert "--weighting sigma" in hour.stdout and "--weighting simplified" not in hour.stdout
+    assert "--weighting simplified" in lines and "--weighting simplified" in hour.stdout  # the generator's loss weight
+    assert "--weighting sigma" in _make_plan(tmp_path, "DEMO_SPEC_WEIGHTING=sigma").stdout
     wrong = _make_plan(tmp_path, "DEMO_SCALE=week")
     assert wrong.returncode != 0 and "DEMO_SCALE is quarter" in wrong.stderr
     trained = _make_plan(tmp_path, "DEMO_VOCODER_SLOT=trained")
