@@ -112,10 +112,10 @@ else
 $(error DEMO_SCALE is quarter (at most 15 minutes) or hour (at most 60 minutes), not '$(DEMO_SCALE)')
 endif
 DEMO_TEXT ?= hf:all-MiniLM-L6-v2
-# the generator's loss weight at both scales. `sigma` (weight sigma_t^2, the noisy levels) was tried for the hour: on 28
-# of its own training captions (four seeds) it read style probe 52/112 vs 49/112 and a higher tag gain at every seed, but
-# its samples were noisier (spectral flatness 0.126-0.138 vs 0.106-0.115; the flattest real track 0.129), and on the
-# held-out prompts it read probe 9/28 and flatness 0.163 (README)
+# the generator's loss weight at both scales. `sigma` (weight sigma_t^2, the noisy levels) was tried for the hour: on
+# 28 of its own training captions (four seeds) it read style probe 52/112 vs 49/112 and a higher tag gain at every seed,
+# but its samples were noisier (spectral flatness 0.126-0.138 vs 0.106-0.115; the flattest real track 0.129), and on
+# the held-out prompts it read probe 9/28 and flatness 0.163 (README)
 DEMO_SPEC_WEIGHTING ?= simplified
 DEMO_SAMPLE_STEPS ?= spec_generator=30,vocoder=8,sr_cascader=4
 DEMO_SAMPLE_STOP ?= spec_generator=0.3
@@ -130,8 +130,8 @@ DEMO_DIFFUSION = --schedule cosine --parametrisation v
 # minutes cannot tell the last, faint noise from music and keeps it as texture. Both chosen on one training track
 # (700 steps: samples' frame-to-frame change 0.175 without them, 0.063 with the scale, 0.034 with the stop; real 0.035)
 DEMO_SPEC = --stage spec_generator --labels v1 --text-encoder $(DEMO_TEXT) $(DEMO_SPEC_WINDOW) --data-scale 4 \
-  $(DEMO_DIFFUSION) --weighting $(DEMO_SPEC_WEIGHTING) --lr $(DEMO_SPEC_LR) --decay-steps $(DEMO_SPEC_STEPS) --min-lr-ratio 0.1 \
-  --text-cache 4096 --num-workers 1
+  $(DEMO_DIFFUSION) --weighting $(DEMO_SPEC_WEIGHTING) --lr $(DEMO_SPEC_LR) --decay-steps $(DEMO_SPEC_STEPS) \
+  --min-lr-ratio 0.1 --text-cache 4096 --num-workers 1
 # the generator's examples (decode, resample, log-mel) are made in one loader process: the generator trains alone on the
 # critical path for most of the demo, and the loader takes the idle core (80 steps on one torch thread, start-up
 # included: 59 s -> 50 s); the other stages make theirs in the training process, as they share the machine with it
