@@ -84,13 +84,19 @@ def _rounded_weights_grad(step: Step, t: torch.Tensor, noise: torch.Tensor) -> t
     return grad
 
 
+def perturb_zero_weights(net: torch.nn.Module) -> None:
+    """Draw the all-zero weight tensors (the zero-initialised output convs and projections) from N(0, 0.02^2), in
+    place: left at zero they would make every early gradient trivially equal in both precisions."""
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() > 1 and float(p.abs().max()) == 0.0:
+                p.normal_(0, 0.02)
+
+
 def training_parity(stage: str, preset: str, device: torch.device, batch: int, diagnose: bool = False) -> dict:
     spec = STAGES[stage]
     step = Step(spec, preset, device, bf16=False, batch=batch, compile_=False)
-    with torch.no_grad():  # the zero-initialised output convs would make every early gradient trivially equal
-        for p in step.net.parameters():
-            if p.dim() > 1 and float(p.abs().max()) == 0.0:
-                p.normal_(0, 0.02)
+    perturb_zero_weights(step.net)
     g = torch.Generator(device).manual_seed(1)
     t = torch.rand(batch, device=device, generator=g) * 0.9 + 0.05
     noise = torch.randn(step.x0.shape, device=device, generator=g)

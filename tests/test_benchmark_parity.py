@@ -11,7 +11,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.parity import GRAD_COSINE, _cosine, gradient_verdict, training_parity  # noqa: E402
+from benchmarks.parity import (  # noqa: E402
+    GRAD_COSINE,
+    _cosine,
+    _loss_and_grad,
+    _rounded_weights_grad,
+    gradient_verdict,
+    perturb_zero_weights,
+    training_parity,
+)
+from benchmarks.train import Step  # noqa: E402
+from n2m.training.stages import STAGES  # noqa: E402
 
 
 def test_cosine_is_summed_in_float64():
@@ -33,3 +43,15 @@ def test_tiny_network_is_well_conditioned_and_agrees():
     row = training_parity("vocoder", "tiny", torch.device("cpu"), batch=2)
     assert row["grad_cosine_control"] > 0.999 and row["grad_test"] == "ok" and row["ok"]
     assert row["loss_rel_diff"] < 0.01
+
+
+def test_the_control_rounds_the_weights_and_restores_them():
+    step = Step(STAGES["vocoder"], "tiny", torch.device("cpu"), bf16=False, batch=2, compile_="")
+    perturb_zero_weights(step.net)
+    before = [p.detach().clone() for p in step.net.parameters()]
+    assert any(not torch.equal(p, p.to(torch.bfloat16).float()) for p in before)  # rounding changes something
+    t, noise = torch.full((2,), 0.5), torch.randn(step.x0.shape, generator=torch.Generator().manual_seed(0))
+    grad = _rounded_weights_grad(step, t, noise)
+    assert all(torch.equal(p, q) for p, q in zip(step.net.parameters(), before))
+    _, exact = _loss_and_grad(step, False, t, noise)
+    assert not torch.equal(grad, exact) and _cosine(grad, exact) > 0.999
