@@ -95,7 +95,7 @@ def perturb_zero_weights(net: torch.nn.Module) -> None:
 
 def training_parity(stage: str, preset: str, device: torch.device, batch: int, diagnose: bool = False) -> dict:
     spec = STAGES[stage]
-    step = Step(spec, preset, device, bf16=False, batch=batch, compile_=False)
+    step = Step(spec, preset, device, bf16=False, batch=batch, compile_="")
     perturb_zero_weights(step.net)
     g = torch.Generator(device).manual_seed(1)
     t = torch.rand(batch, device=device, generator=g) * 0.9 + 0.05
