@@ -31,7 +31,7 @@ from n2m.training.networks.unet1d import UNetConfig
 from n2m.training.stages import STAGES
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-UNIT_OPEN = number(float, low=0, high=1, high_open=True)  # [0, 1): an EMA decay, an Adam beta
+UNIT_OPEN = number(float, low=0, high=1, high_open=True)  # [0, 1): an EMA decay, an Adam beta, a noise level
 
 
 def _choice(value: Any, names: Iterable[str], what: str) -> str:
@@ -93,7 +93,8 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class DiffusionConfig(_Section):
-    """``diffusion``: noise schedule, parametrisation, loss weighting and data scale (:mod:`n2m.training.diffusion`), dropout of the
+    """``diffusion``: noise schedule, parametrisation, loss weighting, data scale and the lowest noise level trained
+    (``t_min``) (:mod:`n2m.training.diffusion`), dropout of the
     text and of the joint audio embedding (classifier-free guidance), the joint embedding's perturbation while training
     (``joint_noise``, :func:`n2m.training.diffusion.denoiser.perturb_joint`), conditioning augmentation (max level and blur
     range) and the text tokens."""
@@ -108,6 +109,7 @@ class DiffusionConfig(_Section):
     aug_blur_sigma: tuple[float, float] | None = None
     token_length: int = 0
     data_scale: float = 1.0
+    t_min: float = 0.0
 
     _name = "diffusion"
     _checks = {"schedule": lambda v: _choice(v, SCHEDULES, "diffusion.schedule"),
@@ -115,11 +117,12 @@ class DiffusionConfig(_Section):
                "weighting": lambda v: _choice(v, WEIGHTINGS, "diffusion.weighting"),
                "cfg_dropout": FRACTION, "audio_dropout": FRACTION, "joint_noise": NONNEGATIVE, "aug_t_max": FRACTION,
                "aug_blur_sigma": lambda v: _range(v, "diffusion.aug_blur_sigma"), "token_length": NONNEGATIVE_INT,
-               "data_scale": POSITIVE}
+               "data_scale": POSITIVE, "t_min": UNIT_OPEN}
 
     def denoiser(self, net: Callable[..., torch.Tensor]) -> Denoiser:
-        """The denoiser of ``net`` under this schedule, parametrisation, weighting and data scale."""
-        return Denoiser(net, get_schedule(self.schedule), self.parametrisation, self.weighting, self.data_scale)
+        """The denoiser of ``net`` under this schedule, parametrisation, weighting, data scale and ``t_min``."""
+        return Denoiser(net, get_schedule(self.schedule), self.parametrisation, self.weighting, self.data_scale,
+                        self.t_min)
 
 
 @dataclass(frozen=True)

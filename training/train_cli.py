@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dif.add_argument("--data-scale", type=POSITIVE, default=DiffusionConfig.data_scale,
                      help="diffuse data_scale x the signal: 4 brings the log-mel (std 0.25) to unit deviation "
                           "(1 = the paper's setting)")
+    dif.add_argument("--t-min", type=UNIT_OPEN, default=DiffusionConfig.t_min, metavar="T",
+                     help="train on noise levels t ~ U[T, 1] (0 = the paper's U[0, 1]); a sampler stopped at "
+                          "--t-stop T never runs the network below T")
     dif.add_argument("--cfg-dropout", "--text-dropout", type=FRACTION, dest="cfg_dropout",
                      help="probability of dropping an example's text (classifier-free guidance)")
     dif.add_argument("--aug-t-max", type=FRACTION, help="conditioning augmentation: max diffusion time of the low-fi input")

@@ -81,6 +81,7 @@ class TrainSettings:
     parametrisation: str | None = None
     weighting: str | None = None
     data_scale: float = DiffusionConfig.data_scale
+    t_min: float = DiffusionConfig.t_min
     cfg_dropout: float | None = None
     aug_t_max: float | None = None
     window: str | None = None
@@ -210,6 +211,7 @@ def resolve_config(settings: TrainSettings, strict: bool = True) -> TrainConfig:
             aug_blur_sigma=stage.aug_blur_sigma,
             token_length=stage.token_length,
             data_scale=settings.data_scale,
+            t_min=settings.t_min,
         ),
         optim=OptimConfig(
             optimizer=settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay, warmup_steps=settings.warmup_steps,

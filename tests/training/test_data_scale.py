@@ -1,5 +1,6 @@
-"""A stage trained with ``--data-scale``: the sampler works on the scaled signal, clipping acts in data units and the
-stage hands its next stage the signal in data units; ``--t-stop`` returns the estimate at that noise level."""
+"""A stage trained with ``--data-scale`` and ``--t-min``: the sampler works on the scaled signal, clipping acts in data
+units and the stage hands its next stage the signal in data units; ``--t-stop`` returns the estimate at that noise
+level; the lowest trained level is read back from the checkpoint."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ CASCADE = ("spec_generator", "vocoder", "sr_cascader")
 def models(tmp_path_factory, tiny_t5):
     work = tmp_path_factory.mktemp("scaled")
     spec = tiny_checkpoint("spec_generator", work / "spec.ckpt", f"t5:{tiny_t5}",
-                           extra=("--data-scale", "4", "--parametrisation", "v"))
+                           extra=("--data-scale", "4", "--parametrisation", "v", "--t-min", "0.3"))
     sr = tiny_checkpoint("sr_cascader", work / "sr.ckpt", f"t5:{tiny_t5}", seed=2)
     return load_cascade("spectrogram", {"spec_generator": spec, "vocoder": "griffin-lim", "sr_cascader": sr})
 
@@ -52,7 +53,8 @@ def test_t_stop_is_recorded_and_checked(models, tmp_path, capsys):
     from n2m.cli import main
 
     model = load_stage(models["spec_generator"].path)
-    assert model.denoiser.data_scale == 4.0  # read back from the checkpoint
+    assert model.denoiser.data_scale == 4.0 and model.denoiser.t_min == 0.3  # read back from the checkpoint
+    assert models["sr_cascader"].denoiser.t_min == 0.0  # the default: every level trained
     settings = stage_settings(CASCADE, t_stop={"spec_generator": 0.3}, steps=3)
     assert settings["spec_generator"].t_stop == 0.3 and settings["vocoder"].t_stop == 0.0
     out = tmp_path / "out"

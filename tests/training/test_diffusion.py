@@ -116,6 +116,35 @@ def test_denoiser_loss_applies_cfg_dropout_at_the_requested_rate():
     assert abs(seen[0].float().mean().item() - 0.1) < 4 * math.sqrt(0.09 / b)
 
 
+def _levels_drawn(t_min: float, b: int = 20_000) -> torch.Tensor:
+    """The noise levels ``[b]`` a denoiser with ``t_min`` draws for one loss call."""
+    seen = []
+
+    def net(x, t, **_):
+        seen.append(t)
+        return torch.zeros_like(x)
+
+    Denoiser(net, get_schedule("cosine"), "v", t_min=t_min).loss(torch.zeros(b, 1, 2), Conditioning(),
+                                                                 generator=torch.Generator().manual_seed(5))
+    return seen[0]
+
+
+@pytest.mark.parametrize("t_min", [0.0, 0.3])
+def test_training_levels_are_uniform_on_t_min_to_one(t_min):
+    """``t ~ U[t_min, 1]``: a Kolmogorov-Smirnov test against scipy's uniform on that interval, and nothing below it."""
+    t = _levels_drawn(t_min).numpy()
+    assert t.min() >= t_min and t.max() <= 1.0
+    assert scipy.stats.kstest(t, scipy.stats.uniform(loc=t_min, scale=1.0 - t_min).cdf).pvalue > 1e-3
+    if t_min:  # and not the paper's U[0, 1]
+        assert scipy.stats.kstest(t, scipy.stats.uniform(loc=0.0, scale=1.0).cdf).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("t_min", [-0.1, 1.0])
+def test_t_min_outside_zero_to_one_is_refused(t_min):
+    with pytest.raises(ValueError, match="t_min must lie in"):
+        Denoiser(lambda x, t, **_: x, get_schedule("cosine"), t_min=t_min)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Conditioning augmentation
 

@@ -31,13 +31,15 @@ WRITTEN = json.loads((Path(__file__).parent / "fixtures" / "configs_v0.json").re
 
 def with_added_settings(config: dict) -> dict:
     """``config`` (a run's or an export's) with the settings added since it was written, at the values that keep its
-    behaviour: no data scaling, no input skip (and one tap, were it on), no joint-embedding noise."""
+    behaviour: no data scaling, no input skip (and one tap, were it on), no joint-embedding noise, every noise level
+    trained."""
     out = copy.deepcopy(config)
     out["diffusion"]["data_scale"] = 1.0
     out["net"]["input_skip"] = False
     out["net"]["input_skip_taps"] = 1
     out["net"]["joint_tokens"] = 1
     out["diffusion"]["joint_noise"] = 0.0
+    out["diffusion"]["t_min"] = 0.0
     return out
 
 
@@ -95,6 +97,7 @@ def test_checkpoints_and_exports_written_before_load(tmp_path):
     (("diffusion", "schedule"), "sideways", r"diffusion\.schedule: 'sideways' is not one of linear, cosine"),
     (("diffusion", "aug_blur_sigma"), [5.0, 1.0], r"diffusion\.aug_blur_sigma: low 5 is above high 1"),
     (("diffusion", "colour"), "blue", r"config section 'diffusion' has no setting 'colour'"),
+    (("diffusion", "t_min"), 1.0, r"diffusion\.t_min: expected a number in \[0, 1\), got 1"),
     (("optim", "lr"), -1, r"optim\.lr: expected a number > 0, got -1"),
     (("optim", "betas"), [0.9], r"optim\.betas: expected two numbers"),
     (("optim", "optimizer"), "sgd", r"optim\.optimizer: 'sgd' is not one of adam, adamw"),

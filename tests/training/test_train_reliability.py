@@ -125,7 +125,7 @@ def test_train_numbers_out_of_range_are_one_line_errors(small_build, tmp_path, c
     base = ["train", "--stage", "sr_cascader", "--build", str(small_build), "--preset", "tiny", "--out",
             str(tmp_path / "run")]
     for flag, value in [("--max-steps", "-1"), ("--lr", "nan"), ("--ema-decay", "1"), ("--cfg-dropout", "1.5"),
-                        ("--val-every", "0")]:
+                        ("--val-every", "0"), ("--t-min", "1")]:
         assert _exit([*base, flag, value]) == 2
         assert f"argument {flag}" in (line := _one_line(capsys, "train")) and ": expected" in line
     assert _exit([*base, "--window", "nan"]) == 2

@@ -201,19 +201,26 @@ class Denoiser:
     standard deviation is well below the unit noise (n2m's log-mel in [-1, 1] has 0.25) spends most noise levels
     invisible to the network; scaling it to unit deviation is Stable Diffusion's latent scale factor (Rombach et al.
     2022, section 4.3.2) and EDM's ``sigma_data`` (Karras et al. 2022, table 1). 1 keeps the paper's setting.
+
+    ``t_min``: training draws ``t ~ U[t_min, 1]``. A sampler that stops at ``t_stop`` (its last step is the ``x0``
+    estimate there) never runs the network below it, so the steps a uniform draw spends on ``[0, t_stop)`` teach it
+    nothing it will use; ``t_min = t_stop`` gives them to the levels the sampler visits. 0 keeps the paper's U[0, 1].
     """
 
     def __init__(self, net: Callable[..., torch.Tensor], schedule: Schedule, parametrisation: str = "eps",
-                 weighting: str = "simplified", data_scale: float = 1.0):
+                 weighting: str = "simplified", data_scale: float = 1.0, t_min: float = 0.0):
         if parametrisation not in PARAMETRISATIONS:
             raise KeyError(f"unknown parametrisation {parametrisation!r}; choose from {sorted(PARAMETRISATIONS)}")
         if weighting not in WEIGHTINGS:
             raise KeyError(f"unknown loss weighting {weighting!r}; choose from {sorted(WEIGHTINGS)}")
+        if not 0.0 <= t_min < 1.0:
+            raise ValueError(f"t_min must lie in [0, 1), got {t_min:g}")
         self.net = net
         self.schedule = schedule
         self.parametrisation = parametrisation
         self.weighting = weighting
         self.data_scale = data_scale
+        self.t_min = t_min
 
     def to_data(self, x: torch.Tensor) -> torch.Tensor:
         """A signal of the diffusion space (e.g. a sampler's result) in data units: ``x / data_scale``."""
@@ -246,12 +253,13 @@ class Denoiser:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Per-example weighted loss ``[B]`` of a clean signal ``x0`` ``[B, C, T]`` in data units (diffused as
-        ``data_scale * x0``). ``t`` defaults to U[0, 1], ``noise`` to N(0, I); ``cfg_p`` drops the text and ``joint_p``
+        ``data_scale * x0``). ``t`` defaults to U[t_min, 1], ``noise`` to N(0, I); ``cfg_p`` drops the text and ``joint_p``
         the joint embedding, independently (:func:`condition_dropout`), after ``joint_noise`` perturbs it (:func:`perturb_joint`)."""
         batch = x0.shape[0]
         gen_device = generator.device if generator is not None else x0.device
         if t is None:
-            t = torch.rand(batch, generator=generator, device=gen_device).to(x0.device)
+            u = torch.rand(batch, generator=generator, device=gen_device).to(x0.device)
+            t = self.t_min + (1.0 - self.t_min) * u if self.t_min else u
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
         cond = condition_dropout(perturb_joint(cond, joint_noise, generator), cfg_p, joint_p, generator)
