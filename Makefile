@@ -79,6 +79,10 @@ DEMO_CORPUS_TITLE ?= 98 tracks; 14 held out for evaluation (two per style)
 DEMO_TRACK_SECONDS ?= --min-seconds 20 --max-seconds 30
 DEMO_CLAP_MINUTES ?= 2
 DEMO_SPEC_STEPS ?= 900
+# and at most 8.5 minutes of it: on the slower of the two 2-core machines measured (AVX2 only) the steps before it take
+# 4.7 minutes, its 900 steps 8.7 and the samples after it 0.8 (14 min 29 s in all); the budget keeps a slower machine
+# inside the 15 minutes (fewer steps, the learning rate still decaying in full), and a faster one never reaches it
+DEMO_SPEC_MINUTES ?= 8.5
 DEMO_SPEC_LR ?= 2e-3
 # the generator samples the length it trains on (before --data-scale and input_skip, at this budget its 2.5 s samples
 # read spectral flatness 0.25 and probe 3/14, its 10 s samples 0.55, white noise, and 1/14); 3 s is one musicnn patch
@@ -99,6 +103,8 @@ DEMO_CLAP_MINUTES ?= 4
 # tracks absent), where 7,000 steps' samples read style probe 12/28 and 5,000 steps' 10/28 (two seeds each; guidance 5
 # read 11/28 and 7/28, so guidance stays 3; README)
 DEMO_SPEC_STEPS ?= 7000
+# and at most 44 minutes of it (the quarter's reasoning; 7,000 steps took 32 minutes on the faster machine)
+DEMO_SPEC_MINUTES ?= 44
 # 1e-3: at a constant 2e-3 (10 s windows, batch 4) the generator's loss jumped from 0.08 to 0.53 at step 2,500 and never
 # came back (its network output went to zero); the rate also decays to a tenth by the last step at both scales
 DEMO_SPEC_LR ?= 1e-3
@@ -131,6 +137,7 @@ DEMO_DIFFUSION = --schedule cosine --parametrisation v
 # (700 steps: samples' frame-to-frame change 0.175 without them, 0.063 with the scale, 0.034 with the stop; real 0.035)
 DEMO_SPEC = --stage spec_generator --labels v1 --text-encoder $(DEMO_TEXT) $(DEMO_SPEC_WINDOW) --data-scale 4 \
   $(DEMO_DIFFUSION) --weighting $(DEMO_SPEC_WEIGHTING) --lr $(DEMO_SPEC_LR) --decay-steps $(DEMO_SPEC_STEPS) \
+  --max-minutes $(DEMO_SPEC_MINUTES) \
   --min-lr-ratio 0.1 --text-cache 4096 --num-workers 1
 # the generator's examples (decode, resample, log-mel) are made in one loader process: the generator trains alone on the
 # critical path for most of the demo, and the loader takes the idle core (80 steps on one torch thread, start-up

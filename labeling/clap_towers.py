@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from n2m.budget import TimeBudget
 from n2m.config import resolved
 from n2m.errors import UserError
 from n2m.joint import TowerEmbedder
@@ -213,14 +214,15 @@ def train_heads(settings: ClapTrainSettings, embedder: TowerEmbedder, data: Towe
     if not tuned and not settings.threads:
         torch.set_num_threads(1)
     model.train()
-    deadline = time.perf_counter() + 60.0 * settings.minutes
+    budget = TimeBudget(settings.minutes)
+    budget.start()
     curve, step = [], 0
     try:
         with progress_bar(total=settings.max_steps, desc="clap-train", unit="step") as bar:
-            while step < settings.max_steps and time.perf_counter() < deadline:
+            while step < settings.max_steps and not budget.spent():
                 picks = sample_batch(rng, data.owners, by_track, settings.batch_size)
                 rows = pick_views(rng, data.owners[picks], data.first, tag_prob)
-                progress = max(step / settings.max_steps, 1.0 - (deadline - time.perf_counter()) / (60.0 * settings.minutes))
+                progress = budget.progress(step, settings.max_steps)
                 for group in optimiser.param_groups:
                     group["lr"] = learning_rate(step, group["peak"], settings.warmup, progress)
                 text_in = (embedder.tower_text(embedder.tokens([data.texts[r] for r in rows])) if tuned

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from n2m.audio import AudioError, decode
+from n2m.budget import TimeBudget
 from n2m.clap import ClapEmbedder, HFClapEmbedder, l2_normalise
 from n2m.config import resolved
 from n2m.errors import UserError
@@ -273,17 +274,18 @@ def run_clap_train(settings: ClapTrainSettings) -> int:
     tag_prob = 0.5 if settings.tag_prob is None else settings.tag_prob
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=settings.weight_decay)
     rng = np.random.default_rng(settings.seed)
-    deadline = time.perf_counter() + 60.0 * settings.minutes
+    budget = TimeBudget(settings.minutes)
+    budget.start()
     curve, step, train_started = [], 0, time.perf_counter()
     print(f"n2m clap-train: {len(tracks)} tracks, {len(owners)} windows ({failed} clips failed to decode); "
           f"{len(held[2])} held-out tracks; features in {prep_s:.1f} s")
     with progress_bar(total=settings.max_steps, desc="clap-train", unit="step") as bar:
-        while step < settings.max_steps and time.perf_counter() < deadline:
+        while step < settings.max_steps and not budget.spent():
             picks = sample_batch(rng, owners, by_track, settings.batch_size)
             texts = [track_text(rng, tracks[t], tag_prob) for t in owners[picks]]
             tokens = embedder.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
             feats = features[picks].to(embedder.device, torch.float32)
-            progress = max(step / settings.max_steps, 1.0 - (deadline - time.perf_counter()) / (60.0 * settings.minutes))
+            progress = budget.progress(step, settings.max_steps)
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(step, lr, settings.warmup, progress)
             audio, text = raw_towers(model, feats, tokens["input_ids"].to(embedder.device),

@@ -195,7 +195,8 @@ class DataConfig(_Section):
 @dataclass(frozen=True)
 class TrainerConfig(_Section):
     """``trainer``: Lightning's run settings (how long and where to train, how often to validate, checkpoint and
-    log)."""
+    log). ``max_minutes`` > 0 also stops a run after that much wall-clock time (:class:`n2m.budget.TimeBudget`; its
+    learning-rate schedule then runs on the larger of the step and time fractions used)."""
 
     max_steps: int
     accelerator: str = "auto"
@@ -206,9 +207,10 @@ class TrainerConfig(_Section):
     val_every: int = 1000
     checkpoint_every: int = 1000
     log_every: int = 50
+    max_minutes: float = 0.0
 
     _name = "trainer"
-    _checks = {"max_steps": NONNEGATIVE_INT, "num_nodes": POSITIVE_INT, "val_every": POSITIVE_INT,
+    _checks = {"max_steps": NONNEGATIVE_INT, "max_minutes": NONNEGATIVE, "num_nodes": POSITIVE_INT, "val_every": POSITIVE_INT,
                "checkpoint_every": POSITIVE_INT, "log_every": POSITIVE_INT}
 
 

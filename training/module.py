@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from n2m.budget import TimeBudget
 from n2m.errors import UserError
 from n2m.provenance import now_iso, versions
 from n2m.training.config import TrainConfig
@@ -74,6 +75,7 @@ class DiffusionModule(L.LightningModule):
                         if self.cond_field else None)
         self._text: TextEncoder | None = None
         self.bank = BankCollector() if self.net.cfg.joint_dim > 0 else None
+        self.budget = TimeBudget(config.trainer.max_minutes)  # started by n2m.training.callbacks.BudgetStop
         if config.optim.compile:
             self.net.compile()
 
@@ -163,8 +165,9 @@ class DiffusionModule(L.LightningModule):
         optim = self.config.optim
         # fused: one kernel for the whole update on CUDA (no per-parameter launches, no host syncs)
         opt = optim.make(self.net.parameters(), fused=self.device.type == "cuda")
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, optim.warmup_steps, optim.decay_steps, optim.min_lr_ratio))
+        sched = torch.optim.lr_scheduler.LambdaLR(  # a time budget moves the schedule on as its share of decay_steps
+            opt, lambda s: warmup_cosine(max(s, int(self.budget.fraction() * optim.decay_steps)), optim.warmup_steps,
+                                         optim.decay_steps, optim.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "lr"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

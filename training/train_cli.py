@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = parser.add_argument_group("optimisation (Noise2Music section 4 defaults)")
     opt.add_argument("--max-steps", type=NONNEGATIVE_INT, help="training steps (default: the paper's for the stage); 0 writes "
                      "the initial, untrained weights as checkpoints/last.ckpt (a step-0 baseline for n2m eval)")
+    opt.add_argument("--max-minutes", type=NONNEGATIVE, default=TrainerConfig.max_minutes, metavar="M",
+                     help="also stop after M minutes of training (0 = no limit); the learning-rate schedule runs on the "
+                          "larger of the step and time fractions used, so a run cut short still decays in full")
     opt.add_argument("--batch-size", type=POSITIVE_INT, default=DataConfig.batch_size,
                      help="examples per step per device")
     opt.add_argument("--optimizer", default=OptimConfig.optimizer, choices=list(OPTIMIZERS),

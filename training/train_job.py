@@ -67,6 +67,7 @@ class TrainSettings:
     out: str | None = None
     net: list[str] = field(default_factory=list)
     max_steps: int | None = None
+    max_minutes: float = TrainerConfig.max_minutes
     batch_size: int = DataConfig.batch_size
     optimizer: str = OptimConfig.optimizer
     lr: float = OptimConfig.lr
@@ -228,7 +229,7 @@ def resolve_config(settings: TrainSettings, strict: bool = True) -> TrainConfig:
         trainer=TrainerConfig(
             max_steps=pick(settings.max_steps, stage.paper_steps), accelerator=settings.accelerator, devices=settings.devices,
             num_nodes=settings.num_nodes, strategy=settings.strategy, precision=precision, val_every=settings.val_every,
-            checkpoint_every=settings.checkpoint_every, log_every=settings.log_every,
+            checkpoint_every=settings.checkpoint_every, log_every=settings.log_every, max_minutes=settings.max_minutes,
         ),
         lineage=_lineage(settings, strict),
         versions=versions(),
@@ -301,7 +302,7 @@ def fit(config: TrainConfig, out: Path, resume: Path | None = None, params: int 
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from n2m.training.callbacks import LastCheckpoint
+    from n2m.training.callbacks import BudgetStop, LastCheckpoint
     from n2m.training.data import ShardDataModule
     from n2m.training.encoder_ref import resolve
     from n2m.training.module import DiffusionModule
@@ -328,7 +329,9 @@ def fit(config: TrainConfig, out: Path, resume: Path | None = None, params: int 
     has_valid = data_cfg.val_samples > 0 and _has_valid_split(data_cfg.build)
     monitor = "val/loss" if has_valid else "train/loss"
     ckpt_dir = out / "checkpoints"
+    budget_stop = BudgetStop(module.budget) if trainer_cfg.max_minutes else None
     callbacks = [
+        *([budget_stop] if budget_stop else []),
         ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
                         enable_version_counter=False,
                         every_n_train_steps=None if has_valid else trainer_cfg.checkpoint_every),
@@ -362,7 +365,9 @@ def fit(config: TrainConfig, out: Path, resume: Path | None = None, params: int 
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train/loss", "val/loss")}
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
         params = params if params is not None else sum(p.numel() for p in module.net.parameters())
-        print(f"n2m train: {config.stage} ({params:,} parameters) reached step {trainer.global_step}; {shown}; "
+        cut = (f" ({trainer_cfg.max_minutes:g}-minute budget spent, of {trainer_cfg.max_steps} steps)"
+               if budget_stop and budget_stop.stopped_at is not None else "")
+        print(f"n2m train: {config.stage} ({params:,} parameters) reached step {trainer.global_step}{cut}; {shown}; "
               f"checkpoints in {ckpt_dir}")
     return 0
 
