@@ -32,7 +32,7 @@ WRITTEN = json.loads((Path(__file__).parent / "fixtures" / "configs_v0.json").re
 def with_added_settings(config: dict) -> dict:
     """``config`` (a run's or an export's) with the settings added since it was written, at the values that keep its
     behaviour: no data scaling, no input skip (and one tap, were it on), no joint-embedding noise, every noise level
-    trained."""
+    trained, no time budget."""
     out = copy.deepcopy(config)
     out["diffusion"]["data_scale"] = 1.0
     out["net"]["input_skip"] = False
@@ -40,6 +40,8 @@ def with_added_settings(config: dict) -> dict:
     out["net"]["joint_tokens"] = 1
     out["diffusion"]["joint_noise"] = 0.0
     out["diffusion"]["t_min"] = 0.0
+    if "trainer" in out:  # a run's config (an export's has no trainer section)
+        out["trainer"]["max_minutes"] = 0.0
     return out
 
 
