@@ -98,10 +98,10 @@ DEMO_CORPUS ?= --tracks 112 --seed 5665 --holdout 0.25
 DEMO_CORPUS_TITLE ?= 112 tracks; 28 held out for evaluation (four per style)
 DEMO_TRACK_SECONDS ?= --min-seconds 40 --max-seconds 60
 DEMO_CLAP_MINUTES ?= 4
-# 7,000 generator steps (the hour takes 47 of its 60 minutes): chosen on a development split of the 84 training tracks
-# alone of the hour's former corpus (98 tracks, seed 867; 70 to train on, two per style held back; the real held-out
-# tracks absent), where 7,000 steps' samples read style probe 12/28 and 5,000 steps' 10/28 (two seeds each; guidance 5
-# read 11/28 and 7/28, so guidance stays 3; README)
+# 7,000 generator steps (the hour took 47 of its 60 minutes on the faster machine, 55 with 6,342 on the slower): chosen
+# on a development split of the 84 training tracks alone of the hour's former corpus (98 tracks, seed 867; 70 to train
+# on, two per style held back; the real held-out tracks absent), where 7,000 steps' samples read style probe 12/28 and
+# 5,000 steps' 10/28 (two seeds each; guidance 5 read 11/28 and 7/28, so guidance stays 3; README)
 DEMO_SPEC_STEPS ?= 7000
 # and at most 44 minutes of it (the quarter's reasoning; 7,000 steps took 32 minutes on the faster machine)
 DEMO_SPEC_MINUTES ?= 44
