@@ -137,8 +137,7 @@ DEMO_DIFFUSION = --schedule cosine --parametrisation v
 # (700 steps: samples' frame-to-frame change 0.175 without them, 0.063 with the scale, 0.034 with the stop; real 0.035)
 DEMO_SPEC = --stage spec_generator --labels v1 --text-encoder $(DEMO_TEXT) $(DEMO_SPEC_WINDOW) --data-scale 4 \
   $(DEMO_DIFFUSION) --weighting $(DEMO_SPEC_WEIGHTING) --lr $(DEMO_SPEC_LR) --decay-steps $(DEMO_SPEC_STEPS) \
-  --max-minutes $(DEMO_SPEC_MINUTES) \
-  --min-lr-ratio 0.1 --text-cache 4096 --num-workers 1
+  --min-lr-ratio 0.1 --max-minutes $(DEMO_SPEC_MINUTES) --text-cache 4096 --num-workers 1
 # the generator's examples (decode, resample, log-mel) are made in one loader process: the generator trains alone on the
 # critical path for most of the demo, and the loader takes the idle core (80 steps on one torch thread, start-up
 # included: 59 s -> 50 s); the other stages make theirs in the training process, as they share the machine with it

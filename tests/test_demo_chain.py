@@ -179,6 +179,7 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     assert "--lr 2e-3 --decay-steps 900 --min-lr-ratio 0.1" in lines
     assert "--text-cache 4096 --num-workers 1" in lines and lines.count("--num-workers 0") == 2  # sr_cascader: trained, step 0
     assert "--lr 1e-3 --decay-steps 7000 --min-lr-ratio 0.1" in hour.stdout
+    assert "--max-minutes 8.5 " in lines and "--max-minutes 44 " in hour.stdout  # the generator's time budget
     assert "--weighting simplified" in lines and "--weighting simplified" in hour.stdout  # the generator's loss weight
     assert "--weighting sigma" in _make_plan(tmp_path, "DEMO_SPEC_WEIGHTING=sigma").stdout
     wrong = _make_plan(tmp_path, "DEMO_SCALE=week")
