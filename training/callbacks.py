@@ -29,7 +29,6 @@ class BudgetStop(Callback):
 
     def __init__(self, budget: TimeBudget):
         self.budget = budget
-        self.stopped_at: int | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.budget.start()
@@ -37,4 +36,3 @@ class BudgetStop(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.strategy.reduce_boolean_decision(self.budget.spent(), all=False):
             trainer.should_stop = True
-            self.stopped_at = trainer.global_step

@@ -94,10 +94,10 @@ def _plain(value: Any) -> Any:
 @dataclass(frozen=True)
 class DiffusionConfig(_Section):
     """``diffusion``: noise schedule, parametrisation, loss weighting, data scale and the lowest noise level trained
-    (``t_min``) (:mod:`n2m.training.diffusion`), dropout of the
-    text and of the joint audio embedding (classifier-free guidance), the joint embedding's perturbation while training
-    (``joint_noise``, :func:`n2m.training.diffusion.denoiser.perturb_joint`), conditioning augmentation (max level and blur
-    range) and the text tokens."""
+    (``t_min``) (:mod:`n2m.training.diffusion`), dropout of the text and of the joint audio embedding (classifier-free
+    guidance), the joint embedding's perturbation while training (``joint_noise``,
+    :func:`n2m.training.diffusion.denoiser.perturb_joint`), conditioning augmentation (max level and blur range) and the
+    text tokens."""
 
     schedule: str
     parametrisation: str
@@ -210,8 +210,8 @@ class TrainerConfig(_Section):
     max_minutes: float = 0.0
 
     _name = "trainer"
-    _checks = {"max_steps": NONNEGATIVE_INT, "max_minutes": NONNEGATIVE, "num_nodes": POSITIVE_INT, "val_every": POSITIVE_INT,
-               "checkpoint_every": POSITIVE_INT, "log_every": POSITIVE_INT}
+    _checks = {"max_steps": NONNEGATIVE_INT, "max_minutes": NONNEGATIVE, "num_nodes": POSITIVE_INT,
+               "val_every": POSITIVE_INT, "checkpoint_every": POSITIVE_INT, "log_every": POSITIVE_INT}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -329,9 +329,8 @@ def fit(config: TrainConfig, out: Path, resume: Path | None = None, params: int 
     has_valid = data_cfg.val_samples > 0 and _has_valid_split(data_cfg.build)
     monitor = "val/loss" if has_valid else "train/loss"
     ckpt_dir = out / "checkpoints"
-    budget_stop = BudgetStop(module.budget) if trainer_cfg.max_minutes else None
     callbacks = [
-        *([budget_stop] if budget_stop else []),
+        *([BudgetStop(module.budget)] if trainer_cfg.max_minutes else []),
         ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
                         enable_version_counter=False,
                         every_n_train_steps=None if has_valid else trainer_cfg.checkpoint_every),
@@ -366,7 +365,7 @@ def fit(config: TrainConfig, out: Path, resume: Path | None = None, params: int 
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
         params = params if params is not None else sum(p.numel() for p in module.net.parameters())
         cut = (f" ({trainer_cfg.max_minutes:g}-minute budget spent, of {trainer_cfg.max_steps} steps)"
-               if budget_stop and budget_stop.stopped_at is not None else "")
+               if module.budget.spent() and trainer.global_step < trainer_cfg.max_steps else "")
         print(f"n2m train: {config.stage} ({params:,} parameters) reached step {trainer.global_step}{cut}; {shown}; "
               f"checkpoints in {ckpt_dir}")
     return 0

@@ -258,8 +258,7 @@ class Denoiser:
         batch = x0.shape[0]
         gen_device = generator.device if generator is not None else x0.device
         if t is None:
-            u = torch.rand(batch, generator=generator, device=gen_device).to(x0.device)
-            t = self.t_min + (1.0 - self.t_min) * u if self.t_min else u
+            t = self.t_min + (1.0 - self.t_min) * torch.rand(batch, generator=generator, device=gen_device).to(x0.device)
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
         cond = condition_dropout(perturb_joint(cond, joint_noise, generator), cfg_p, joint_p, generator)
