@@ -10,6 +10,14 @@
 - ``text+audio-embedding``: both, each dropped independently while training (``--text-dropout``, ``--audio-dropout``,
   :func:`n2m.training.diffusion.denoiser.condition_dropout`), so that sampling can mix a text prompt and an audio prompt
   with MusicGen-Style's double classifier-free guidance (Rouard et al. 2024, arXiv 2407.12563, section 4.3).
+- ``text+text-embedding``: the caption tokens plus the joint model's *text* embedding of the same caption, in the slot
+  the audio embedding takes above: the pooled, audio-aligned text vector that Imagen adds beside its T5 tokens (Saharia
+  et al. 2022, arXiv 2205.11487, section 2.1 and appendix: pooled embedding into the timestep embedding) and that MusicLM
+  conditions on at inference (MuLan's text tower). The joint model was trained to put a caption where its audio lies,
+  so the vector carries what the caption says about the sound in a few hundred numbers, where the token states spread
+  it over every word. Training and sampling both use the caption's own text embedding: no modality gap, no bridge.
+  Each caption is embedded by the joint model while training (its LRU caches repeats); each condition is dropped
+  independently for guidance, as above.
 
 The audio embedding is that of the **whole clip**, not of the training window: the joint model embeds 10 s windows and
 averages them over the clip (:mod:`n2m.clap`, rule 3), which is what ``n2m label`` stores per shard, so nothing is
@@ -45,7 +53,7 @@ from n2m.training.stage_spec import StageSpec
 if TYPE_CHECKING:
     from n2m.training.train_job import TrainSettings
 
-CONDITIONS = ("text", "audio-embedding", "text+audio-embedding")
+CONDITIONS = ("text", "audio-embedding", "text+audio-embedding", "text+text-embedding")
 MELODY_CHANNELS = len(PITCH_CLASSES)  # 12
 DEFAULT_PROMPT_SECONDS = 10.0  # one window of the joint model (n2m.clap's window_s for LAION CLAP and the tower model)
 
@@ -72,12 +80,22 @@ class StageConditioning:
     @property
     def text(self) -> bool:
         """Whether caption tokens from the text encoder condition the stage."""
-        return self.condition in ("text", "text+audio-embedding")
+        return self.condition in ("text", "text+audio-embedding", "text+text-embedding")
 
     @property
     def joint(self) -> bool:
-        """Whether a joint audio-text embedding conditions the stage."""
+        """Whether a joint audio-text embedding conditions the stage (its clip's audio or its caption's text)."""
+        return self.condition != "text"
+
+    @property
+    def audio_joint(self) -> bool:
+        """Whether the joint slot trained on the clips' *audio* embeddings (so an audio prompt can fill it)."""
         return self.condition in ("audio-embedding", "text+audio-embedding")
+
+    @property
+    def text_joint(self) -> bool:
+        """Whether the joint slot trained on the captions' joint *text* embeddings (``text+text-embedding``)."""
+        return self.condition == "text+text-embedding"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,7 +119,7 @@ def resolve_conditioning(settings: TrainSettings, stage: StageSpec, strict: bool
     if not spec.joint:
         if joint_dir or settings.joint_noise:
             flag = "--joint-model" if joint_dir else "--joint-noise"
-            raise UserError(f"{flag} is for --condition audio-embedding or text+audio-embedding")
+            raise UserError(f"{flag} is for the joint-embedding conditions ({', '.join(CONDITIONS[1:])})")
         return spec
     if not joint_dir:
         raise UserError(f"--condition {condition} needs --joint-model DIR (the joint audio-text model)")
@@ -250,7 +268,11 @@ def check_prompting(models: dict, texts: list[str], audio_prompt: AudioFile | No
     stage takes, an audio prompt together with text for a stage whose only condition is the joint embedding, a melody
     no stage takes, and a melody stage without a melody."""
     specs = {stage: model.conditioning for stage, model in models.items()}
-    if audio_prompt is not None and not any(spec.joint for spec in specs.values()):
+    for stage, spec in specs.items():
+        if audio_prompt is not None and spec.text_joint:
+            raise UserError(f"--audio-prompt: the {stage} stage's joint embedding learnt captions' text embeddings "
+                            "(--condition text+text-embedding), not audio: it takes text prompts only")
+    if audio_prompt is not None and not any(spec.audio_joint for spec in specs.values()):
         raise UserError("--audio-prompt: no stage of this cascade was trained with --condition audio-embedding or "
                         "text+audio-embedding")
     for stage, spec in specs.items():
@@ -266,14 +288,16 @@ def check_prompting(models: dict, texts: list[str], audio_prompt: AudioFile | No
 
 def prompt_conditioning(cond: Conditioning, texts: list[str], encoder, embedder, audio_prompt: AudioFile | None,
                         guidance: float, audio_guidance: float | None, bridge: TextBridge = TextBridge(),
-                        bank: JointBank | None = None, stage: str = "") -> tuple[Conditioning, Any, dict[str, Any]]:
+                        bank: JointBank | None = None, stage: str = "",
+                        from_text: bool = False) -> tuple[Conditioning, Any, dict[str, Any]]:
     """``(cond, guide, scales)`` of a text stage for ``texts`` ``[B]``: ``cond`` with the caption tokens (``encoder``,
     a :class:`n2m.training.text.TextEncoder`, or None) and the joint embedding (``embedder``, a
     :class:`n2m.clap.ClapEmbedder`, or None); ``guide(denoise) -> guided denoiser``; ``scales`` for the sidecar.
 
     The joint embedding is the audio prompt's when there is one, else the prompts' own joint *text* embedding taken
     across the modality gap by ``bridge`` (:class:`n2m.training.joint_bank.TextBridge`: the mean of the stage's ``bank``
-    clips nearest it, or itself as in MusicLM; recorded in ``scales["text_bridge"]``); an empty prompt is the dropped
+    clips nearest it, or itself as in MusicLM; recorded in ``scales["text_bridge"]``; ``from_text``: the stage trained
+    on text embeddings, which take their own place); an empty prompt is the dropped
     condition. Guidance: text only or the joint text embedding:
     classifier-free guidance at ``guidance`` (Ho & Salimans 2022); an audio prompt alone: at ``audio_guidance``
     (default ``guidance``); an audio prompt and text on a text + audio stage: double guidance,
@@ -292,7 +316,8 @@ def prompt_conditioning(cond: Conditioning, texts: list[str], encoder, embedder,
             vectors = np.repeat(audio_prompt.embedding(embedder)[None], batch, axis=0)
             keep = [True] * batch
         else:
-            vectors, bridged = bridge.apply(embedder.embed_text([t if t.strip() else " " for t in texts]), bank, stage)
+            vectors, bridged = bridge.apply(embedder.embed_text([t if t.strip() else " " for t in texts]), bank, stage,
+                                           from_text)
             keep = has_text
         cond = replace(cond, joint=torch.from_numpy(vectors).float().to(device),
                        joint_mask=torch.tensor(keep, dtype=torch.bool, device=device))

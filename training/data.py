@@ -251,7 +251,7 @@ class ShardDataModule(L.LightningDataModule):
             raise UserError(f"{BuildLayout(self.cfg.build).shard_dir('train')} has no committed shards")
         verify_shards([*self.train_urls, *self.valid_urls])
         self.captions = self._captions(None)
-        if self.conditioning.joint:
+        if self.conditioning.audio_joint:  # text+text-embedding embeds the captions in the training step
             self.joint = self._joint_embeddings([*self.train_urls, *self.valid_urls])
         check_first_example(self.train_urls, self.maker(), self.cfg.exclude_holdout)
         warn_if_padded(self.cfg.build, "train", self.lengths[1] / self.stage.sample_rate)

@@ -162,8 +162,16 @@ class TextBridge:
         if self.neighbours < 1:
             raise UserError(f"--bridge-neighbours must be at least 1, got {self.neighbours}")
 
-    def mode_for(self, bank: JointBank | None, stage: str) -> str:
-        """The bridge a stage uses; ``nearest`` asked of a stage without a bank is a one-line :class:`UserError`."""
+    def mode_for(self, bank: JointBank | None, stage: str, from_text: bool = False) -> str:
+        """The bridge a stage uses; ``nearest`` asked of a stage without a bank is a one-line :class:`UserError`.
+        ``from_text``: the stage trained on the captions' text embeddings (``--condition text+text-embedding``),
+        which are already where a prompt's embedding lies: ``direct``."""
+        if from_text:
+            if self.mode == "nearest":
+                raise UserError(f"--text-bridge nearest: the {stage} stage trained on captions' joint text embeddings "
+                                "(--condition text+text-embedding), so a prompt's own embedding is its condition: "
+                                "drop --text-bridge or use direct")
+            return "direct"
         if self.mode is None:
             return "nearest" if bank is not None else "direct"
         if self.mode == "nearest" and bank is None:
@@ -171,10 +179,12 @@ class TextBridge:
                             "(trained before n2m kept one): use --text-bridge direct, or train it again")
         return self.mode
 
-    def apply(self, embeddings: np.ndarray, bank: JointBank | None, stage: str) -> tuple[np.ndarray, dict[str, Any]]:
+    def apply(self, embeddings: np.ndarray, bank: JointBank | None, stage: str,
+              from_text: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
         """Text embeddings ``[B, D]`` -> the vectors that condition the stage ``[B, D]`` and what the sidecar records
-        (``mode``; for ``nearest`` also ``neighbours`` and per prompt its ``matches``)."""
-        mode = self.mode_for(bank, stage)
+        (``mode``; for ``nearest`` also ``neighbours`` and per prompt its ``matches``); ``from_text``: see
+        :meth:`mode_for`."""
+        mode = self.mode_for(bank, stage, from_text)
         if mode == "direct":
             return embeddings, {"mode": "direct"}
         vectors, matches = bank.nearest(embeddings, self.neighbours)

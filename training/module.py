@@ -4,8 +4,9 @@ Noise2Music (arXiv 2302.03917, section 4): Adam (0.9, 0.999), peak learning rate
 cosine decay, EMA of the weights with decay 0.9999 (used for validation and export). The EMA decay is warmed up as
 ``min(decay, (1 + n) / (10 + n))`` (the usual form, e.g. ``timm.ModelEmaV2`` / the DDPM reference code) so short runs
 have a usable average. Validation computes the loss of the EMA network at :data:`VAL_LEVELS` with noise seeded per clip,
-so curves are comparable across runs and machines. A joint-embedding stage also keeps the audio embeddings of the clips
-it trains on (:mod:`n2m.training.joint_bank`), saved in every checkpoint for the text bridge at sampling time.
+so curves are comparable across runs and machines. A stage conditioned on the clips' joint audio embeddings also keeps
+those of the clips it trains on (:mod:`n2m.training.joint_bank`), saved in every checkpoint for the text bridge at
+sampling time; a ``text+text-embedding`` stage embeds each step's captions with the joint model instead.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from n2m.budget import TimeBudget
 from n2m.errors import UserError
 from n2m.provenance import now_iso, versions
+from n2m.training.conditioning import joint_embedder
 from n2m.training.config import TrainConfig
 from n2m.training.diffusion.denoiser import Conditioning
 from n2m.training.joint_bank import BankCollector, JointBank
@@ -74,7 +76,7 @@ class DiffusionModule(L.LightningModule):
         self.augment = (augmentation(self.denoiser.schedule, diffusion.aug_t_max, diffusion.aug_blur_sigma)
                         if self.cond_field else None)
         self._text: TextEncoder | None = None
-        self.bank = BankCollector() if self.net.cfg.joint_dim > 0 else None
+        self.bank = BankCollector() if config.conditioning.audio_joint else None
         self.budget = TimeBudget(config.trainer.max_minutes)  # started by n2m.training.callbacks.BudgetStop
         if config.optim.compile:
             self.net.compile()
@@ -90,6 +92,15 @@ class DiffusionModule(L.LightningModule):
         if encoder is not None and width > 0 and encoder.dim != width:
             raise UserError(f"text encoder width {encoder.dim} does not match the network's text_dim {width}")
         self._text = encoder if width > 0 else None
+
+    def _caption_embeddings(self, texts: list[str], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``text+text-embedding``: the joint model's text embeddings of ``texts`` ``[B, D]`` (the frozen model loaded
+        once per process on this module's device, kept out of the state dict like the text encoder) and their mask
+        ``[B]`` (False for an empty caption, which has no embedding: the condition is dropped there as the caption is)."""
+        embedder = joint_embedder(self.config.conditioning.joint_model, self.device)
+        vectors = embedder.embed_text([t if t.strip() else " " for t in texts])
+        mask = torch.tensor([bool(t.strip()) for t in texts], dtype=torch.bool, device=like.device)
+        return torch.from_numpy(vectors).to(like), mask
 
     def _place_text_encoder(self) -> None:
         if self._text is not None and self._text.device != self.device:
@@ -110,7 +121,9 @@ class DiffusionModule(L.LightningModule):
         fields: dict[str, Any] = {}
         if self._text is not None:
             fields["text"], fields["text_mask"] = self._text.encode(batch["text"])
-        if self.net.cfg.joint_dim > 0:
+        if self.config.conditioning.text_joint:
+            fields["joint"], fields["joint_mask"] = self._caption_embeddings(batch["text"], batch["x0"])
+        elif self.net.cfg.joint_dim > 0:
             joint = batch["joint"]
             fields["joint"] = joint
             fields["joint_mask"] = torch.ones(joint.shape[0], dtype=torch.bool, device=joint.device)

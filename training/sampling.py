@@ -254,7 +254,8 @@ def _run_stage(model: StageModel, settings: StageSettings, prev: torch.Tensor | 
         encoder = text_encoder_for(model, device, text_encoder) if model.model.net.cfg.text_dim > 0 else None
         cond, guide, scales = prompt_conditioning(cond, texts, encoder, extras.embedders.get(model.stage),
                                                   extras.audio_prompt, settings.guidance, settings.audio_guidance,
-                                                  extras.bridge, model.model.joint_bank, model.stage)
+                                                  extras.bridge, model.model.joint_bank, model.stage,
+                                                  model.conditioning.text_joint)
     x_t = noise_like(torch.empty(stage_input.shape, device=device), gens)
     fn, defaults = get_sampler(settings.sampler)
     options = {k: v for k, v in (("gamma", settings.gamma), ("eta", settings.eta)) if k in defaults}
@@ -339,7 +340,7 @@ def generate(
     if audio_prompt is None:
         for s, m in models.items():
             if m.conditioning.joint:
-                bridge.mode_for(m.model.joint_bank, s)  # refuse an impossible bridge before any work
+                bridge.mode_for(m.model.joint_bank, s, m.conditioning.text_joint)  # refuse an impossible bridge first
     extras = Extras(audio_prompt, melody, {
         s: joint_embedder(joint_model_dir(m.conditioning, s, m.path, joint_model), device)
         for s, m in models.items() if m.conditioning.joint}, bridge)

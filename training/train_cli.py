@@ -129,13 +129,15 @@ def _conditioning_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--condition", choices=CONDITIONS, default="text",
                        help="text stages: caption tokens (text), the joint model's audio embedding of each clip "
                             "(audio-embedding: clips without captions train too; a text prompt's joint text "
-                            "embedding replaces it at sampling), or both (text+audio-embedding)")
+                            "embedding replaces it at sampling), both (text+audio-embedding), or the caption tokens "
+                            "plus the joint model's text embedding of the same caption (text+text-embedding: a "
+                            "pooled, audio-aligned summary of the caption; text prompts only)")
     group.add_argument("--joint-model", metavar="DIR",
-                       help="joint audio-text model for the audio-embedding conditions (a CLAP directory or n2m "
+                       help="joint audio-text model for the joint-embedding conditions (a CLAP directory or n2m "
                             "clap-train's model on pretrained towers); recorded by content hash")
     group.add_argument("--audio-dropout", type=FRACTION, metavar="P",
-                       help="probability of dropping an example's audio embedding (default: the stage's text "
-                            "dropout), independent of the text's")
+                       help="probability of dropping an example's joint embedding (audio, or the caption's text "
+                            "embedding; default: the stage's text dropout), independent of the text's")
     group.add_argument("--joint-noise", type=NONNEGATIVE, default=0.0, metavar="XI",
                        help="perturb each training clip's joint embedding by noise of XI times its norm and "
                             "renormalise (LAFITE), so that text embeddings and mixes of clips, which lie between the "

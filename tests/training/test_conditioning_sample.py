@@ -41,6 +41,8 @@ def ckpts(tmp_path_factory, tiny_t5, joint_models) -> dict[str, Path]:
                                  extra=("--condition", "audio-embedding", *joint), bank=12),
         "melody": tiny_checkpoint("generator", root / "gen_m.ckpt", t5, seed=2, extra=("--melody",)),
         "text": tiny_checkpoint("generator", root / "gen_t.ckpt", t5, seed=3),
+        "text+text": tiny_checkpoint("generator", root / "gen_tt.ckpt", t5, seed=6,
+                                     extra=("--condition", "text+text-embedding", *joint)),
         "cascader": tiny_checkpoint("cascader", root / "cascader.ckpt", t5, seed=4),
         "sr_cascader": tiny_checkpoint("sr_cascader", root / "sr.ckpt", None, seed=5),
     }
@@ -145,6 +147,31 @@ def test_the_generator_sees_the_excerpts_embedding_or_the_prompts_joint_text_emb
         np.testing.assert_allclose(seen[-1][0].numpy(), nearest / np.linalg.norm(nearest), atol=1e-5)
 
 
+def test_a_text_embedding_stage_sees_each_prompts_own_joint_text_embedding(ckpts, joint_models, tmp_path):
+    """``text+text-embedding``: sampling gives the generator each prompt's joint text embedding itself (no bank, no
+    bridge: it trained on text embeddings), beside the caption tokens; an empty prompt's is dropped; the sidecar says
+    ``direct``."""
+    from n2m.cli import main
+
+    embedder = ClapEmbedder.from_pretrained(joint_models[0])
+    models = load_cascade("waveform", _cascade(ckpts, "text+text"))
+    assert models["generator"].model.joint_bank is None
+    joints, texts = [], []
+    _record(models["generator"].model.net, "joint", joints)
+    _record(models["generator"].model.net, "text", texts)
+    prompts = ["a calm piano piece", "loud fast drums and distorted guitar"]
+    generate([Prompt("a", prompts[0]), Prompt("b", prompts[1]), Prompt("e", "")], "waveform", models,
+             seconds=SECONDS, steps=1, progress=False, guidance=1.0, batch_size=3)
+    np.testing.assert_allclose(joints[0][:2].numpy(), embedder.embed_text(prompts), atol=1e-5)
+    assert not joints[0][2].any() and texts[0][:2].abs().sum() > 0
+    spec = ",".join(f"{k}={v}" for k, v in _cascade(ckpts, "text+text").items())
+    out = tmp_path / "out"
+    assert main(["sample", "--cascade", "waveform", "--checkpoints", spec, "--seconds", str(SECONDS), "--steps", "1",
+                 "--prompts", prompts[0], "--out", str(out), "--quiet"]) == 0
+    meta = json.loads((out / "0000.json").read_text())["guidance"]["generator"]
+    assert meta == {"mode": "text", "text": meta["text"], "audio": None, "text_bridge": {"mode": "direct"}}
+
+
 def test_double_guidance_scales_at_zero_and_one_reduce_to_single_guidance(ckpts, tmp_path):
     """Through :func:`generate` (one DDIM step from pure noise, no clipping, so each generator output is an affine
     function of the guided eps): alpha = 0 is the unconditional sample, beta = 0 the sample guided by the audio prompt
@@ -211,6 +238,8 @@ def test_sampling_refuses_another_joint_model_and_finds_a_moved_one(ckpts, joint
     ("no melody", "was trained with --melody: pass --melody FILE"),
     ("melody nobody takes", "no stage of this cascade was trained with --melody"),
     ("nearest without a bank", "--text-bridge nearest: the generator stage holds no bank"),
+    ("nearest on text embeddings", "--text-bridge nearest: the generator stage trained on captions' joint text"),
+    ("audio prompt to text embeddings", "learnt captions' text embeddings .* it takes text prompts only"),
 ])
 def test_bad_prompting_is_a_one_line_error(ckpts, tmp_path, capsys, case, message):
     from n2m.cli import main
@@ -226,6 +255,8 @@ def test_bad_prompting_is_a_one_line_error(ckpts, tmp_path, capsys, case, messag
         "no melody": ("melody", ["--prompts", "rock"]),
         "melody nobody takes": ("text", ["--prompts", "rock", "--melody", str(good)]),
         "nearest without a bank": ("text+audio", ["--prompts", "rock", "--text-bridge", "nearest"]),
+        "nearest on text embeddings": ("text+text", ["--prompts", "rock", "--text-bridge", "nearest"]),
+        "audio prompt to text embeddings": ("text+text", ["--prompts", "rock", "--audio-prompt", str(good)]),
     }[case]
     spec = ",".join(f"{k}={v}" for k, v in _cascade(ckpts, generator).items())
     argv = ["sample", "--cascade", "waveform", "--checkpoints", spec, "--out", str(tmp_path / "out"), "--seconds",

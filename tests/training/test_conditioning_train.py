@@ -1,4 +1,4 @@
-"""``n2m train --condition text|audio-embedding|text+audio-embedding`` and ``--melody`` through the real training path
+"""``n2m train --condition text|audio-embedding|text+audio-embedding|text+text-embedding`` and ``--melody`` through the real training path
 (the CLI, the data module, Lightning), on a tiny build and a tiny random joint model (issue 16, items 1 and 3)."""
 
 from __future__ import annotations
@@ -148,6 +148,37 @@ def test_text_and_audio_embedding_record_both_rates_and_condition_on_both(build,
     assert (config["net"]["text_dim"], config["net"]["joint_dim"]) == (32, 16)
 
 
+def test_text_embedding_conditions_on_the_joint_models_embedding_of_each_steps_caption(build, joint_models, tiny_t5,
+                                                                                      tmp_path):
+    """``text+text-embedding``: every training step's joint vector is the joint model's text embedding of that
+    example's own caption (computed here by a freshly loaded embedder), beside the caption's tokens; an empty caption's
+    vector is masked; the clips' audio is never embedded (no store in the build) and the checkpoint keeps no bank; the
+    checkpoint records the condition, the joint model's hash and both widths."""
+    model_a = joint_models[0]
+    store = Path(BuildLayout(build["root"]).embedding_dir(dir_hash(model_a)[:16]))
+    before = sorted(store.glob("*.npz")) if store.is_dir() else []
+    seen, ckpt = _train(build, tmp_path / "run", "--condition", "text+text-embedding", "--joint-model", model_a,
+                        "--labels", "tiny", "--text-encoder", f"t5:{tiny_t5}", steps=3)
+    embedder = ClapEmbedder.from_pretrained(model_a)
+    for batch, cond in zip(seen.batches, seen.conds):
+        texts = list(batch["text"])
+        assert all(t.strip() for t in texts) and cond.text_mask.any(1).all()
+        np.testing.assert_allclose(cond.joint.numpy(), embedder.embed_text(texts), atol=1e-5)
+        assert cond.joint_mask.all()
+    assert len({t for batch in seen.batches for t in batch["text"]}) > 1  # the captions differ, so do the vectors
+    assert (sorted(store.glob("*.npz")) if store.is_dir() else []) == before
+    assert "joint_bank" not in ckpt["n2m"]
+    config = ckpt["n2m"]["config"]
+    assert config["conditioning"]["condition"] == "text+text-embedding"
+    assert config["conditioning"]["joint_model_sha1"] == dir_hash(model_a)
+    assert (config["net"]["text_dim"], config["net"]["joint_dim"]) == (32, 16)
+
+    from n2m.training.module import DiffusionModule  # an empty caption: no tokens, and its joint vector masked out
+    joint, mask = DiffusionModule(config)._caption_embeddings(["a calm piano piece", " "], torch.zeros(1))
+    assert mask.tolist() == [True, False]
+    np.testing.assert_allclose(joint[0].numpy(), embedder.embed_text(["a calm piano piece"])[0], atol=1e-5)
+
+
 def test_dropout_rates_over_many_training_batches(build, joint_models, tiny_t5, tmp_path):
     """What the network is given during real training steps: over 1,600 examples the text is dropped at 0.3, the
     audio embedding at 0.5 and both at 0.15 (binomial tests), each independently of the other (chi-square)."""
@@ -228,14 +259,15 @@ def test_melody_is_the_windows_chroma_as_extra_input_channels(build, tiny_t5, tm
 
 @pytest.mark.parametrize("stage, extra, message", [
     ("generator", ["--condition", "audio-embedding"], "needs --joint-model DIR"),
-    ("generator", ["--joint-model", "JOINT"], "--joint-model is for --condition audio-embedding"),
+    ("generator", ["--joint-model", "JOINT"], "--joint-model is for the joint-embedding conditions"),
+    ("generator", ["--condition", "text+text-embedding", "--text-encoder", "T5"], "needs --joint-model DIR"),
     ("generator", ["--condition", "audio-embedding", "--joint-model", "JOINT", "--text-encoder", "T5"],
      "drop --text-encoder"),
     ("generator", ["--condition", "audio-embedding", "--joint-model", "/nowhere"], "not a joint model directory"),
     ("sr_cascader", ["--condition", "audio-embedding", "--joint-model", "JOINT"], "takes no text"),
     ("cascader", ["--melody", "--text-encoder", "T5"], "--melody is for the generator stages"),
     ("generator", ["--audio-dropout", "1.5"], None),
-    ("generator", ["--joint-noise", "0.5"], "--joint-noise is for --condition audio-embedding"),
+    ("generator", ["--joint-noise", "0.5"], "--joint-noise is for the joint-embedding conditions"),
     ("generator", ["--condition", "audio-embedding", "--joint-model", "JOINT", "--joint-noise", "-1"], None),
 ])
 def test_misuse_is_a_one_line_error(build, joint_models, tiny_t5, tmp_path, capsys, stage, extra, message):
