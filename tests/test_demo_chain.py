@@ -162,8 +162,9 @@ def test_make_demo_plan_at_both_scales(tmp_path):
             assert f"--stage {stage}" in lines and f"runs/{run}/{stage} " in lines.replace("\\\n", " ")
     assert "--stage vocoder" not in lines and lines.count(",vocoder=griffin-lim,") == 2
     assert lines.count("--preset small") == 4 and "--text-encoder hf:all-MiniLM-L6-v2" in lines
+    assert "--condition" not in lines  # the generator reads its captions' tokens alone (README)
     joint = "--condition text+text-embedding --joint-model {}/clap".format(tmp_path / "demo")
-    assert lines.count(joint) == 2  # the generator, trained and at step 0, reads the joint model's caption embedding
+    assert _make_plan(tmp_path, f"DEMO_SPEC_CONDITION={joint}").stdout.count(joint) == 2  # trained and at step 0
     assert lines.count("--cascade spectrogram") == 2 and lines.count("--embedding musicnn") == 2
     assert "--clap " not in lines.split("n2m eval musiccaps", 1)[1]  # the joint model never judges the samples
     assert "--tracks 98 --seed 867 --holdout 0.143" in lines and "--audio-init musicnn:MTT_musicnn" in lines
@@ -220,8 +221,7 @@ def _installed(name: str) -> None:
 
 def _train(tmp_path, stage: str, steps: int, run: str) -> None:
     shape = {"spec_generator": ["--labels", "v1", "--text-encoder", "hf:all-MiniLM-L6-v2", "--window", "1",
-                                "--weighting", "simplified", "--condition", "text+text-embedding", "--joint-model",
-                                str(tmp_path / "clap")],
+                                "--weighting", "simplified"],
              "sr_cascader": ["--window", "0.5"]}[stage]
     assert main(["train", "--stage", stage, "--build", str(tmp_path / "out"), "--preset", "tiny", *shape,
                  "--schedule", "cosine", "--parametrisation", "v",
