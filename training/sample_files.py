@@ -51,6 +51,7 @@ def write_result(out: Path, result, args_config: dict[str, Any]) -> list[Path]:
         "seed": result.seed,
         "run_seed": args_config["seed"],
         "sample_rate": result.sample_rate,
+        "gain_db": meta.get("gain_db", 0.0),
         "seconds": meta["seconds"],
         "cascade": args_config["cascade"],
         "stages": meta["stages"],

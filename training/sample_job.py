@@ -9,7 +9,8 @@ names both files (path and SHA-256), each stage's guidance scales and the bridge
 
 Output, per prompt id (per sample ``K`` with ``--num-samples`` > 1: ``ID_K``): ``OUT/ID.wav`` (24 kHz, 16-bit) and
 ``OUT/ID.json`` (prompt, id, seeds, the stage models with their SHA-1, sampler settings, lineage: build ids and label
-sets of the models, versions). ``--keep-stages`` adds the intermediate outputs: ``ID.3k2.wav`` (waveform generator),
+sets of the models, versions, and ``gain_db``: below 0 where the clip peaked above full scale and was scaled down
+rather than clipped). ``--keep-stages`` adds the intermediate outputs: ``ID.3k2.wav`` (waveform generator),
 ``ID.mel.npy`` (spectrogram generator, ``[80, frames]``) and ``ID.16k.wav`` (cascader or vocoder). Files that already
 exist are skipped unless ``--overwrite``: every sample has its own seed, so an interrupted run resumes exactly.
 
@@ -175,5 +176,11 @@ def run_sample(settings: SampleSettings) -> int:
     audio_s = sum(len(r.audio) / r.sample_rate for r in results)
     print(f"n2m sample: {len(results)} clips ({audio_s:.0f} s of 24 kHz audio) from {len(todo)} prompts in "
           f"{elapsed:.1f} s ({audio_s / elapsed:.2f} s of audio per second) -> {out}"
-          + (f"; {skipped} prompts already done" if skipped else ""))
+          + (f"; {skipped} prompts already done" if skipped else "") + _scaled_note(results))
     return 0
+
+
+def _scaled_note(results: list) -> str:
+    """The summary's note on clips whose peak went past full scale and were scaled down (empty when none did)."""
+    gains = [r.metadata["gain_db"] for r in results if r.metadata.get("gain_db")]
+    return f"; {len(gains)} clips peaked above full scale and were scaled down (down to {min(gains):.1f} dB)" if gains else ""

@@ -388,12 +388,23 @@ def _results(batch, outputs, timings, models, settings, stages, seconds, keep_st
     out = []
     for i, (prompt, index, item_seed) in enumerate(batch):
         kept = {s: (_as_array(outputs[s][i]), models[s].rate) for s in stages[:-1]} if keep_stages else {}
+        audio, gain_db = fit_full_scale(outputs[final][i, 0, :length])
         out.append(Result(
             id=prompt.id if num_samples == 1 else f"{prompt.id}_{index}",
             prompt=prompt, sample_index=index, seed=item_seed,
-            audio=outputs[final][i, 0, :length].clamp(-1.0, 1.0).numpy().astype(np.float32), sample_rate=rate,
-            stages=kept, metadata={**meta, "guidance": _item_guidance(meta["guidance"], i)}))
+            audio=audio.numpy().astype(np.float32), sample_rate=rate,
+            stages=kept, metadata={**meta, "guidance": _item_guidance(meta["guidance"], i), "gain_db": gain_db}))
     return out
+
+
+def fit_full_scale(audio: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """A clip ``[T]`` whose peak exceeds full scale, scaled down so its peak is 1, and the gain in dB applied (0.0 when
+    it fits). The final stage's output is not bounded; clamping it would clip every overshoot into a click, so the clip
+    is normalised to its peak instead, as audiocraft's ``peak`` strategy writes audio."""
+    peak = float(audio.abs().max()) if audio.numel() else 0.0
+    if peak <= 1.0:
+        return audio, 0.0
+    return audio / peak, round(-20.0 * math.log10(peak), 4)
 
 
 def _item_guidance(guidance: dict[str, dict[str, Any]], item: int) -> dict[str, dict[str, Any]]:

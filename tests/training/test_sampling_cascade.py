@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from builders import tiny_checkpoint
 
 import n2m.training.sampling as sampling
@@ -58,6 +59,7 @@ def test_waveform_cascade_cli_writes_30_s_at_24_khz(models_dir, tmp_path):
     assert meta["stages"]["generator"]["labels"] == "tiny" and meta["lineage"]["label_sets"] == ["tiny"]
     audio, _ = sf.read(str(out / "calm-01.wav"))
     assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+    assert meta["gain_db"] <= 0.0  # scaled down only where the clip peaked above full scale
 
     mtime = (out / "rock.wav").stat().st_mtime_ns
     assert main(argv) == 0  # done already: nothing is regenerated
@@ -160,3 +162,13 @@ def test_stage_settings_take_paper_defaults_and_refuse_bad_values():
         sampling.stage_settings(stages, steps=1, spacing="log_snr")
     with pytest.raises(UserError, match="unknown sampler"):
         sampling.stage_settings(stages, sampler="euler")
+
+
+def test_a_clip_above_full_scale_is_scaled_to_its_peak_not_clipped():
+    loud = torch.tensor([0.5, -2.0, 1.0, 0.25])
+    audio, gain_db = sampling.fit_full_scale(loud)
+    assert torch.equal(audio, torch.tensor([0.25, -1.0, 0.5, 0.125]))  # every sample halved: the shape is kept
+    assert gain_db == pytest.approx(-6.0206, abs=1e-4)  # 20 log10(1/2)
+    quiet = torch.tensor([0.5, -1.0, 0.0])
+    audio, gain_db = sampling.fit_full_scale(quiet)
+    assert audio is quiet and gain_db == 0.0
