@@ -165,9 +165,10 @@ def _read_table(path: str, build: str, columns: list[str]) -> pa.Table:
 
 SAMPLE_SIDECAR_FIELDS = (
     "id", "prompt_id", "prompt", "audio_prompt", "melody", "guidance", "sample_index", "seed", "run_seed",
-    "sample_rate", "seconds", "cascade", "stages", "sampler_settings", "lineage", "intermediates", "timing", "config",
-    "versions", "created_at",
-)  # audio_prompt and melody: {path, sha256, offset_s, seconds} or null; lineage: {build_ids, label_sets}
+    "sample_rate", "gain_db", "seconds", "cascade", "stages", "sampler_settings", "lineage", "intermediates", "timing",
+    "config", "versions", "created_at",
+)  # audio_prompt and melody: {path, sha256, offset_s, seconds} or null; lineage: {build_ids, label_sets};
+# gain_db: 0, or below 0 where the clip peaked above full scale and was scaled down to it
 
 
 def sidecar_path(audio: str | os.PathLike) -> Path:
