@@ -135,7 +135,7 @@ DEMO_DIFFUSION = --schedule cosine --parametrisation v
 # embedding of each caption in the joint slot as well) was tried: on a prototype build it read style probe 19/56 against
 # 6/56 on 28 of the quarter's own training captions, but on a fresh demo build it trained to the same validation loss
 # as the tokens alone (0.4388 vs 0.4383 at step 799), read 3/28 vs 2/28 on those captions and 2/14 on the held-out
-# prompts, and cost two minutes: not used (README). Set e.g. DEMO_SPEC_CONDITION='--condition text+text-embedding
+# prompts: not used (README). Set e.g. DEMO_SPEC_CONDITION='--condition text+text-embedding
 # --joint-model $(DEMO)/clap' to try it
 DEMO_SPEC_CONDITION ?=
 # the generator diffuses 4x the log-mel (its deviation 0.25 -> 1: the network sees the spectrogram at every noise level

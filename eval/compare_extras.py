@@ -131,6 +131,6 @@ def listen_html(runs: list[dict[str, Any]], max_bytes: int = 4 * reports.MAX_SAM
             cells.append(reports.player_cell(uri, note, *(item[1:] if item else ())))
         body.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{escape(h)}</th>" for h in ["id", "prompt", *names, "real track"])
-    return ("<p class=meta>Middle 10 s of each clip, mono 16 kHz Ogg Vorbis; under each player its top musicnn tags "
+    return ("<p class=meta>The middle 10 s of each clip (all of a shorter one), mono 16 kHz Ogg Vorbis; under each player its top musicnn tags "
             "with their mean probability and its spectral flatness (white noise 0.56; the real tracks' are in their column).</p>"
             f"<table><tr>{head}</tr>{''.join(body)}</table>")

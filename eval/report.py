@@ -271,7 +271,7 @@ def _samples(report: dict[str, Any]) -> str:
     if any(s.get("generated_flatness") is not None or s.get("reference_flatness") is not None for s in samples):
         note += (f" Spectral flatness: {NOISE:.2f} for white noise, near 0 for a pure tone; real music lies well below "
                  "noise.")
-    return (f"<h2>Listen</h2><p class=meta>Middle 10 s of each clip, mono 16 kHz Ogg Vorbis.{note}</p>"
+    return (f"<h2>Listen</h2><p class=meta>The middle 10 s of each clip (all of a shorter one), mono 16 kHz Ogg Vorbis.{note}</p>"
             "<table><tr><th>id</th>"
             "<th>prompt</th><th>generated</th><th>reference</th></tr>" + "".join(rows) + "</table>")
 
