@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from n2m.audio import peak_db
 from n2m.config import FRACTION, NONNEGATIVE, checked, number
 from n2m.errors import UserError
 from n2m.names import check_name
@@ -388,23 +389,22 @@ def _results(batch, outputs, timings, models, settings, stages, seconds, keep_st
     out = []
     for i, (prompt, index, item_seed) in enumerate(batch):
         kept = {s: (_as_array(outputs[s][i]), models[s].rate) for s in stages[:-1]} if keep_stages else {}
-        audio, gain_db = fit_full_scale(outputs[final][i, 0, :length])
+        audio, gain_db = fit_full_scale(outputs[final][i, 0, :length].numpy().astype(np.float32))
         out.append(Result(
             id=prompt.id if num_samples == 1 else f"{prompt.id}_{index}",
-            prompt=prompt, sample_index=index, seed=item_seed,
-            audio=audio.numpy().astype(np.float32), sample_rate=rate,
+            prompt=prompt, sample_index=index, seed=item_seed, audio=audio, sample_rate=rate,
             stages=kept, metadata={**meta, "guidance": _item_guidance(meta["guidance"], i), "gain_db": gain_db}))
     return out
 
 
-def fit_full_scale(audio: torch.Tensor) -> tuple[torch.Tensor, float]:
+def fit_full_scale(audio: np.ndarray) -> tuple[np.ndarray, float]:
     """A clip ``[T]`` whose peak exceeds full scale, scaled down so its peak is 1, and the gain in dB applied (0.0 when
-    it fits). The final stage's output is not bounded; clamping it would clip every overshoot into a click, so the clip
-    is normalised to its peak instead, as audiocraft's ``peak`` strategy writes audio."""
-    peak = float(audio.abs().max()) if audio.numel() else 0.0
-    if peak <= 1.0:
+    it fits). With ``--clip none`` the final stage's output is not bounded; clamping it would clip every overshoot into
+    a click, so the clip is normalised to its peak instead, as audiocraft's ``peak`` strategy writes audio."""
+    over_db = peak_db(audio)
+    if over_db <= 0.0:
         return audio, 0.0
-    return audio / peak, round(-20.0 * math.log10(peak), 4)
+    return audio / np.abs(audio).max(), round(-over_db, 4)
 
 
 def _item_guidance(guidance: dict[str, dict[str, Any]], item: int) -> dict[str, dict[str, Any]]:

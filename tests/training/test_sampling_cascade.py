@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from builders import tiny_checkpoint
 
 import n2m.training.sampling as sampling
@@ -165,10 +164,10 @@ def test_stage_settings_take_paper_defaults_and_refuse_bad_values():
 
 
 def test_a_clip_above_full_scale_is_scaled_to_its_peak_not_clipped():
-    loud = torch.tensor([0.5, -2.0, 1.0, 0.25])
+    loud = np.array([0.5, -2.0, 1.0, 0.25], np.float32)
     audio, gain_db = sampling.fit_full_scale(loud)
-    assert torch.equal(audio, torch.tensor([0.25, -1.0, 0.5, 0.125]))  # every sample halved: the shape is kept
+    assert np.array_equal(audio, np.array([0.25, -1.0, 0.5, 0.125], np.float32))  # every sample halved: the shape is kept
     assert gain_db == pytest.approx(-6.0206, abs=1e-4)  # 20 log10(1/2)
-    quiet = torch.tensor([0.5, -1.0, 0.0])
+    quiet = np.array([0.5, -1.0, 0.0], np.float32)
     audio, gain_db = sampling.fit_full_scale(quiet)
     assert audio is quiet and gain_db == 0.0
