@@ -185,6 +185,9 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     assert "--max-minutes 8.5 " in lines and "--max-minutes 44 " in hour.stdout  # the generator's time budget
     assert "--weighting simplified" in lines and "--weighting simplified" in hour.stdout  # the generator's loss weight
     assert "--weighting sigma" in _make_plan(tmp_path, "DEMO_SPEC_WEIGHTING=sigma").stdout
+    # the generator diffuses twice the log-mel at both scales (README); the step-0 network is built the same way
+    assert lines.count("--data-scale 2 ") == 2 and hour.stdout.count("--data-scale 2 ") == 2
+    assert _make_plan(tmp_path, "DEMO_SPEC_DATA_SCALE=4").stdout.count("--data-scale 4 ") == 2
     wrong = _make_plan(tmp_path, "DEMO_SCALE=week")
     assert wrong.returncode != 0 and "DEMO_SCALE is quarter" in wrong.stderr
     trained = _make_plan(tmp_path, "DEMO_VOCODER_SLOT=trained")
