@@ -144,7 +144,7 @@ DEMO_SPEC_CONDITION ?=
 # frame-to-frame change 0.175 without them, 0.063 with the scale, 0.034 with the stop; real 0.035). Scale 2 puts more
 # noise at every t: a 3 s window's mean level per mel band shows through the noise below t ~ 0.987 at scale 4 and
 # ~ 0.974 at scale 2, so twice the training steps (and sampling steps) fall where the caption alone decides it. On 28
-# of the quarter's own training captions it read style probe 0.31 against scale 4's 0.21 (two training seeds, README)
+# of the quarter's own training captions it read style probe 0.30 against scale 4's 0.21 (two training seeds, README)
 DEMO_SPEC_DATA_SCALE ?= 2
 DEMO_SPEC = --stage spec_generator --labels v1 --text-encoder $(DEMO_TEXT) $(DEMO_SPEC_CONDITION) \
   $(DEMO_SPEC_WINDOW) --data-scale $(DEMO_SPEC_DATA_SCALE) $(DEMO_DIFFUSION) --weighting $(DEMO_SPEC_WEIGHTING) \
