@@ -171,8 +171,8 @@ def extras(settings: CompareSettings, runs: list[dict[str, Any]]) -> tuple[dict[
         sections["Listen: each prompt, each run and the real track"] = listen
     if label_eval is not None:
         sections["Label evaluation (n2m label-eval)"] = (
-            reports.html_table(["subset", "vocabulary", "aspect", "precision", "chance", "ratio", "captions"],
-                               extra.label_eval_rows(label_eval), (3, 4, 5, 6))
+            reports.html_table(["subset", "vocabulary", "aspect", "precision", "chance", "ratio [95% over tracks]",
+                                "captions"], extra.label_eval_rows(label_eval), (3, 4, 5, 6))
             + "<p class=meta>CLAP score of the assigned captions vs the same captions on other clips:</p>"
             + reports.html_table(["subset", "vocabulary", "assigned", "shuffled", "clips"],
                                  extra.label_clap_rows(label_eval), (2, 3, 4)))

@@ -131,6 +131,17 @@ def _tag_bar(run: dict[str, Any]) -> list[dict[str, Any]]:
                  None if low is None else low > 0, detail)]
 
 
+def ratio_with_interval(m: dict[str, Any]) -> str:
+    """A label-eval aspect's ratio to chance and its 95% interval over tracks, when the file has one (label-eval
+    files written before the interval existed have none)."""
+    ratio, low, high = m.get("ratio"), m.get("ratio_low"), m.get("ratio_high")
+    if ratio is None:
+        return "–"
+    if low is None or high is None:
+        return f"{ratio:.2f}x"
+    return f"{ratio:.2f}x [{low:.2f}, {high:.2f}] over {m.get('tracks', '?')} tracks"
+
+
 def _precision_bars(label_eval: dict[str, Any], options: BarOptions) -> list[dict[str, Any]]:
     bars = []
     result = label_eval.get("subsets", {}).get(options.label_subset)
@@ -146,8 +157,7 @@ def _precision_bars(label_eval: dict[str, Any], options: BarOptions) -> list[dic
             bars.append(_bar(f"label precision on {aspect} >= {ratio_bar:g}x chance ({vocab}, {options.label_subset})",
                              None if ratio is None else ratio >= ratio_bar,
                              f"precision {reports.fmt_number(m.get('precision'))}, chance "
-                             f"{reports.fmt_number(m.get('chance'))}, ratio "
-                             + (f"{ratio:.2f}x" if ratio is not None else "–")))
+                             f"{reports.fmt_number(m.get('chance'))}, ratio {ratio_with_interval(m)}"))
     return bars
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from n2m.errors import UserError
 from n2m.eval import report as reports
 from n2m.eval import svg
+from n2m.eval.compare_bars import ratio_with_interval
 
 CURVE_COLUMNS = ("train/loss", "val/loss")
 
@@ -43,9 +44,9 @@ def label_eval_rows(data: dict[str, Any]) -> list[list[str]]:
     for subset, result in subsets.items():
         for vocab, aspects in result.get("aspects", {}).items():
             for aspect, m in aspects.items():
-                ratio = f"{m['ratio']:.2f}x" if m.get("ratio") is not None else "–"
                 rows.append([f"{subset} ({result.get('clips', '?')} clips)", vocab, aspect,
-                             reports.fmt_number(m.get("precision")), reports.fmt_number(m.get("chance")), ratio,
+                             reports.fmt_number(m.get("precision")), reports.fmt_number(m.get("chance")),
+                             ratio_with_interval(m),
                              str(m.get("captions", "–"))])
     return rows
 

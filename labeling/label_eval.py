@@ -2,7 +2,9 @@
 
 Per aspect (style, instrument, mood, tempo class) the *precision* of the assigned short-form captions whose vocabulary
 aspect maps to it (:data:`ASPECTS`), next to *chance*: the precision of a caption drawn uniformly from that aspect's
-vocabulary entries for the same clip (closed form: the fraction of the aspect's entries that are right for the clip).
+vocabulary entries for the same clip (closed form: the fraction of the aspect's entries that are right for the clip),
+and the ratio's 95% percentile bootstrap interval over tracks (:func:`ratio_interval`: a track's clips share its truth,
+so they are resampled together).
 A caption is right when, after lower-casing, splitting on non-letters and dropping a plural ``s``, the words of a
 ground-truth value appear in order inside the caption or the caption's inside a ground-truth value (``"lo-fi hip hop"``
 is right for style ``lo-fi``; ``"bass"`` for instrument ``electric bass``). Tempo captions map to classes by keyword
@@ -97,11 +99,38 @@ ASPECTS: dict[str, Aspect] = {
 # Evaluation
 
 
+def ratio_interval(right: np.ndarray, expected: np.ndarray, reps: int = 1000, level: float = 0.95,
+                   seed: int = 0) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval (Efron & Tibshirani 1993, ch. 13) of the ratio of sums ``sum(right) /
+    sum(expected)`` over ``T`` tracks: ``right[t]`` the right captions of track t's clips, ``expected[t]`` the number
+    chance expects of them (each caption's chance summed). ``reps`` resamples of the tracks with replacement, seeded;
+    ``(None, None)`` with fewer than two tracks."""
+    r, e = np.asarray(right, np.float64), np.asarray(expected, np.float64)
+    if r.shape != e.shape or r.ndim != 1:
+        raise ValueError("right and expected must be 1-D and of one length")
+    if r.size < 2:
+        return None, None
+    picks = np.random.default_rng(seed).integers(0, r.size, size=(reps, r.size))
+    totals = e[picks].sum(axis=1)
+    ratios = np.divide(r[picks].sum(axis=1), totals, out=np.full(reps, np.nan), where=totals > 0)
+    if not np.isfinite(ratios).any():
+        return None, None
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.nanpercentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def track_of(key: str, row: dict) -> str:
+    """The track a clip comes from: the manifest's ``track_id``, else its ``path``, else the clip key itself."""
+    return str(row.get("track_id") or row.get("path") or key)
+
+
 def aspect_precision(labels: dict[str, list[str]], truth: dict[str, dict], entries: dict[str, list[str]],
                      bounds: tuple[float, float]) -> dict:
-    """Per aspect: precision of assigned captions, chance, ratio. ``labels``: key -> assigned short captions;
-    ``entries``: aspect name -> that aspect's vocabulary texts; ``truth``: key -> manifest row. An aspect the vocabulary
-    has no entries of is not reported (a vocabulary of moods alone has no instrument precision)."""
+    """Per aspect: precision of assigned captions, chance, ratio with its interval over tracks (``ratio_low``,
+    ``ratio_high``; :func:`ratio_interval`). ``labels``: key -> assigned short captions; ``entries``: aspect name ->
+    that aspect's vocabulary texts; ``truth``: key -> manifest row. An aspect the vocabulary has no entries of is not
+    reported (a vocabulary of moods alone has no instrument precision)."""
     out = {}
     for name, aspect in ASPECTS.items():
         pool = entries.get(name, [])
@@ -111,6 +140,7 @@ def aspect_precision(labels: dict[str, list[str]], truth: dict[str, dict], entri
         right = judged = 0
         chance_sum = 0.0
         clips = 0
+        per_track: dict[str, list[float]] = {}  # track -> [right, expected by chance]
         for key, captions in labels.items():
             row = truth.get(key)
             if row is None:
@@ -128,10 +158,15 @@ def aspect_precision(labels: dict[str, list[str]], truth: dict[str, dict], entri
             judged += len(verdicts)
             chance_sum += chance * len(verdicts)
             clips += 1
+            counts = per_track.setdefault(track_of(key, row), [0.0, 0.0])
+            counts[0] += sum(verdicts)
+            counts[1] += chance * len(verdicts)
         precision = right / judged if judged else None
         chance = chance_sum / judged if judged else None
+        low, high = ratio_interval(*np.array(list(per_track.values())).T) if per_track else (None, None)
+        ratio = (precision / chance) if precision is not None and chance else None
         out[name] = {"precision": precision, "chance": chance, "captions": judged, "clips": clips,
-                     "ratio": (precision / chance) if precision is not None and chance else None}
+                     "tracks": len(per_track), "ratio": ratio, "ratio_low": low, "ratio_high": high}
     return out
 
 
@@ -235,6 +270,14 @@ class LabelEvalSettings:
         return low, high
 
 
+def ratio_text(m: dict) -> str:
+    """An aspect's ratio and, when there is one, its interval: ``"3.9x [2.9, 4.9]"``."""
+    if m.get("ratio") is None:
+        return "-"
+    low, high = m.get("ratio_low"), m.get("ratio_high")
+    return f"{m['ratio']:.1f}x" + (f" [{low:.1f}, {high:.1f}]" if low is not None and high is not None else "")
+
+
 def run_label_eval(settings: LabelEvalSettings) -> int:
     """Evaluate the label set against the truth; print the tables; write the report with ``out``."""
     report = evaluate(settings.labels, settings.truth, settings.bounds, settings.holdout_only)
@@ -242,13 +285,13 @@ def run_label_eval(settings: LabelEvalSettings) -> int:
     for subset, result in report["subsets"].items():
         print(f"== {subset}: {result['clips']} clips")
         for vocab, aspects in result["aspects"].items():
-            print(f"  {vocab}: aspect      precision  chance  ratio  captions")
+            print(f"  {vocab}: aspect      precision  chance  ratio [95% over tracks]  captions")
             for name, m in aspects.items():
                 if m["precision"] is None:
-                    print(f"    {name:<18} {'-':>9}  {'-':>6}  {'-':>5}  {m['captions']:>8}")
+                    print(f"    {name:<18} {'-':>9}  {'-':>6}  {'-':>23}  {m['captions']:>8}")
                     continue
-                ratio = f"{m['ratio']:.1f}x" if m["ratio"] is not None else "-"
-                print(f"    {name:<18} {m['precision']:9.3f}  {m['chance']:6.3f}  {ratio:>5}  {m['captions']:>8}")
+                print(f"    {name:<18} {m['precision']:9.3f}  {m['chance']:6.3f}  {ratio_text(m):>23}  "
+                      f"{m['captions']:>8}")
         for vocab, s in result["clap_score"].items():
             if s["assigned"] is not None:
                 print(f"  CLAP score {vocab}: assigned {s['assigned']:.3f} vs shuffled {s['shuffled']:.3f} "

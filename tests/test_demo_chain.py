@@ -60,7 +60,7 @@ def _report(name: str, **metrics: float | tuple[float, float, float]) -> dict:
 LABEL_EVAL = {"subsets": {"holdout": {"aspects": {"aspects": {
     "style": {"precision": 0.30, "chance": 0.05, "ratio": 6.0},
     "instrument": {"precision": 0.40, "chance": 0.16, "ratio": 2.5},
-    "mood": {"precision": 0.033, "chance": 0.011, "ratio": 3.0}}}}}}
+    "mood": {"precision": 0.033, "chance": 0.011, "ratio": 3.0, "ratio_low": 2.1, "ratio_high": 3.9, "tracks": 28}}}}}}
 
 
 def test_quality_bars_from_the_figures():
@@ -80,6 +80,10 @@ def test_quality_bars_from_the_figures():
         "label precision on instrument >= 3x chance (aspects, holdout)": "fail",
         "label precision on mood >= 3x chance (aspects, holdout)": "pass",
     }
+    details = {b["bar"]: b["detail"] for b in bars}
+    assert details["label precision on mood >= 3x chance (aspects, holdout)"].endswith(
+        "ratio 3.00x [2.10, 3.90] over 28 tracks")  # the interval is shown; the bar reads the point estimate
+    assert details["label precision on instrument >= 3x chance (aspects, holdout)"].endswith("ratio 2.50x")
     assert "-40.0%" not in bars[0]["detail"] and "+40.0% lower" in bars[0]["detail"]
     stricter = quality_bars([trained, step0], BarOptions(baseline="step0", min_fad_gain=0.5))
     assert [b["result"] for b in stricter][0] == "fail"  # 40% < 50%
