@@ -103,6 +103,17 @@ def sample_caption(items: list[str], rng: random.Random) -> str:
 # The data module
 
 
+def content_only(mono: np.ndarray, sample_rate: int, meta: dict, window_s: float) -> np.ndarray:
+    """``mono [C, T]`` without the zeros the build padded a clip's tail with (clip json ``padded``, its audio
+    ``duration_s``), so the random window falls on audio, not on silence labelled with the track's captions. A clip
+    whose audio is shorter than ``window_s`` keeps its padding (the window needs it;
+    :func:`n2m.training.data_checks.warn_if_padded` reports such builds)."""
+    duration = meta.get("duration_s")
+    if not meta.get("padded") or not duration or duration < window_s:
+        return mono
+    return mono[..., :max(int(round(duration * sample_rate)), int(np.ceil(window_s * sample_rate)))]
+
+
 class ExampleMaker:
     """Picklable per-sample transform: raw WebDataset sample -> example dict, or None for a bad clip.
 
@@ -125,7 +136,7 @@ class ExampleMaker:
         except (AudioError, KeyError, ValueError) as err:
             log.warning("skipping clip %s: %s", key, err)
             return None
-        mono = downmix(decoded.samples)
+        mono = content_only(downmix(decoded.samples), decoded.sample_rate, meta, self.window / self.stage.sample_rate)
         example = self.stage.example.make(mono, decoded.sample_rate, self.stage, self.window, offset_frac)
         if self.joint is not None:
             vector = self.joint.get(key)

@@ -24,7 +24,7 @@ from builders import commit, write_index
 from n2m.audio import encode_flac
 from n2m.layout import committed_shards
 from n2m.training.config import DataConfig
-from n2m.training.data import ShardDataModule, caption_items, disjoint_stream
+from n2m.training.data import ExampleMaker, ShardDataModule, caption_items, content_only, disjoint_stream
 from n2m.training.lowfi import fft_upsample
 from n2m.training.stages import STAGES
 
@@ -217,3 +217,28 @@ def test_bad_clips_are_skipped_and_the_stream_goes_on(tmp_path, caplog):
     keys = [b["key"][0] for b in dm.train_stream(epochs=1)]
     assert sorted(keys) == [f"{0:016x}_0000", f"{2:016x}_0000"]
     assert any("skipping clip" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("padded, audible", [(True, True), (False, False)])
+def test_a_window_never_falls_on_the_padding_of_a_padded_clip(padded, audible):
+    # a 10 s clip at 24 kHz: a 0.3-amplitude sine for its first 6 s, then the build's zero padding. The last window
+    # (offset 1.0 of the free range) of 0.5 s lies inside the audio when the clip says it is padded (RMS of the sine:
+    # 0.3 / sqrt 2), and on the padding when it does not (the clip's zeros are then taken as audio)
+    sr, audio_s = 24_000, 6.0
+    wave = np.zeros((1, 10 * sr), np.float32)
+    wave[0, :int(audio_s * sr)] = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(audio_s * sr)) / sr)
+    meta = {"key": "k_0000", "padded": padded, "duration_s": audio_s if padded else 10.0, "meta": {}}
+    sample = {"__key__": "k_0000", "flac": encode_flac(wave, sr), "json": json.dumps(meta).encode()}
+    maker = ExampleMaker(STAGES["sr_cascader"], sr // 2, {}, False)
+    x0 = maker(sample, random.Random(0), 1.0)["x0"]
+    rms = float(np.sqrt(np.mean(np.square(x0))))
+    assert x0.shape[-1] == sr // 2
+    assert rms == pytest.approx(0.3 / np.sqrt(2), rel=0.02) if audible else rms < 1e-4
+
+
+def test_a_clip_shorter_than_the_window_keeps_its_padding():
+    mono = np.ones((1, 1000), np.float32)
+    short = content_only(mono, 100, {"padded": True, "duration_s": 2.0}, window_s=5.0)
+    assert short.shape == (1, 1000)  # 2 s of audio under a 5 s window: the window needs the padding
+    trimmed = content_only(mono, 100, {"padded": True, "duration_s": 6.0}, window_s=5.0)
+    assert trimmed.shape == (1, 600)
