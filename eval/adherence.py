@@ -13,7 +13,9 @@ was labelled or conditioned with CLAP is not judged by the same model.
     expected accuracy of predictions independent of the labels, ``sum_c P(pred = c) P(true = c)``) and beside the
     same accuracy on the real held-out tracks: the ceiling this judge allows.
 
-Intervals are percentile bootstraps over clips (:func:`n2m.eval.clap_score.bootstrap_mean`).
+Several clips of one prompt (takes, :mod:`n2m.eval.takes`) each score on their own and the prompt's figure is their
+mean: the prompt stays the unit, so intervals are percentile bootstraps over prompts
+(:func:`n2m.eval.clap_score.bootstrap_mean`); with one clip a prompt, over clips.
 """
 
 from __future__ import annotations
@@ -46,16 +48,19 @@ def _interval(values: np.ndarray, reps: int, seed: int) -> dict[str, float | Non
 
 @dataclass(frozen=True)
 class TagAgreement:
-    """Per id (sorted): ``paired[i]`` = cos(g_i, r_i), ``shuffled[i]`` = mean over j != i of cos(g_i, r_j)."""
+    """Per prompt id (sorted): ``paired[i]`` = cos(g, r_i), ``shuffled[i]`` = mean over j != i of cos(g, r_j), each
+    the mean over the prompt's ``clips[i]`` generated clips g."""
 
     ids: tuple[str, ...]
     paired: np.ndarray  # [N]
     shuffled: np.ndarray  # [N]
     missing_reference: tuple[str, ...]
     missing_generated: tuple[str, ...]
+    clips: tuple[int, ...] = ()
 
     def as_dict(self, reps: int = 0, seed: int = 0) -> dict[str, Any]:
-        return {"n": len(self.ids), "paired": _interval(self.paired, reps, seed),
+        return {"n": len(self.ids), "clips": int(sum(self.clips)) if self.clips else len(self.ids),
+                "paired": _interval(self.paired, reps, seed),
                 "shuffled": _interval(self.shuffled, reps, seed),
                 "gain": _interval(self.paired - self.shuffled, reps, seed),
                 "per_item": {i: {"paired": float(p), "shuffled": float(s)}
@@ -63,34 +68,50 @@ class TagAgreement:
                 "missing_reference": list(self.missing_reference), "missing_generated": list(self.missing_generated)}
 
 
-def tag_agreement(generated: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> TagAgreement:
-    """Tag vectors ``{id: [T]}`` of generated clips and of their references, paired by id (two ids at least)."""
-    ids = sorted(set(generated) & set(reference))
+def _unit(rows: np.ndarray) -> np.ndarray:
+    rows = rows.astype(np.float64)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def _group_means(values: np.ndarray, owner: np.ndarray, groups: int) -> np.ndarray:
+    """``[groups]``: the mean of ``values`` ``[M]`` over the rows whose ``owner`` ``[M]`` is each group index."""
+    return np.bincount(owner, weights=values, minlength=groups) / np.bincount(owner, minlength=groups)
+
+
+def tag_agreement(generated: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                  prompt_of: dict[str, str] | None = None) -> TagAgreement:
+    """Tag vectors ``{key: [T]}`` of generated clips and ``{id: [T]}`` of their references, paired by prompt id: a
+    clip's prompt is ``prompt_of[key]``, else its key (two prompts at least). A prompt's values are the means over its
+    clips."""
+    owner = {key: (prompt_of or {}).get(key, key) for key in generated}
+    ids = sorted(set(owner.values()) & set(reference))
     if len(ids) < 2:
         raise JobFailed(f"tag agreement needs two or more generated clips with a reference of the same id, "
                         f"found {len(ids)}")
-    g = np.stack([generated[i] for i in ids]).astype(np.float64)
-    r = np.stack([reference[i] for i in ids]).astype(np.float64)
-    g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-    r /= np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
-    cos = g @ r.T  # [N, N]
-    paired = np.diag(cos).copy()
+    column = {i: n for n, i in enumerate(ids)}
+    keys = sorted(k for k in generated if owner[k] in column)
+    own = np.array([column[owner[k]] for k in keys])
+    cos = _unit(np.stack([generated[k] for k in keys])) @ _unit(np.stack([reference[i] for i in ids])).T  # [M, N]
+    paired = cos[np.arange(len(keys)), own]
     shuffled = (cos.sum(axis=1) - paired) / (len(ids) - 1)
-    return TagAgreement(tuple(ids), paired, shuffled, tuple(sorted(set(generated) - set(reference))),
-                        tuple(sorted(set(reference) - set(generated))))
+    return TagAgreement(tuple(ids), _group_means(paired, own, len(ids)), _group_means(shuffled, own, len(ids)),
+                        tuple(sorted(k for k in generated if owner[k] not in reference)),
+                        tuple(sorted(set(reference) - set(owner.values()))),
+                        tuple(int(c) for c in np.bincount(own, minlength=len(ids))))
 
 
 def tag_rows(agreement: TagAgreement, reps: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(metrics rows, tags section)``."""
     section = agreement.as_dict(reps, seed)
     n = section["n"]
+    takes = f"; {section['clips']} clips, each prompt the mean of its own" if section["clips"] > n else ""
     rows = {}
     for name, key, note in (("musicnn_tag_agreement", "paired", "cosine of a clip's tag vector with its own "
                                                                 "reference's"),
                             ("musicnn_tag_agreement_shuffled", "shuffled", "the same with the other references"),
                             ("musicnn_tag_gain", "gain", "paired minus shuffled (> 0: clips match their own track)")):
         s = section[key]
-        rows[name] = metric(s["mean"], n, s["low"], s["high"], note=note)
+        rows[name] = metric(s["mean"], n, s["low"], s["high"], note=note + takes)
     return rows, section
 
 
@@ -112,22 +133,31 @@ def nearest_centroid(classes: list[str], centroids: np.ndarray, queries: np.ndar
 
 
 def probe_score(ids: list[str], predicted: list[str], truth: list[str], reps: int = 0,
-                seed: int = 0) -> dict[str, Any]:
-    """Accuracy with its bootstrap interval, chance (``sum_c P(pred = c) P(true = c)``), confusion and per item."""
-    n = len(truth)
-    if n == 0:
+                seed: int = 0, prompts: list[str] | None = None) -> dict[str, Any]:
+    """Accuracy with its bootstrap interval, chance (``sum_c P(pred = c) P(true = c)``, over clips), confusion (clips)
+    and per item. With ``prompts`` (each clip's prompt id, for several clips a prompt) the accuracy is the mean over
+    prompts of each prompt's fraction right, ``n`` counts prompts and the interval resamples prompts."""
+    clips = len(truth)
+    if clips == 0:
         raise ValueError("no labelled clip to score")
     correct = np.array([p == t for p, t in zip(predicted, truth)], np.float64)
+    if prompts is not None:
+        index = {p: n for n, p in enumerate(sorted(set(prompts)))}
+        correct = _group_means(correct, np.array([index[p] for p in prompts]), len(index))
     acc = _interval(correct, reps, seed)
     pred_freq, true_freq = Counter(predicted), Counter(truth)
-    chance = sum(pred_freq[c] * true_freq[c] for c in true_freq) / n**2
+    chance = sum(pred_freq[c] * true_freq[c] for c in true_freq) / clips**2
     confusion: dict[str, dict[str, int]] = {}
     for p, t in zip(predicted, truth):
         confusion.setdefault(t, {})
         confusion[t][p] = confusion[t].get(p, 0) + 1
-    return {"n": n, "accuracy": acc["mean"], "low": acc["low"], "high": acc["high"], "chance": chance,
-            "confusion": {t: dict(sorted(row.items())) for t, row in sorted(confusion.items())},
-            "per_item": {i: {"label": t, "predicted": p} for i, p, t in zip(ids, predicted, truth)}}
+    per_item = {i: {"label": t, "predicted": p} for i, p, t in zip(ids, predicted, truth)}
+    if prompts is not None:
+        for i, prompt in zip(ids, prompts):
+            per_item[i]["prompt"] = prompt
+    return {"n": len(correct), "clips": clips, "accuracy": acc["mean"], "low": acc["low"], "high": acc["high"],
+            "chance": chance, "confusion": {t: dict(sorted(row.items())) for t, row in sorted(confusion.items())},
+            "per_item": per_item}
 
 
 @dataclass(frozen=True)
@@ -164,9 +194,11 @@ def read_probe_labels(path: str | Path, column: str) -> ProbeLabels:
 
 
 def probe_rows(musicnn, generated: EmbeddedSet, labels: ProbeLabels, preprocess: Preprocess,
-               cache: Path | None, reps: int, seed: int) -> tuple[dict[str, Any], dict[str, Any], list[str], dict]:
+               cache: Path | None, reps: int, seed: int, prompt_of: dict[str, str] | None = None
+               ) -> tuple[dict[str, Any], dict[str, Any], list[str], dict]:
     """``(metrics rows, probe section, warnings, set summaries)``: centroids of the non-held-out tracks' mean layer
-    features; generated clips (labelled through their id) and the real held-out tracks classified."""
+    features; generated clips (labelled through their prompt id: ``prompt_of[id]``, else the id) and the real held-out
+    tracks classified."""
 
     def embedded(files: tuple[Path, ...], what: str) -> tuple[EmbeddedSet, np.ndarray]:
         found = embed_files(list(files), musicnn, preprocess, cache, desc=f"musicnn: {what}")
@@ -181,23 +213,26 @@ def probe_rows(musicnn, generated: EmbeddedSet, labels: ProbeLabels, preprocess:
     section: dict[str, Any] = {"column": labels.column, "centroid_tracks": len(train.ids),
                                "classes": dict(sorted(Counter(labels.labels[i] for i in train.ids).items()))}
     warnings = []
-    known = [k for k, i in enumerate(generated.ids) if i in labels.labels]
-    unlabelled = [i for i in generated.ids if i not in labels.labels]
+    owner = [(prompt_of or {}).get(i, i) for i in generated.ids]
+    known = [k for k, i in enumerate(owner) if i in labels.labels]
+    unlabelled = [i for i in owner if i not in labels.labels]
     if unlabelled:
         warnings.append(f"probe: {len(unlabelled)} generated clips have no {labels.column!r} in the manifest "
                         f"(ids are file stems), e.g. {unlabelled[0]}")
     train_ids = set(train.ids)
-    in_centroids = [generated.ids[k] for k in known if generated.ids[k] in train_ids]
+    in_centroids = [owner[k] for k in known if owner[k] in train_ids]
     if in_centroids:
         warnings.append(f"probe: {len(in_centroids)} generated clips share an id with a centroid track (not held out)")
     rows = {}
     if known:
-        ids = [generated.ids[k] for k in known]
+        ids, prompts = [generated.ids[k] for k in known], [owner[k] for k in known]
         queries = np.stack([musicnn.split(generated.clips[k])[0] for k in known])
         g = section["generated"] = probe_score(ids, nearest_centroid(classes, centroids, queries),
-                                               [labels.labels[i] for i in ids], reps, seed)
+                                               [labels.labels[i] for i in prompts], reps, seed,
+                                               prompts if prompt_of else None)
+        takes = f"; {g['clips']} clips, each prompt the mean of its own" if g["clips"] > g["n"] else ""
         rows["musicnn_probe_accuracy"] = metric(g["accuracy"], g["n"], g["low"], g["high"],
-                                                note=f"nearest {labels.column} centroid of {len(classes)}")
+                                                note=f"nearest {labels.column} centroid of {len(classes)}{takes}")
         rows["musicnn_probe_chance"] = metric(g["chance"], g["n"], note="predictions independent of the labels")
     else:
         warnings.append(f"probe: no generated clip has a {labels.column!r} label; accuracy not computed")
@@ -218,20 +253,23 @@ def probe_rows(musicnn, generated: EmbeddedSet, labels: ProbeLabels, preprocess:
 
 
 def judge(report: dict[str, Any], musicnn, generated: EmbeddedSet, reference: EmbeddedSet | None,
-          labels: ProbeLabels | None, preprocess: Preprocess, cache: Path | None, reps: int, seed: int) -> None:
+          labels: ProbeLabels | None, preprocess: Preprocess, cache: Path | None, reps: int, seed: int,
+          prompt_of: dict[str, str] | None = None) -> None:
     """Add the ``adherence`` section, its metrics rows, set summaries and warnings to ``report``: tag agreement when
     there is a ``reference`` set, the probe when there are ``labels``. ``musicnn`` is the
-    :class:`n2m.eval.embeddings.MusicnnEmbedder` that embedded ``generated`` and ``reference``."""
+    :class:`n2m.eval.embeddings.MusicnnEmbedder` that embedded ``generated`` and ``reference``; ``prompt_of`` names
+    the prompt of generated clips whose id is not their prompt's (takes, :mod:`n2m.eval.takes`)."""
     section: dict[str, Any] = {"model": musicnn.model_id, "layer": musicnn.layer}
     if reference is not None:
         tags = [{i: musicnn.split(c)[1] for i, c in s.clips_by_id().items()} for s in (generated, reference)]
         try:
-            rows, section["tags"] = tag_rows(tag_agreement(*tags), reps, seed)
+            rows, section["tags"] = tag_rows(tag_agreement(*tags, prompt_of=prompt_of), reps, seed)
             report["metrics"].update(rows)
         except JobFailed as err:
             report["warnings"].append(f"musicnn tag agreement skipped: {err}")
     if labels is not None:
-        rows, section["probe"], warnings, sets = probe_rows(musicnn, generated, labels, preprocess, cache, reps, seed)
+        rows, section["probe"], warnings, sets = probe_rows(musicnn, generated, labels, preprocess, cache, reps, seed,
+                                                            prompt_of)
         report["metrics"].update(rows)
         report["warnings"] += warnings
         report["sets"].update(sets)

@@ -146,6 +146,19 @@ class EmbeddedSet:
     def clips_by_id(self) -> dict[str, np.ndarray]:
         return dict(zip(self.ids, self.clips))
 
+    def rekeyed(self, key_of: dict[str, str]) -> EmbeddedSet:
+        """The same set with each id replaced by ``key_of[path]`` (e.g. takes keyed ``folder/stem``)."""
+        return EmbeddedSet([key_of[p] for p in self.paths], list(self.paths), list(self.hashes), list(self.frames),
+                           list(self.clips), list(self.failures), Counter(self.timings), self.cache_hits)
+
+    def __add__(self, other: EmbeddedSet) -> EmbeddedSet:
+        """Both sets, ``self``'s clips first (ids must differ)."""
+        if set(self.ids) & set(other.ids):
+            raise ValueError(f"the two sets share ids: {sorted(set(self.ids) & set(other.ids))[:3]}")
+        return EmbeddedSet(self.ids + other.ids, self.paths + other.paths, self.hashes + other.hashes,
+                           self.frames + other.frames, self.clips + other.clips, self.failures + other.failures,
+                           Counter(self.timings) + Counter(other.timings), self.cache_hits + other.cache_hits)
+
     def summary(self) -> dict[str, Any]:
         reasons = Counter(f.reason for f in self.failures)
         return {"files": len(self.ids) + len(self.failures), "used": len(self.ids), "excluded": len(self.failures),

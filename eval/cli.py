@@ -107,6 +107,10 @@ def add_musiccaps(p: argparse.ArgumentParser) -> None:
     source.add_argument("--checkpoints", metavar="DIR|STAGE=PATH,...",
                         help="generate first (into OUT/generated, resumable) through training's sampling API from "
                              "these stage checkpoints (as 'n2m sample --checkpoints')")
+    p.add_argument("--takes", nargs="+", metavar="DIR",
+                   help="more clips of the same prompts (e.g. n2m sample --num-samples 3 --seed 1 --out DIR; each "
+                        "clip's JSON sidecar names its prompt): FAD and the musicnn adherence judge them with "
+                        "--generated, each prompt's tag agreement and probe accuracy the mean over its clips")
     p.add_argument("--subset", default="all", choices=sorted(SUBSETS),
                    help="all rows, or the is_audioset_eval rows (2,858 in MusicCaps)")
     p.add_argument("--id-column", default="ytid", help="CSV column naming the clip id (file stem)")

@@ -109,6 +109,9 @@ def _probe_bar(run: dict[str, Any], base: dict[str, Any] | None, ratio: float) -
     detail = f"accuracy {reports.fmt_number(accuracy)}"
     if low is not None and high is not None:
         detail += f" [{reports.fmt_number(low)}, {reports.fmt_number(high)}]"
+    scored = run.get("adherence", {}).get("probe", {}).get("generated", {})
+    if scored.get("clips", 0) > scored.get("n", 0):
+        detail += f" over {scored['n']} prompts ({scored['clips']} clips, each prompt the mean of its own)"
     detail += f", chance {reports.fmt_number(chance)}" + (f" ({measured:.2f}x)" if measured is not None else "")
     if base is not None:
         detail += f"; {base['name']} {reports.fmt_number(_value(base, 'musicnn_probe_accuracy'))}"

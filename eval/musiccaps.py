@@ -8,7 +8,10 @@ the same preprocessing is applied to the references so both sides see the same b
 CLAP score (with shuffled-prompt baseline, ground-truth audio score and the references' own score), the spectral
 flatness of both sets (:mod:`n2m.eval.flatness`: audio or noise?), counts, and what was missing or excluded. With
 ``--embedding musicnn``: FAD_musicnn and the musicnn adherence section (:mod:`n2m.eval.adherence`: tag agreement with the
-references; with ``--probe-labels``, the class probe), a judge that needs no CLAP.
+references; with ``--probe-labels``, the class probe), a judge that needs no CLAP. ``--takes DIR`` adds more clips of
+the same prompts (:mod:`n2m.eval.takes`): every FAD and the musicnn adherence judge them with the ``--generated``
+clips (each prompt's adherence the mean over its clips); the CLAP score, flatness and the players stay on
+``--generated``.
 
 ``--checkpoints`` generates the audio first through training's public sampling API (``n2m.training.sampling.generate``,
 what ``n2m sample`` runs), writing ``{id}.wav`` and the same JSON sidecars as ``n2m sample`` into ``OUT/generated``.
@@ -25,6 +28,7 @@ from n2m.config import resolved
 from n2m.errors import JobFailed, UserError
 from n2m.eval import report as reports
 from n2m.eval.audio_sets import Preprocess, by_id, embed_files, list_audio
+from n2m.eval.takes import read_takes
 from n2m.eval.options import (
     EmbeddingSettings,
     FadExtras,
@@ -112,12 +116,14 @@ class MusicCapsSettings(ProbeSettings, FadExtras, EmbeddingSettings, OutputSetti
     """``n2m eval musiccaps``: prompts from ``captions`` (``subset`` of its rows; ``id_column``, ``caption_column``),
     references in ``reference_audio``, generated clips in ``generated`` or made first from ``checkpoints`` (one of
     the two; ``cascade``, ``generate_seconds``, ``sampler``, ``steps``, ``guidance``, ``batch_size`` then apply), judged
-    by ``vggish`` (weights), the CLAP ``joint_model`` and each ``embedding``. Scored on the middle 10 s at 16 kHz."""
+    by ``vggish`` (weights), the CLAP ``joint_model`` and each ``embedding``; ``takes``: more clips of the same prompts
+    (:mod:`n2m.eval.takes`). Scored on the middle 10 s at 16 kHz."""
 
     captions: str
     reference_audio: str
     generated: str | None = None
     checkpoints: str | None = None
+    takes: list[str] | None = None
     subset: str = "all"
     id_column: str = "ytid"
     caption_column: str = "caption"
@@ -194,6 +200,8 @@ def run_musiccaps(settings: MusicCapsSettings) -> int:
         raise JobFailed(f"none of the {len(prompts)} caption ids has a generated file in {generated_dir}")
     if not reference:
         raise JobFailed(f"none of the {len(prompts)} caption ids has a reference file in {settings.reference_audio}")
+    takes = read_takes(settings.takes, set(prompts))
+    key_of = dict(zip(map(str, takes.paths), takes.keys))
 
     preprocess = Preprocess(settings.crop_seconds, settings.band_rate or None)
     report = reports.base_report("musiccaps", out.name, resolved(settings))
@@ -206,6 +214,14 @@ def run_musiccaps(settings: MusicCapsSettings) -> int:
     for what, ids in missing.items():
         if ids:
             report["warnings"].append(f"{len(ids)} {what}")
+    if settings.takes:
+        per_prompt = takes.per_prompt()
+        report["takes"] = {"sources": list(settings.takes), "clips": len(takes.keys), "per_prompt": per_prompt,
+                           "left_out": takes.left_out}
+        report["counts"]["takes_found"] = len(takes.keys)
+        if takes.left_out:
+            path, reason = next(iter(takes.left_out.items()))
+            report["warnings"].append(f"{len(takes.left_out)} takes left out, e.g. {path}: {reason}")
     cache = cache_root(settings)
     musicnn = None
     for spec in specs:
@@ -218,7 +234,12 @@ def run_musiccaps(settings: MusicCapsSettings) -> int:
         report["models"][name] = model_info(embedder)
         report["sets"][f"reference ({name})"] = ref.summary()
         report["sets"][f"generated ({name})"] = gen.summary()
-        rows_, section, warnings = scoring.fad(fad_label(name), model_info(embedder), ref, gen, fad_options(settings, settings.seed))
+        pooled = gen
+        if takes.keys:
+            more = embed_files(list(takes.paths), embedder, preprocess, cache, desc=f"{name}: takes").rekeyed(key_of)
+            report["sets"][f"takes ({name})"] = more.summary()
+            pooled = gen + more
+        rows_, section, warnings = scoring.fad(fad_label(name), model_info(embedder), ref, pooled, fad_options(settings, settings.seed))
         report["metrics"].update(rows_)
         report["fad"][name] = section
         report["warnings"] += warnings
@@ -229,7 +250,8 @@ def run_musiccaps(settings: MusicCapsSettings) -> int:
             report["warnings"] += [w for w in warnings if "prompts have no generated audio" not in w]
         if name == "musicnn":
             musicnn = (embedder, gen, ref)
-            adherence.judge(report, embedder, gen, ref, labels, preprocess, cache, settings.bootstrap, settings.seed)
+            adherence.judge(report, embedder, pooled, ref, labels, preprocess, cache, settings.bootstrap, settings.seed,
+                            takes.prompt_of() or None)
     reports.attach_samples(report, pair_items(generated, reference, prompts), settings.samples, settings.seed)
     if musicnn is not None:
         adherence.tag_samples(report, musicnn[0], musicnn[1:], preprocess, cache)

@@ -164,12 +164,12 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     for stage in STAGES:
         for run in ("trained", "step0"):
             assert f"--stage {stage}" in lines and f"runs/{run}/{stage} " in lines.replace("\\\n", " ")
-    assert "--stage vocoder" not in lines and lines.count(",vocoder=griffin-lim,") == 2
+    assert "--stage vocoder" not in lines and lines.count(",vocoder=griffin-lim,") == 4  # samples and takes, both runs
     assert lines.count("--preset small") == 4 and "--text-encoder hf:all-MiniLM-L6-v2" in lines
     assert "--condition" not in lines  # the generator reads its captions' tokens alone (README)
     joint = "--condition text+text-embedding --joint-model {}/clap".format(tmp_path / "demo")
     assert _make_plan(tmp_path, f"DEMO_SPEC_CONDITION={joint}").stdout.count(joint) == 2  # trained and at step 0
-    assert lines.count("--cascade spectrogram") == 2 and lines.count("--embedding musicnn") == 2
+    assert lines.count("--cascade spectrogram") == 4 and lines.count("--embedding musicnn") == 2
     assert "--clap " not in lines.split("n2m eval musiccaps", 1)[1]  # the joint model never judges the samples
     assert "--tracks 98 --seed 867 --holdout 0.143" in lines and "--audio-init musicnn:MTT_musicnn" in lines
     assert "--min-probe-ratio 2 --min-fad-gain 0.3" in lines and "--tag-gain" not in lines
@@ -187,6 +187,14 @@ def test_make_demo_plan_at_both_scales(tmp_path):
     assert "--text-cache 4096 --num-workers 1" in lines and lines.count("--num-workers 0") == 2  # sr_cascader: trained, step 0
     assert "--lr 1e-3 --decay-steps 7000 --min-lr-ratio 0.1" in hour.stdout
     assert "--max-minutes 8.5 " in lines and "--max-minutes 44 " in hour.stdout  # the generator's time budget
+    # the judge's extra clips per prompt: sampled at run seed 1 into takes/RUN, judged with samples/RUN
+    for plan, takes in ((lines, 3), (hour.stdout, 1)):
+        flat_plan = " ".join(plan.replace("\\\n", " ").split())
+        for run in ("trained", "step0"):
+            assert f"--out {tmp_path / 'demo'}/takes/{run} --seed 1 --num-samples {takes}" in flat_plan
+            assert f"--generated {tmp_path / 'demo'}/samples/{run} --takes {tmp_path / 'demo'}/takes/{run}" in flat_plan
+    untaken = _make_plan(tmp_path, "DEMO_TAKES=0").stdout
+    assert "--takes" not in untaken and "--num-samples" not in untaken and untaken.count("n2m sample") == 2
     assert "--weighting simplified" in lines and "--weighting simplified" in hour.stdout  # the generator's loss weight
     assert "--weighting sigma" in _make_plan(tmp_path, "DEMO_SPEC_WEIGHTING=sigma").stdout
     # the generator diffuses twice the log-mel at both scales (README); the step-0 network is built the same way
@@ -292,9 +300,10 @@ def test_demo_chain(tmp_path, capsys):
         ckpts = ",".join(f"{s}={tmp_path / 'runs' / run / s / 'checkpoints' / 'last.ckpt'}" for s in STAGES)
         ckpts = ckpts.replace(",sr_cascader=", ",vocoder=griffin-lim,sr_cascader=")
         samples = tmp_path / "samples" / run
-        assert main(["sample", "--prompts-file", str(prompts), "--cascade", "spectrogram", "--checkpoints", ckpts,
-                     "--out", str(samples), "--seconds", "2", "--steps", "2", "--sampler", "dpmpp", "--seed", "0",
-                     "--guidance", "3", "--device", "cpu", "--quiet"]) == 0
+        for out, more in ((samples, ["--seed", "0"]), (tmp_path / "takes" / run, ["--seed", "1", "--num-samples", "2"])):
+            assert main(["sample", "--prompts-file", str(prompts), "--cascade", "spectrogram", "--checkpoints", ckpts,
+                         "--out", str(out), "--seconds", "2", "--steps", "2", "--sampler", "dpmpp", "--guidance", "3",
+                         "--device", "cpu", "--quiet", *more]) == 0
         for ident in held:
             info = sf.info(samples / f"{ident}.wav")
             assert info.samplerate == 24_000 and abs(info.duration - 2.0) < 0.05
@@ -302,10 +311,13 @@ def test_demo_chain(tmp_path, capsys):
         reports[run] = tmp_path / "reports" / run
         assert main(["eval", "musiccaps", "--captions", str(prompts), "--id-column", "id", "--caption-column", "text",
                      "--reference-audio", str(corpus / "audio"), "--embedding", "musicnn", "--probe-labels", manifest,
-                     "--probe-column", "style", "--generated", str(samples), "--no-cache", "--samples", "100",
-                     "--bootstrap", "50", "--out", str(reports[run])]) == 0
+                     "--probe-column", "style", "--generated", str(samples), "--takes", str(tmp_path / "takes" / run),
+                     "--no-cache", "--samples", "100", "--bootstrap", "50", "--out", str(reports[run])]) == 0
         report = json.loads((reports[run] / "report.json").read_text())
         assert report["counts"]["generated_found"] == 4 and report["counts"]["reference_found"] == 4
+        assert report["counts"]["takes_found"] == 8 and report["takes"]["per_prompt"] == {i: 2 for i in held}
+        probe = report["adherence"]["probe"]["generated"]
+        assert probe["n"] == 4 and probe["clips"] == 12 and report["fad"]["musicnn"]["generated"]["files"] == 12
         assert {"FAD_musicnn", "musicnn_probe_accuracy", "musicnn_probe_chance", "musicnn_probe_ceiling",
                 "musicnn_tag_gain"} <= set(report["metrics"])
         assert not any(m.startswith(("FAD_CLAP", "CLAP")) for m in report["metrics"])  # no joint model judges

@@ -5,6 +5,7 @@ real weights (installed by ``n2m models fetch``)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from n2m.errors import JobFailed, UserError
 from n2m.eval.adherence import fit_centroids, nearest_centroid, probe_score, read_probe_labels, tag_agreement
 from n2m.eval.clap_score import bootstrap_mean
+from n2m.eval.takes import Takes, read_takes
 
 
 def test_probe_against_hand_computed_centroids():
@@ -51,6 +53,68 @@ def test_tag_agreement_paired_vs_shuffled_on_a_constructed_case():
     assert section["missing_reference"] == ["only-gen"] and section["missing_generated"] == ["only-ref"]
     with pytest.raises(JobFailed):
         tag_agreement({"a": generated["a"]}, reference)
+
+
+def test_takes_score_each_clip_against_its_prompt_and_average_per_prompt():
+    reference = {"a": np.array([1.0, 0, 0]), "b": np.array([0, 1.0, 0]), "c": np.array([0, 0, 1.0])}
+    generated = {"a": np.array([3.0, 4, 0]), "take:a_0": np.array([1.0, 0, 0]), "take:a_1": np.array([0, 0, 1.0]),
+                 "b": np.array([0, 0.5, 0]), "take:b_0": np.array([0, 3.0, 4]), "c": np.array([0, 0, 2.0]),
+                 "take:x_0": np.array([1.0, 1, 1])}
+    prompt_of = {"take:a_0": "a", "take:a_1": "a", "take:b_0": "b", "take:x_0": "x"}
+    agreement = tag_agreement(generated, reference, prompt_of)
+    # By hand, cos with (r_a, r_b, r_c): a (0.6, 0.8, 0), take a_0 (1, 0, 0), take a_1 (0, 0, 1); b (0, 1, 0),
+    # take b_0 (0, 0.6, 0.8); c (0, 0, 1). Paired: a (0.6 + 1 + 0) / 3, b (1 + 0.6) / 2, c 1. Shuffled: the mean of
+    # each clip's other two cosines, then per prompt: a (0.4 + 0 + 0.5) / 3, b (0 + 0.4) / 2, c 0.
+    assert agreement.ids == ("a", "b", "c") and agreement.clips == (3, 2, 1)
+    np.testing.assert_allclose(agreement.paired, [1.6 / 3, 0.8, 1.0])
+    np.testing.assert_allclose(agreement.shuffled, [0.3, 0.2, 0.0])
+    section = agreement.as_dict()
+    assert section["n"] == 3 and section["clips"] == 6
+    assert section["missing_reference"] == ["take:x_0"] and section["missing_generated"] == []
+    # without prompt_of every key is its own prompt: the takes have no reference and drop out
+    plain = tag_agreement(generated, reference)
+    np.testing.assert_allclose(plain.paired, [0.6, 1.0, 1.0])
+    assert plain.clips == (1, 1, 1)
+
+    # the probe: prompt p1 right in 3 of 4 clips, p2 in 1 of 2, p3 in 0 of 1 -> (0.75 + 0.5 + 0) / 3
+    clips = ["p1", "p1_0", "p1_1", "p1_2", "p2", "p2_0", "p3"]
+    prompts = ["p1", "p1", "p1", "p1", "p2", "p2", "p3"]
+    truth = ["A", "A", "A", "A", "B", "B", "A"]
+    predicted = ["A", "A", "B", "A", "B", "A", "B"]
+    score = probe_score(clips, predicted, truth, reps=300, seed=0, prompts=prompts)
+    assert score["accuracy"] == pytest.approx(1.25 / 3) and score["n"] == 3 and score["clips"] == 7
+    # chance over clips: P(pred A) = 4/7, P(true A) = 5/7; P(pred B) = 3/7, P(true B) = 2/7
+    assert score["chance"] == pytest.approx((4 * 5 + 3 * 2) / 49)
+    assert score["confusion"] == {"A": {"A": 3, "B": 2}, "B": {"A": 1, "B": 1}}
+    assert score["per_item"]["p2_0"] == {"label": "B", "predicted": "A", "prompt": "p2"}
+    assert 0.0 <= score["low"] <= score["accuracy"] <= score["high"] <= 0.75  # resampling prompts: none above 0.75
+    assert probe_score(clips, predicted, truth)["accuracy"] == pytest.approx(4 / 7)  # one clip a prompt: over clips
+
+
+def test_takes_are_read_from_sidecars_and_bad_ones_are_listed_not_fatal(tmp_path):
+    from n2m import audio
+
+    for folder, stem, prompt in (("s1", "a_0", "a"), ("s1", "a_1", "a"), ("s2", "a", "a"), ("s2", "b", "b"),
+                                 ("s2", "gone", "zzz"), ("s2", "nosidecar", None), ("s2", "broken", "")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        audio.write(tmp_path / folder / f"{stem}.wav", _track("tonal", 0, 0.5), SR)
+        if prompt is not None:
+            (tmp_path / folder / f"{stem}.json").write_text(
+                "not json" if stem == "broken" else json.dumps({"prompt_id": prompt}))
+    takes = read_takes([str(tmp_path / "s1"), str(tmp_path / "s2")], {"a", "b"})
+    assert takes.keys == ("take:s1/a_0", "take:s1/a_1", "take:s2/a", "take:s2/b")
+    assert takes.prompts == ("a", "a", "a", "b") and takes.per_prompt() == {"a": 3, "b": 1}
+    reasons = {Path(k).stem: v for k, v in takes.left_out.items()}
+    assert set(reasons) == {"gone", "nosidecar", "broken"}
+    assert "not among the selected captions" in reasons["gone"] and "no JSON sidecar" in reasons["nosidecar"]
+    assert "unreadable sidecar" in reasons["broken"]
+    assert read_takes(None, {"a"}) == Takes()
+    audio.write(tmp_path / "s1" / "a_0.flac", _track("tonal", 0, 0.5), SR)
+    with pytest.raises(UserError, match="same take in two formats"):
+        read_takes([str(tmp_path / "s1")], {"a"})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no audio files"):
+        read_takes([str(tmp_path / "empty")], {"a"})
 
 
 def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
@@ -247,6 +311,41 @@ def test_musiccaps_reports_musicnn_beside_fad_and_the_clap_score(musicnn_corpus,
     code = eval_cli(["eval", "fad", "--reference", str(root / "gen"), "--generated", str(root / "gen"),
                      "--embedding", "musicnn:MSD_musicnn:no_such_layer", "--out", str(tmp_path / "bad")])
     assert code == 2 and "no layer 'no_such_layer'" in capsys.readouterr().err
+
+
+def test_musiccaps_takes_judge_every_clip_of_a_prompt(musicnn_corpus, eval_cli, direct, tmp_path):
+    """Each held-out prompt gets one take: the track of the other class next to it (t6 <-> t7, t8 <-> t9), so the
+    probe must read (1 + 0) / 2 per prompt, and the tag figures the per-prompt means of the model's own taggrams."""
+    import shutil
+
+    root = musicnn_corpus
+    takes = tmp_path / "takes"
+    takes.mkdir()
+    swap = {6: 7, 7: 6, 8: 9, 9: 8}
+    for k, other in swap.items():
+        shutil.copy(root / "tracks" / f"t{other}.wav", takes / f"t{k}_0.wav")
+        (takes / f"t{k}_0.json").write_text(json.dumps({"prompt_id": f"t{k}"}))
+    out = tmp_path / "mc"
+    assert eval_cli(["eval", "musiccaps", "--captions", str(root / "captions.jsonl"), "--id-column", "id",
+                     "--caption-column", "text", "--reference-audio", str(root / "tracks"), "--generated",
+                     str(root / "gen"), "--takes", str(takes), "--embedding", "musicnn", "--probe-labels",
+                     str(root / "manifest.jsonl"), "--bootstrap", "50", "--samples", "4", "--out", str(out),
+                     "--no-cache"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    m = rep["metrics"]
+    assert rep["counts"]["takes_found"] == 4 and rep["takes"]["per_prompt"] == {f"t{k}": 1 for k in swap}
+    probe = rep["adherence"]["probe"]["generated"]
+    assert m["musicnn_probe_accuracy"]["value"] == pytest.approx(0.5) and probe["n"] == 4 and probe["clips"] == 8
+    assert "8 clips, each prompt the mean of its own" in m["musicnn_probe_accuracy"]["note"]
+    tags = {f"t{k}": [direct[f"gen/t{k}.wav"][1].mean(0), direct[f"t{swap[k]}.wav"][1].mean(0)] for k in swap}
+    r = {f"t{k}": direct[f"t{k}.wav"][1].mean(0) for k in swap}
+    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    paired = [np.mean([cos(g, r[i]) for g in tags[i]]) for i in sorted(r)]
+    shuffled = [np.mean([np.mean([cos(g, r[j]) for j in r if j != i]) for g in tags[i]]) for i in sorted(r)]
+    assert m["musicnn_tag_agreement"]["value"] == pytest.approx(np.mean(paired), abs=1e-5)
+    assert m["musicnn_tag_agreement_shuffled"]["value"] == pytest.approx(np.mean(shuffled), abs=1e-5)
+    assert rep["fad"]["musicnn"]["generated"]["files"] == 8
+    assert len(rep["samples"]) == 4 and all("/takes/" not in s["generated"] for s in rep["samples"])
 
 
 def test_adherence_user_mistakes_are_one_line_errors(eval_cli, tmp_path, capsys):
