@@ -28,7 +28,6 @@ from n2m.config import resolved
 from n2m.errors import JobFailed, UserError
 from n2m.eval import report as reports
 from n2m.eval.audio_sets import Preprocess, by_id, embed_files, list_audio
-from n2m.eval.takes import read_takes
 from n2m.eval.options import (
     EmbeddingSettings,
     FadExtras,
@@ -44,6 +43,7 @@ from n2m.eval.options import (
     pair_items,
     probe_labels,
 )
+from n2m.eval.takes import read_takes
 from n2m.manifest import TRUE_WORDS, read_rows
 from n2m.progress import honours_quiet
 
