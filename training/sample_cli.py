@@ -89,6 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="x0 clipping: dynamic (Imagen's dynamic thresholding), static ([-1, 1]) or none")
     how.add_argument("--clip-percentile", type=number(float, low=0, high=1, low_open=True), default=0.995, help="dynamic clipping percentile")
     how.add_argument("--aug-t", type=FRACTION, default=0.0, help="noise level of the cascaders' and vocoder's conditioning")
+    how.add_argument("--keep-input-band", action="store_true",
+                     help="cascaders keep their input's band: below 0.85 x the input's Nyquist frequency the output is "
+                          "the input's (crossfaded to the cascader's own by 0.95 x), so a cascader only adds the band "
+                          "its input lacks (AudioSR's post-processing)")
     how.add_argument("--window-seconds", metavar="S|STAGE=S,...",
                      help="cascaders/vocoder: process in cross-faded windows of S seconds (0 = whole; default: whole, "
                           "windows if out of memory)")

@@ -71,6 +71,7 @@ class SampleSettings:
     clip: str = "dynamic"
     clip_percentile: float = 0.995
     aug_t: float = 0.0
+    keep_input_band: bool = False
     window_seconds: str | None = None
     batch_size: int = 4
     device: str = "auto"
@@ -149,6 +150,7 @@ def run_sample(settings: SampleSettings) -> int:
         "t_stop": per_stage(settings.t_stop, T_STOP, "t-stop") or 0.0,
         "window_s": per_stage(settings.window_seconds, NONNEGATIVE, "window-seconds"),
         "eta": settings.eta, "clip": settings.clip, "clip_percentile": settings.clip_percentile, "aug_t": settings.aug_t,
+        "keep_input_band": settings.keep_input_band,
     }
     if settings.gamma is not None:
         options["gamma"] = settings.gamma

@@ -47,6 +47,7 @@ from n2m.training.conditioning import (
 from n2m.training.diffusion.guidance import CLIPS, make_clip
 from n2m.training.diffusion.samplers import SAMPLERS, SPACINGS, get_sampler, make_steps, noise_like
 from n2m.training.joint_bank import TextBridge
+from n2m.training.lowfi import keep_input_band
 from n2m.training.stages import get_stage
 from n2m.training.text import TextEncoder, load_text_encoder
 from n2m.training.windowing import whole_or_windowed, windowed
@@ -90,6 +91,7 @@ class StageSettings:
     aug_t: float = 0.0
     window_s: float | None = None
     overlap_s: float = OVERLAP_S
+    keep_input_band: bool = False  # cascaders: the input's band kept in the output (n2m.training.lowfi.keep_input_band)
 
     def resolved(self, stage: str) -> StageSettings:
         """The paper's values filled in and every setting checked once (names in their registries, numbers finite
@@ -263,8 +265,11 @@ def _run_stage(model: StageModel, settings: StageSettings, prev: torch.Tensor | 
     steps = make_steps(model.denoiser.schedule.alpha_bar, settings.steps, spacing=settings.spacing, t_stop=settings.t_stop)
     denoise = _denoiser(model, settings, stage_input, guide, autocast)
     clip = make_clip(settings.clip, settings.clip_percentile, model.denoiser.data_scale)
-    out = fn(denoise, x_t, steps, cond, clip=clip, generator=gens, callback=lambda info: bar.update(1), **options)
-    return model.denoiser.to_data(out), scales
+    out = model.denoiser.to_data(
+        fn(denoise, x_t, steps, cond, clip=clip, generator=gens, callback=lambda info: bar.update(1), **options))
+    if settings.keep_input_band and get_stage(model.stage).architecture.lowfi_channels > 0:
+        out = keep_input_band(out, prev)
+    return out, scales
 
 
 # ---------------------------------------------------------------------------------------------------------------------

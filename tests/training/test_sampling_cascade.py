@@ -99,6 +99,60 @@ def test_spectrogram_cascade_cli_writes_30_s_and_keeps_the_mel(models_dir, tmp_p
     assert sorted(p.name for p in out.iterdir()) == ["0000.16k.wav", "0000.json", "0000.mel.npy", "0000.wav"]  # no tmp
 
 
+def test_keep_input_band_against_a_second_computation():
+    """The crossfade written out with numpy and scipy.signal.resample (not the module's fft_upsample)."""
+    import scipy.signal
+    import torch
+
+    from n2m.training.lowfi import keep_input_band
+
+    rng = np.random.default_rng(0)
+    prev, out = rng.standard_normal((2, 1, 800)), rng.standard_normal((2, 1, 1200))  # "16 kHz" in, "24 kHz" out
+    position = np.arange(601) / 400.0  # bin k of the output over the input's Nyquist bin (800 / 2)
+    weight = np.where(position <= 0.85, 1.0, np.where(position >= 0.95, 0.0,
+                                                      0.5 + 0.5 * np.cos(np.pi * (position - 0.85) / 0.10)))
+    upsampled = scipy.signal.resample(prev, 1200, axis=-1)
+    expected = np.fft.irfft(weight * np.fft.rfft(upsampled) + (1 - weight) * np.fft.rfft(out), n=1200)
+    got = keep_input_band(torch.from_numpy(out).float(), torch.from_numpy(prev).float()).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    spectrum = np.fft.rfft(got)
+    np.testing.assert_allclose(spectrum[..., :340], np.fft.rfft(upsampled)[..., :340], atol=2e-3)  # below 0.85
+    np.testing.assert_allclose(spectrum[..., 381:], np.fft.rfft(out)[..., 381:], atol=2e-3)  # above 0.95
+    with pytest.raises(ValueError, match="crossfade"):
+        keep_input_band(torch.zeros(1, 1, 12), torch.zeros(1, 1, 8), band=(0.9, 0.8))
+
+
+def test_keep_input_band_in_the_cascade(models_dir):
+    """With --keep-input-band the 24 kHz clip's band below 0.85 x 8 kHz is the 16 kHz vocoder output's, recorded in
+    the settings; the cascader's own band above 0.95 x 8 kHz is what it makes without the flag."""
+    from n2m.training.lowfi import fft_upsample
+
+    models = load_cascade("spectrogram", models_dir)
+    run = lambda keep: generate([Prompt("x", "jazz")], "spectrogram", models, seconds=1.0, steps=2, sampler="dpmpp",  # noqa: E731
+                                progress=False, keep_stages=True, keep_input_band=keep)[0]
+    kept, plain = run(True), run(False)
+    assert kept.metadata["settings"]["sr_cascader"]["keep_input_band"] is True
+    assert plain.metadata["settings"]["sr_cascader"]["keep_input_band"] is False
+    scale = lambda r: r.audio / 10 ** (r.metadata["gain_db"] / 20)  # noqa: E731  undo the full-scale fit
+    voc, rate = kept.stages["vocoder"]
+    assert rate == 16000 and np.allclose(voc, plain.stages["vocoder"][0])  # the same run up to the last stage
+    low = np.fft.rfft(fft_upsample(voc.astype(np.float32), len(kept.audio)))
+    got, own = np.fft.rfft(scale(kept)), np.fft.rfft(scale(plain))
+    edge, top = int(0.85 * 8000 * len(kept.audio) / 24000), int(0.95 * 8000 * len(kept.audio) / 24000) + 1
+    np.testing.assert_allclose(got[:edge], low[:edge], atol=1e-2 * np.abs(low).max())
+    np.testing.assert_allclose(got[top:], own[top:], atol=1e-2 * np.abs(own).max())
+    assert not np.allclose(got[:edge], own[:edge], atol=1e-2 * np.abs(own).max())
+
+
+def test_keep_input_band_from_the_command_line(models_dir, tmp_path):
+    from n2m.cli import main
+
+    assert main(["sample", "--prompts", "jazz", "--cascade", "waveform", "--checkpoints", str(models_dir), "--out",
+                 str(tmp_path), "--seconds", "1", "--steps", "2", "--keep-input-band", "--quiet"]) == 0
+    settings = json.loads((tmp_path / "0000.json").read_text())["sampler_settings"]
+    assert settings["cascader"]["keep_input_band"] is settings["sr_cascader"]["keep_input_band"] is True
+
+
 def test_samples_depend_only_on_their_seed(models_dir):
     models = load_cascade("waveform", models_dir)
     run = lambda prompts, **kw: generate(prompts, "waveform", models, seconds=1.0, steps=3, progress=False, **kw)  # noqa: E731
