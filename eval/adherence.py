@@ -56,10 +56,10 @@ class TagAgreement:
     shuffled: np.ndarray  # [N]
     missing_reference: tuple[str, ...]
     missing_generated: tuple[str, ...]
-    clips: tuple[int, ...] = ()
+    clips: tuple[int, ...]  # [N] generated clips per prompt
 
     def as_dict(self, reps: int = 0, seed: int = 0) -> dict[str, Any]:
-        return {"n": len(self.ids), "clips": int(sum(self.clips)) if self.clips else len(self.ids),
+        return {"n": len(self.ids), "clips": int(sum(self.clips)),
                 "paired": _interval(self.paired, reps, seed),
                 "shuffled": _interval(self.shuffled, reps, seed),
                 "gain": _interval(self.paired - self.shuffled, reps, seed),

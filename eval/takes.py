@@ -1,10 +1,11 @@
 """More than one generated clip per prompt: ``n2m eval musiccaps --takes DIR``.
 
-A take is one more clip of a prompt that already has its ``{id}.wav`` in ``--generated``, e.g. ``n2m sample
---num-samples 3 --seed 1 --out DIR`` (files ``{id}_0.wav``, ``{id}_1.wav``, ...). Its prompt comes from its JSON sidecar
-(``prompt_id``, what ``n2m sample`` writes), never from the file name. Each take is keyed ``take:{path}`` (its path
-below the folder that holds every take, without the suffix), so it cannot collide with a ``--generated`` id. A take without a readable sidecar, or whose prompt is not among the selected
-captions, is left out and listed with its reason; it never stops the evaluation.
+A take is one more clip of a selected prompt (usually one that has its ``{id}.wav`` in ``--generated`` too), e.g.
+``n2m sample --num-samples 3 --seed 1 --out DIR`` (files ``{id}_0.wav``, ``{id}_1.wav``, ...). Its prompt comes from its
+JSON sidecar (``prompt_id``, what ``n2m sample`` writes), never from the file name. Each take is keyed ``take:{path}``
+(its path below the folder that holds every take, without the suffix), so it cannot collide with a ``--generated`` id.
+A take without a readable sidecar, or whose prompt is not among the selected captions, is left out and listed with its
+reason; it never stops the evaluation.
 
 Why: with 14 prompts one clip each, a judge's accuracy moves by 1/14 with every clip, and a second draw from the same
 model can land three clips apart. Judging K clips per prompt and taking each prompt's mean keeps the prompt as the unit
@@ -14,6 +15,7 @@ of the bootstrap (:mod:`n2m.eval.adherence`) and narrows what sampling alone add
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,10 +39,7 @@ class Takes:
 
     def per_prompt(self) -> dict[str, int]:
         """Takes per prompt id (prompts without a take absent)."""
-        counts: dict[str, int] = {}
-        for prompt in self.prompts:
-            counts[prompt] = counts.get(prompt, 0) + 1
-        return dict(sorted(counts.items()))
+        return dict(sorted(Counter(self.prompts).items()))
 
 
 def _prompt_id(path: Path) -> tuple[str | None, str | None]:
