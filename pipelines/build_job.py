@@ -182,7 +182,7 @@ def _run_build(settings: BuildSettings, out: str, setup: BeamSetup, started: flo
     if the_plan.pending:
         workers = _run_pending(settings, out, the_plan, job.JobSettings(out, clip, fetch, digest, settings.decode_threads,
                                                                         settings.fetch_concurrency), setup)
-        Store(out).rmtree(layout.work_dir)
+    Store(out).rmtree(layout.work_dir)  # also when a killed run had committed every shard before it could clean up
     listing = {"sources": the_plan.sources, "skipped_files": the_plan.listing.skipped_files,
                "repeated_uris": the_plan.listing.repeated_uris, "conflicts": the_plan.listing.conflicts}
     if settings.retry_failed:
